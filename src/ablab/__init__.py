@@ -1,0 +1,11 @@
+"""ablab: a laboratory for controlled ablation studies of deep-learning training."""
+
+__version__ = "0.1.0"
+PROTOCOL_VERSION = 1  # bump when a change alters the numbers a RunSpec produces
+
+
+def load(path):
+    """Open a study directory: ``ablab.load("results/x").metrics()`` returns a DataFrame."""
+    from ablab.store import Store
+
+    return Store.open(path)

@@ -1,0 +1,173 @@
+"""One registry per component kind: the name in a spec is the key is the label in the report.
+
+A component in a spec is a name plus keyword parameters, mapped 1:1 onto the explicit keyword
+parameters of the registered factory: ``REGISTRY.create({"name": n, **params}, **context)``.
+Context arguments (``in_shape`` for a model, ``params`` for an optimizer …) come from the
+engine, never from the spec.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import typing
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pydantic
+
+from ablab.errors import SpecError
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    factory: Callable[..., Any]
+    description: str
+
+
+def closest_names(name: str, known: list[str]) -> str:
+    """A hint for an unknown name: the closest known one and the full list."""
+    close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.4)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return f"{hint} Known: {', '.join(sorted(known))}."
+
+
+class Registry:
+    """Named factories of one component kind, registered with a decorator at their definition."""
+
+    def __init__(self, kind: str, context: tuple[str, ...] = ()):
+        self.kind = kind
+        self.context = context
+        self._entries: dict[str, Entry] = {}
+
+    def register(self, name: str, description: str | None = None) -> Callable[[Callable], Callable]:
+        """Decorator: register ``factory`` under ``name``; the docstring's first line describes it."""
+
+        def decorate(factory: Callable) -> Callable:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} '{name}' is registered twice")
+            doc = description or (inspect.getdoc(factory) or "").strip().splitlines()
+            text = doc if isinstance(doc, str) else (doc[0] if doc else "")
+            self._entries[name] = Entry(name, factory, text)
+            return factory
+
+        return decorate
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def list_names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def list_entries(self) -> list[Entry]:
+        return [self._entries[n] for n in self.list_names()]
+
+    def get(self, name: str) -> Callable[..., Any]:
+        """The factory registered as ``name``; an unknown name lists the known ones."""
+        return self.get_entry(name).factory
+
+    def get_entry(self, name: str) -> Entry:
+        if name not in self._entries:
+            raise SpecError(
+                f"unknown {self.kind} '{name}'.{closest_names(name, self.list_names())}",
+                field="name",
+            )
+        return self._entries[name]
+
+    def get_parameters(self, name: str) -> dict[str, inspect.Parameter]:
+        """The spec-settable keyword parameters of ``name`` (context arguments left out)."""
+        factory = self.get(name)
+        target = factory.__init__ if inspect.isclass(factory) else factory
+        params = inspect.signature(target).parameters
+        return {
+            k: p
+            for k, p in params.items()
+            if k not in self.context and k != "self"
+            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        }
+
+    def _type_hints(self, name: str) -> dict[str, Any]:
+        factory = self.get(name)
+        target = factory.__init__ if inspect.isclass(factory) else factory
+        return typing.get_type_hints(target, include_extras=True)
+
+    def validate(self, spec: str | dict[str, Any]) -> dict[str, Any]:
+        """Check a component spec against the factory's signature; returns it with types coerced.
+
+        Unknown or missing parameters, wrong types and a duration given in two units are
+        ``SpecError``s whose field is relative to the component.
+        """
+        spec = {"name": spec} if isinstance(spec, str) else dict(spec)
+        if "name" not in spec:
+            raise SpecError(f"a {self.kind} needs a 'name'.{closest_names('', self.list_names())}")
+        name = spec.pop("name")
+        if not isinstance(name, str):
+            raise SpecError(f"must be a {self.kind} name (a string), got {name!r}", field="name")
+        allowed = self.get_parameters(name)
+        hints = self._type_hints(name)
+        out: dict[str, Any] = {"name": name}
+        for key, value in spec.items():
+            if key not in allowed:
+                known = [k for k in allowed]
+                raise SpecError(
+                    f"{self.kind} '{name}' has no parameter '{key}'."
+                    + (closest_names(key, known) if known else " It takes no parameters."),
+                    field=key,
+                )
+            hint = hints.get(key)
+            if hint is not None:
+                try:
+                    value = pydantic.TypeAdapter(hint).validate_python(value, strict=False)
+                except pydantic.ValidationError as err:
+                    first = err.errors()[0]
+                    sub = ".".join(str(p) for p in first["loc"])
+                    raise SpecError(
+                        f"{first['msg']} (got {value!r})", field=f"{key}.{sub}" if sub else key
+                    ) from None
+            out[key] = value
+        for key, p in allowed.items():
+            if p.default is inspect.Parameter.empty and key not in out:
+                raise SpecError(f"{self.kind} '{name}' needs parameter '{key}'", field=key)
+        _check_duration_units(out)
+        return out
+
+    def create(self, spec: str | dict[str, Any], **context: Any) -> Any:
+        """Build the component: ``factory(**context, **params)``."""
+        spec = self.validate(spec)
+        name = spec.pop("name")
+        return self.get(name)(**context, **spec)
+
+
+def _check_duration_units(params: dict[str, Any]) -> None:
+    """A duration is given in one unit: ``x_steps`` or ``x_epochs``, never both."""
+    for key, value in params.items():
+        if key.endswith("_steps") and value is not None:
+            twin = key[: -len("_steps")] + "_epochs"
+            if params.get(twin) is not None:
+                raise SpecError(
+                    f"duration given in two units: '{key}' and '{twin}'; give exactly one",
+                    field=twin,
+                )
+
+
+DATASETS = Registry("dataset", context=())
+MODELS = Registry("model", context=("in_shape", "out_dim"))
+NORMS = Registry("norm", context=("num_features", "dim"))
+ACTIVATIONS = Registry("activation")
+OPTIMIZERS = Registry("optimizer", context=("params",))
+SCHEDULES = Registry("schedule", context=("total_steps", "steps_per_epoch"))
+LOSSES = Registry("loss")
+AUGMENTATIONS = Registry("augmentation", context=("dataset",))
+
+ALL_REGISTRIES: dict[str, Registry] = {
+    r.kind: r
+    for r in (DATASETS, MODELS, NORMS, ACTIVATIONS, OPTIMIZERS, SCHEDULES, LOSSES, AUGMENTATIONS)
+}
+
+
+def load_components() -> dict[str, Registry]:
+    """Import every module that registers components; returns the registries by kind."""
+    import ablab.components  # noqa: F401  (registers on import)
+
+    return ALL_REGISTRIES
