@@ -127,8 +127,11 @@ class Registry:
                     ) from None
             out[key] = value
         for key, p in allowed.items():
-            if p.default is inspect.Parameter.empty and key not in out:
+            if key in out:
+                continue
+            if p.default is inspect.Parameter.empty:
                 raise SpecError(f"{self.kind} '{name}' needs parameter '{key}'", field=key)
+            out[key] = p.default  # filled in, so a run's canonical form names every setting
         _check_duration_units(out)
         return out
 

@@ -1,0 +1,5 @@
+import sys
+
+from ablab.cli import main
+
+sys.exit(main())

@@ -1,0 +1,156 @@
+"""The ``ablab`` command: run | validate | status | report | list.
+
+Exit codes: 0 everything finished (done or diverged), 1 some run failed, 2 bad input,
+130 interrupted (a rerun of the same command resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ablab.errors import AblabError
+
+EXIT_OK, EXIT_FAILED_RUNS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ablab", description="Controlled ablation studies of deep-learning training.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train every run of a study that the store does not hold yet")
+    run.add_argument("spec", help="study YAML file")
+    run.add_argument("--out", help="results directory (default: results/<study name>)")
+    run.add_argument("--workers", type=int, default=1, help="worker processes (default 1: in this process)")
+    run.add_argument("--executor", choices=["local"], default="local")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                     help="override a base setting by dotted path, e.g. --set data.path=/data/cifar10 (repeatable)")
+    run.add_argument("--report", action="store_true", help="write the report when the study finishes")
+
+    val = sub.add_parser("validate", help="check a study spec and list its runs; writes nothing")
+    val.add_argument("spec")
+    val.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE")
+
+    st = sub.add_parser("status", help="done / running / failed / diverged counts, per run")
+    st.add_argument("results", help="study results directory")
+
+    rep = sub.add_parser("report", help="write report/index.html with figures and tables; print the table")
+    rep.add_argument("results", help="study results directory")
+
+    ls = sub.add_parser("list", help="every registered component, by kind")
+    ls.add_argument("kind", nargs="?", help="only this kind (dataset, model, optimizer, …)")
+    return p
+
+
+def _load(spec: str, overrides: list[str]):
+    from ablab.spec import expand, load_study
+    from ablab.validate import check_variants
+
+    study = load_study(spec, overrides)
+    variants = expand(study, file=spec)
+    check_variants(variants, file=spec)
+    return study, variants
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ablab.execute import run_study
+
+    if args.workers < 1:
+        raise AblabError(f"--workers must be at least 1, got {args.workers}")
+    study, variants = _load(args.spec, args.overrides)  # everything validated before anything is written
+    out = Path(args.out) if args.out else Path("results") / study.name
+    try:
+        summary = run_study(study, args.spec, variants, out, workers=args.workers, executor=args.executor)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; run the same command again to resume ({out})", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
+    print(f"{study.name}: {counts} -> {out}")
+    if args.report:
+        _print_report(out)
+    else:
+        print(f"next: ablab report {out}")
+    return EXIT_OK if summary.complete else EXIT_FAILED_RUNS
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    study, variants = _load(args.spec, args.overrides)
+    labels = sorted({v.label for v in variants}, key=[v.label for v in variants].index)
+    print(f"{args.spec}: study '{study.name}' is valid: {len(variants)} runs = {len(labels)} variants × {study.seeds.replicates} replicates")
+    for label in labels:
+        print(f"  {label}")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from ablab.store import Store
+
+    store = Store.open(args.results)
+    try:
+        runs = store.runs()
+        study = store.study()
+    finally:
+        store.close()
+    counts = runs["status"].value_counts().to_dict()
+    print(f"study '{study['name']}' in {args.results}: {len(runs)} runs: "
+          + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "diverged", "failed", "running", "pending")))
+    width = max([len(lbl) for lbl in runs["label"]] + [7])
+    print(f"{'run':<16}  {'variant':<{width}}  {'rep':>3}  {'status':<8}  {'time':>7}")
+    for r in runs.itertuples():
+        t = f"{r.duration_s:.1f}s" if r.duration_s == r.duration_s and r.duration_s is not None else ""
+        status = r.status
+        if status == "running":
+            status = "running (or interrupted)"
+        print(f"{r.run:<16}  {r.label:<{width}}  {r.replicate:>3}  {status:<8}  {t:>7}")
+    return EXIT_OK
+
+
+def _print_report(results: str | Path) -> None:
+    from ablab.report import write_report
+    from ablab.store import Store
+
+    store = Store.open(results)
+    try:
+        result = write_report(store)
+    finally:
+        store.close()
+    print(result.table_text)
+    print(f"report: {result.path}")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    _print_report(args.results)
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from ablab.registry import closest_names, load_components
+
+    registries = load_components()
+    kinds = [args.kind] if args.kind else list(registries)
+    for kind in kinds:
+        if kind not in registries:
+            raise AblabError(f"unknown component kind '{kind}'.{closest_names(kind, list(registries))}")
+        reg = registries[kind]
+        print(f"{kind}:")
+        width = max((len(n) for n in reg.list_names()), default=0)
+        for entry in reg.list_entries():
+            print(f"  {entry.name:<{width}}  {entry.description}")
+    return EXIT_OK
+
+
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "status": cmd_status, "report": cmd_report, "list": cmd_list}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except AblabError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

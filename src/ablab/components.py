@@ -1,0 +1,8 @@
+"""Imports every module that registers components, so every registry is complete."""
+
+import ablab.data.digits  # noqa: F401
+import ablab.losses  # noqa: F401
+import ablab.models.layers  # noqa: F401
+import ablab.models.mlp  # noqa: F401
+import ablab.norm  # noqa: F401
+import ablab.optim  # noqa: F401

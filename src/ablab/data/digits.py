@@ -1,0 +1,40 @@
+"""scikit-learn's bundled ``digits``: 1797 8×8 grey images of 10 digits, no download needed."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from ablab.data.base import SPLIT_SEED, Dataset, Split
+from ablab.registry import DATASETS
+
+
+@functools.lru_cache(maxsize=1)
+def _load_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0  # pixel values 0..16
+    return x, torch.tensor(bunch.target, dtype=torch.int64)
+
+
+@DATASETS.register("digits")
+def digits(val_size: int = 180, test_size: int = 360) -> Dataset:
+    """Embedded 8×8 digits (sklearn), fixed train/val/test split (1257/180/360 by default)."""
+    x, y = _load_digits()
+    n = len(y)
+    if val_size < 0 or test_size < 0 or val_size + test_size >= n:
+        from ablab.errors import SpecError
+
+        raise SpecError(f"val_size + test_size must be in 0..{n - 1}, got {val_size} + {test_size}", field="val_size")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED))
+    test_idx = perm[:test_size].sort().values
+    val_idx = perm[test_size : test_size + val_size].sort().values
+    train_idx = perm[test_size + val_size :].sort().values
+    splits = {k: Split(x[i], y[i]) for k, i in (("train", train_idx), ("val", val_idx), ("test", test_idx))}
+    tx = splits["train"].x
+    return Dataset(
+        "digits", splits, in_shape=(1, 8, 8), out_dim=10, task="classification",
+        mean=(float(tx.mean()),), std=(float(tx.std()),),
+    ).check()

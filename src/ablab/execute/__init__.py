@@ -1,0 +1,56 @@
+"""Executors: run what the store does not hold yet, and store each result as it comes back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from ablab.execute.progress import ProgressView
+from ablab.spec import Study, Variant
+from ablab.store import Store
+
+
+@dataclass
+class Summary:
+    """Counts by status over the whole study after an invocation."""
+
+    counts: dict[str, int]
+    ran: int
+
+    @property
+    def complete(self) -> bool:
+        """Every run has a final result (done or diverged); a failed run is not complete."""
+        return set(self.counts) <= {"done", "diverged"}
+
+
+def run_study(
+    study: Study,
+    file: str,
+    variants: list[Variant],
+    out: str | Path,
+    workers: int = 1,
+    executor: Literal["local"] = "local",
+    tty: bool | None = None,
+) -> Summary:
+    """Record the study in ``out``, then train every run without a final result."""
+    store = Store.create(out)
+    try:
+        store.sync_study(study, file, variants)
+        todo_ids = set(store.run_ids_to_do())
+        todo = [v for v in variants if v.id in todo_ids]
+        view = ProgressView(total=len(variants), already_done=len(variants) - len(todo), tty=tty)
+        try:
+            if workers <= 1 or len(todo) <= 1:
+                from ablab.execute.local import run_sequential
+
+                run_sequential(store, todo, view)
+            else:
+                from ablab.execute.local import run_parallel
+
+                run_parallel(store, todo, view, workers)
+        finally:
+            view.close()
+        return Summary(store.status_counts(), len(todo))
+    finally:
+        store.close()

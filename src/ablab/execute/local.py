@@ -1,0 +1,131 @@
+"""Local executor: runs in this process (workers=1) or in N spawned worker processes.
+
+Workers only train and return a ``RunResult``; the driver alone writes the store.
+"""
+
+from __future__ import annotations
+
+import collections
+import multiprocessing as mp
+import os
+import queue as queue_mod
+import signal
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+import torch
+
+from ablab.execute.progress import ProgressView
+from ablab.spec import RunSpec, Variant
+from ablab.store import Store
+from ablab.train.loop import train
+from ablab.train.result import RunResult
+
+MAX_WORKER_CRASHES = 2  # a run in flight when a worker died this often is stored as failed
+
+_progress_queue: Any = None
+
+
+def _init_worker(progress_queue: Any, threads: int) -> None:
+    global _progress_queue
+    _progress_queue = progress_queue
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    torch.set_num_threads(threads)
+
+
+def _run_in_worker(spec_json: str, run_id: str) -> RunResult:
+    spec = RunSpec.model_validate_json(spec_json)
+
+    def progress(epoch: int, epochs: int) -> None:
+        if _progress_queue is not None:
+            _progress_queue.put((run_id, epoch, epochs))
+
+    return train(spec, progress=progress, run_id=run_id)
+
+
+def _note(result: RunResult) -> str:
+    if result.status == "failed" and result.error:
+        return result.error.strip().splitlines()[-1][:200]
+    finals = {(sp, n): v for (_, _, sp, n, v) in result.metrics if sp == "test"}
+    return ", ".join(f"test.{n}={v:.4g}" for (_, n), v in sorted(finals.items()))
+
+
+def run_sequential(store: Store, todo: list[Variant], view: ProgressView) -> None:
+    """Train each run in this process, storing each result as it arrives."""
+    for v in todo:
+        store.mark_running(v.id)
+        view.started(v.id, v.label, v.replicate)
+        try:
+            result = train(v.spec, progress=lambda e, n, rid=v.id: view.epoch(rid, e, n), run_id=v.id)
+        except KeyboardInterrupt:
+            store.mark_pending([v.id])
+            raise
+        store.record(result)
+        view.finished(v.id, v.label, v.replicate, result.status, result.duration_s, _note(result))
+
+
+def run_parallel(store: Store, todo: list[Variant], view: ProgressView, workers: int) -> None:
+    """Train runs in ``workers`` spawned processes; a dead worker's runs are retried, then failed."""
+    ctx = mp.get_context("spawn")
+    progress_queue = ctx.Queue()
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    pending = collections.deque(todo)
+    crashes: collections.Counter[str] = collections.Counter()
+    inflight: dict[Future, Variant] = {}
+    pool = _new_pool(ctx, workers, progress_queue, threads)
+    try:
+        while pending or inflight:
+            while pending and len(inflight) < workers:
+                v = pending.popleft()
+                store.mark_running(v.id)
+                view.started(v.id, v.label, v.replicate)
+                inflight[pool.submit(_run_in_worker, v.spec.canonical_json(), v.id)] = v
+            done, _ = wait(list(inflight), timeout=0.2, return_when=FIRST_COMPLETED)
+            _drain(progress_queue, view)
+            broken = False
+            for fut in done:
+                v = inflight.pop(fut)
+                try:
+                    result = fut.result()
+                except BrokenProcessPool:
+                    broken = True
+                    crashes[v.id] += 1
+                    if crashes[v.id] < MAX_WORKER_CRASHES:
+                        store.mark_pending([v.id])
+                        pending.appendleft(v)
+                        continue
+                    result = RunResult(v.id, "failed", error=f"worker process died {crashes[v.id]} times while running this run")
+                store.record(result)
+                view.finished(v.id, v.label, v.replicate, result.status, result.duration_s, _note(result))
+            if broken:
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = _new_pool(ctx, workers, progress_queue, threads)
+    except KeyboardInterrupt:
+        store.mark_pending(v.id for v in inflight.values())
+        _terminate(pool)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        progress_queue.close()
+
+
+def _new_pool(ctx: Any, workers: int, progress_queue: Any, threads: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(progress_queue, threads)
+    )
+
+
+def _drain(progress_queue: Any, view: ProgressView) -> None:
+    while True:
+        try:
+            run_id, epoch, epochs = progress_queue.get_nowait()
+        except (queue_mod.Empty, OSError, ValueError):
+            return
+        view.epoch(run_id, epoch, epochs)
+
+
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    for proc in list(getattr(pool, "_processes", {}).values()):
+        proc.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,105 @@
+"""Progress of a study: a redrawn status line on a terminal, plain log lines otherwise."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from typing import TextIO
+
+
+@dataclass
+class _Active:
+    label: str
+    epoch: int = 0
+    epochs: int = 0
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class ProgressView:
+    """Runs done/total, each running run's epoch, elapsed time and ETA."""
+
+    def __init__(self, total: int, already_done: int = 0, stream: TextIO | None = None, tty: bool | None = None):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.total = total
+        self.done = already_done
+        self.todo = total - already_done
+        self.finished_now = 0
+        self.active: dict[str, _Active] = {}
+        self.start = time.monotonic()
+        self._last_draw = 0.0
+        if not self.tty:
+            self._log(f"{self.todo} of {total} runs to do ({already_done} already stored)")
+
+    # ---- events
+
+    def started(self, run_id: str, label: str, replicate: int) -> None:
+        self.active[run_id] = _Active(f"{label} #{replicate}")
+        self._draw(force=True)
+
+    def epoch(self, run_id: str, epoch: int, epochs: int) -> None:
+        if run_id in self.active:
+            self.active[run_id].epoch, self.active[run_id].epochs = epoch, epochs
+        self._draw()
+
+    def finished(self, run_id: str, label: str, replicate: int, status: str, duration_s: float, note: str = "") -> None:
+        self.active.pop(run_id, None)
+        self.done += 1
+        self.finished_now += 1
+        if not self.tty or status != "done":
+            extra = f"  {note}" if note else ""
+            self._log(f"[{self.done}/{self.total}] {status:<8} {label} #{replicate} ({run_id}) in {duration_s:.1f}s{extra}")
+        self._draw(force=True)
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\r\x1b[2K")
+        elapsed = time.monotonic() - self.start
+        self._log(f"{self.finished_now} runs finished in {_clock(elapsed)}; {self.done}/{self.total} stored")
+        self.stream.flush()
+
+    # ---- drawing
+
+    def eta_seconds(self) -> float | None:
+        """Remaining time from the work done so far (finished runs plus epochs of running ones)."""
+        progress = self.finished_now + sum(a.epoch / a.epochs for a in self.active.values() if a.epochs)
+        if progress <= 0:
+            return None
+        elapsed = time.monotonic() - self.start
+        return elapsed * (self.todo - progress) / progress
+
+    def line(self) -> str:
+        eta = self.eta_seconds()
+        parts = [f"{self.done}/{self.total} runs"]
+        for a in self.active.values():
+            parts.append(f"{a.label} epoch {a.epoch}/{a.epochs or '?'}")
+        parts.append(f"elapsed {_clock(time.monotonic() - self.start)}")
+        parts.append(f"ETA {_clock(eta)}" if eta is not None else "ETA ?")
+        return " | ".join(parts)
+
+    def _draw(self, force: bool = False) -> None:
+        if not self.tty:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_draw < 0.2:
+            return
+        self._last_draw = now
+        width = shutil.get_terminal_size((100, 20)).columns
+        self.stream.write("\r\x1b[2K" + self.line()[: width - 1])
+        self.stream.flush()
+
+    def _log(self, text: str) -> None:
+        if self.tty:
+            self.stream.write("\r\x1b[2K")
+        self.stream.write(text + "\n")
+        self.stream.flush()
+        if self.tty:
+            self._draw(force=True)

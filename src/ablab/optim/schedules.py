@@ -1,0 +1,85 @@
+"""Registered learning-rate schedules: factories returning ``factor(step) -> float``.
+
+The engine sets ``lr = base_lr · factor(step)`` before each optimizer step. Durations are
+given in steps or epochs (never both) and converted to steps once, here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat
+
+from ablab.errors import SpecError
+from ablab.registry import SCHEDULES
+
+Schedule = Callable[[int], float]
+
+
+def _steps(steps: Optional[int], epochs: Optional[float], steps_per_epoch: int) -> int:
+    if steps is not None:
+        return steps
+    return round(epochs * steps_per_epoch) if epochs is not None else 0
+
+
+def _warmup(factor: Schedule, warmup: int) -> Schedule:
+    """Linear warmup: factor rises as (step+1)/warmup over the first ``warmup`` steps."""
+    if warmup <= 0:
+        return factor
+    return lambda step: factor(step) * min(1.0, (step + 1) / warmup)
+
+
+@SCHEDULES.register("constant")
+def constant(
+    total_steps: int,
+    steps_per_epoch: int,
+    warmup_steps: Optional[NonNegativeInt] = None,
+    warmup_epochs: Optional[NonNegativeFloat] = None,
+) -> Schedule:
+    """Constant learning rate, with optional linear warmup."""
+    return _warmup(lambda step: 1.0, _steps(warmup_steps, warmup_epochs, steps_per_epoch))
+
+
+@SCHEDULES.register("step")
+def step_decay(
+    total_steps: int,
+    steps_per_epoch: int,
+    milestones_epochs: Optional[list[NonNegativeFloat]] = None,
+    milestones_steps: Optional[list[NonNegativeInt]] = None,
+    gamma: PositiveFloat = 0.1,
+    warmup_steps: Optional[NonNegativeInt] = None,
+    warmup_epochs: Optional[NonNegativeFloat] = None,
+) -> Schedule:
+    """Multiply the lr by gamma at each milestone, with optional linear warmup."""
+    if milestones_epochs is None and milestones_steps is None:
+        raise SpecError("give milestones_epochs or milestones_steps", field="milestones_epochs")
+    if milestones_steps is not None:
+        marks = sorted(milestones_steps)
+    else:
+        marks = sorted(round(e * steps_per_epoch) for e in milestones_epochs)
+    return _warmup(
+        lambda step: gamma ** sum(step >= m for m in marks),
+        _steps(warmup_steps, warmup_epochs, steps_per_epoch),
+    )
+
+
+@SCHEDULES.register("cosine")
+def cosine(
+    total_steps: int,
+    steps_per_epoch: int,
+    final_factor: NonNegativeFloat = 0.0,
+    warmup_steps: Optional[NonNegativeInt] = None,
+    warmup_epochs: Optional[NonNegativeFloat] = None,
+) -> Schedule:
+    """Cosine annealing from the base lr to final_factor·lr over the run (after warmup)."""
+    warmup = _steps(warmup_steps, warmup_epochs, steps_per_epoch)
+    span = max(1, total_steps - warmup)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        t = min(1.0, (step - warmup) / span)
+        return final_factor + (1.0 - final_factor) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+    return factor

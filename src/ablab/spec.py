@@ -1,0 +1,393 @@
+"""Study and RunSpec models: YAML loading, validation, grid expansion and stable run ids.
+
+A study is a ``base`` run plus axes: ``grid`` (cartesian product), ``zip`` (vary together) and
+``seeds`` (replicates, and which random streams vary between them). Axis keys are dotted paths
+into the base run (``optimizer.lr``). Expansion yields fully resolved ``RunSpec``s.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+
+from ablab import PROTOCOL_VERSION
+from ablab.errors import SpecError
+from ablab.registry import AUGMENTATIONS, DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULES, Registry, load_components
+from ablab.seeding import STREAMS
+
+load_components()
+
+Stream = Literal["init", "shuffle", "augment", "stochastic"]
+Component = Union[str, dict[str, Any]]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def _component(registry: Registry, value: Component) -> dict[str, Any]:
+    try:
+        return registry.validate(value)
+    except SpecError as err:
+        raise ValueError(err.render()) from None
+
+
+class Seeds(_Strict):
+    """One integer per random stream (see ``ablab.seeding``)."""
+
+    init: int = 0
+    shuffle: int = 0
+    augment: int = 0
+    stochastic: int = 0
+
+
+class Record(_Strict):
+    """What a run records: training metrics every ``every_steps`` steps, evaluations per epoch."""
+
+    every_steps: PositiveInt = 50
+    eval_splits: list[Literal["train", "val", "test"]] = ["train", "val", "test"]
+    eval_every_epochs: PositiveInt = 1
+    eval_batch_size: PositiveInt = 1024
+    checkpoint: bool = False
+
+
+class RunSpec(_Strict):
+    """Everything that changes a run's numbers; two runs with the same id are the same experiment."""
+
+    data: Component
+    model: Component
+    optimizer: Component
+    schedule: Component = "constant"
+    loss: Component = "cross_entropy"
+    augment: list[Component] = []
+    epochs: Optional[PositiveInt] = None
+    steps: Optional[PositiveInt] = None
+    batch_size: PositiveInt
+    drop_last: bool = False
+    l2: float = Field(0.0, ge=0.0, description="coupled L2: 0.5·l2·Σ‖w‖² on conv/linear weights")
+    device: str = "auto"
+    deterministic: bool = True
+    seeds: Seeds = Seeds()
+    replicate: int = Field(0, ge=0)
+    record: Record = Record()
+
+    @field_validator("data")
+    @classmethod
+    def _data(cls, v: Component) -> dict[str, Any]:
+        return _component(DATASETS, v)
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: Component) -> dict[str, Any]:
+        return _component(MODELS, v)
+
+    @field_validator("optimizer")
+    @classmethod
+    def _optimizer(cls, v: Component) -> dict[str, Any]:
+        return _component(OPTIMIZERS, v)
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, v: Component) -> dict[str, Any]:
+        return _component(SCHEDULES, v)
+
+    @field_validator("loss")
+    @classmethod
+    def _loss(cls, v: Component) -> dict[str, Any]:
+        return _component(LOSSES, v)
+
+    @field_validator("augment")
+    @classmethod
+    def _augment(cls, v: list[Component]) -> list[dict[str, Any]]:
+        out = []
+        for i, a in enumerate(v):
+            try:
+                out.append(AUGMENTATIONS.validate(a))
+            except SpecError as err:
+                raise ValueError(err.located(prefix=str(i)).render()) from None
+        return out
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v not in ("auto", "cpu", "cuda", "mps") and not v.startswith("cuda:"):
+            raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_duration(self) -> "RunSpec":
+        if self.epochs is not None and self.steps is not None:
+            raise ValueError("duration given in two units: 'epochs' and 'steps'; give exactly one")
+        if self.epochs is None and self.steps is None:
+            raise ValueError("give the run's duration as 'epochs' or 'steps'")
+        return self
+
+    def canonical_json(self) -> str:
+        """The run's canonical form: sorted keys, no whitespace, every default filled in."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def id(self) -> str:
+        """Stable id: sha256 of the canonical JSON and ablab's protocol version (16 hex digits)."""
+        text = f"ablab-protocol-{PROTOCOL_VERSION}:{self.canonical_json()}"
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class SeedAxis(_Strict):
+    """Replicates of every variant; ``vary`` names the streams that change between them."""
+
+    replicates: PositiveInt = 1
+    vary: list[Stream] = list(STREAMS)
+    base: int = 0
+
+
+class ReportSettings(_Strict):
+    """How the report selects and shows results."""
+
+    selection: Literal["final", "best"] = "final"
+    select_on: str = "val.accuracy"
+    metrics: list[str] = ["test.accuracy", "test.loss", "val.accuracy", "train.loss"]
+    curves: list[str] = ["train.loss", "val.accuracy", "test.accuracy"]
+
+    @field_validator("select_on")
+    @classmethod
+    def _ref(cls, v: str) -> str:
+        _check_metric_ref(v)
+        return v
+
+    @field_validator("metrics", "curves")
+    @classmethod
+    def _refs(cls, v: list[str]) -> list[str]:
+        for ref in v:
+            _check_metric_ref(ref)
+        return v
+
+
+def _check_metric_ref(ref: str) -> None:
+    split, _, name = ref.partition(".")
+    if split not in ("train", "val", "test", "batch") or not name:
+        raise ValueError(f"a metric is 'split.name' with split train, val, test or batch; got {ref!r}")
+
+
+class Study(_Strict):
+    """A base run plus the axes to vary."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    base: dict[str, Any]
+    grid: dict[str, list[Any]] = {}
+    zip: Union[dict[str, list[Any]], list[dict[str, list[Any]]]] = []
+    seeds: SeedAxis = SeedAxis()
+    report: ReportSettings = ReportSettings()
+
+    @field_validator("grid")
+    @classmethod
+    def _grid(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for path, values in v.items():
+            if not values:
+                raise ValueError(f"axis '{path}' has no values")
+        return v
+
+    @field_validator("zip")
+    @classmethod
+    def _zip(cls, v: Any) -> list[dict[str, list[Any]]]:
+        groups = [v] if isinstance(v, dict) else v
+        for group in groups:
+            lengths = {k: len(vals) for k, vals in group.items()}
+            if len(set(lengths.values())) > 1:
+                raise ValueError(f"zip axes must have equal lengths, got {lengths}")
+            if lengths and not next(iter(lengths.values())):
+                raise ValueError("zip axes have no values")
+        return groups
+
+
+class Variant(BaseModel):
+    """One expanded run with its place in the study."""
+
+    spec: RunSpec
+    label: str
+    axes: dict[str, Any]
+    replicate: int
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
+    """Read and validate a study YAML; ``overrides`` are ``path=value`` strings on ``base``."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpecError("file not found", file=str(path)) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError(f"cannot read: {err}", file=str(path)) from None
+    except yaml.YAMLError as err:
+        raise SpecError(f"not valid YAML: {err}".replace("\n", " "), file=str(path)) from None
+    if not isinstance(raw, dict):
+        raise SpecError("a study is a YAML mapping with keys name, base, grid, zip, seeds, report", file=str(path))
+    raw.setdefault("name", path.stem)
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SpecError(f"an override is PATH=VALUE, got {item!r}", file="--set")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed = value
+        if not isinstance(raw.get("base"), dict):
+            raise SpecError("the study has no 'base' mapping to override", file=str(path))
+        set_path(raw["base"], key.strip(), parsed, where=f"--set {key}")
+    try:
+        return Study.model_validate(raw)
+    except pydantic.ValidationError as err:
+        raise _spec_error(err, str(path)) from None
+
+
+def _spec_error(err: pydantic.ValidationError, file: str, prefix: str = "") -> SpecError:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-"))
+    msg = first["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+        parent = list(first["loc"][:-1])
+        allowed = _allowed_keys(err.title, parent)
+        if allowed:
+            from ablab.registry import closest_names
+
+            msg += "." + closest_names(str(first["loc"][-1]), allowed)
+    field = ".".join(p for p in (prefix, loc) if p)
+    # a component error carries its own "field: message"; splice the field in
+    inner, sep, rest = msg.partition(": ")
+    if sep and " " not in inner and inner:
+        return SpecError(rest, field=f"{field}.{inner}" if field else inner, file=file)
+    return SpecError(msg, field=field or None, file=file)
+
+
+def _allowed_keys(title: str, parent: list) -> list[str]:
+    models = {"Study": Study, "RunSpec": RunSpec}
+    model = models.get(title)
+    for part in parent:
+        if model is None:
+            return []
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    return list(model.model_fields) if model is not None else []
+
+
+def set_path(tree: dict[str, Any], path: str, value: Any, where: str = "") -> None:
+    """Set ``tree[a][b][c] = value`` for ``path='a.b.c'``; a component given as a name becomes a dict."""
+    parts = path.split(".")
+    node: Any = tree
+    for i, part in enumerate(parts[:-1]):
+        nxt = node[int(part)] if isinstance(node, list) and part.isdigit() and int(part) < len(node) else (
+            node.get(part) if isinstance(node, dict) else None
+        )
+        if isinstance(nxt, str):
+            nxt = {"name": nxt}
+        elif nxt is None:
+            nxt = {}
+        elif not isinstance(nxt, (dict, list)):
+            raise SpecError(f"cannot set '{path}': '{'.'.join(parts[: i + 1])}' is a value, not a mapping", field=where or path)
+        if isinstance(node, list):
+            node[int(part)] = nxt
+        else:
+            node[part] = nxt
+        node = nxt
+    last = parts[-1]
+    if isinstance(node, list):
+        if not (last.isdigit() and int(last) < len(node)):
+            raise SpecError(f"cannot set '{path}': index {last} out of range", field=where or path)
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+# ---------------------------------------------------------------- expansion
+
+
+def _label_value(value: Any) -> str:
+    if isinstance(value, dict) and "name" in value:
+        rest = ", ".join(f"{k}={_label_value(v)}" for k, v in value.items() if k != "name")
+        return f"{value['name']}({rest})" if rest else str(value["name"])
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_label_value(v) for v in value) + "]"
+    return str(value)
+
+
+def make_label(axes: dict[str, Any]) -> str:
+    """A readable variant label from its axis values: ``optimizer=adam, lr=0.001``."""
+    if "label" in axes:
+        return str(axes["label"])
+    if not axes:
+        return "base"
+    parts = []
+    for path, value in axes.items():
+        short = path[: -len(".name")] if path.endswith(".name") else path
+        parts.append(f"{short}={_label_value(value)}")
+    return ", ".join(parts)
+
+
+def _axis_combinations(study: Study) -> list[dict[str, Any]]:
+    blocks: list[list[dict[str, Any]]] = []
+    if study.grid:
+        keys = list(study.grid)
+        blocks.append([dict(zip(keys, combo)) for combo in itertools.product(*study.grid.values())])
+    for group in study.zip:
+        if group:
+            n = len(next(iter(group.values())))
+            blocks.append([{k: vals[i] for k, vals in group.items()} for i in range(n)])
+    combos = [{}]
+    for block in blocks:
+        combos = [{**a, **b} for a in combos for b in block]
+    return combos
+
+
+def expand(study: Study, file: str = "") -> list[Variant]:
+    """Every run of the study: variants (grid × zip) × seed replicates, each validated."""
+    out: list[Variant] = []
+    seen: dict[str, str] = {}
+    for axes in _axis_combinations(study):
+        label = make_label(axes)
+        for r in range(study.seeds.replicates):
+            raw = copy.deepcopy(study.base)
+            for path, value in axes.items():
+                if path != "label":
+                    set_path(raw, path, copy.deepcopy(value), where=path)
+            seeds = {s: study.seeds.base + (r if s in study.seeds.vary else 0) for s in STREAMS}
+            raw.setdefault("seeds", {})
+            if not isinstance(raw["seeds"], dict):
+                raise SpecError("base.seeds must be a mapping of stream: int", file=file, field="base.seeds")
+            raw["seeds"] = {**seeds, **{k: v for k, v in raw["seeds"].items() if k not in study.seeds.vary}}
+            raw["replicate"] = r
+            try:
+                spec = RunSpec.model_validate(raw)
+            except pydantic.ValidationError as err:
+                e = _spec_error(err, file, prefix="base")
+                where = f" (variant '{label}')" if axes else ""
+                raise SpecError(e.message + where, field=e.field, file=file) from None
+            if spec.id in seen:
+                raise SpecError(
+                    f"variants '{seen[spec.id]}' and '{label}' are the same experiment "
+                    "(an axis does not change the run)", file=file, field="grid",
+                )
+            seen[spec.id] = label
+            out.append(Variant(spec=spec, label=label, axes=axes, replicate=r))
+    return out

@@ -1,0 +1,1 @@
+"""The training engine: ``train(RunSpec) -> RunResult``."""

@@ -1,0 +1,217 @@
+"""The training loop: one explicit function, ``train(spec) -> RunResult``.
+
+Pure with respect to the store: a spec (and data) in, numbers out. The driver stores them.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from ablab import seeding
+from ablab.data.base import Dataset, Split
+from ablab.data.sampler import iterate_batches, steps_per_epoch
+from ablab.registry import AUGMENTATIONS, DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULES
+from ablab.spec import RunSpec
+from ablab.train.result import MetricRow, RunResult
+
+Progress = Callable[[int, int], None]  # (epoch done, total epochs)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_dataset(spec: dict) -> Dataset:
+    """The dataset of a run's ``data`` component (CPU tensors; loaders cache per process)."""
+    return DATASETS.create(spec)
+
+
+def build_model(spec: RunSpec, data: Dataset) -> nn.Module:
+    """The model, initialised from the run's ``init`` stream (on the CPU, so every device agrees)."""
+    with seeding.init_scope(spec.seeds.init):
+        return MODELS.create(spec.model, in_shape=tuple(data.in_shape), out_dim=data.out_dim)
+
+
+def l2_weights(model: nn.Module) -> list[torch.Tensor]:
+    """The parameters the coupled L2 penalty acts on: weights of conv and linear layers."""
+    kinds = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    return [m.weight for m in model.modules() if isinstance(m, kinds)]
+
+
+@dataclass
+class Plan:
+    """A run's duration, converted to steps once."""
+
+    steps_per_epoch: int
+    total_steps: int
+    epochs: int
+
+
+def plan_duration(spec: RunSpec, n_train: int) -> Plan:
+    spe = steps_per_epoch(n_train, spec.batch_size, spec.drop_last)
+    total = spec.steps if spec.steps is not None else spec.epochs * spe
+    return Plan(spe, total, math.ceil(total / spe))
+
+
+class _Running:
+    """Sums of training loss/accuracy on the device, read (one host sync) every k steps."""
+
+    def __init__(self, device: torch.device):
+        self.loss = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device)
+        self.count = 0
+        self.batches = 0
+
+    def add(self, loss: torch.Tensor, correct: Optional[torch.Tensor], n: int) -> None:
+        self.loss += loss.detach()
+        if correct is not None:
+            self.correct += correct
+        self.count += n
+        self.batches += 1
+
+    def read(self) -> tuple[float, float]:
+        loss, acc = self.loss.item() / self.batches, self.correct.item() / self.count
+        self.__init__(self.loss.device)
+        return loss, acc
+
+
+def _correct(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    labels = y.argmax(dim=-1) if y.is_floating_point() else y
+    return (output.argmax(dim=-1) == labels).sum()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, loss_fn, classification: bool, batch_size: int) -> dict[str, float]:
+    """Mean loss (and accuracy, or MSE for regression) over every example of a split."""
+    model.eval()
+    loss_sum = torch.zeros((), device=split.x.device, dtype=torch.float64)
+    extra = torch.zeros((), device=split.x.device, dtype=torch.float64)
+    n = len(split)
+    for start in range(0, n, batch_size):
+        x, y = split.x[start : start + batch_size], split.y[start : start + batch_size]
+        out = model(x)
+        loss_sum += loss_fn(out, y).double() * len(x)
+        if classification:
+            extra += _correct(out, y)
+        else:
+            extra += torch.nn.functional.mse_loss(out, y.reshape(out.shape).to(out.dtype), reduction="sum").double() / out[0].numel()
+    model.train()
+    if n == 0:
+        return {}
+    name = "accuracy" if classification else "mse"
+    return {"loss": (loss_sum / n).item(), name: (extra / n).item()}
+
+
+def train(spec: RunSpec, progress: Optional[Progress] = None, run_id: Optional[str] = None) -> RunResult:
+    """Train one run; a non-finite loss ends it as ``diverged`` with its history so far."""
+    started = time.time()
+    run_id = run_id or spec.id
+    try:
+        return _train(spec, progress, run_id, started)
+    except Exception:  # noqa: BLE001  (a run that raises is a result: failed, with its traceback)
+        return RunResult(
+            run_id, "failed", error=traceback.format_exc(), device=spec.device,
+            duration_s=time.time() - started, started=started,
+        )
+
+
+def _train(spec: RunSpec, progress: Optional[Progress], run_id: str, started: float) -> RunResult:
+    # ---- set-up: device, data, model, optimizer, schedule, loss
+    device = resolve_device(spec.device)
+    data = load_dataset(spec.data).to(device)
+    classification = data.task == "classification"
+    train_split = data.splits["train"]
+    model = build_model(spec, data).to(device)
+    optimizer = OPTIMIZERS.create(spec.optimizer, params=model.parameters())
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    plan = plan_duration(spec, len(train_split))
+    schedule = SCHEDULES.create(spec.schedule, total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch)
+    loss_fn = LOSSES.create(spec.loss)
+    augments = [AUGMENTATIONS.create(a, dataset=data) for a in spec.augment]
+    weights = l2_weights(model) if spec.l2 > 0 else []
+    shuffle_gen = seeding.create_generator("shuffle", spec.seeds.shuffle)
+    augment_gen = seeding.create_generator("augment", spec.seeds.augment, device)
+    rec = spec.record
+    metrics: list[MetricRow] = []
+    status = "done"
+
+    def record_eval(step: int, epoch: int) -> bool:
+        finite = True
+        for split_name in rec.eval_splits:
+            for name, value in evaluate(model, data.splits[split_name], loss_fn, classification, rec.eval_batch_size).items():
+                metrics.append((step, epoch, split_name, name, value))
+                finite &= math.isfinite(value)
+        return finite
+
+    # ---- loop: epochs of shuffled batches; metrics every k steps and every epoch
+    with seeding.deterministic_kernels(spec.deterministic), seeding.stochastic_scope(spec.seeds.stochastic, device):
+        model.train()
+        record_eval(0, 0)
+        running = _Running(device)
+        step = 0
+        for epoch in range(1, plan.epochs + 1):
+            for idx in iterate_batches(len(train_split), spec.batch_size, spec.drop_last, shuffle_gen):
+                idx = idx.to(device)
+                x, y = train_split.x[idx], train_split.y[idx]
+                for aug in augments:
+                    x, y = aug(x, y, augment_gen)
+                factor = schedule(step)
+                for group, lr in zip(optimizer.param_groups, base_lrs):
+                    group["lr"] = lr * factor
+                loss, out = train_step(model, optimizer, loss_fn, x, y, weights, spec.l2)
+                running.add(loss, _correct(out, y) if classification else None, len(x))
+                step += 1
+                if step % rec.every_steps == 0 or step == plan.total_steps:
+                    batch_loss, batch_acc = running.read()
+                    metrics.append((step, epoch, "batch", "loss", batch_loss))
+                    if classification:
+                        metrics.append((step, epoch, "batch", "accuracy", batch_acc))
+                    metrics.append((step, epoch, "batch", "lr", base_lrs[0] * factor))
+                    if not math.isfinite(batch_loss):
+                        status = "diverged"
+                        break
+                if step >= plan.total_steps:
+                    break
+            if status == "diverged":
+                break
+            if epoch % rec.eval_every_epochs == 0 or step >= plan.total_steps:
+                if not record_eval(step, epoch):
+                    status = "diverged"
+                    break
+            if progress is not None:
+                progress(epoch, plan.epochs)
+
+    artifacts = {}
+    if rec.checkpoint and status == "done":
+        buf = io.BytesIO()
+        torch.save(model.state_dict(), buf)
+        artifacts["model.pt"] = buf.getvalue()
+    return RunResult(
+        run_id, status, metrics, artifacts, device=str(device),
+        duration_s=time.time() - started, started=started,
+    )
+
+
+def train_step(model, optimizer, loss_fn, x, y, weights, l2: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on a batch: loss (+ 0.5·l2·Σ‖w‖², coupled as in DeepOBS), backward, step.
+
+    Returns the data loss (without the penalty) and the model output, both still on the device.
+    """
+    out = model(x)
+    loss = loss_fn(out, y)
+    total = loss + 0.5 * l2 * sum(w.pow(2).sum() for w in weights) if weights else loss
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    optimizer.step()
+    return loss, out.detach()
