@@ -34,3 +34,11 @@ class DataError(AblabError):
 
 class StoreError(AblabError):
     """A results directory is missing or is not an ablab store."""
+
+
+def split_located(field: str | None, message: str) -> tuple[str | None, str]:
+    """Move a nested error's own ``"sub.field: message"`` prefix onto ``field``."""
+    inner, sep, rest = message.partition(": ")
+    if sep and inner and " " not in inner and not inner.startswith("("):
+        return (f"{field}.{inner}" if field else inner), rest
+    return field, message

@@ -12,11 +12,11 @@ import difflib
 import inspect
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
 import pydantic
 
-from ablab.errors import SpecError
+from ablab.errors import SpecError, split_located
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,16 @@ class Registry:
             )
         return self._entries[name]
 
+    def name_type(self) -> Any:
+        """An annotation for a parameter holding a name of this kind, checked during validation."""
+
+        def check(name: str) -> str:
+            if name not in self._entries:
+                raise ValueError(f"unknown {self.kind} '{name}'.{closest_names(name, self.list_names())}")
+            return name
+
+        return Annotated[str, pydantic.AfterValidator(check)]
+
     def get_parameters(self, name: str) -> dict[str, inspect.Parameter]:
         """The spec-settable keyword parameters of ``name`` (context arguments left out)."""
         factory = self.get(name)
@@ -106,32 +116,22 @@ class Registry:
             raise SpecError(f"must be a {self.kind} name (a string), got {name!r}", field="name")
         allowed = self.get_parameters(name)
         hints = self._type_hints(name)
-        out: dict[str, Any] = {"name": name}
-        for key, value in spec.items():
+        for key in spec:
             if key not in allowed:
-                known = [k for k in allowed]
                 raise SpecError(
                     f"{self.kind} '{name}' has no parameter '{key}'."
-                    + (closest_names(key, known) if known else " It takes no parameters."),
+                    + (closest_names(key, list(allowed)) if allowed else " It takes no parameters."),
                     field=key,
                 )
-            hint = hints.get(key)
-            if hint is not None:
-                try:
-                    value = pydantic.TypeAdapter(hint).validate_python(value, strict=False)
-                except pydantic.ValidationError as err:
-                    first = err.errors()[0]
-                    sub = ".".join(str(p) for p in first["loc"])
-                    raise SpecError(
-                        f"{first['msg']} (got {value!r})", field=f"{key}.{sub}" if sub else key
-                    ) from None
-            out[key] = value
+        out: dict[str, Any] = {"name": name}
         for key, p in allowed.items():
-            if key in out:
-                continue
-            if p.default is inspect.Parameter.empty:
+            if key in spec:
+                value = spec[key]
+            elif p.default is inspect.Parameter.empty:
                 raise SpecError(f"{self.kind} '{name}' needs parameter '{key}'", field=key)
-            out[key] = p.default  # filled in, so a run's canonical form names every setting
+            else:
+                value = p.default  # filled in, so a run's canonical form names every setting
+            out[key] = _coerce(key, value, hints.get(key))
         _check_duration_units(out)
         return out
 
@@ -140,6 +140,21 @@ class Registry:
         spec = self.validate(spec)
         name = spec.pop("name")
         return self.get(name)(**context, **spec)
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Validate one parameter value against its annotation (pydantic, lax mode)."""
+    if hint is None:
+        return value
+    try:
+        return pydantic.TypeAdapter(hint).validate_python(value, strict=False)
+    except pydantic.ValidationError as err:
+        first = err.errors()[0]
+        sub = ".".join(str(p) for p in first["loc"])
+        msg = first["msg"].removeprefix("Value error, ")
+        got = "" if "(got" in msg or "unknown" in msg else f" (got {value!r})"
+        field, msg = split_located(f"{key}.{sub}" if sub else key, msg)
+        raise SpecError(msg + got, field=field) from None
 
 
 def _check_duration_units(params: dict[str, Any]) -> None:

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from ablab import PROTOCOL_VERSION
-from ablab.errors import SpecError
+from ablab.errors import SpecError, split_located
 from ablab.registry import AUGMENTATIONS, DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULES, Registry, load_components
 from ablab.seeding import STREAMS
 
@@ -270,12 +270,11 @@ def _spec_error(err: pydantic.ValidationError, file: str, prefix: str = "") -> S
             from ablab.registry import closest_names
 
             msg += "." + closest_names(str(first["loc"][-1]), allowed)
-    field = ".".join(p for p in (prefix, loc) if p)
-    # a component error carries its own "field: message"; splice the field in
-    inner, sep, rest = msg.partition(": ")
-    if sep and " " not in inner and inner:
-        return SpecError(rest, field=f"{field}.{inner}" if field else inner, file=file)
-    return SpecError(msg, field=field or None, file=file)
+    got = first.get("input")
+    if first["type"] != "extra_forbidden" and isinstance(got, (str, int, float, bool)) and "(got" not in msg:
+        msg += f" (got {got!r})"
+    field, msg = split_located(".".join(p for p in (prefix, loc) if p) or None, msg)
+    return SpecError(msg, field=field, file=file)
 
 
 def _allowed_keys(title: str, parent: list) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ablab.models.layers import create_activation, flat_size
+from ablab.models.layers import ActivationName, create_activation, flat_size
 from ablab.norm import NormPlan, NormSpec, Placement
 from ablab.registry import MODELS
 
@@ -20,7 +20,7 @@ def mlp(
     in_shape: tuple[int, ...],
     out_dim: int,
     widths: list[int] = [128, 128],
-    activation: str = "relu",
+    activation: ActivationName = "relu",
     dropout: float = 0.0,
     norm: NormSpec = "none",
     norm_at: Placement = "all_hidden",

