@@ -23,6 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("spec", help="study YAML file")
     run.add_argument("--out", help="results directory (default: results/<study name>)")
     run.add_argument("--workers", type=int, default=1, help="worker processes (default 1: in this process)")
+    run.add_argument("--threads", type=int, help="CPU threads per run (default: cores // workers); "
+                     "CPU results are bitwise reproducible for the same thread count")
     run.add_argument("--executor", choices=["local"], default="local")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                      help="override a base setting by dotted path, e.g. --set data.path=/data/cifar10 (repeatable)")
@@ -58,10 +60,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise AblabError(f"--workers must be at least 1, got {args.workers}")
+    if args.threads is not None and args.threads < 1:
+        raise AblabError(f"--threads must be at least 1, got {args.threads}")
     study, variants = _load(args.spec, args.overrides)  # everything validated before anything is written
     out = Path(args.out) if args.out else Path("results") / study.name
     try:
-        summary = run_study(study, args.spec, variants, out, workers=args.workers, executor=args.executor)
+        summary = run_study(study, args.spec, variants, out, workers=args.workers, executor=args.executor, threads=args.threads)
     except KeyboardInterrupt:
         print(f"\ninterrupted; run the same command again to resume ({out})", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -6,3 +6,5 @@ import ablab.models.layers  # noqa: F401
 import ablab.models.mlp  # noqa: F401
 import ablab.norm  # noqa: F401
 import ablab.optim  # noqa: F401
+import ablab.data.augment  # noqa: F401
+import ablab.data.datasets  # noqa: F401

@@ -134,3 +134,18 @@ def test_regression_records_mse():
     assert r.status == "done", r.error
     assert _rows(r, "test", "mse")[-1][2] < 1e-3
     assert not _rows(r, "test", "accuracy")
+
+
+def test_normalize_is_applied_at_evaluation_too():
+    from ablab.data.base import Split
+    from ablab.registry import AUGMENTATIONS, LOSSES
+    from ablab.train.loop import evaluate, load_dataset
+
+    data = load_dataset({"name": "digits"})
+    norm = AUGMENTATIONS.create("normalize", dataset=data)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    ce = LOSSES.create("cross_entropy")
+    test = data.splits["test"]
+    pre = Split(norm(test.x, test.y, None)[0], test.y)
+    assert evaluate(model, test, ce, True, 100, (norm,)) == evaluate(model, pre, ce, True, 100)
+    assert evaluate(model, test, ce, True, 100, (norm,)) != evaluate(model, test, ce, True, 100)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -32,8 +33,14 @@ def run_study(
     workers: int = 1,
     executor: Literal["local"] = "local",
     tty: bool | None = None,
+    threads: int | None = None,
 ) -> Summary:
-    """Record the study in ``out``, then train every run without a final result."""
+    """Record the study in ``out``, then train every run without a final result.
+
+    ``threads``: intra-op CPU threads per run (default: cores // workers). CPU results are
+    bitwise reproducible for the same thread count; a different count may change the last bits.
+    """
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
     store = Store.create(out)
     try:
         store.sync_study(study, file, variants)
@@ -44,11 +51,11 @@ def run_study(
             if workers <= 1 or len(todo) <= 1:
                 from ablab.execute.local import run_sequential
 
-                run_sequential(store, todo, view)
+                run_sequential(store, todo, view, threads)
             else:
                 from ablab.execute.local import run_parallel
 
-                run_parallel(store, todo, view, workers)
+                run_parallel(store, todo, view, workers, threads)
         finally:
             view.close()
         return Summary(store.status_counts(), len(todo))

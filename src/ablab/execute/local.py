@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import collections
 import multiprocessing as mp
-import os
 import queue as queue_mod
 import signal
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -51,8 +50,17 @@ def _note(result: RunResult) -> str:
     return ", ".join(f"test.{n}={v:.4g}" for (_, n), v in sorted(finals.items()))
 
 
-def run_sequential(store: Store, todo: list[Variant], view: ProgressView) -> None:
+def run_sequential(store: Store, todo: list[Variant], view: ProgressView, threads: int) -> None:
     """Train each run in this process, storing each result as it arrives."""
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _run_each(store, todo, view)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _run_each(store: Store, todo: list[Variant], view: ProgressView) -> None:
     for v in todo:
         store.mark_running(v.id)
         view.started(v.id, v.label, v.replicate)
@@ -65,11 +73,10 @@ def run_sequential(store: Store, todo: list[Variant], view: ProgressView) -> Non
         view.finished(v.id, v.label, v.replicate, result.status, result.duration_s, _note(result))
 
 
-def run_parallel(store: Store, todo: list[Variant], view: ProgressView, workers: int) -> None:
+def run_parallel(store: Store, todo: list[Variant], view: ProgressView, workers: int, threads: int) -> None:
     """Train runs in ``workers`` spawned processes; a dead worker's runs are retried, then failed."""
     ctx = mp.get_context("spawn")
     progress_queue = ctx.Queue()
-    threads = max(1, (os.cpu_count() or 1) // workers)
     pending = collections.deque(todo)
     crashes: collections.Counter[str] = collections.Counter()
     inflight: dict[Future, Variant] = {}

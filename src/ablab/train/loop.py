@@ -92,14 +92,21 @@ def _correct(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, loss_fn, classification: bool, batch_size: int) -> dict[str, float]:
-    """Mean loss (and accuracy, or MSE for regression) over every example of a split."""
+def evaluate(
+    model: nn.Module, split: Split, loss_fn, classification: bool, batch_size: int, transforms: tuple = ()
+) -> dict[str, float]:
+    """Mean loss (and accuracy, or MSE for regression) over every example of a split.
+
+    ``transforms``: the deterministic preprocessing steps among the augmentations (``normalize``).
+    """
     model.eval()
     loss_sum = torch.zeros((), device=split.x.device, dtype=torch.float64)
     extra = torch.zeros((), device=split.x.device, dtype=torch.float64)
     n = len(split)
     for start in range(0, n, batch_size):
         x, y = split.x[start : start + batch_size], split.y[start : start + batch_size]
+        for transform in transforms:
+            x, y = transform(x, y, None)
         out = model(x)
         loss_sum += loss_fn(out, y).double() * len(x)
         if classification:
@@ -139,6 +146,7 @@ def _train(spec: RunSpec, progress: Optional[Progress], run_id: str, started: fl
     schedule = SCHEDULES.create(spec.schedule, total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch)
     loss_fn = LOSSES.create(spec.loss)
     augments = [AUGMENTATIONS.create(a, dataset=data) for a in spec.augment]
+    eval_transforms = tuple(a for a in augments if getattr(a, "at_eval", False))
     weights = l2_weights(model) if spec.l2 > 0 else []
     shuffle_gen = seeding.create_generator("shuffle", spec.seeds.shuffle)
     augment_gen = seeding.create_generator("augment", spec.seeds.augment, device)
@@ -149,7 +157,9 @@ def _train(spec: RunSpec, progress: Optional[Progress], run_id: str, started: fl
     def record_eval(step: int, epoch: int) -> bool:
         finite = True
         for split_name in rec.eval_splits:
-            for name, value in evaluate(model, data.splits[split_name], loss_fn, classification, rec.eval_batch_size).items():
+            for name, value in evaluate(
+                model, data.splits[split_name], loss_fn, classification, rec.eval_batch_size, eval_transforms
+            ).items():
                 metrics.append((step, epoch, split_name, name, value))
                 finite &= math.isfinite(value)
         return finite
@@ -197,8 +207,9 @@ def _train(spec: RunSpec, progress: Optional[Progress], run_id: str, started: fl
         buf = io.BytesIO()
         torch.save(model.state_dict(), buf)
         artifacts["model.pt"] = buf.getvalue()
+    threads = f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else ""
     return RunResult(
-        run_id, status, metrics, artifacts, device=str(device),
+        run_id, status, metrics, artifacts, device=f"{device}{threads}",
         duration_s=time.time() - started, started=started,
     )
 
