@@ -36,9 +36,10 @@ def closest_names(name: str, known: list[str]) -> str:
 class Registry:
     """Named factories of one component kind, registered with a decorator at their definition."""
 
-    def __init__(self, kind: str, context: tuple[str, ...] = ()):
+    def __init__(self, kind: str, context: tuple[str, ...] = (), hints: dict[str, str] | None = None):
         self.kind = kind
         self.context = context
+        self.hints = hints or {}  # parameter -> how to supply it, shown when it is missing
         self._entries: dict[str, Entry] = {}
 
     def register(self, name: str, description: str | None = None) -> Callable[[Callable], Callable]:
@@ -128,7 +129,8 @@ class Registry:
             if key in spec:
                 value = spec[key]
             elif p.default is inspect.Parameter.empty:
-                raise SpecError(f"{self.kind} '{name}' needs parameter '{key}'", field=key)
+                hint = f" ({self.hints[key]})" if key in self.hints else ""
+                raise SpecError(f"{self.kind} '{name}' needs parameter '{key}'{hint}", field=key)
             else:
                 value = p.default  # filled in, so a run's canonical form names every setting
             out[key] = _coerce(key, value, hints.get(key))
@@ -152,7 +154,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         first = err.errors()[0]
         sub = ".".join(str(p) for p in first["loc"])
         msg = first["msg"].removeprefix("Value error, ")
-        got = "" if "(got" in msg or "unknown" in msg else f" (got {value!r})"
+        got = "" if "(got" in msg or "unknown" in msg or str(value) in msg else f" (got {value!r})"
         field, msg = split_located(f"{key}.{sub}" if sub else key, msg)
         raise SpecError(msg + got, field=field) from None
 
@@ -169,7 +171,7 @@ def _check_duration_units(params: dict[str, Any]) -> None:
                 )
 
 
-DATASETS = Registry("dataset", context=())
+DATASETS = Registry("dataset", hints={"path": "give it in the spec or on the command line: --set data.path=DIR"})
 MODELS = Registry("model", context=("in_shape", "out_dim"))
 NORMS = Registry("norm", context=("num_features", "dim"))
 ACTIVATIONS = Registry("activation")

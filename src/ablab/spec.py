@@ -241,15 +241,21 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
     raw.setdefault("name", path.stem)
     for item in overrides or []:
         key, sep, value = item.partition("=")
+        key = key.strip()
         if not sep or not key:
             raise SpecError(f"an override is PATH=VALUE, got {item!r}", file="--set")
         try:
             parsed = yaml.safe_load(value)
         except yaml.YAMLError:
             parsed = value
-        if not isinstance(raw.get("base"), dict):
+        # paths start at the study (seeds.replicates, report.selection, base.seeds.init);
+        # any other path is a setting of the base run (optimizer.lr, data.path)
+        if key.split(".")[0] in Study.model_fields:
+            set_path(raw, key, parsed, where=f"--set {key}")
+        elif isinstance(raw.get("base"), dict):
+            set_path(raw["base"], key, parsed, where=f"--set {key}")
+        else:
             raise SpecError("the study has no 'base' mapping to override", file=str(path))
-        set_path(raw["base"], key.strip(), parsed, where=f"--set {key}")
     try:
         return Study.model_validate(raw)
     except pydantic.ValidationError as err:

@@ -15,7 +15,7 @@ from ablab.data import formats
 from ablab.data.base import Dataset
 from ablab.errors import DataError, SpecError
 from ablab.registry import DATASETS
-from test_formats import make_images, truncate, write_cifar_batch, write_idx, write_png, write_svhn_mat
+from fileformats import make_images, truncate, write_cifar_batch, write_idx, write_png, write_svhn_mat
 
 SPLITS = {"train", "val", "test"}
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import functools
 
+from typing import Annotated, Literal
+
 import torch
+from pydantic import Field, NonNegativeInt
 
 from ablab.data.base import SPLIT_SEED, Dataset, Split
 from ablab.registry import DATASETS
@@ -20,9 +23,21 @@ def _load_digits() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @DATASETS.register("digits")
-def digits(val_size: int = 180, test_size: int = 360) -> Dataset:
-    """Embedded 8×8 digits (sklearn), fixed train/val/test split (1257/180/360 by default)."""
+def digits(
+    val_size: NonNegativeInt = 180,
+    test_size: NonNegativeInt = 360,
+    size: Annotated[int, Field(ge=8, le=64)] = 8,
+    channels: Literal[1, 3] = 1,
+) -> Dataset:
+    """Embedded 8×8 digits (sklearn), fixed train/val/test split (1257/180/360 by default).
+
+    ``size`` resizes bilinearly (e.g. 32 to run the CIFAR architectures on a CPU in seconds);
+    ``channels: 3`` repeats the grey channel, mimicking RGB input.
+    """
     x, y = _load_digits()
+    if size != 8:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    x = x.expand(-1, channels, -1, -1).contiguous()
     n = len(y)
     if val_size < 0 or test_size < 0 or val_size + test_size >= n:
         from ablab.errors import SpecError
@@ -35,6 +50,6 @@ def digits(val_size: int = 180, test_size: int = 360) -> Dataset:
     splits = {k: Split(x[i], y[i]) for k, i in (("train", train_idx), ("val", val_idx), ("test", test_idx))}
     tx = splits["train"].x
     return Dataset(
-        "digits", splits, in_shape=(1, 8, 8), out_dim=10, task="classification",
-        mean=(float(tx.mean()),), std=(float(tx.std()),),
+        "digits", splits, in_shape=(channels, size, size), out_dim=10, task="classification",
+        mean=(float(tx.mean()),) * channels, std=(float(tx.std()),) * channels,
     ).check()

@@ -1,0 +1,136 @@
+"""Shared benchmark machinery: device and threads, synchronized timing, interleaved rounds, tables.
+
+Every benchmark compares a candidate with a baseline measured in the same process. Rounds
+interleave the cases (the order flips every round) so slow drift of a shared, noisy machine
+(other processes, clock changes) hits both sides alike; each case reports the median over rounds.
+A MISS is printed, never raised: the process exits 0 unless a benchmark crashes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Optional
+
+import torch
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued device work, so a host clock read covers it (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds for ``fn()``, device work included (synchronized before and after on CUDA)."""
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def measure_interleaved(
+    cases: dict[str, Callable[[], object]], rounds: int, warmup: int, device: torch.device
+) -> dict[str, list[float]]:
+    """Seconds per call of each case over ``rounds`` rounds, after ``warmup`` untimed calls each.
+
+    Each round calls every case once; even rounds in the given order, odd rounds reversed.
+    """
+    for _ in range(warmup):
+        for fn in cases.values():
+            fn()
+    sync(device)
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    names = list(cases)
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else reversed(names):
+            times[name].append(time_call(cases[name], device))
+    return times
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def rel_iqr(xs: list[float]) -> float:
+    """Interquartile range over the median: the spread printed beside each median."""
+    if len(xs) < 4:
+        return (max(xs) - min(xs)) / median(xs)
+    q = statistics.quantiles(xs, n=4)
+    return (q[2] - q[0]) / median(xs)
+
+
+@dataclass
+class Verdict:
+    """One target: the measured value, its bound (value ≤ target passes) and the result."""
+
+    benchmark: str
+    what: str
+    value: float
+    target: float
+    unit: str
+
+    @property
+    def passed(self) -> bool:
+        return self.value <= self.target
+
+    @property
+    def result(self) -> str:
+        return "PASS" if self.passed else "MISS"
+
+
+def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    """A plain fixed-width table: first column left-aligned, the rest right-aligned."""
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(row: list[str]) -> str:
+        cells = [str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        return "  ".join(cells).rstrip()
+
+    print(f"\n{title}")
+    print(line(header))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print(line(row))
+
+
+def parse_args(description: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads, fixed for the whole run (default 1: see README)")
+    parser.add_argument("--quick", action="store_true",
+                        help="few rounds: checks that the benchmark runs; numbers are not meaningful")
+    parser.add_argument("--summary-json", help="also write the verdicts here (used by run_all.py)")
+    args = parser.parse_args()
+    if args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
+    return args
+
+
+def setup(args: argparse.Namespace, title: str) -> torch.device:
+    """Fix the thread count, pick the device and print what the numbers were measured on."""
+    torch.set_num_threads(args.threads)
+    device = pick_device()
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    print(f"== {title}")
+    print(f"   {datetime.date.today()}  torch {torch.__version__}  device {device} ({where})  "
+          f"torch threads {torch.get_num_threads()} of {os.cpu_count()} cores"
+          + ("  [--quick: numbers not meaningful]" if args.quick else ""))
+    return device
+
+
+def write_summary(path: Optional[str], verdicts: list[Verdict]) -> None:
+    if path:
+        with open(path, "w") as f:
+            json.dump([{**asdict(v), "result": v.result} for v in verdicts], f)

@@ -1,0 +1,226 @@
+"""ablab core: the training loop's step time against a hand-written PyTorch loop, and the fixed cost per run.
+
+Targets (issue "ablab core"):
+  (a) ablab step time ≤ 1.05 × a plain PyTorch loop on the same model and data, for
+      - the default MLP on digits, batch 64, and
+      - DeepOBS 3C3D on random 3×32×32 images, batch 128;
+  (b) fixed cost of one run, from a validated RunSpec to a stored result, training steps
+      excluded: ≤ 50 ms.
+
+Method. (a) ablab's loop is timed as it really runs, through ``ablab.train.loop.train(spec)``
+with evaluation off (``record.eval_splits: []``, ``record.every_steps`` beyond the run). Per-step
+time is (T(2N steps) − T(N steps)) / N, which cancels everything paid once per run (data,
+model, optimizer, seeding). The baseline is the loop anyone would write: the same model
+(ablab's constructor and init), SGD with momentum, the same data tensors, ``randperm`` shuffling,
+index slicing, ``zero_grad``/``backward``/``step``, no ``loss.item()`` per step; it is timed the
+same way. The four timings alternate within each round; medians over rounds.
+(b) ``mark_running`` + ``train(spec)`` with ``steps: 1`` + ``Store.record`` into a temporary
+store, minus one step as measured in (a); the set-up phases are timed separately for the breakdown.
+
+Run: ``python benchmarks/bench_loop.py [--threads N] [--quick]``. About 1.5 minutes on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from _harness import Verdict, measure_interleaved, median, parse_args, print_table, rel_iqr, setup, sync, write_summary
+from ablab.data.base import Dataset, Split
+from ablab.registry import DATASETS, OPTIMIZERS
+from ablab.spec import RunSpec, Study, expand
+from ablab.store import Store
+from ablab.train.loop import build_model, load_dataset, train
+
+STEP_TARGET = 1.05  # ablab step / plain step
+FIXED_TARGET_MS = 50.0
+MOMENTUM = 0.9
+
+
+# ---- a benchmark-only dataset: random images, generated once per process
+
+
+@functools.lru_cache(maxsize=None)
+def _random_images(n_train: int, n_eval: int, seed: int) -> Dataset:
+    g = torch.Generator().manual_seed(seed)
+
+    def split(n: int) -> Split:
+        return Split(torch.rand(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g))
+
+    splits = {"train": split(n_train), "val": split(n_eval), "test": split(n_eval)}
+    # uniform [0, 1) pixels: mean 1/2, std 1/√12 per channel
+    return Dataset("bench_random32", splits, (3, 32, 32), 10, mean=(0.5,) * 3, std=(12 ** -0.5,) * 3).check()
+
+
+if "bench_random32" not in DATASETS:
+
+    @DATASETS.register("bench_random32")
+    def bench_random32(n_train: int = 1024, n_eval: int = 256, seed: int = 0) -> Dataset:
+        """Benchmark only: uniform random 3×32×32 images, random labels of 10 classes (cached)."""
+        return _random_images(n_train, n_eval, seed)
+
+
+# ---- the cases
+
+
+@dataclass(frozen=True)
+class Case:
+    label: str
+    data: dict
+    model: dict
+    batch_size: int
+    lr: float
+    n_steps: int  # N: per-step time = (T(2N) − T(N)) / N
+    rounds: int
+
+
+CASES = [
+    Case("mlp (128,128) / digits, batch 64", {"name": "digits"}, {"name": "mlp"}, 64, 0.05, 300, 15),
+    # lr small enough that random labels never diverge (a diverged run would stop early)
+    Case("3c3d / random 3x32x32, batch 128", {"name": "bench_random32"}, {"name": "3c3d"}, 128, 0.002, 4, 6),
+]
+
+
+def create_spec(case: Case, steps: int, device: torch.device) -> RunSpec:
+    return RunSpec.model_validate({
+        "data": case.data, "model": case.model,
+        "optimizer": {"name": "sgd", "lr": case.lr, "momentum": MOMENTUM},
+        "steps": steps, "batch_size": case.batch_size, "device": device.type,
+        "record": {"every_steps": 10**9, "eval_splits": []},  # no evaluation, one metric read at the end
+    })
+
+
+def run_ablab(spec: RunSpec) -> None:
+    result = train(spec, run_id="bench")
+    if result.status != "done":
+        raise RuntimeError(f"benchmark run ended '{result.status}': {result.error or result.metrics[-3:]}")
+
+
+def run_plain(spec: RunSpec, data: Dataset, device: torch.device) -> None:
+    """The hand-written baseline: same model and tensors, SGD momentum, randperm + index slicing."""
+    model = build_model(spec, data).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=spec.optimizer["lr"], momentum=MOMENTUM)
+    x_all, y_all = data.splits["train"].x, data.splits["train"].y
+    n, batch, step = len(x_all), spec.batch_size, 0
+    while step < spec.steps:
+        perm = torch.randperm(n, device=device)
+        for start in range(0, n, batch):
+            idx = perm[start : start + batch]
+            loss = F.cross_entropy(model(x_all[idx]), y_all[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            if step == spec.steps:
+                break
+    sync(device)
+
+
+def measure_step(case: Case, device: torch.device, quick: bool) -> dict[str, list[float]]:
+    """Seconds per training step, one value per round, for 'ablab' and 'plain'."""
+    n, rounds = (min(case.n_steps, 10), 2) if quick else (case.n_steps, case.rounds)
+    short, long = create_spec(case, n, device), create_spec(case, 2 * n, device)
+    data = load_dataset(short.data).to(device)
+    cases = {
+        "ablab N": lambda: run_ablab(short), "ablab 2N": lambda: run_ablab(long),
+        "plain N": lambda: run_plain(short, data, device), "plain 2N": lambda: run_plain(long, data, device),
+    }
+    run_ablab(short), run_plain(short, data, device)  # warm-up: caches, allocator, first kernels
+    t = measure_interleaved(cases, rounds=rounds, warmup=0, device=device)
+    return {side: [(b - a) / n for a, b in zip(t[f"{side} N"], t[f"{side} 2N"])] for side in ("ablab", "plain")}
+
+
+def measure_fixed_cost(case: Case, device: torch.device, quick: bool) -> dict[str, list[float]]:
+    """Seconds per phase of one run with ``steps: 1``, from a validated RunSpec to a stored result."""
+    raw = create_spec(case, 1, device).model_dump()
+    with tempfile.TemporaryDirectory(prefix="ablab-bench-") as tmp:
+        study = Study.model_validate({"name": "bench_fixed_cost", "base": raw})
+        variant = expand(study)[0]
+        spec, run_id = variant.spec, variant.id
+        store = Store.create(Path(tmp) / "results")
+        store.sync_study(study, "bench_loop.py", [variant])
+        state: dict = {"result": train(spec, run_id=run_id)}  # warm: dataset cache, code_version()
+
+        def phase_data():
+            state["data"] = load_dataset(spec.data).to(device)
+
+        def phase_model():
+            state["model"] = build_model(spec, state["data"]).to(device)
+
+        def phase_train():
+            state["result"] = train(spec, run_id=run_id)
+            if state["result"].status != "done":
+                raise RuntimeError(f"benchmark run ended '{state['result'].status}': {state['result'].error}")
+
+        phase_data(), phase_model()
+        phases = {
+            "validate RunSpec": lambda: RunSpec.model_validate(raw),
+            "data load (cached) + to(device)": phase_data,
+            "model build (init stream) + to(device)": phase_model,
+            "optimizer": lambda: OPTIMIZERS.create(spec.optimizer, params=state["model"].parameters()),
+            "train(spec), steps=1": phase_train,
+            "store.mark_running": lambda: store.mark_running(run_id),
+            "store.record": lambda: store.record(state["result"]),
+        }
+        try:
+            return measure_interleaved(phases, rounds=3 if quick else 25, warmup=2, device=device)
+        finally:
+            store.close()
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0])
+    device = setup(args, 'bench_loop — issue "ablab core": training-loop overhead and fixed cost per run')
+    verdicts: list[Verdict] = []
+
+    rows, step_ms = [], {}
+    for case in CASES:
+        per_step = measure_step(case, device, args.quick)
+        a, p = median(per_step["ablab"]), median(per_step["plain"])
+        step_ms[case.label] = 1e3 * a
+        v = Verdict("bench_loop", f"step ratio, {case.label}", a / p, STEP_TARGET, "x")
+        verdicts.append(v)
+        n = min(case.n_steps, 10) if args.quick else case.n_steps
+        rounds = 2 if args.quick else case.rounds
+        rows.append([case.label, f"{n}/{2 * n} x {rounds}", f"{1e3 * a:.3f}", f"{1e3 * p:.3f}",
+                     f"{rel_iqr(per_step['ablab']):.0%}/{rel_iqr(per_step['plain']):.0%}",
+                     f"{a / p:.3f}", f"<= {STEP_TARGET:.2f}", v.result])
+    print_table(
+        "(a) step time: ablab train(spec) vs hand-written PyTorch loop, (T(2N) - T(N)) / N, median over rounds",
+        ["case", "N/2N x rounds", "ablab ms/step", "plain ms/step", "IQR a/p", "ratio", "target", "result"], rows,
+    )
+
+    case = CASES[0]
+    phases = measure_fixed_cost(case, device, args.quick)
+    ms = {name: 1e3 * median(ts) for name, ts in phases.items()}
+    one_step = step_ms[case.label]
+    setup_ms = ms["data load (cached) + to(device)"] + ms["model build (init stream) + to(device)"] + ms["optimizer"]
+    fixed = ms["train(spec), steps=1"] - one_step + ms["store.mark_running"] + ms["store.record"]
+    v = Verdict("bench_loop", "fixed cost per run (ms)", fixed, FIXED_TARGET_MS, "ms")
+    verdicts.append(v)
+    rows = [
+        ["validate RunSpec (before the run; not counted)", f"{ms['validate RunSpec']:.2f}", ""],
+        ["store.mark_running", f"{ms['store.mark_running']:.2f}", "counted"],
+        ["train(spec), steps=1, eval_splits=[]", f"{ms['train(spec), steps=1']:.2f}", "counted"],
+        ["  of which: data load (cached) + to(device)", f"{ms['data load (cached) + to(device)']:.2f}", "timed apart"],
+        ["  of which: model build (init stream) + to(device)", f"{ms['model build (init stream) + to(device)']:.2f}", "timed apart"],
+        ["  of which: optimizer", f"{ms['optimizer']:.2f}", "timed apart"],
+        ["  of which: one training step (from (a))", f"{one_step:.2f}", "subtracted"],
+        ["  rest: schedule, loss, seeds, first-step warm-up, result",
+         f"{ms['train(spec), steps=1'] - setup_ms - one_step:.2f}", "derived"],
+        ["store.record (spec.json fsync + metrics + status)", f"{ms['store.record']:.2f}", "counted"],
+        ["fixed cost = mark_running + train - one step + record", f"{fixed:.2f}",
+         f"target <= {FIXED_TARGET_MS:.0f} ms: {v.result}"],
+    ]
+    print_table(f"(b) fixed cost per run, {case.label}, median ms over rounds (store in a temp dir)",
+                ["phase", "ms", "note"], rows)
+    write_summary(args.summary_json, verdicts)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Every shipped study validates; the CPU twins run end to end (one epoch) through the CLI."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ablab.cli import main
+from ablab.store import Store
+from fileformats import make_images, write_cifar_batch
+
+ROOT = Path(__file__).resolve().parents[2]
+STUDIES = sorted((ROOT / "studies").rglob("*.yaml"))
+NEEDS_DATA = {"cifar10_3c3d", "cifar100_3c3d", "cifar100_allcnnc"}
+
+
+@pytest.fixture(scope="module")
+def fake_cifar(tmp_path_factory):
+    """Tiny CIFAR-10 and CIFAR-100 folders in the official pickle layout (not real images)."""
+    root = tmp_path_factory.mktemp("cifar")
+    c10 = root / "c10" / "cifar-10-batches-py"
+    c10.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i, name in enumerate(["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]):
+        write_cifar_batch(c10 / name, make_images(30, 3, 32, i), {"labels": rng.integers(0, 10, 30).tolist()})
+    c100 = root / "c100" / "cifar-100-python"
+    c100.mkdir(parents=True)
+    for i, name in enumerate(["train", "test"]):
+        n = 60 if name == "train" else 20
+        write_cifar_batch(c100 / name, make_images(n, 3, 32, 10 + i),
+                          {"fine_labels": rng.integers(0, 100, n).tolist(), "coarse_labels": rng.integers(0, 20, n).tolist()})
+    return {"cifar10": root / "c10", "cifar100": root / "c100"}
+
+
+def test_there_are_shipped_studies():
+    names = {p.stem for p in STUDIES}
+    assert {"quickstart", *NEEDS_DATA, *(f"{n}_cpu" for n in NEEDS_DATA)} <= names
+
+
+@pytest.mark.parametrize("spec", STUDIES, ids=[p.stem for p in STUDIES])
+def test_shipped_study_validates(spec, fake_cifar, capsys):
+    args = ["validate", str(spec)]
+    if spec.stem in NEEDS_DATA:
+        data = fake_cifar["cifar10" if spec.stem.startswith("cifar10_") else "cifar100"]
+        args += ["--set", f"data.path={data}", "--set", "data.val_size=20"]
+    assert main(args) == 0, capsys.readouterr().err
+    head = spec.read_text().splitlines()[:12]
+    assert head[0].startswith("# ") and any("Expected" in line for line in head), "header says what it reproduces and costs"
+
+
+@pytest.mark.parametrize("name", sorted(NEEDS_DATA))
+def test_full_size_study_without_data_path_is_a_clear_error(name, tmp_path, capsys):
+    spec = ROOT / "studies" / "deepobs" / f"{name}.yaml"
+    assert main(["run", str(spec), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert f"{spec}: base.data.path" in err and "--set data.path=DIR" in err
+    assert not (tmp_path / "r").exists()
+    assert main(["run", str(spec), "--out", str(tmp_path / "r"), "--set", f"data.path={tmp_path / 'nope'}"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(NEEDS_DATA))
+def test_cpu_twin_runs_one_epoch_and_reports(name, tmp_path, capsys):
+    spec = ROOT / "studies" / "deepobs" / f"{name}_cpu.yaml"
+    out = tmp_path / "r"
+    code = main(["run", str(spec), "--out", str(out), "--set", "epochs=1", "--set", "seeds.replicates=1", "--report"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    store = Store.open(out)
+    runs, metrics = store.runs(), store.metrics()
+    store.close()
+    assert runs.status.tolist() == ["done"]
+    acc = metrics[(metrics.split == "test") & (metrics.name == "accuracy")]
+    assert acc.epoch.tolist() == [0, 1]
+    assert (out / "report" / "index.html").exists() and "test.accuracy" in captured.out
