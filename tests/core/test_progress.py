@@ -1,0 +1,33 @@
+import io
+
+from ablab.execute.progress import ProgressView
+
+
+def test_plain_log_lines_when_not_a_terminal():
+    out = io.StringIO()
+    view = ProgressView(total=3, already_done=1, stream=out, tty=False)
+    view.started("r1", "adam", 0)
+    view.epoch("r1", 2, 4)
+    view.finished("r1", "adam", 0, "done", 1.25, "test.accuracy=0.9")
+    view.close()
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "2 of 3 runs to do (1 already stored)"
+    assert lines[1] == "[2/3] done     adam #0 (r1) in 1.2s  test.accuracy=0.9"
+    assert "\r" not in out.getvalue() and "\x1b" not in out.getvalue()
+    assert lines[-1].startswith("1 runs finished in ")
+
+
+def test_terminal_line_shows_runs_epochs_and_eta():
+    out = io.StringIO()
+    view = ProgressView(total=4, stream=out, tty=True)
+    assert view.eta_seconds() is None
+    view.started("a", "sgd", 1)
+    view.epoch("a", 3, 10)
+    line = view.line()
+    assert line.startswith("0/4 runs | sgd #1 epoch 3/10 | elapsed ")
+    assert "ETA " in line
+    view.start -= 10  # pretend 10 s have passed: 0.3 of 4 runs took 10 s
+    assert abs(view.eta_seconds() - 10 * (4 - 0.3) / 0.3) < 0.5
+    view.finished("a", "sgd", 1, "diverged", 2.0)
+    assert "diverged sgd #1" in out.getvalue()  # non-done results are logged above the bar
+    assert "\r\x1b[2K" in out.getvalue()
