@@ -179,10 +179,11 @@ OPTIMIZERS = Registry("optimizer", context=("params",))
 SCHEDULES = Registry("schedule", context=("total_steps", "steps_per_epoch"))
 LOSSES = Registry("loss")
 AUGMENTATIONS = Registry("augmentation", context=("dataset",))
+PROBES = Registry("probe", context=("model",))
 
 ALL_REGISTRIES: dict[str, Registry] = {
     r.kind: r
-    for r in (DATASETS, MODELS, NORMS, ACTIVATIONS, OPTIMIZERS, SCHEDULES, LOSSES, AUGMENTATIONS)
+    for r in (DATASETS, MODELS, NORMS, ACTIVATIONS, OPTIMIZERS, SCHEDULES, LOSSES, AUGMENTATIONS, PROBES)
 }
 
 

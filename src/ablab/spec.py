@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator,
 
 from ablab import PROTOCOL_VERSION
 from ablab.errors import SpecError, split_located
-from ablab.registry import AUGMENTATIONS, DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULES, Registry, load_components
+from ablab.registry import AUGMENTATIONS, DATASETS, LOSSES, MODELS, OPTIMIZERS, PROBES, SCHEDULES, Registry, load_components
 from ablab.seeding import STREAMS
 
 load_components()
@@ -57,6 +57,18 @@ class Record(_Strict):
     eval_every_epochs: PositiveInt = 1
     eval_batch_size: PositiveInt = 1024
     checkpoint: bool = False
+    probes: list[Component] = []
+
+    @field_validator("probes")
+    @classmethod
+    def _probes(cls, v: list[Component]) -> list[dict[str, Any]]:
+        out = []
+        for i, p in enumerate(v):
+            try:
+                out.append(PROBES.validate(p))
+            except SpecError as err:
+                raise ValueError(err.located(prefix=str(i)).render()) from None
+        return out
 
 
 class RunSpec(_Strict):
@@ -65,6 +77,7 @@ class RunSpec(_Strict):
     data: Component
     model: Component
     optimizer: Component
+    lr_scale: float = Field(1.0, gt=0.0, description="multiplies the optimizer's lr (order-of-magnitude tests)")
     schedule: Component = "constant"
     loss: Component = "cross_entropy"
     augment: list[Component] = []

@@ -65,4 +65,4 @@ def test_duration_in_two_units_is_an_error():
 
 def test_create_passes_context_and_params():
     model = MODELS.create({"name": "mlp", "widths": [3]}, in_shape=(2, 2), out_dim=5)
-    assert model[1].in_features == 4 and model[-1].out_features == 5
+    assert model.fc0.in_features == 4 and model[-1].out_features == 5

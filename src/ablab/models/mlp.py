@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from torch import nn
 
 from ablab.models.layers import ActivationName, create_activation, flat_size
@@ -25,19 +27,24 @@ def mlp(
     norm: NormSpec = "none",
     norm_at: Placement = "all_hidden",
 ) -> nn.Module:
-    """Multi-layer perceptron: [linear → norm → activation → dropout] per hidden width, then linear."""
+    """Multi-layer perceptron: [linear → norm → activation → dropout] per hidden width, then linear.
+
+    Modules are named ``fc{i}``, ``norm{i}``, ``act{i}``, ``drop{i}`` by layer index ``i`` (the
+    index ``norm_at`` uses).
+    """
     if any(w <= 0 for w in widths):
         from ablab.errors import SpecError
 
         raise SpecError(f"widths must be positive, got {widths}", field="widths")
     sizes = [flat_size(in_shape), *widths, out_dim]
     plan = NormPlan(norm, n_layers=len(sizes) - 1, placement=norm_at)
-    layers: list[nn.Module] = [nn.Flatten()]
+    layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b, bias=not plan.has_norm(i)))
-        layers.append(plan.make(i, b, dim=1))
+        layers[f"fc{i}"] = nn.Linear(a, b, bias=not plan.has_norm(i))
+        if plan.has_norm(i):
+            layers[f"norm{i}"] = plan.make(i, b, dim=1)
         if i < len(sizes) - 2:
-            layers.append(create_activation(activation))
+            layers[f"act{i}"] = create_activation(activation)
             if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-    return nn.Sequential(*[m for m in layers if not isinstance(m, nn.Identity)])
+                layers[f"drop{i}"] = nn.Dropout(dropout)
+    return nn.Sequential(layers)

@@ -18,7 +18,7 @@ from torch import nn
 from ablab import seeding
 from ablab.data.base import Dataset, Split
 from ablab.data.sampler import iterate_batches, steps_per_epoch
-from ablab.registry import AUGMENTATIONS, DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULES
+from ablab.registry import AUGMENTATIONS, DATASETS, LOSSES, MODELS, OPTIMIZERS, PROBES, SCHEDULES
 from ablab.spec import RunSpec
 from ablab.train.result import MetricRow, RunResult
 
@@ -141,13 +141,14 @@ def _train(spec: RunSpec, progress: Optional[Progress], run_id: str, started: fl
     train_split = data.splits["train"]
     model = build_model(spec, data).to(device)
     optimizer = OPTIMIZERS.create(spec.optimizer, params=model.parameters())
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    base_lrs = [g["lr"] * spec.lr_scale for g in optimizer.param_groups]
     plan = plan_duration(spec, len(train_split))
     schedule = SCHEDULES.create(spec.schedule, total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch)
     loss_fn = LOSSES.create(spec.loss)
     augments = [AUGMENTATIONS.create(a, dataset=data) for a in spec.augment]
     eval_transforms = tuple(a for a in augments if getattr(a, "at_eval", False))
     weights = l2_weights(model) if spec.l2 > 0 else []
+    probes = [PROBES.create(p, model=model) for p in spec.record.probes]
     shuffle_gen = seeding.create_generator("shuffle", spec.seeds.shuffle)
     augment_gen = seeding.create_generator("augment", spec.seeds.augment, device)
     rec = spec.record
@@ -168,6 +169,8 @@ def _train(spec: RunSpec, progress: Optional[Progress], run_id: str, started: fl
     with seeding.deterministic_kernels(spec.deterministic), seeding.stochastic_scope(spec.seeds.stochastic, device):
         model.train()
         record_eval(0, 0)
+        for probe in probes:
+            probe.after_step(0, 0)
         running = _Running(device)
         step = 0
         for epoch in range(1, plan.epochs + 1):
@@ -179,9 +182,13 @@ def _train(spec: RunSpec, progress: Optional[Progress], run_id: str, started: fl
                 factor = schedule(step)
                 for group, lr in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = lr * factor
+                for probe in probes:
+                    probe.before_step(step)
                 loss, out = train_step(model, optimizer, loss_fn, x, y, weights, spec.l2)
                 running.add(loss, _correct(out, y) if classification else None, len(x))
                 step += 1
+                for probe in probes:
+                    probe.after_step(step, epoch)
                 if step % rec.every_steps == 0 or step == plan.total_steps:
                     batch_loss, batch_acc = running.read()
                     metrics.append((step, epoch, "batch", "loss", batch_loss))
@@ -203,6 +210,8 @@ def _train(spec: RunSpec, progress: Optional[Progress], run_id: str, started: fl
                 progress(epoch, plan.epochs)
 
     artifacts = {}
+    for probe in probes:
+        artifacts.update(probe.artifacts())
     if rec.checkpoint and status == "done":
         buf = io.BytesIO()
         torch.save(model.state_dict(), buf)
