@@ -58,6 +58,7 @@ class Record(_Strict):
     eval_batch_size: PositiveInt = 1024
     checkpoint: bool = False
     probes: list[Component] = []
+    sharpness: Optional[Sharpness] = None
 
     @field_validator("probes")
     @classmethod
@@ -69,6 +70,49 @@ class Record(_Strict):
             except SpecError as err:
                 raise ValueError(err.located(prefix=str(i)).render()) from None
         return out
+
+
+class WeightDecay(_Strict):
+    """Weight decay named explicitly: where λ acts (``mode``) and on which parameters (``params``).
+
+    ``l2``: 0.5·λ·Σ‖w − c‖² added to the loss (coupled; DeepOBS's L2). ``decoupled``:
+    w ← w − lr·λ·(w − c) outside the optimizer, before its step (SGDW/AdamW). ``params``:
+    ``all``, ``exclude_bias_norm`` (weights only), ``gamma_to_one`` (all, norm γ toward c = 1).
+    This is separate from an optimizer's own ``weight_decay`` parameter; use one or the other.
+    """
+
+    value: float = Field(0.0, ge=0.0)
+    mode: Literal["l2", "decoupled"] = "l2"
+    params: Literal["all", "exclude_bias_norm", "gamma_to_one"] = "exclude_bias_norm"
+
+
+class Sam(_Strict):
+    """Sharpness-aware minimisation around the base optimizer (Foret et al. 2021; ASAM: adaptive)."""
+
+    rho: float = Field(0.05, gt=0.0)
+    adaptive: bool = False
+    eta: float = Field(0.01, ge=0.0)
+
+
+class Corrupt(_Strict):
+    """Randomisation tests (Zhang et al. 2017): random training labels, shuffled pixels.
+
+    ``label_fraction`` of the training labels are replaced by uniformly drawn classes and
+    ``shuffle_pixels`` applies one fixed pixel permutation to every image of every split; both
+    are drawn from ``seed``, a property of the study, not of the run's random streams.
+    """
+
+    label_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    shuffle_pixels: bool = False
+    seed: int = 0
+
+
+class Sharpness(_Strict):
+    """Sharpness at the end of training, on ``batches`` training batches in a fixed order."""
+
+    rho: float = Field(0.05, gt=0.0)
+    batches: PositiveInt = 8
+    hessian_iters: int = Field(20, ge=0, description="power iterations for the top Hessian eigenvalue; 0 skips it")
 
 
 class RunSpec(_Strict):
@@ -83,9 +127,14 @@ class RunSpec(_Strict):
     augment: list[Component] = []
     epochs: Optional[PositiveInt] = None
     steps: Optional[PositiveInt] = None
+    budget_epochs: Optional[PositiveInt] = Field(
+        None, description="compute budget: as many gradient evaluations as this many plain epochs (SAM: half the steps)"
+    )
     batch_size: PositiveInt
     drop_last: bool = False
-    l2: float = Field(0.0, ge=0.0, description="coupled L2: 0.5·l2·Σ‖w‖² on conv/linear weights")
+    weight_decay: WeightDecay = WeightDecay()
+    sam: Optional[Sam] = None
+    corrupt: Corrupt = Corrupt()
     device: str = "auto"
     deterministic: bool = True
     seeds: Seeds = Seeds()
@@ -137,10 +186,20 @@ class RunSpec(_Strict):
 
     @model_validator(mode="after")
     def _one_duration(self) -> "RunSpec":
-        if self.epochs is not None and self.steps is not None:
-            raise ValueError("duration given in two units: 'epochs' and 'steps'; give exactly one")
-        if self.epochs is None and self.steps is None:
-            raise ValueError("give the run's duration as 'epochs' or 'steps'")
+        given = [k for k in ("epochs", "steps", "budget_epochs") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"duration given in two units: {' and '.join(repr(g) for g in given)}; give exactly one")
+        if not given:
+            raise ValueError("give the run's duration as 'epochs', 'steps' or 'budget_epochs'")
+        return self
+
+    @model_validator(mode="after")
+    def _one_decay(self) -> "RunSpec":
+        if self.weight_decay.value > 0 and self.optimizer.get("weight_decay"):
+            raise ValueError(
+                "weight decay given twice: the optimizer's 'weight_decay' and the run's 'weight_decay' block; "
+                "use one (the block names its mode explicitly)"
+            )
         return self
 
     def canonical_json(self) -> str:

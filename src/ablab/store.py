@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS study(
 CREATE TABLE IF NOT EXISTS runs(
     id TEXT PRIMARY KEY, label TEXT NOT NULL, replicate INTEGER NOT NULL, axes_json TEXT NOT NULL,
     spec_json TEXT NOT NULL, status TEXT NOT NULL, code_version TEXT, error TEXT, device TEXT,
-    started REAL, finished REAL, duration_s REAL, attempts INTEGER NOT NULL DEFAULT 0);
+    started REAL, finished REAL, duration_s REAL, attempts INTEGER NOT NULL DEFAULT 0, info_json TEXT);
 CREATE TABLE IF NOT EXISTS study_runs(position INTEGER PRIMARY KEY, run TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS metrics(
     run TEXT NOT NULL, step INTEGER NOT NULL, epoch INTEGER NOT NULL, split TEXT NOT NULL,
@@ -164,9 +164,9 @@ class Store:
                 self._conn.execute("INSERT INTO failures VALUES (?,?,?)", (result.run_id, time.time(), result.error))
             self._conn.execute(
                 "UPDATE runs SET status=?, error=?, device=?, started=?, finished=?, duration_s=?, "
-                "code_version=? WHERE id=?",
+                "code_version=?, info_json=? WHERE id=?",
                 (result.status, result.error, result.device, result.started, time.time(),
-                 result.duration_s, code_version(), result.run_id),
+                 result.duration_s, code_version(), json.dumps(result.info), result.run_id),
             )
 
     # ---- reading
@@ -185,12 +185,13 @@ class Store:
         """One row per run of the current study (``all_runs``: also runs of earlier versions of it)."""
         query = (
             "SELECT r.id AS run, r.label, r.replicate, r.status, r.axes_json, r.spec_json, r.error, "
-            "r.duration_s, r.device, r.code_version, r.started, r.finished, r.attempts, s.position "
+            "r.duration_s, r.device, r.code_version, r.started, r.finished, r.attempts, r.info_json, s.position "
             "FROM runs r {join} study_runs s ON s.run = r.id ORDER BY s.position, r.id"
         ).format(join="LEFT JOIN" if all_runs else "JOIN")
         df = pd.read_sql_query(query, self._conn)
         df["axes"] = df.pop("axes_json").map(json.loads)
         df["spec"] = df.pop("spec_json").map(json.loads)
+        df["info"] = df.pop("info_json").map(lambda v: json.loads(v) if isinstance(v, str) else {})
         df["in_study"] = df.pop("position").notna()
         return df
 

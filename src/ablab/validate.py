@@ -13,9 +13,9 @@ import json
 import torch
 
 from ablab.errors import AblabError, SpecError
-from ablab.registry import AUGMENTATIONS, LOSSES, MODELS, OPTIMIZERS, SCHEDULES
+from ablab.registry import AUGMENTATIONS, LOSSES, MODELS, SCHEDULES
 from ablab.spec import Variant
-from ablab.train.loop import load_dataset, plan_duration
+from ablab.train.loop import build_optimizer, load_run_data, plan_duration
 
 
 def _key(obj: object) -> str:
@@ -36,10 +36,10 @@ def check_variants(variants: list[Variant], file: str) -> None:
                 return SpecError(e.message + where, field=e.field, file=file)
             return SpecError(f"{err}{where}", field=field, file=file)
 
-        dkey = _key(spec.data)
+        dkey = _key([spec.data, spec.corrupt])
         if dkey not in datasets:
             try:
-                datasets[dkey] = load_dataset(spec.data)
+                datasets[dkey] = load_run_data(spec)
             except AblabError as err:
                 raise fail(err, "base.data") from None
         data = datasets[dkey]
@@ -57,7 +57,7 @@ def check_variants(variants: list[Variant], file: str) -> None:
         except Exception as err:  # noqa: BLE001  (any failure to build is a spec problem)
             raise fail(err, "base.model") from None
         try:
-            OPTIMIZERS.create(spec.optimizer, params=list(model.parameters()) or [torch.zeros(1, device="meta", requires_grad=True)])
+            build_optimizer(spec, model)
         except Exception as err:  # noqa: BLE001
             raise fail(err, "base.optimizer") from None
         try:

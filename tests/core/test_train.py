@@ -6,7 +6,7 @@ import torch
 from ablab.optim.schedules import constant, cosine, step_decay
 from ablab.registry import LOSSES
 from ablab.spec import RunSpec
-from ablab.train.loop import l2_weights, plan_duration, resolve_device, train, train_step
+from ablab.train.loop import plan_duration, resolve_device, train, train_step
 from conftest import TINY_BASE
 
 
@@ -45,24 +45,106 @@ def test_mse_on_class_labels_uses_one_hot():
     assert mse(out, torch.tensor([0, 2])).item() == pytest.approx(2 / 6)
 
 
-def test_coupled_l2_adds_l2_times_weight_to_the_gradient():
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(3, 2))
-    x, y = torch.randn(4, 3), torch.tensor([0, 1, 1, 0])
-    loss_fn = LOSSES.create("cross_entropy")
-    w0 = model[0].weight.detach().clone()
-    b0 = model[0].bias.detach().clone()
+def _one_step(spec: RunSpec, model):
+    from ablab.train.loop import build_optimizer
 
-    def grads(l2):
-        m = torch.nn.Sequential(torch.nn.Linear(3, 2))
-        m.load_state_dict({"0.weight": w0, "0.bias": b0})
-        opt = torch.optim.SGD(m.parameters(), lr=1.0)
-        train_step(m, opt, loss_fn, x, y, l2_weights(m), l2)
-        return w0 - m[0].weight.detach(), b0 - m[0].bias.detach()  # = lr · grad
+    opt = build_optimizer(spec, model)
+    x, y = torch.randn(4, 3, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 1, 1, 0])
+    train_step(model, opt.optimizer, LOSSES.create("cross_entropy"), x, y, opt.penalty, opt.decouple)
 
-    (gw0, gb0), (gw1, gb1) = grads(0.0), grads(0.1)
-    assert torch.allclose(gw1 - gw0, 0.1 * w0, atol=1e-6)  # d/dw 0.5·λ‖w‖² = λw
-    assert torch.equal(gb1, gb0)  # biases carry no penalty
+
+def _tiny_model():
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(3, 2))
+
+
+def test_l2_mode_adds_lambda_times_weight_to_the_gradient_of_weights_only():
+    w0 = _tiny_model()[0].weight.detach().clone()
+    updates = {}
+    for value in (0.0, 0.1):
+        m = _tiny_model()
+        _one_step(spec(optimizer={"name": "sgd", "lr": 1.0}, weight_decay={"value": value, "mode": "l2"}), m)
+        updates[value] = (w0 - m[0].weight.detach(), m[0].bias.detach().clone())
+    assert torch.allclose(updates[0.1][0] - updates[0.0][0], 0.1 * w0, atol=1e-6)  # d/dw ½λ‖w‖² = λw
+    assert torch.equal(updates[0.1][1], updates[0.0][1])  # biases carry no penalty (exclude_bias_norm)
+
+
+def test_l2_and_decoupled_agree_for_plain_sgd_and_differ_for_adam():
+    def final(opt, mode):
+        m = _tiny_model()
+        _one_step(spec(optimizer=opt, weight_decay={"value": 0.1, "mode": mode}), m)
+        _one_step(spec(optimizer=opt, weight_decay={"value": 0.1, "mode": mode}), m)
+        return m[0].weight.detach()
+
+    sgd, adam = {"name": "sgd", "lr": 0.5}, {"name": "adam", "lr": 0.5}
+    assert torch.allclose(final(sgd, "l2"), final(sgd, "decoupled"), atol=1e-6)
+    assert not torch.allclose(final(adam, "l2"), final(adam, "decoupled"), atol=1e-3)
+
+
+def test_weight_decay_given_twice_is_an_error():
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError, match="weight decay given twice"):
+        spec(optimizer={"name": "sgd", "lr": 0.1, "weight_decay": 0.1}, weight_decay={"value": 0.1})
+
+
+def test_budget_epochs_halves_the_steps_of_a_sam_run():
+    plain = plan_duration(spec(epochs=None, budget_epochs=4, batch_size=100), 1257)
+    sam = plan_duration(spec(epochs=None, budget_epochs=4, batch_size=100, sam={"rho": 0.05}), 1257)
+    assert plain.total_steps == 4 * 13 and sam.total_steps == 2 * 13
+    assert plain.info()["gradient_evaluations"] == sam.info()["gradient_evaluations"] == 52
+
+
+def test_sam_run_records_clean_loss_and_sharpness():
+    r = train(spec(sam={"rho": 0.05}, epochs=2, record={"every_steps": 5, "sharpness": {"rho": 0.05, "batches": 2, "hessian_iters": 5}}))
+    assert r.status == "done", r.error
+    names = {n for (_, _, sp, n, _) in r.metrics if sp == "train"}
+    assert {"sam_sharpness", "hessian_top_eigenvalue"} <= names
+    assert r.info["gradient_evaluations"] == 2 * r.info["steps"]
+    final = _rows(r, "test", "accuracy")[-1][2]
+    assert final > 0.3
+
+
+def test_sam_updates_batchnorm_running_stats_once_per_step():
+    from ablab.train.loop import build_model, build_optimizer, load_run_data
+
+    s = spec(model={"name": "mlp", "widths": [8], "norm": "batchnorm"}, sam={"rho": 0.05})
+    data = load_run_data(s)
+    model = build_model(s, data)
+    opt = build_optimizer(s, model)
+    x, y = data.splits["train"].x[:32], data.splits["train"].y[:32]
+    train_step(model, opt.optimizer, LOSSES.create("cross_entropy"), x, y)
+    assert int(model.norm0.num_batches_tracked) == 1
+
+
+def test_random_labels_are_fixed_per_seed_and_keep_test_labels():
+    from ablab.train.loop import load_run_data
+
+    clean = load_run_data(spec())
+    a = load_run_data(spec(corrupt={"label_fraction": 1.0, "seed": 3}))
+    b = load_run_data(spec(corrupt={"label_fraction": 1.0, "seed": 3}))
+    assert torch.equal(a.splits["train"].y, b.splits["train"].y)
+    agree = (a.splits["train"].y == clean.splits["train"].y).float().mean().item()
+    assert 0.02 < agree < 0.25  # random labels agree with the truth about 1/10 of the time
+    assert torch.equal(a.splits["test"].y, clean.splits["test"].y)
+    half = load_run_data(spec(corrupt={"label_fraction": 0.5, "seed": 3}))
+    assert 0.45 < (half.splits["train"].y != clean.splits["train"].y).float().mean().item() < 0.5
+
+
+def test_shuffled_pixels_are_one_permutation_for_all_splits():
+    from ablab.train.loop import load_run_data
+
+    clean = load_run_data(spec())
+    shuffled = load_run_data(spec(corrupt={"shuffle_pixels": True, "seed": 1}))
+    cx, sx = clean.splits["test"].x.flatten(1), shuffled.splits["test"].x.flatten(1)
+    assert not torch.equal(cx, sx)
+    assert torch.equal(cx.sort(dim=1).values, sx.sort(dim=1).values)  # same pixels, moved
+    tx = shuffled.splits["train"].x.flatten(1)
+    # the same permutation: a pixel column of the clean data reappears as the same column in every split
+    col = int((clean.splits["train"].x.flatten(1).std(0) > 0).nonzero()[0])
+    j = int(((tx - clean.splits["train"].x.flatten(1)[:, col : col + 1]).abs().sum(0) == 0).nonzero()[0])
+    assert torch.equal(sx[:, j], cx[:, col])
 
 
 def test_durations_are_converted_to_steps_once():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import PositiveFloat, confloat
 from torch import nn
 
+from ablab.norm.batchnorm import Affine, AblatedBatchNorm1d, AblatedBatchNorm2d
 from ablab.registry import NORMS
 
 
@@ -15,7 +16,18 @@ def no_norm(num_features: int, dim: int) -> nn.Module:
 
 
 @NORMS.register("batchnorm")
-def batchnorm(num_features: int, dim: int, momentum: confloat(ge=0.0, le=1.0) = 0.1, eps: PositiveFloat = 1e-5) -> nn.Module:
-    """BatchNorm (Ioffe & Szegedy 2015); momentum is the new batch's weight, PyTorch's convention."""
-    cls = nn.BatchNorm1d if dim == 1 else nn.BatchNorm2d
-    return cls(num_features, eps=eps, momentum=momentum)
+def batchnorm(
+    num_features: int,
+    dim: int,
+    affine: Affine = "gamma_beta",
+    momentum: confloat(ge=0.0, le=1.0) = 0.1,
+    eps: PositiveFloat = 1e-5,
+) -> nn.Module:
+    """BatchNorm (Ioffe & Szegedy 2015) with affine ablations: learn γ and β, only γ, only β, or neither.
+
+    ``affine``: ``gamma_beta`` (the original), ``gamma`` (β fixed at 0), ``beta`` (γ fixed at 1),
+    ``none`` (normalization only); a fixed parameter is no parameter (Dissecting BatchNorm §3.1.1).
+    ``momentum`` is the new batch's weight in the running statistics, PyTorch's convention.
+    """
+    cls = AblatedBatchNorm1d if dim == 1 else AblatedBatchNorm2d
+    return cls(num_features, eps=eps, momentum=momentum, affine=affine)

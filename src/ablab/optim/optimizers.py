@@ -1,7 +1,7 @@
 """Registered optimizers: factories ``(params, lr, ...) -> torch.optim.Optimizer``.
 
 ``weight_decay`` here is the optimizer's own decay (coupled into the gradient for SGD and Adam,
-decoupled for AdamW); the spec's ``l2`` is a separate penalty added to the loss.
+decoupled for AdamW); a run's ``weight_decay`` block is the explicit alternative (l2 or decoupled).
 """
 
 from __future__ import annotations

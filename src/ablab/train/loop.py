@@ -17,7 +17,11 @@ from torch import nn
 
 from ablab import seeding
 from ablab.data.base import Dataset, Split
+from ablab.analysis.sharpness import hessian_top_eigenvalue, sam_sharpness
+from ablab.data.corrupt import corrupt_dataset
 from ablab.data.sampler import iterate_batches, steps_per_epoch
+from ablab.optim.groups import create_param_groups, decoupled_decay_, group_l2_penalty
+from ablab.optim.sam import SAM, bn_running_stats_frozen
 from ablab.registry import AUGMENTATIONS, DATASETS, LOSSES, MODELS, OPTIMIZERS, PROBES, SCHEDULES
 from ablab.spec import RunSpec
 from ablab.train.result import MetricRow, RunResult
@@ -37,16 +41,42 @@ def load_dataset(spec: dict) -> Dataset:
     return DATASETS.create(spec)
 
 
+def load_run_data(spec: RunSpec) -> Dataset:
+    """The run's dataset with its randomisation test (``corrupt``) applied, still on the CPU."""
+    c = spec.corrupt
+    return corrupt_dataset(load_dataset(spec.data), c.label_fraction, c.shuffle_pixels, c.seed)
+
+
 def build_model(spec: RunSpec, data: Dataset) -> nn.Module:
     """The model, initialised from the run's ``init`` stream (on the CPU, so every device agrees)."""
     with seeding.init_scope(spec.seeds.init):
         return MODELS.create(spec.model, in_shape=tuple(data.in_shape), out_dim=data.out_dim)
 
 
-def l2_weights(model: nn.Module) -> list[torch.Tensor]:
-    """The parameters the coupled L2 penalty acts on: weights of conv and linear layers."""
-    kinds = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-    return [m.weight for m in model.modules() if isinstance(m, kinds)]
+@dataclass
+class Optimization:
+    """The optimizer (SAM-wrapped or not) and where the run's weight decay acts."""
+
+    optimizer: torch.optim.Optimizer
+    penalty: Optional[Callable[[], torch.Tensor]] = None  # ``l2`` mode: added to the loss
+    decouple: Optional[Callable[[], None]] = None  # ``decoupled`` mode: applied before each step
+
+
+def build_optimizer(spec: RunSpec, model: nn.Module) -> Optimization:
+    """Optimizer over the model's trainable parameters, grouped by the weight-decay rule."""
+    wd = spec.weight_decay
+    if wd.value > 0:
+        params = create_param_groups(model, wd.value, wd.params, mode=wd.mode)
+    else:
+        params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = OPTIMIZERS.create(spec.optimizer, params=params)
+    if spec.sam is not None:
+        flat = [p for g in optimizer.param_groups for p in g["params"]]
+        optimizer = SAM(flat, optimizer, rho=spec.sam.rho, adaptive=spec.sam.adaptive, eta=spec.sam.eta)
+    groups = optimizer.param_groups
+    penalty = (lambda: group_l2_penalty(groups)) if wd.value > 0 and wd.mode == "l2" else None
+    decouple = (lambda: decoupled_decay_(groups)) if wd.value > 0 and wd.mode == "decoupled" else None
+    return Optimization(optimizer, penalty, decouple)
 
 
 @dataclass
@@ -56,12 +86,24 @@ class Plan:
     steps_per_epoch: int
     total_steps: int
     epochs: int
+    grad_evals_per_step: int
+
+    def info(self) -> dict:
+        return {"steps": self.total_steps, "epochs": self.epochs, "steps_per_epoch": self.steps_per_epoch,
+                "gradient_evaluations": self.total_steps * self.grad_evals_per_step}
 
 
 def plan_duration(spec: RunSpec, n_train: int) -> Plan:
+    """Steps from ``epochs``, ``steps`` or ``budget_epochs`` (gradient evaluations of that many plain epochs)."""
     spe = steps_per_epoch(n_train, spec.batch_size, spec.drop_last)
-    total = spec.steps if spec.steps is not None else spec.epochs * spe
-    return Plan(spe, total, math.ceil(total / spe))
+    evals = 2 if spec.sam is not None else 1
+    if spec.steps is not None:
+        total = spec.steps
+    elif spec.epochs is not None:
+        total = spec.epochs * spe
+    else:
+        total = max(1, spec.budget_epochs * spe // evals)
+    return Plan(spe, total, math.ceil(total / spe), evals)
 
 
 class _Running:
@@ -136,18 +178,18 @@ def train(spec: RunSpec, progress: Optional[Progress] = None, run_id: Optional[s
 def _train(spec: RunSpec, progress: Optional[Progress], run_id: str, started: float) -> RunResult:
     # ---- set-up: device, data, model, optimizer, schedule, loss
     device = resolve_device(spec.device)
-    data = load_dataset(spec.data).to(device)
+    data = load_run_data(spec).to(device)
     classification = data.task == "classification"
     train_split = data.splits["train"]
     model = build_model(spec, data).to(device)
-    optimizer = OPTIMIZERS.create(spec.optimizer, params=model.parameters())
+    opt = build_optimizer(spec, model)
+    optimizer = opt.optimizer
     base_lrs = [g["lr"] * spec.lr_scale for g in optimizer.param_groups]
     plan = plan_duration(spec, len(train_split))
     schedule = SCHEDULES.create(spec.schedule, total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch)
     loss_fn = LOSSES.create(spec.loss)
     augments = [AUGMENTATIONS.create(a, dataset=data) for a in spec.augment]
     eval_transforms = tuple(a for a in augments if getattr(a, "at_eval", False))
-    weights = l2_weights(model) if spec.l2 > 0 else []
     probes = [PROBES.create(p, model=model) for p in spec.record.probes]
     shuffle_gen = seeding.create_generator("shuffle", spec.seeds.shuffle)
     augment_gen = seeding.create_generator("augment", spec.seeds.augment, device)
@@ -184,7 +226,7 @@ def _train(spec: RunSpec, progress: Optional[Progress], run_id: str, started: fl
                     group["lr"] = lr * factor
                 for probe in probes:
                     probe.before_step(step)
-                loss, out = train_step(model, optimizer, loss_fn, x, y, weights, spec.l2)
+                loss, out = train_step(model, optimizer, loss_fn, x, y, opt.penalty, opt.decouple)
                 running.add(loss, _correct(out, y) if classification else None, len(x))
                 step += 1
                 for probe in probes:
@@ -209,6 +251,8 @@ def _train(spec: RunSpec, progress: Optional[Progress], run_id: str, started: fl
             if progress is not None:
                 progress(epoch, plan.epochs)
 
+    if spec.record.sharpness is not None and status == "done":
+        metrics.extend(_sharpness(spec, model, train_split, loss_fn, eval_transforms, step, plan.epochs))
     artifacts = {}
     for probe in probes:
         artifacts.update(probe.artifacts())
@@ -217,21 +261,51 @@ def _train(spec: RunSpec, progress: Optional[Progress], run_id: str, started: fl
         torch.save(model.state_dict(), buf)
         artifacts["model.pt"] = buf.getvalue()
     threads = f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else ""
+    info = {**plan.info(), "parameters": sum(p.numel() for p in model.parameters())}
     return RunResult(
         run_id, status, metrics, artifacts, device=f"{device}{threads}",
-        duration_s=time.time() - started, started=started,
+        duration_s=time.time() - started, started=started, info=info,
     )
 
 
-def train_step(model, optimizer, loss_fn, x, y, weights, l2: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step on a batch: loss (+ 0.5·l2·Σ‖w‖², coupled as in DeepOBS), backward, step.
+def _sharpness(spec: RunSpec, model, split: Split, loss_fn, transforms, step: int, epoch: int) -> list[MetricRow]:
+    """SAM-sharpness and the top Hessian eigenvalue on the first training batches (fixed order)."""
+    cfg = spec.record.sharpness
+    batches = []
+    for i in range(min(cfg.batches, math.ceil(len(split) / spec.batch_size))):
+        x = split.x[i * spec.batch_size : (i + 1) * spec.batch_size]
+        y = split.y[i * spec.batch_size : (i + 1) * spec.batch_size]
+        for t in transforms:
+            x, y = t(x, y, None)
+        batches.append((x, y))
+    rows = [(step, epoch, "train", "sam_sharpness", sam_sharpness(model, loss_fn, batches, cfg.rho))]
+    if cfg.hessian_iters > 0:
+        g = seeding.create_generator("sharpness", 0, split.x.device)
+        top = hessian_top_eigenvalue(model, loss_fn, batches, iters=cfg.hessian_iters, generator=g)
+        rows.append((step, epoch, "train", "hessian_top_eigenvalue", top))
+    return rows
 
-    Returns the data loss (without the penalty) and the model output, both still on the device.
+
+def train_step(model, optimizer, loss_fn, x, y, penalty=None, decouple=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on a batch; returns the data loss (no penalty) and the output, on the device.
+
+    With SAM (Foret et al. 2021, Alg. 1): the clean pass's gradient gives the ascent step, the
+    gradient at the perturbed point gives the update; BatchNorm running statistics are updated by
+    the clean pass only (momentum 0 on the second, not eval mode). The logged loss is the clean one.
     """
     out = model(x)
     loss = loss_fn(out, y)
-    total = loss + 0.5 * l2 * sum(w.pow(2).sum() for w in weights) if weights else loss
+    total = loss + penalty() if penalty is not None else loss
     optimizer.zero_grad(set_to_none=True)
     total.backward()
+    if isinstance(optimizer, SAM):
+        optimizer.first_step()
+        with bn_running_stats_frozen(model):
+            perturbed = loss_fn(model(x), y)
+            (perturbed + penalty() if penalty is not None else perturbed).backward()
+        optimizer.unperturb()
+        optimizer = optimizer.base_optimizer
+    if decouple is not None:
+        decouple()
     optimizer.step()
     return loss, out.detach()

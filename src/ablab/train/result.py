@@ -21,3 +21,4 @@ class RunResult:
     device: str = ""
     duration_s: float = 0.0
     started: float = 0.0
+    info: dict = field(default_factory=dict)  # duration plan (steps, gradient evaluations), parameter count
