@@ -25,7 +25,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=1, help="worker processes (default 1: in this process)")
     run.add_argument("--threads", type=int, help="CPU threads per run (default: cores // workers); "
                      "CPU results are bitwise reproducible for the same thread count")
-    run.add_argument("--executor", choices=["local"], default="local")
+    run.add_argument("--executor", choices=["local", "ray"], default="local",
+                     help="local processes, or Ray (a private local instance, or a cluster with --address)")
+    run.add_argument("--address", help="Ray cluster to join, e.g. HEAD_IP:6379 or 'auto' (default: start a private local instance)")
+    run.add_argument("--max-retries", type=int, default=2, help="Ray: retries of a run whose worker died (default 2)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                      help="override a base setting by dotted path, e.g. --set data.path=/data/cifar10 (repeatable)")
     run.add_argument("--report", action="store_true", help="write the report when the study finishes")
@@ -62,10 +65,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise AblabError(f"--workers must be at least 1, got {args.workers}")
     if args.threads is not None and args.threads < 1:
         raise AblabError(f"--threads must be at least 1, got {args.threads}")
+    if args.executor == "ray":
+        from ablab.execute.ray_executor import import_ray
+
+        import_ray()  # says how to install Ray before anything runs
+    elif args.address:
+        raise AblabError("--address needs --executor ray")
     study, variants = _load(args.spec, args.overrides)  # everything validated before anything is written
     out = Path(args.out) if args.out else Path("results") / study.name
     try:
-        summary = run_study(study, args.spec, variants, out, workers=args.workers, executor=args.executor, threads=args.threads)
+        summary = run_study(study, args.spec, variants, out, workers=args.workers, executor=args.executor, threads=args.threads,
+                            address=args.address, max_retries=args.max_retries)
     except KeyboardInterrupt:
         print(f"\ninterrupted; run the same command again to resume ({out})", file=sys.stderr)
         return EXIT_INTERRUPTED

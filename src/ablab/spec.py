@@ -221,6 +221,43 @@ class SeedAxis(_Strict):
     base: int = 0
 
 
+class GridTable(_Strict):
+    """A heatmap table: the mean of ``metric`` over replicates, axis ``rows`` × axis ``cols``.
+
+    Axis names are the study's axis paths (``optimizer.lr``, ``sam``); one table per combination
+    of the ``facets`` axes (None: every other varied axis).
+    """
+
+    rows: str
+    cols: str
+    metric: str = "test.loss"
+    facets: Optional[list[str]] = None
+
+    @field_validator("metric")
+    @classmethod
+    def _ref(cls, v: str) -> str:
+        _check_metric_ref(v)
+        return v
+
+
+class BestSettings(_Strict):
+    """The top-k variants by ``metric``, with Welch's t-tests against the runner-up and the baseline.
+
+    ``baseline``: axis path (or base-run path) → value, e.g. ``{sam: null}``; the best variant
+    matching it is the baseline.
+    """
+
+    metric: str
+    k: PositiveInt = 5
+    baseline: Optional[dict[str, Any]] = None
+
+    @field_validator("metric")
+    @classmethod
+    def _ref(cls, v: str) -> str:
+        _check_metric_ref(v)
+        return v
+
+
 class ReportSettings(_Strict):
     """How the report selects and shows results."""
 
@@ -228,6 +265,8 @@ class ReportSettings(_Strict):
     select_on: str = "val.accuracy"
     metrics: list[str] = ["test.accuracy", "test.loss", "val.accuracy", "train.loss"]
     curves: list[str] = ["train.loss", "val.accuracy", "test.accuracy"]
+    grids: list[GridTable] = []  # heatmap tables over two axes (ablab.report.grids)
+    best: Optional[BestSettings] = None  # best configurations with p-values (ablab.report.grids)
 
     @field_validator("select_on")
     @classmethod
@@ -249,6 +288,13 @@ def _check_metric_ref(ref: str) -> None:
         raise ValueError(f"a metric is 'split.name' with split train, val, test or batch; got {ref!r}")
 
 
+class Resources(_Strict):
+    """What each run asks of a Ray cluster; it does not change a run's numbers."""
+
+    cpus: float = Field(1.0, gt=0.0)
+    gpus: float = Field(0.0, ge=0.0, description="fractional values let several small runs share one GPU")
+
+
 class Study(_Strict):
     """A base run plus the axes to vary."""
 
@@ -259,6 +305,7 @@ class Study(_Strict):
     zip: Union[dict[str, list[Any]], list[dict[str, list[Any]]]] = []
     seeds: SeedAxis = SeedAxis()
     report: ReportSettings = ReportSettings()
+    resources: Resources = Resources()
 
     @field_validator("grid")
     @classmethod
@@ -279,6 +326,20 @@ class Study(_Strict):
             if lengths and not next(iter(lengths.values())):
                 raise ValueError("zip axes have no values")
         return groups
+
+    @model_validator(mode="after")
+    def _grid_table_axes(self) -> "Study":
+        """Heatmap tables name axes of this study (checked now, not after the last run)."""
+        from ablab.registry import closest_names
+
+        axes = [*self.grid, *(k for group in self.zip for k in group)]
+        for i, table in enumerate(self.report.grids):
+            for field, names in (("rows", [table.rows]), ("cols", [table.cols]), ("facets", table.facets or [])):
+                for name in names:
+                    if name not in axes:
+                        known = closest_names(name, axes) if axes else " The study varies no axis."
+                        raise ValueError(f"report.grids.{i}.{field}: '{name}' is not an axis of the study.{known}")
+        return self
 
 
 class Variant(BaseModel):

@@ -31,9 +31,11 @@ def run_study(
     variants: list[Variant],
     out: str | Path,
     workers: int = 1,
-    executor: Literal["local"] = "local",
+    executor: Literal["local", "ray"] = "local",
     tty: bool | None = None,
     threads: int | None = None,
+    address: str | None = None,
+    max_retries: int = 2,
 ) -> Summary:
     """Record the study in ``out``, then train every run without a final result.
 
@@ -48,7 +50,12 @@ def run_study(
         todo = [v for v in variants if v.id in todo_ids]
         view = ProgressView(total=len(variants), already_done=len(variants) - len(todo), tty=tty)
         try:
-            if workers <= 1 or len(todo) <= 1:
+            if executor == "ray":
+                from ablab.execute.ray_executor import run_ray
+
+                run_ray(store, todo, view, workers=workers, threads=threads, resources=study.resources,
+                        address=address, max_retries=max_retries)
+            elif workers <= 1 or len(todo) <= 1:
                 from ablab.execute.local import run_sequential
 
                 run_sequential(store, todo, view, threads)

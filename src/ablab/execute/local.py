@@ -43,7 +43,8 @@ def _run_in_worker(spec_json: str, run_id: str) -> RunResult:
     return train(spec, progress=progress, run_id=run_id)
 
 
-def _note(result: RunResult) -> str:
+def note_for(result: RunResult) -> str:
+    """One line for the log: the error's last line, or the final test metrics."""
     if result.status == "failed" and result.error:
         return result.error.strip().splitlines()[-1][:200]
     finals = {(sp, n): v for (_, _, sp, n, v) in result.metrics if sp == "test"}
@@ -70,7 +71,7 @@ def _run_each(store: Store, todo: list[Variant], view: ProgressView) -> None:
             store.mark_pending([v.id])
             raise
         store.record(result)
-        view.finished(v.id, v.label, v.replicate, result.status, result.duration_s, _note(result))
+        view.finished(v.id, v.label, v.replicate, result.status, result.duration_s, note_for(result))
 
 
 def run_parallel(store: Store, todo: list[Variant], view: ProgressView, workers: int, threads: int) -> None:
@@ -104,7 +105,7 @@ def run_parallel(store: Store, todo: list[Variant], view: ProgressView, workers:
                         continue
                     result = RunResult(v.id, "failed", error=f"worker process died {crashes[v.id]} times while running this run")
                 store.record(result)
-                view.finished(v.id, v.label, v.replicate, result.status, result.duration_s, _note(result))
+                view.finished(v.id, v.label, v.replicate, result.status, result.duration_s, note_for(result))
             if broken:
                 pool.shutdown(wait=False, cancel_futures=True)
                 pool = _new_pool(ctx, workers, progress_queue, threads)

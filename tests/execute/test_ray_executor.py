@@ -1,0 +1,131 @@
+"""The Ray executor: same numbers as the local executor, retries, failure reasons, resume after kill."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ablab.cli import main
+from ablab.store import Store
+from conftest import tiny_study
+
+ray = pytest.importorskip("ray")
+
+
+def _frames(out: Path):
+    store = Store.open(out)
+    try:
+        return store.metrics(), store.runs()
+    finally:
+        store.close()
+
+
+def _sorted(m):
+    return m.sort_values(["run", "split", "name", "step"]).reset_index(drop=True)
+
+
+def test_ray_gives_the_same_numbers_as_the_local_executor(write_study, tmp_path, capsys):
+    path = write_study(tiny_study(grid={"optimizer.lr": [0.1, 0.05]}, seeds={"replicates": 2}))
+    assert main(["run", str(path), "--out", str(tmp_path / "local"), "--workers", "2", "--threads", "1"]) == 0
+    assert main(["run", str(path), "--out", str(tmp_path / "ray"), "--executor", "ray", "--workers", "2", "--threads", "1"]) == 0
+    (ml, rl), (mr, rr) = _frames(tmp_path / "local"), _frames(tmp_path / "ray")
+    assert set(rr.status) == {"done"} and rl.run.tolist() == rr.run.tolist()
+    assert _sorted(ml).equals(_sorted(mr))
+    assert not ray.is_initialized()  # the private instance is shut down
+    # a rerun on Ray skips everything already stored
+    assert main(["run", str(path), "--out", str(tmp_path / "ray"), "--executor", "ray", "--workers", "2"]) == 0
+    assert "0 of 4 runs to do" in capsys.readouterr().err
+
+
+def _ray_worker_pids() -> list[int]:
+    pids = []
+    for cmd in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if b"ray::_train_task" in cmd.read_bytes():
+                pids.append(int(cmd.parent.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _kill_first_worker(killed: list, deadline: float) -> None:
+    while time.time() < deadline and not killed:
+        pids = _ray_worker_pids()
+        if pids:
+            time.sleep(0.5)
+            try:
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+            except ProcessLookupError:
+                pass
+        time.sleep(0.1)
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc to find Ray workers")
+@pytest.mark.parametrize("retries, expect", [(2, {"done"}), (0, {"done", "failed"})], ids=["retried", "no-retries"])
+def test_a_dead_ray_worker_is_retried_then_failed_with_the_reason(retries, expect, write_study, tmp_path, capsys):
+    study = tiny_study(grid={"optimizer.lr": [0.1, 0.05]}, seeds={"replicates": 1})
+    study["base"]["epochs"] = 40
+    out = tmp_path / "r"
+    killed: list[int] = []
+    t = threading.Thread(target=_kill_first_worker, args=(killed, time.time() + 120))
+    t.start()
+    code = main(["run", str(write_study(study)), "--out", str(out), "--executor", "ray", "--workers", "1",
+                 "--max-retries", str(retries)])
+    t.join()
+    assert killed, "no Ray worker was found to kill"
+    _, runs = _frames(out)
+    assert set(runs.status) == expect
+    if "failed" in expect:
+        assert code == 1
+        error = runs.set_index("status").loc["failed", "error"]
+        assert "Ray task failed" in error and "Worker" in error  # the reason is stored
+    else:
+        assert code == 0
+    capsys.readouterr()
+
+
+def test_without_ray_the_executor_says_how_to_install(monkeypatch, write_study, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` fail
+    assert main(["run", str(write_study(tiny_study())), "--out", str(tmp_path / "r"), "--executor", "ray"]) == 2
+    assert "pip install -e '.[ray]'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_resume_after_the_ray_driver_is_killed(write_study, tmp_path):
+    study = tiny_study(grid={"optimizer.lr": [0.1, 0.05, 0.02]}, seeds={"replicates": 2})
+    study["base"]["epochs"] = 10
+    path = write_study(study)
+    out = tmp_path / "r"
+    cmd = [sys.executable, "-m", "ablab", "run", str(path), "--out", str(out), "--executor", "ray", "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if (out / "ablab.db").exists():
+            try:
+                store = Store.open(out)
+                done = (store.runs().status == "done").sum()
+                store.close()
+            except Exception:  # noqa: BLE001  (the database may be mid-creation)
+                done = 0
+            if done >= 1:
+                break
+        assert proc.poll() is None
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    _, before = _frames(out)
+    finished = before[before.status == "done"].set_index("run").finished.to_dict()
+    assert 1 <= len(finished) < 6
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    metrics, runs = _frames(out)
+    assert set(runs.status) == {"done"} and len(runs) == 6
+    for run, t in finished.items():
+        assert runs.set_index("run").loc[run, "finished"] == t
+    assert not metrics.duplicated(["run", "step", "split", "name"]).any()
