@@ -107,6 +107,20 @@ class Corrupt(_Strict):
     seed: int = 0
 
 
+class Compute(_Strict):
+    """How the arithmetic runs (these can change the last bits, so they are part of the run).
+
+    ``precision: bf16`` autocasts convolutions and matmuls to bfloat16 while norm layers and the
+    loss stay in float32; ``channels_last`` stores image activations NHWC (faster convolutions on
+    GPUs); ``compile`` wraps the model in ``torch.compile`` (compiled code is cached and reused by
+    later runs of the same architecture in one worker process).
+    """
+
+    precision: Literal["fp32", "bf16"] = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+
+
 class Sharpness(_Strict):
     """Sharpness at the end of training, on ``batches`` training batches in a fixed order."""
 
@@ -137,6 +151,7 @@ class RunSpec(_Strict):
     corrupt: Corrupt = Corrupt()
     device: str = "auto"
     deterministic: bool = True
+    compute: Compute = Compute()
     seeds: Seeds = Seeds()
     replicate: int = Field(0, ge=0)
     record: Record = Record()

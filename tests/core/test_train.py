@@ -231,3 +231,35 @@ def test_normalize_is_applied_at_evaluation_too():
     pre = Split(norm(test.x, test.y, None)[0], test.y)
     assert evaluate(model, test, ce, True, 100, (norm,)) == evaluate(model, pre, ce, True, 100)
     assert evaluate(model, test, ce, True, 100, (norm,)) != evaluate(model, test, ce, True, 100)
+
+
+def test_bf16_autocast_keeps_norm_layers_and_outputs_in_fp32():
+    from ablab.spec import Compute
+    from ablab.train.loop import make_forward
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 3))
+    seen = {}
+    model[1].register_forward_hook(lambda m, i, o: seen.update(norm_in=i[0].dtype, norm_out=o.dtype))
+    model[2].register_forward_hook(lambda m, i, o: seen.update(linear_out=o.dtype))
+    out = make_forward(model, Compute(precision="bf16"), torch.device("cpu"))(torch.randn(5, 4))
+    assert out.dtype == torch.float32
+    # the norm receives the bf16 output of the autocast linear and computes in float32
+    assert seen == {"norm_in": torch.bfloat16, "norm_out": torch.float32, "linear_out": torch.bfloat16}
+
+
+def test_bf16_and_channels_last_runs_train_and_learn():
+    r = train(spec(model={"name": "3c3d"}, data={"name": "digits", "size": 32}, epochs=1, batch_size=64,
+                   compute={"precision": "bf16", "channels_last": True}))
+    assert r.status == "done", r.error
+    assert _rows(r, "test", "accuracy")[-1][2] > 0.1
+
+
+@pytest.mark.slow
+def test_compiled_model_gives_the_same_numbers_as_eager_within_tolerance():
+    base = dict(epochs=1, record={"every_steps": 5, "eval_splits": ["test"]})
+    eager = train(spec(**base))
+    compiled = train(spec(**base, compute={"compile": True}))
+    assert compiled.status == "done", compiled.error
+    a = [v for (_, _, sp, n, v) in eager.metrics if sp == "test"]
+    b = [v for (_, _, sp, n, v) in compiled.metrics if sp == "test"]
+    assert a == pytest.approx(b, rel=1e-4, abs=1e-5)

@@ -18,9 +18,15 @@ def steps_per_epoch(n: int, batch_size: int, drop_last: bool) -> int:
     return steps
 
 
-def iterate_batches(n: int, batch_size: int, drop_last: bool, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """One epoch: a random permutation of ``range(n)`` cut into batches (last one partial unless dropped)."""
-    perm = torch.randperm(n, generator=generator)
+def iterate_batches(
+    n: int, batch_size: int, drop_last: bool, generator: torch.Generator, device: torch.device | str = "cpu"
+) -> Iterator[torch.Tensor]:
+    """One epoch: a random permutation of ``range(n)`` cut into batches (last one partial unless dropped).
+
+    The permutation is drawn on the CPU (the same order on every device) and moved to ``device``
+    once per epoch, so batches are index slices with no per-step host-to-device copy.
+    """
+    perm = torch.randperm(n, generator=generator).to(device)
     stop = (n // batch_size) * batch_size if drop_last else n
     for start in range(0, stop, batch_size):
         yield perm[start : start + batch_size]

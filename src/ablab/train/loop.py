@@ -20,7 +20,7 @@ from ablab.data.base import Dataset, Split
 from ablab.analysis.sharpness import hessian_top_eigenvalue, sam_sharpness
 from ablab.data.corrupt import corrupt_dataset
 from ablab.data.sampler import iterate_batches, steps_per_epoch
-from ablab.optim.groups import create_param_groups, decoupled_decay_, group_l2_penalty
+from ablab.optim.groups import create_param_groups, decoupled_decay_, group_l2_penalty, is_norm_module
 from ablab.optim.sam import SAM, bn_running_stats_frozen
 from ablab.registry import AUGMENTATIONS, DATASETS, LOSSES, MODELS, OPTIMIZERS, PROBES, SCHEDULES
 from ablab.spec import RunSpec
@@ -51,6 +51,35 @@ def build_model(spec: RunSpec, data: Dataset) -> nn.Module:
     """The model, initialised from the run's ``init`` stream (on the CPU, so every device agrees)."""
     with seeding.init_scope(spec.seeds.init):
         return MODELS.create(spec.model, in_shape=tuple(data.in_shape), out_dim=data.out_dim)
+
+
+def make_forward(model: nn.Module, compute, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model as the loop calls it: optionally compiled, optionally under bf16 autocast.
+
+    Under bf16 the norm layers still compute in float32 and the output is cast back to float32,
+    so losses and metrics are float32. ``torch.compile`` caches compiled graphs per process; a
+    later run with the same architecture reuses them (parameters are graph inputs, not constants).
+    """
+    fn = torch.compile(model) if compute.compile else model
+    if compute.precision != "bf16":
+        return fn
+    for m in model.modules():
+        if is_norm_module(m):
+            m.forward = _fp32_forward(m.forward)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            return fn(x).float()
+
+    return forward
+
+
+def _fp32_forward(inner: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return inner(x.float())
+
+    return forward
 
 
 @dataclass
@@ -135,12 +164,14 @@ def _correct(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, split: Split, loss_fn, classification: bool, batch_size: int, transforms: tuple = ()
+    model: nn.Module, split: Split, loss_fn, classification: bool, batch_size: int, transforms: tuple = (),
+    forward: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> dict[str, float]:
     """Mean loss (and accuracy, or MSE for regression) over every example of a split.
 
     ``transforms``: the deterministic preprocessing steps among the augmentations (``normalize``).
     """
+    forward = forward or model
     model.eval()
     loss_sum = torch.zeros((), device=split.x.device, dtype=torch.float64)
     extra = torch.zeros((), device=split.x.device, dtype=torch.float64)
@@ -149,7 +180,7 @@ def evaluate(
         x, y = split.x[start : start + batch_size], split.y[start : start + batch_size]
         for transform in transforms:
             x, y = transform(x, y, None)
-        out = model(x)
+        out = forward(x)
         loss_sum += loss_fn(out, y).double() * len(x)
         if classification:
             extra += _correct(out, y)
@@ -182,6 +213,10 @@ def _train(spec: RunSpec, progress: Optional[Progress], run_id: str, started: fl
     classification = data.task == "classification"
     train_split = data.splits["train"]
     model = build_model(spec, data).to(device)
+    channels_last = spec.compute.channels_last and len(data.in_shape) == 3
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    forward = make_forward(model, spec.compute, device)
     opt = build_optimizer(spec, model)
     optimizer = opt.optimizer
     base_lrs = [g["lr"] * spec.lr_scale for g in optimizer.param_groups]
@@ -201,7 +236,7 @@ def _train(spec: RunSpec, progress: Optional[Progress], run_id: str, started: fl
         finite = True
         for split_name in rec.eval_splits:
             for name, value in evaluate(
-                model, data.splits[split_name], loss_fn, classification, rec.eval_batch_size, eval_transforms
+                model, data.splits[split_name], loss_fn, classification, rec.eval_batch_size, eval_transforms, forward
             ).items():
                 metrics.append((step, epoch, split_name, name, value))
                 finite &= math.isfinite(value)
@@ -216,17 +251,18 @@ def _train(spec: RunSpec, progress: Optional[Progress], run_id: str, started: fl
         running = _Running(device)
         step = 0
         for epoch in range(1, plan.epochs + 1):
-            for idx in iterate_batches(len(train_split), spec.batch_size, spec.drop_last, shuffle_gen):
-                idx = idx.to(device)
+            for idx in iterate_batches(len(train_split), spec.batch_size, spec.drop_last, shuffle_gen, device):
                 x, y = train_split.x[idx], train_split.y[idx]
                 for aug in augments:
                     x, y = aug(x, y, augment_gen)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 factor = schedule(step)
                 for group, lr in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = lr * factor
                 for probe in probes:
                     probe.before_step(step)
-                loss, out = train_step(model, optimizer, loss_fn, x, y, opt.penalty, opt.decouple)
+                loss, out = train_step(model, optimizer, loss_fn, x, y, opt.penalty, opt.decouple, forward)
                 running.add(loss, _correct(out, y) if classification else None, len(x))
                 step += 1
                 for probe in probes:
@@ -286,14 +322,18 @@ def _sharpness(spec: RunSpec, model, split: Split, loss_fn, transforms, step: in
     return rows
 
 
-def train_step(model, optimizer, loss_fn, x, y, penalty=None, decouple=None) -> tuple[torch.Tensor, torch.Tensor]:
+def train_step(
+    model, optimizer, loss_fn, x, y, penalty=None, decouple=None, forward=None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step on a batch; returns the data loss (no penalty) and the output, on the device.
 
     With SAM (Foret et al. 2021, Alg. 1): the clean pass's gradient gives the ascent step, the
     gradient at the perturbed point gives the update; BatchNorm running statistics are updated by
     the clean pass only (momentum 0 on the second, not eval mode). The logged loss is the clean one.
+    ``forward`` is the model as called (compiled and/or autocast; default: the model itself).
     """
-    out = model(x)
+    forward = forward or model
+    out = forward(x)
     loss = loss_fn(out, y)
     total = loss + penalty() if penalty is not None else loss
     optimizer.zero_grad(set_to_none=True)
@@ -301,7 +341,7 @@ def train_step(model, optimizer, loss_fn, x, y, penalty=None, decouple=None) -> 
     if isinstance(optimizer, SAM):
         optimizer.first_step()
         with bn_running_stats_frozen(model):
-            perturbed = loss_fn(model(x), y)
+            perturbed = loss_fn(forward(x), y)
             (perturbed + penalty() if penalty is not None else perturbed).backward()
         optimizer.unperturb()
         optimizer = optimizer.base_optimizer
