@@ -63,6 +63,18 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
+def median_ci(xs: list[float]) -> tuple[float, float]:
+    """About 95 % confidence interval of the median, from order statistics (no distribution assumed).
+
+    Ranks n/2 ± 0.98·√n (the normal approximation to Binomial(n, 1/2)); with few rounds it widens
+    to the extremes.
+    """
+    s, n = sorted(xs), len(xs)
+    half = 0.98 * n**0.5
+    lo, hi = max(0, int(n / 2 - half)), min(n - 1, int(-(-(n / 2 + half) // 1)))
+    return s[lo], s[hi]
+
+
 def rel_iqr(xs: list[float]) -> float:
     """Interquartile range over the median: the spread printed beside each median."""
     if len(xs) < 4:
@@ -111,6 +123,9 @@ def parse_args(description: str) -> argparse.Namespace:
                         help="torch intra-op threads, fixed for the whole run (default 1: see README)")
     parser.add_argument("--quick", action="store_true",
                         help="few rounds: checks that the benchmark runs; numbers are not meaningful")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="extra rows where a benchmark has them, without targets "
+                             "(bench_loop: ablab with deterministic: false)")
     parser.add_argument("--summary-json", help="also write the verdicts here (used by run_all.py)")
     args = parser.parse_args()
     if args.threads < 1:

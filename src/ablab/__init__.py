@@ -1,7 +1,7 @@
 """ablab: a laboratory for controlled ablation studies of deep-learning training."""
 
 __version__ = "0.1.0"
-PROTOCOL_VERSION = 1  # bump when a change alters the numbers a RunSpec produces
+PROTOCOL_VERSION = 2  # bump when a change alters the numbers a RunSpec produces (2: batch.accuracy of the recording step's batch)
 
 
 def load(path):

@@ -61,16 +61,22 @@ def deterministic_kernels(enabled: bool) -> Iterator[None]:
     """Select deterministic kernels (cuDNN and others) for the block; restores the old setting."""
     if enabled:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    fill = torch.utils.deterministic
     old = (
         torch.are_deterministic_algorithms_enabled(),
         torch.backends.cudnn.deterministic,
         torch.backends.cudnn.benchmark,
+        fill.fill_uninitialized_memory,
     )
     torch.use_deterministic_algorithms(enabled)
     torch.backends.cudnn.deterministic = enabled
     torch.backends.cudnn.benchmark = not enabled
+    # deterministic mode would NaN-fill every new tensor (an extra kernel each); the loop never
+    # reads uninitialised memory, so results stay deterministic without it
+    fill.fill_uninitialized_memory = False
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(old[0])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = old[1], old[2]
+        fill.fill_uninitialized_memory = old[3]

@@ -1,0 +1,50 @@
+"""Run every benchmark, each in a fresh process, then print one summary of all targets.
+
+``make bench`` calls this. Options (``--threads N``, ``--quick``) are passed to each benchmark.
+A MISS is reported, not fatal; the exit status is non-zero only if a benchmark crashed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHMARKS = ["bench_loop.py", "bench_augment.py"]
+
+
+def main() -> int:
+    passthrough = sys.argv[1:]
+    verdicts, crashed = [], []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="ablab-bench-") as tmp:
+        for name in BENCHMARKS:
+            summary = Path(tmp) / f"{name}.json"
+            t0 = time.perf_counter()
+            # output streams straight through; verdicts come back in a small JSON file
+            proc = subprocess.run([sys.executable, str(HERE / name), *passthrough, "--summary-json", str(summary)])
+            print(f"   ({name}: {time.perf_counter() - t0:.0f} s)\n", flush=True)
+            if proc.returncode != 0 or not summary.exists():
+                crashed.append(f"{name} (exit status {proc.returncode})")
+                continue
+            verdicts += json.loads(summary.read_text())
+
+    print("== summary: every target, measured in this run")
+    width = max([len(v["what"]) for v in verdicts] + [6])
+    for v in verdicts:
+        print(f"   {v['benchmark']:<14} {v['what']:<{width}}  {v['value']:9.3f} {v['unit']:<2}  "
+              f"target <= {v['target']:g}  {v['result']}")
+    for name in crashed:
+        print(f"   CRASHED: {name}")
+    misses = sum(v["result"] == "MISS" for v in verdicts)
+    print(f"   {len(verdicts) - misses} PASS, {misses} MISS, {len(crashed)} crashed; "
+          f"{time.perf_counter() - started:.0f} s in all")
+    return 1 if crashed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
