@@ -178,12 +178,13 @@ def resnet6(
     out_dim: int,
     *,
     zero_init_residual: bool = True,
+    preactivation: bool = False,
     norm: NormSpec = "batchnorm",
     norm_at: Placement = "all_hidden",
     activation: ActivationName = "relu",
 ) -> nn.Module:
-    """ResNet-6 (Summers & Dinneen 2021): stem + one stage of 2 post-activation blocks, 16 channels."""
-    return ResNet(in_shape, out_dim, stages=[2], widths=[16], preactivation=False, norm=norm,
+    """ResNet-6 (Summers & Dinneen 2021): stem + one stage of 2 blocks (post-activation as the authors' code; preactivation: true for pre-activation), 16 channels."""
+    return ResNet(in_shape, out_dim, stages=[2], widths=[16], preactivation=preactivation, norm=norm,
                   norm_at=norm_at, activation=activation, zero_init_residual=zero_init_residual)
 
 
@@ -193,12 +194,13 @@ def resnet10(
     out_dim: int,
     *,
     zero_init_residual: bool = True,
+    preactivation: bool = False,
     norm: NormSpec = "batchnorm",
     norm_at: Placement = "all_hidden",
     activation: ActivationName = "relu",
 ) -> nn.Module:
-    """ResNet-10 (Summers & Dinneen 2021): 2 stages × 2 post-activation blocks, 16-32 channels."""
-    return ResNet(in_shape, out_dim, stages=[2, 2], widths=[16, 32], preactivation=False, norm=norm,
+    """ResNet-10 (Summers & Dinneen 2021): 2 stages × 2 blocks (post-activation as the authors' code; preactivation: true for pre-activation), 16-32 channels."""
+    return ResNet(in_shape, out_dim, stages=[2, 2], widths=[16, 32], preactivation=preactivation, norm=norm,
                   norm_at=norm_at, activation=activation, zero_init_residual=zero_init_residual)
 
 
@@ -208,12 +210,13 @@ def resnet14(
     out_dim: int,
     *,
     zero_init_residual: bool = True,
+    preactivation: bool = False,
     norm: NormSpec = "batchnorm",
     norm_at: Placement = "all_hidden",
     activation: ActivationName = "relu",
 ) -> nn.Module:
-    """ResNet-14 (Summers & Dinneen 2021): 3 stages × 2 post-activation blocks, 16-32-64 channels."""
-    return ResNet(in_shape, out_dim, stages=[2, 2, 2], widths=[16, 32, 64], preactivation=False,
+    """ResNet-14 (Summers & Dinneen 2021): 3 stages × 2 blocks (post-activation as the authors' code; preactivation: true for pre-activation), 16-32-64 channels."""
+    return ResNet(in_shape, out_dim, stages=[2, 2, 2], widths=[16, 32, 64], preactivation=preactivation,
                   norm=norm, norm_at=norm_at, activation=activation,
                   zero_init_residual=zero_init_residual)
 
@@ -224,13 +227,14 @@ def resnet18(
     out_dim: int,
     *,
     zero_init_residual: bool = True,
+    preactivation: bool = False,
     norm: NormSpec = "batchnorm",
     norm_at: Placement = "all_hidden",
     activation: ActivationName = "relu",
 ) -> nn.Module:
-    """ResNet-18 (Summers & Dinneen 2021): 4 stages × 2 post-activation blocks, 64-128-256-512."""
+    """ResNet-18 (Summers & Dinneen 2021): 4 stages × 2 blocks (post-activation as the authors' code; preactivation: true for pre-activation), 64-128-256-512."""
     return ResNet(in_shape, out_dim, stages=[2, 2, 2, 2], widths=[64, 128, 256, 512],
-                  preactivation=False, norm=norm, norm_at=norm_at, activation=activation,
+                  preactivation=preactivation, norm=norm, norm_at=norm_at, activation=activation,
                   zero_init_residual=zero_init_residual)
 
 
