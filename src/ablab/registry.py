@@ -171,7 +171,7 @@ def _check_duration_units(params: dict[str, Any]) -> None:
                 )
 
 
-DATASETS = Registry("dataset", hints={"path": "give it in the spec or on the command line: --set data.path=DIR"})
+DATASETS = Registry("dataset", hints={"path": "give it in the spec or on the command line: --set data.path=PATH"})
 MODELS = Registry("model", context=("in_shape", "out_dim"))
 NORMS = Registry("norm", context=("num_features", "dim"))
 ACTIVATIONS = Registry("activation")

@@ -282,6 +282,9 @@ class ReportSettings(_Strict):
     curves: list[str] = ["train.loss", "val.accuracy", "test.accuracy"]
     grids: list[GridTable] = []  # heatmap tables over two axes (ablab.report.grids)
     best: Optional[BestSettings] = None  # best configurations with p-values (ablab.report.grids)
+    # role (lower, upper) → variant label, or the first part of labels (a family: ``vanilla`` for
+    # ``vanilla, lr_scale=10``); the final table gets Δ to each, the curves draw them black and grey
+    baselines: dict[Literal["lower", "upper"], str] = {}
 
     @field_validator("select_on")
     @classmethod
@@ -294,6 +297,13 @@ class ReportSettings(_Strict):
     def _refs(cls, v: list[str]) -> list[str]:
         for ref in v:
             _check_metric_ref(ref)
+        return v
+
+    @field_validator("baselines")
+    @classmethod
+    def _baselines(cls, v: dict[str, str]) -> dict[str, str]:
+        if any(not str(name).strip() for name in v.values()):
+            raise ValueError("a baseline names a variant label; got an empty name")
         return v
 
 
@@ -475,9 +485,13 @@ def set_path(tree: dict[str, Any], path: str, value: Any, where: str = "") -> No
 
 
 def _label_value(value: Any) -> str:
+    if value is None:
+        return "none"
     if isinstance(value, dict) and "name" in value:
         rest = ", ".join(f"{k}={_label_value(v)}" for k, v in value.items() if k != "name")
         return f"{value['name']}({rest})" if rest else str(value["name"])
+    if isinstance(value, dict):
+        return "(" + ", ".join(f"{k}={_label_value(v)}" for k, v in value.items()) + ")"
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, list):
@@ -485,14 +499,18 @@ def _label_value(value: Any) -> str:
     return str(value)
 
 
-def make_label(axes: dict[str, Any]) -> str:
-    """A readable variant label from its axis values: ``optimizer=adam, lr=0.001``."""
-    if "label" in axes:
-        return str(axes["label"])
+def make_label(axes: dict[str, Any], named: frozenset[str] = frozenset()) -> str:
+    """A readable variant label from its axis values: ``optimizer=adam, lr=0.001``.
+
+    A zip group's ``label`` names that group's values (the axes in ``named``); axes from other
+    groups are appended: ``bn_gamma, lr_scale=10``.
+    """
     if not axes:
         return "base"
-    parts = []
+    parts = [str(axes["label"])] if "label" in axes else []
     for path, value in axes.items():
+        if path == "label" or path in named:
+            continue
         short = path[: -len(".name")] if path.endswith(".name") else path
         parts.append(f"{short}={_label_value(value)}")
     return ", ".join(parts)
@@ -517,8 +535,9 @@ def expand(study: Study, file: str = "") -> list[Variant]:
     """Every run of the study: variants (grid × zip) × seed replicates, each validated."""
     out: list[Variant] = []
     seen: dict[str, str] = {}
+    named = frozenset(k for group in study.zip if "label" in group for k in group)
     for axes in _axis_combinations(study):
-        label = make_label(axes)
+        label = make_label(axes, named)
         for r in range(study.seeds.replicates):
             raw = copy.deepcopy(study.base)
             for path, value in axes.items():

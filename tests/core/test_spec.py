@@ -93,12 +93,17 @@ def test_labels_are_readable():
     assert make_label({"optimizer": {"name": "adam", "lr": 0.001}, "model.norm": "none"}) == "optimizer=adam(lr=0.001), model.norm=none"
     assert make_label({"optimizer.name": "sgd"}) == "optimizer=sgd"
     assert make_label({}) == "base"
-    assert make_label({"label": "vanilla", "model.norm": "none"}) == "vanilla"
+    assert make_label({"label": "vanilla", "model.norm": "none"}, frozenset({"label", "model.norm"})) == "vanilla"
+    assert make_label({"label": "bn", "model.norm": "batchnorm", "lr_scale": 10}, frozenset({"label", "model.norm"})) == "bn, lr_scale=10"
 
 
 def test_zip_label_key_names_variants(write_study):
     runs = _expand(write_study, tiny_study(zip={"label": ["narrow", "wide"], "model.widths": [[4], [32]]}))
     assert {r.label for r in runs} == {"narrow", "wide"}
+    crossed = _expand(write_study, tiny_study(zip={"label": ["narrow", "wide"], "model.widths": [[4], [32]]},
+                                              grid={"optimizer.lr": [0.1, 0.2]}, seeds={"replicates": 1}))
+    assert [r.label for r in crossed] == ["narrow, optimizer.lr=0.1", "wide, optimizer.lr=0.1",
+                                          "narrow, optimizer.lr=0.2", "wide, optimizer.lr=0.2"]
 
 
 def test_same_experiment_twice_is_an_error(write_study):

@@ -8,6 +8,7 @@ import pytest
 from ablab.cli import main
 from ablab.store import Store
 from fileformats import make_images, write_cifar_batch
+from obesity_csv import write_obesity_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDIES = sorted((ROOT / "studies").rglob("*.yaml"))
@@ -38,8 +39,11 @@ def test_there_are_shipped_studies():
 
 
 @pytest.mark.parametrize("spec", STUDIES, ids=[p.stem for p in STUDIES])
-def test_shipped_study_validates(spec, fake_cifar, capsys):
+def test_shipped_study_validates(spec, fake_cifar, tmp_path, capsys):
     args = ["validate", str(spec)]
+    if spec.stem == "obesity_grid":
+        csv = write_obesity_csv(tmp_path / "ObesityDataSet_raw_and_data_sinthetic.csv")
+        args += ["--set", f"data.path={csv}"]
     if spec.stem in NEEDS_DATA:
         data = fake_cifar["cifar10" if spec.stem.startswith("cifar10_") else "cifar100"]
         args += ["--set", f"data.path={data}", "--set", "data.val_size=20"]
@@ -53,7 +57,7 @@ def test_full_size_study_without_data_path_is_a_clear_error(name, tmp_path, caps
     spec = ROOT / "studies" / "deepobs" / f"{name}.yaml"
     assert main(["run", str(spec), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
-    assert f"{spec}: base.data.path" in err and "--set data.path=DIR" in err
+    assert f"{spec}: base.data.path" in err and "--set data.path=PATH" in err
     assert not (tmp_path / "r").exists()
     assert main(["run", str(spec), "--out", str(tmp_path / "r"), "--set", f"data.path={tmp_path / 'nope'}"]) == 2
     assert "does not exist" in capsys.readouterr().err

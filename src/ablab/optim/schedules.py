@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Optional
 
-from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat
+from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from ablab.errors import SpecError
 from ablab.registry import SCHEDULES
@@ -71,15 +71,29 @@ def cosine(
     final_factor: NonNegativeFloat = 0.0,
     warmup_steps: Optional[NonNegativeInt] = None,
     warmup_epochs: Optional[NonNegativeFloat] = None,
+    t_max_steps: Optional[PositiveInt] = None,
+    t_max_epochs: Optional[PositiveFloat] = None,
 ) -> Schedule:
-    """Cosine annealing from the base lr to final_factor·lr over the run (after warmup)."""
+    """Cosine annealing from the base lr to final_factor·lr over the run (after warmup).
+
+    With T = ``t_max_steps``/``t_max_epochs`` (PyTorch's ``T_max`` of CosineAnnealingLR), the factor is
+    PyTorch's closed form m + (1 − m)·(1 + cos(π·t/T))/2 for every t ≥ 0 after warmup
+    (``CosineAnnealingLR``, Loshchilov & Hutter 2017 eq. 5 without restarts): it reaches m at
+    t = T and climbs back to 1 at t = 2T. Without a period, T is the whole run and t stops at T.
+    """
     warmup = _steps(warmup_steps, warmup_epochs, steps_per_epoch)
-    span = max(1, total_steps - warmup)
+    period = _steps(t_max_steps, t_max_epochs, steps_per_epoch)
+    if (t_max_steps is not None or t_max_epochs is not None) and period < 1:
+        raise SpecError(f"t_max_epochs={t_max_epochs} is less than one step ({steps_per_epoch} steps per epoch)",
+                        field="t_max_epochs")
+    span = period or max(1, total_steps - warmup)
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        t = min(1.0, (step - warmup) / span)
+        t = (step - warmup) / span
+        if not period:
+            t = min(1.0, t)
         return final_factor + (1.0 - final_factor) * 0.5 * (1.0 + math.cos(math.pi * t))
 
     return factor

@@ -6,6 +6,10 @@
     figures/*.png       one learning-curve figure per curve metric
     tables/final.csv    the numbers behind the final table, full precision
     tables/final.md     the same table in Markdown
+
+With ``report.baselines`` the final table gets Δ columns per baseline and the curves draw the
+baselines in fixed colours; runs with the ``norm_params`` / ``relu_sparsity`` probes add the
+norm-layer section (``ablab.report.bn``).
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from ablab.analysis.seeds import aggregate, describe_selection, select_final
-from ablab.report.figures import plot_curve, variant_colours
+from ablab.report.bn import write_bn_section
+from ablab.report.figures import curve_panels, line_widths, plot_curve, variant_colours
+from ablab.report.grids import insert_section, write_grid_section
 from ablab.report.html import FigureRef, Page, render_html
-from ablab.report.tables import to_text, write_tables
+from ablab.report.tables import add_baseline_deltas, to_text, write_tables
 from ablab.store import write_atomic
 
 __all__ = ["ReportResult", "write_report"]
@@ -50,23 +56,31 @@ def write_report(store: Any) -> ReportResult:
     refs = [r for r in wanted if r in recorded]
     missing = [r for r in wanted if r not in recorded]
 
-    colours = variant_colours(list(runs["label"]))
-    figures = _write_figures(metrics, runs, list(settings.get("curves") or recorded), colours, out / "figures")
+    baselines = dict(settings.get("baselines") or {})
+    agg = add_baseline_deltas(agg, per_run, refs, baselines)
+    labels = list(runs["label"])
+    colours = variant_colours(labels, baselines)
+    style = {"widths": line_widths(labels, baselines), "panels": curve_panels(labels, baselines)}
+    figures = _write_figures(metrics, runs, list(settings.get("curves") or recorded), colours, out / "figures", style)
     table_paths = write_tables(agg, refs, rule, out / "tables")
 
     page = Page(study=study, runs=runs, metrics=metrics, agg=agg, refs=refs, missing_refs=missing,
                 rule=rule, figures=figures, colours=colours)
+    grids = write_grid_section(study, runs, metrics, per_run, out)  # heatmaps, best configurations, sharpness
+    norms = write_bn_section(store, out, runs, colours, **style)  # γ/β contours, ReLU sparsity, trajectories
     index = out / "index.html"
-    write_atomic(index, render_html(page).encode("utf-8"))
+    write_atomic(index, insert_section(insert_section(render_html(page), grids), norms).encode("utf-8"))
     return ReportResult(
         path=index,
         table_text=to_text(agg, refs, rule),
-        figures=[out / f.src for f in figures if f.src is not None],
-        tables=table_paths,
+        figures=[out / f.src for f in figures if f.src is not None] + grids.figures + norms.figures,
+        tables=table_paths + grids.tables + norms.tables,
     )
 
 
-def _write_figures(metrics, runs, refs: list[str], colours: dict[str, str], directory: Path) -> list[FigureRef]:
+def _write_figures(
+    metrics, runs, refs: list[str], colours: dict[str, str], directory: Path, style: dict | None = None
+) -> list[FigureRef]:
     """One PNG per curve metric; figures a previous report left behind are removed first."""
     directory.mkdir(parents=True, exist_ok=True)
     for old in directory.glob("curve_*.png"):
@@ -74,7 +88,7 @@ def _write_figures(metrics, runs, refs: list[str], colours: dict[str, str], dire
     figures = []
     for i, ref in enumerate(refs):
         name = f"curve_{i:02d}_{_slug(ref)}.png"
-        drawn = plot_curve(metrics, runs, ref, colours, directory / name)
+        drawn = plot_curve(metrics, runs, ref, colours, directory / name, **(style or {}))
         figures.append(FigureRef(ref=ref, src=f"figures/{name}" if drawn else None))
     return figures
 

@@ -2,6 +2,12 @@
 
 Figures are built on ``matplotlib.figure.Figure`` with an Agg canvas, never through pyplot,
 so writing a report changes no global matplotlib state (backend, current figure).
+
+With ``report.baselines`` the baseline variants are drawn in fixed colours with thicker lines
+(lower: black, upper: grey, as the thesis draws vanilla and BN_γβ). When a baseline names a family
+of variants (``vanilla`` for ``vanilla, lr_scale=0.1`` …, see ``ablab.report.tables``), every
+group (the rest of the label, e.g. ``lr_scale=10``) gets its own panel and a family keeps one
+colour across panels.
 """
 
 from __future__ import annotations
@@ -19,27 +25,90 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from ablab.analysis.seeds import curves, run_curves, x_axis
+from ablab.report.tables import names_a_family, split_label
 
 DIVERGED_STYLE = dict(linewidth=0.8, alpha=0.8, linestyle="--")
+LINE_WIDTH = 1.8
+BASELINE_LINE_WIDTH = 3.0
+BASELINE_COLOURS = {"lower": "#000000", "upper": "#8c8c8c"}  # black and grey; the palettes skip greys
+_GREYS = {"tab10": (7,), "tab20": (14, 15)}
 _CLIP_SPANS = 1.0  # a diverged curve is clipped this many y-spans of the mean curves beyond them
 
 
-def variant_colours(labels: list[str]) -> dict[str, str]:
-    """One colour per variant, in order of first appearance, so every figure and table agrees."""
+def variant_colours(labels: list[str], baselines: dict[str, str] | None = None) -> dict[str, str]:
+    """One colour per variant, in order of first appearance, so every figure and table agrees.
+
+    With ``baselines``, baseline variants get ``BASELINE_COLOURS`` and, where a baseline names a
+    family, every member of a family shares its family's colour.
+    """
     labels = list(dict.fromkeys(labels))
-    if len(labels) <= 10:
-        cmap, points = matplotlib.colormaps["tab10"], range(len(labels))
-    elif len(labels) <= 20:
-        cmap, points = matplotlib.colormaps["tab20"], range(len(labels))
-    else:  # qualitative maps run out; spread over a perceptual one
-        cmap, points = matplotlib.colormaps["turbo"], np.linspace(0.05, 0.95, len(labels))
-    return {label: to_hex(cmap(p)) for label, p in zip(labels, points)}
+    if not baselines:
+        return dict(zip(labels, _palette(len(labels))))
+    key = _family_key(labels, baselines)
+    fixed = {name: BASELINE_COLOURS[role] for role, name in baselines.items() if role in BASELINE_COLOURS}
+    others = [k for k in dict.fromkeys(key[label] for label in labels) if k not in fixed]
+    colours = {**dict(zip(others, _palette(len(others), skip_greys=True))), **fixed}
+    return {label: colours[key[label]] for label in labels}
+
+
+def baseline_roles(labels: list[str], baselines: dict[str, str] | None) -> dict[str, str]:
+    """Label → role for every variant that is a baseline (named, or a member of a named family)."""
+    if not baselines:
+        return {}
+    key = _family_key(list(dict.fromkeys(labels)), baselines)
+    by_name = {name: role for role, name in baselines.items()}
+    return {label: by_name[k] for label, k in key.items() if k in by_name}
+
+
+def line_widths(labels: list[str], baselines: dict[str, str] | None) -> dict[str, float]:
+    """Thicker lines for the baselines, so they read as references behind the other variants."""
+    roles = baseline_roles(labels, baselines)
+    return {label: BASELINE_LINE_WIDTH if label in roles else LINE_WIDTH for label in dict.fromkeys(labels)}
+
+
+def curve_panels(labels: list[str], baselines: dict[str, str] | None) -> dict[str, list[str]] | None:
+    """Label → the panels (groups) it is drawn in; None for one panel.
+
+    Panels exist when a baseline names a family that spans two or more groups. A baseline variant
+    without a group (``vanilla`` in a placement study) is drawn in every panel; any other variant
+    without one gets a panel of its own ("other").
+    """
+    labels = list(dict.fromkeys(labels))
+    if not baselines or not any(names_a_family(name, labels) for name in baselines.values()):
+        return None
+    groups = list(dict.fromkeys(split_label(label)[1] for label in labels if split_label(label)[1]))
+    if len(groups) < 2:
+        return None
+    shared = set(baselines.values())
+    return {
+        label: ([split_label(label)[1]] if split_label(label)[1] else (groups if label in shared else ["other"]))
+        for label in labels
+    }
+
+
+def panel_order(panels: dict[str, list[str]] | None, labels: list[str]) -> list[tuple[str, list[str]]]:
+    """(panel title, its labels) in order of first appearance; one untitled panel without ``panels``."""
+    labels = list(dict.fromkeys(labels))
+    if not panels:
+        return [("", labels)]
+    titles = list(dict.fromkeys(t for label in labels for t in panels.get(label, ["other"])))
+    return [(t, [label for label in labels if t in panels.get(label, ["other"])]) for t in titles]
+
+
+def legend_name(label: str, panels: dict[str, list[str]] | None) -> str:
+    """A variant's name in a legend: its family when each panel is one group, else the whole label."""
+    return split_label(label)[0] if panels else label
 
 
 def plot_curve(
-    metrics: pd.DataFrame, runs: pd.DataFrame, ref: str, colours: dict[str, str], path: Path
+    metrics: pd.DataFrame, runs: pd.DataFrame, ref: str, colours: dict[str, str], path: Path,
+    widths: dict[str, float] | None = None, panels: dict[str, list[str]] | None = None,
 ) -> bool:
-    """Draw one metric (``"split.name"``) for every variant into a PNG; False when there is nothing to draw."""
+    """Draw one metric (``"split.name"``) for every variant into a PNG; False when there is nothing to draw.
+
+    ``widths``: line width per label (baselines thicker); ``panels``: label → panel titles
+    (``curve_panels``), one subplot per panel side by side.
+    """
     split, _, name = ref.partition(".")
     x = x_axis(split)
     mean = curves(metrics, runs, split, name)
@@ -47,32 +116,58 @@ def plot_curve(
     if mean.empty and diverged.empty:
         return False
 
-    fig = Figure(figsize=(7.5, 4.2), dpi=110)
+    layout = panel_order(panels, list(runs["label"])) if panels else [("", list(dict.fromkeys(runs["label"])))]
+    fig = Figure(figsize=(7.5 if len(layout) == 1 else min(3.6 * len(layout) + 2.2, 18.0), 4.2), dpi=110)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    handles, texts = [], []
-    for label, group in mean.groupby("label", sort=False):
-        colour = colours[label]
-        xs, ys, sd = group[x].to_numpy(), group["mean"].to_numpy(), group["sd"].fillna(0.0).to_numpy()
-        ax.fill_between(xs, ys - sd, ys + sd, color=colour, alpha=0.18, linewidth=0)
-        (line,) = ax.plot(xs, ys, color=colour, linewidth=1.8)
-        handles.append(line)
-        texts.append(f"{_plain_text(_shorten(label))} (n={int(group['n'].max())})")
-    if not diverged.empty:
-        _plot_diverged(ax, diverged, x, colours, have_mean=not mean.empty)
-        handles.append(Line2D([], [], color="0.35", marker="x", **DIVERGED_STYLE))
-        texts.append("diverged run (× where it stopped)")
-
-    ax.set_title(_plain_text(ref))
-    ax.set_xlabel(x)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel(_plain_text(ref))
-    ax.grid(True, alpha=0.3)
+    legend: dict[str, tuple[Line2D, str]] = {}
+    axes = []
+    for i, (title, members) in enumerate(layout):
+        ax = fig.add_subplot(1, len(layout), i + 1)
+        axes.append(ax)
+        part, part_div = mean[mean["label"].isin(members)], diverged[diverged["label"].isin(members)]
+        for label, group in part.groupby("label", sort=False):
+            colour, width = colours[label], (widths or {}).get(label, LINE_WIDTH)
+            xs, ys, sd = group[x].to_numpy(), group["mean"].to_numpy(), group["sd"].fillna(0.0).to_numpy()
+            ax.fill_between(xs, ys - sd, ys + sd, color=colour, alpha=0.18, linewidth=0)
+            (line,) = ax.plot(xs, ys, color=colour, linewidth=width, zorder=2.5 if width > LINE_WIDTH else 2)
+            shown = legend_name(label, panels)
+            n = int(group["n"].max())
+            legend.setdefault(shown, (line, f"{_plain_text(_shorten(shown))}" + ("" if panels else f" (n={n})")))
+        if not part_div.empty:
+            _plot_diverged(ax, part_div, x, colours, have_mean=not part.empty)
+            legend.setdefault("\0diverged", (Line2D([], [], color="0.35", marker="x", **DIVERGED_STYLE),
+                                              "diverged run (× where it stopped)"))
+        ax.set_title(_plain_text(f"{ref}: {title}" if title else ref), fontsize="medium")
+        ax.set_xlabel(x)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel(_plain_text(ref))
+    diverged_entry = legend.pop("\0diverged", None)
+    entries = list(legend.values()) + ([diverged_entry] if diverged_entry else [])
+    handles, texts = [h for h, _ in entries], [t for _, t in entries]
     # explicit handles and labels: a label starting with "_" would otherwise be hidden
-    ax.legend(handles, texts, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small",
-              frameon=False, ncol=1 if len(texts) <= 14 else 2)
+    axes[-1].legend(handles, texts, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small",
+                    frameon=False, ncol=1 if len(texts) <= 14 else 2)
+    if panels:
+        fig.tight_layout()
     _save_png(fig, path)
     return True
+
+
+def _palette(n: int, skip_greys: bool = False) -> list[str]:
+    """``n`` distinct colours: tab10, tab20, then spread over turbo; optionally without the greys."""
+    for name, size in (("tab10", 10), ("tab20", 20)):
+        points = [i for i in range(size) if not (skip_greys and i in _GREYS[name])]
+        if n <= len(points):
+            return [to_hex(matplotlib.colormaps[name](i)) for i in points[:n]]
+    # qualitative maps run out; spread over a perceptual one
+    return [to_hex(matplotlib.colormaps["turbo"](p)) for p in np.linspace(0.05, 0.95, n)]
+
+
+def _family_key(labels: list[str], baselines: dict[str, str]) -> dict[str, str]:
+    """Label → the name colours are keyed by: its family when a baseline names families, else itself."""
+    by_family = any(names_a_family(name, labels) for name in baselines.values())
+    return {label: split_label(label)[0] if by_family else label for label in labels}
 
 
 def _plot_diverged(ax, diverged: pd.DataFrame, x: str, colours: dict[str, str], have_mean: bool) -> None:

@@ -130,7 +130,7 @@ def _final_table(page: Page) -> str:
         missing = f"<p class=\"note\">Not recorded by any run: {', '.join(_e(r) for r in page.missing_refs)}.</p>"
     return (
         "<h2>Final metrics</h2>\n"
-        f"<p>{_e(tables.caption(page.rule))}</p>\n"
+        f"<p>{_e(tables.caption(page.rule, page.agg))}</p>\n"
         f"<table><tr>{head}</tr>\n" + "\n".join(body) + "\n</table>\n" + missing
         + "<p class=\"note\">Also as <a href=\"tables/final.csv\">CSV</a> and "
         "<a href=\"tables/final.md\">Markdown</a>.</p>"

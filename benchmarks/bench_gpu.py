@@ -1,0 +1,385 @@
+"""GPU fast path: 3C3D and PreAct-ResNet-18 training throughput through ablab's train(), augmentation cost, fp32 vs bf16.
+
+Runs only where ``torch.cuda.is_available()``; elsewhere it prints "no CUDA device: skipped" and
+exits 0 (``--cpu-smoke`` runs the same code on the CPU with tiny sizes, to check the code path;
+its numbers mean nothing).
+
+Measured (issue "Scale out", performance item), CIFAR-size problems (3×32×32, 10 classes) with
+the data resident on the GPU: a benchmark-only dataset ``bench_gpu_random32`` of 50,000 random
+uint8 images converted to float32 in [0, 1] (random labels), generated on the GPU once per process.
+
+  - training images/s of ``3c3d`` and ``preact_resnet18``, batch 128 and 512, through
+    ``ablab.train.loop.train(spec)`` (the whole loop: index slicing, augmentation, lr schedule,
+    forward, loss, backward, SGD momentum), ``deterministic: false`` (cuDNN autotuning, as
+    docs/cluster.md recommends for the GPU fast path), evaluation off, ``drop_last: true``;
+  - step time with augmentation (random_crop(4) + hflip + normalize, batched on the GPU) /
+    without: target ≤ 1.10 for every model, batch and precision;
+  - fp32 vs ``compute: {precision: bf16, channels_last: true}`` (and ``compile: true`` with
+    ``--compile``): speed-up, reported;
+  - achieved TFLOP/s (3 × forward FLOPs of the conv and linear layers, counted by forward hooks as
+    in bench_augment.py) against this GPU's measured matmul peak: ``torch.matmul`` of two 8192×8192
+    matrices in fp32 (``float32_matmul_precision`` "highest", i.e. no TF32), TF32 (reference) and
+    bf16, timed with CUDA events. fp32 runs are compared with the fp32 peak (cuDNN may run their
+    convolutions in TF32, so the fraction can exceed 100 %), bf16 runs with the bf16 peak.
+
+Method. Per-step time = (T(N steps) − T(k steps)) / (N − k) of ``train(spec)``, everything paid
+once per run (model build, optimizer, first-step warm-up) cancels; every call is bracketed by
+``torch.cuda.synchronize()`` (``train`` itself ends with a host read of the last loss). N is
+calibrated per configuration so that N − k steps take about 0.6 s. The configurations of one
+model and batch size alternate within each round (order reversed every other round); ratios are
+medians of per-round ratios with ~95 % CIs. ``--write-results`` writes the tables, the device
+name and the date into the GPU section of benchmarks/RESULTS.md.
+
+Run: ``python benchmarks/bench_gpu.py [--quick] [--compile] [--write-results]``. About 3-5 min on
+one GPU (more with ``--compile``: compiling PreAct-ResNet-18 takes a minute or so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import functools
+import io
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from _harness import (
+    Verdict, measure_interleaved, median, median_ci, print_table, rel_iqr, sync, time_call, write_summary,
+)
+
+AUG_TARGET = 1.10  # step time with augmentation / without
+MODEL_NAMES = ("3c3d", "preact_resnet18")
+BATCHES = (128, 512)
+N_TRAIN, N_EVAL = 50_000, 1_000
+AUGMENT = [{"name": "random_crop", "padding": 4}, {"name": "hflip"}, {"name": "normalize"}]
+MATMUL_N = 8192
+STEP_SECONDS = 0.6  # N - k steps take about this long
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+BEGIN, END = "<!-- bench_gpu:begin -->", "<!-- bench_gpu:end -->"
+# uint8 pixels uniform on 0..255, divided by 255: mean 1/2, std sqrt((256² − 1) / 12) / 255
+PIXEL_MEAN, PIXEL_STD = 0.5, ((256**2 - 1) / 12) ** 0.5 / 255
+
+_DATA_DEVICE = {"device": "cpu", "n_train": N_TRAIN, "n_eval": N_EVAL}  # set in main() before any run
+
+
+# ---- the benchmark-only dataset: random uint8 images on the GPU, generated once per process
+
+
+@functools.lru_cache(maxsize=None)
+def _random_images(device: str, n_train: int, n_eval: int, seed: int):
+    from ablab.data.base import Dataset, Split
+
+    g = torch.Generator(device=device).manual_seed(seed)
+
+    def split(n: int) -> Split:
+        pixels = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, device=device, generator=g)
+        labels = torch.randint(0, 10, (n,), device=device, generator=g)
+        return Split(pixels.float().div_(255), labels)
+
+    splits = {"train": split(n_train), "val": split(n_eval), "test": split(n_eval)}
+    return Dataset("bench_gpu_random32", splits, (3, 32, 32), 10,
+                   mean=(PIXEL_MEAN,) * 3, std=(PIXEL_STD,) * 3).check()
+
+
+def register_dataset() -> None:
+    from ablab.registry import DATASETS
+
+    if "bench_gpu_random32" in DATASETS:
+        return
+
+    @DATASETS.register("bench_gpu_random32")
+    def bench_gpu_random32(seed: int = 0):
+        """Benchmark only: random uint8 3×32×32 images as float in [0, 1], random labels, on the benchmark's device."""
+        return _random_images(_DATA_DEVICE["device"], _DATA_DEVICE["n_train"], _DATA_DEVICE["n_eval"], seed)
+
+
+# ---- configurations
+
+
+@dataclass(frozen=True)
+class Config:
+    label: str
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    augment: bool = False
+
+    @property
+    def base(self) -> str:
+        """The same configuration without augmentation (its label)."""
+        return self.label.removesuffix(" + aug")
+
+
+def configs(with_compile: bool) -> list[Config]:
+    out = [Config("fp32"), Config("fp32 + aug", augment=True),
+           Config("bf16+cl", "bf16", True), Config("bf16+cl + aug", "bf16", True, augment=True)]
+    if with_compile:
+        out += [Config("bf16+cl+compile", "bf16", True, True),
+                Config("bf16+cl+compile + aug", "bf16", True, True, augment=True)]
+    return out
+
+
+def make_spec(model: str, batch: int, steps: int, cfg: Config, device: torch.device):
+    from ablab.spec import RunSpec
+
+    return RunSpec.model_validate({
+        "deterministic": False,  # cuDNN autotuning (docs/cluster.md, the GPU fast path)
+        "data": {"name": "bench_gpu_random32"}, "model": {"name": model},
+        # small lr: random labels must never diverge (a diverged run stops early)
+        "optimizer": {"name": "sgd", "lr": 0.002, "momentum": 0.9},
+        "steps": steps, "batch_size": batch, "drop_last": True, "device": device.type,
+        "augment": AUGMENT if cfg.augment else [],
+        "compute": {"precision": cfg.precision, "channels_last": cfg.channels_last, "compile": cfg.compile},
+        "record": {"every_steps": 10**9, "eval_splits": []},  # no evaluation; one host read at the end
+    })
+
+
+def run_train(spec) -> None:
+    from ablab.train.loop import train
+
+    result = train(spec, run_id="bench")
+    if result.status != "done":
+        raise RuntimeError(f"benchmark run ended '{result.status}': {result.error or result.metrics[-3:]}")
+
+
+def forward_flops(model_name: str) -> int:
+    """Forward FLOPs per image of the conv and linear layers (bench_augment's hook counter)."""
+    from ablab.registry import MODELS
+    from bench_augment import count_forward_flops
+
+    model = MODELS.create({"name": model_name}, in_shape=(3, 32, 32), out_dim=10)
+    return count_forward_flops(model, torch.zeros(1, 3, 32, 32))
+
+
+# ---- matmul peak
+
+
+def matmul_seconds(dtype: torch.dtype, n: int, device: torch.device, calls: int, rounds: int) -> list[float]:
+    """Seconds per n×n matmul, one value per round of ``calls`` back-to-back matmuls.
+
+    On CUDA the round is timed by CUDA events recorded on the stream around the calls, and read
+    after ``end.synchronize()``; on the CPU (smoke) by the host clock.
+    """
+    g = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, generator=g).to(dtype)
+    b = torch.randn(n, n, device=device, generator=g).to(dtype)
+    out = torch.empty(n, n, device=device, dtype=dtype)
+    for _ in range(3):  # warm-up: cuBLAS handle, heuristics, clocks
+        torch.matmul(a, b, out=out)
+    sync(device)
+    times = []
+    for _ in range(rounds):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(calls):
+                torch.matmul(a, b, out=out)
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3 / calls)  # elapsed_time is in ms
+        else:
+            p0 = time.perf_counter()
+            for _ in range(calls):
+                torch.matmul(a, b, out=out)
+            times.append((time.perf_counter() - p0) / calls)
+    del a, b, out
+    return times
+
+
+@contextlib.contextmanager
+def float32_matmul_precision(value: str):
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(value)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(old)
+
+
+def measure_peaks(device: torch.device, n: int, quick: bool) -> dict[str, tuple[float, float]]:
+    """FLOP/s (median) and relative IQR of an n×n matmul in fp32, TF32 and bf16."""
+    calls, rounds = (3, 3) if quick else (10, 7)
+    peaks = {}
+    for name, dtype, precision in (("fp32", torch.float32, "highest"), ("tf32", torch.float32, "high"),
+                                   ("bf16", torch.bfloat16, "highest")):
+        with float32_matmul_precision(precision):
+            t = matmul_seconds(dtype, n, device, calls, rounds)
+        peaks[name] = (2 * n**3 / median(t), rel_iqr(t))
+    return peaks
+
+
+# ---- step times
+
+
+def plan_steps(model: str, batch: int, cfg: Config, device: torch.device, k: int, seconds: float,
+               max_steps: int) -> int:
+    """N for this configuration: warm up (autotuning, compilation), then size N − k to ``seconds``."""
+    short = make_spec(model, batch, k, cfg, device)
+    probe_steps = k + 10
+    probe = make_spec(model, batch, probe_steps, cfg, device)
+    for _ in range(2):
+        run_train(short)
+        run_train(probe)
+    t_short = min(time_call(lambda: run_train(short), device) for _ in range(2))
+    t_probe = min(time_call(lambda: run_train(probe), device) for _ in range(2))
+    per_step = max((t_probe - t_short) / (probe_steps - k), 1e-5)
+    return k + max(10, min(max_steps, round(seconds / per_step)))
+
+
+def measure_group(model: str, batch: int, cfgs: list[Config], device: torch.device, args) -> dict:
+    """Per-step seconds (one value per round) of every configuration of one model and batch size."""
+    k = 1 if args.cpu_smoke else 5
+    seconds = 0.05 if args.cpu_smoke else (0.2 if args.quick else STEP_SECONDS)
+    max_steps = 3 if args.cpu_smoke else 3000
+    rounds = 1 if args.cpu_smoke else (2 if args.quick else 6)
+    plans = {cfg.label: plan_steps(model, batch, cfg, device, k, seconds, max_steps) for cfg in cfgs}
+    cases = {}
+    for cfg in cfgs:
+        short = make_spec(model, batch, k, cfg, device)
+        long = make_spec(model, batch, plans[cfg.label], cfg, device)
+        cases[f"{cfg.label}|k"] = functools.partial(run_train, short)
+        cases[f"{cfg.label}|N"] = functools.partial(run_train, long)
+    t = measure_interleaved(cases, rounds=rounds, warmup=0, device=device)
+    per_step = {cfg.label: [(b - a) / (plans[cfg.label] - k) for a, b in zip(t[f"{cfg.label}|k"], t[f"{cfg.label}|N"])]
+                for cfg in cfgs}
+    return {"k": k, "plans": plans, "rounds": rounds, "per_step": per_step}
+
+
+# ---- output
+
+
+class Output:
+    """Prints each table and keeps the text for RESULTS.md."""
+
+    def __init__(self):
+        self.parts: list[str] = []
+
+    def table(self, title: str, header: list[str], rows: list[list[str]]) -> None:
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            print_table(title, header, rows)
+        print(buf.getvalue(), end="", flush=True)
+        self.parts.append(buf.getvalue())
+
+    def line(self, text: str) -> None:
+        print(text, flush=True)
+        self.parts.append(text + "\n")
+
+
+def write_results(path: Path, device_name: str, text: str, args) -> None:
+    """Replace the GPU section of RESULTS.md (between the bench_gpu markers) with this run."""
+    flags = " ".join(f for f, on in (("--quick", args.quick), ("--compile", args.compile)) if on)
+    section = (
+        f"{BEGIN}\n"
+        f"Measured {datetime.date.today()} on **{device_name}** by `python benchmarks/bench_gpu.py --write-results"
+        f"{' ' + flags if flags else ''}` (torch {torch.__version__}, CUDA {torch.version.cuda}, "
+        f"{platform.node() or 'host'}):\n\n```\n{text.strip()}\n```\n{END}"
+    )
+    old = path.read_text() if path.exists() else "# Benchmark results\n"
+    if BEGIN in old and END in old:
+        head, rest = old.split(BEGIN, 1)
+        new = head + section + rest.split(END, 1)[1]
+    else:
+        new = old.rstrip() + "\n\n## GPU: `bench_gpu.py`\n\n" + section + "\n"
+    path.write_text(new)
+    print(f"   wrote the GPU section of {path}")
+
+
+def parse_args() -> argparse.Namespace:
+    """The options every benchmark takes (see _harness.parse_args), plus this script's own."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op CPU threads (default 1)")
+    parser.add_argument("--quick", action="store_true", help="few rounds, short runs: numbers are not meaningful")
+    parser.add_argument("--diagnose", action="store_true", help="accepted for run_all.py; no extra rows here")
+    parser.add_argument("--compile", action="store_true", help="also bf16 + channels_last + torch.compile")
+    parser.add_argument("--write-results", action="store_true", help="write the tables into benchmarks/RESULTS.md")
+    parser.add_argument("--results-file", type=Path, default=RESULTS, help=argparse.SUPPRESS)
+    parser.add_argument("--cpu-smoke", action="store_true",
+                        help="run the CUDA code path on the CPU with tiny sizes (checks the code; numbers mean nothing)")
+    parser.add_argument("--summary-json", help="also write the verdicts here (used by run_all.py)")
+    args = parser.parse_args()
+    if args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    if not torch.cuda.is_available() and not args.cpu_smoke:
+        print("== bench_gpu — no CUDA device: skipped")
+        write_summary(args.summary_json, [])
+        return
+    torch.set_num_threads(args.threads)
+    device = torch.device("cpu") if args.cpu_smoke else torch.device("cuda")
+    device_name = "cpu (smoke run)" if args.cpu_smoke else torch.cuda.get_device_name(device)
+    _DATA_DEVICE.update(device=str(device), **({"n_train": 256, "n_eval": 32} if args.cpu_smoke else {}))
+    batches = (16,) if args.cpu_smoke else BATCHES
+    matmul_n = 256 if args.cpu_smoke else MATMUL_N
+    register_dataset()
+    started = time.perf_counter()
+
+    out = Output()
+    print('== bench_gpu — issue "Scale out": GPU training throughput, augmentation cost, fp32 vs bf16, TFLOP/s')
+    out.line(f"   {datetime.date.today()}  torch {torch.__version__}  CUDA {torch.version.cuda}  device {device} "
+             f"({device_name})" + ("  [--quick: numbers not meaningful]" if args.quick else "")
+             + ("  [--cpu-smoke: numbers mean nothing]" if args.cpu_smoke else ""))
+    t0 = time.perf_counter()
+    _random_images(str(device), _DATA_DEVICE["n_train"], _DATA_DEVICE["n_eval"], 0)
+    sync(device)
+    out.line(f"   data: {_DATA_DEVICE['n_train']} random uint8 3x32x32 images as float32 on {device} "
+             f"(generated in {time.perf_counter() - t0:.1f} s); deterministic: false; evaluation off; drop_last")
+
+    peaks = measure_peaks(device, matmul_n, args.quick or args.cpu_smoke)
+    out.table(f"matmul peak: {matmul_n}x{matmul_n} torch.matmul, median over rounds (CUDA events)",
+              ["dtype", "TFLOP/s", "IQR"],
+              [[name, f"{flops / 1e12:.1f}", f"{spread:.0%}"] for name, (flops, spread) in peaks.items()])
+
+    cfgs = configs(args.compile)
+    verdicts: list[Verdict] = []
+    rows, ratio_rows = [], []
+    for model in MODEL_NAMES:
+        fwd = forward_flops(model)
+        for batch in batches:
+            g = measure_group(model, batch, cfgs, device, args)
+            ps = g["per_step"]
+            for cfg in cfgs:
+                step = median(ps[cfg.label])
+                peak_name = "bf16" if cfg.precision == "bf16" else "fp32"
+                achieved = 3 * fwd * batch / step
+                rows.append([f"{model} b{batch} {cfg.label}", f"{g['k']}/{g['plans'][cfg.label]} x {g['rounds']}",
+                             f"{1e3 * step:.2f}", f"{rel_iqr(ps[cfg.label]):.0%}", f"{batch / step:,.0f}",
+                             f"{achieved / 1e12:.2f}", f"{achieved / peaks[peak_name][0]:.0%} of {peak_name}"])
+            for cfg in cfgs:
+                if cfg.augment:  # augmentation cost: with / without, same precision
+                    ratios = [a / b for a, b in zip(ps[cfg.label], ps[cfg.base])]
+                    value, (lo, hi) = median(ratios), median_ci(ratios)
+                    v = Verdict("bench_gpu", f"aug / no aug, {model} b{batch} {cfg.base}", value, AUG_TARGET, "x")
+                    verdicts.append(v)
+                    ratio_rows.append([f"{model} b{batch}: {cfg.label} / {cfg.base}", f"{value:.3f}",
+                                       f"{lo:.3f}-{hi:.3f}", f"<= {AUG_TARGET:.2f}", v.result])
+            for fast in [c for c in cfgs if not c.augment and c.label != "fp32"]:
+                ratios = [a / b for a, b in zip(ps["fp32"], ps[fast.label])]
+                lo, hi = median_ci(ratios)
+                ratio_rows.append([f"{model} b{batch}: speed-up fp32 -> {fast.label}", f"{median(ratios):.2f}",
+                                   f"{lo:.2f}-{hi:.2f}", "report", ""])
+    out.table("training step through train(spec): per step = (T(N) - T(k)) / (N - k), median over rounds;\n"
+              "    TFLOP/s = 3 x forward FLOPs (conv + linear) x batch / step; fp32 vs the fp32 (no TF32) peak, "
+              "bf16 vs the bf16 peak",
+              ["case", "k/N x rounds", "ms/step", "IQR", "images/s", "TFLOP/s", "of peak"], rows)
+    out.table("ratios: median of per-round ratios, ~95 % CI",
+              ["quantity", "value", "95% CI", "target", "result"], ratio_rows)
+    print(f"   (bench_gpu.py: {time.perf_counter() - started:.0f} s)")
+    if args.write_results and (not args.cpu_smoke or args.results_file != RESULTS):
+        write_results(args.results_file, device_name, "".join(out.parts), args)
+    elif args.write_results:
+        print("   --cpu-smoke: RESULTS.md not written")
+    write_summary(args.summary_json, verdicts)
+
+
+if __name__ == "__main__":
+    main()
