@@ -16,7 +16,7 @@ from typing import Any, Literal, Optional, Union
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationInfo, field_validator, model_validator
 
 from ablab import PROTOCOL_VERSION
 from ablab.errors import SpecError, split_located
@@ -38,6 +38,20 @@ def _component(registry: Registry, value: Component) -> dict[str, Any]:
         return registry.validate(value)
     except SpecError as err:
         raise ValueError(err.render()) from None
+
+
+def _components(registry: Registry, values: list[Component]) -> list[dict[str, Any]]:
+    """A list of components; an error names the item's index."""
+    out = []
+    for i, value in enumerate(values):
+        try:
+            out.append(registry.validate(value))
+        except SpecError as err:
+            raise ValueError(err.located(prefix=str(i)).render()) from None
+    return out
+
+
+_REGISTRY_OF = {"data": DATASETS, "model": MODELS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "loss": LOSSES}
 
 
 class Seeds(_Strict):
@@ -63,13 +77,7 @@ class Record(_Strict):
     @field_validator("probes")
     @classmethod
     def _probes(cls, v: list[Component]) -> list[dict[str, Any]]:
-        out = []
-        for i, p in enumerate(v):
-            try:
-                out.append(PROBES.validate(p))
-            except SpecError as err:
-                raise ValueError(err.located(prefix=str(i)).render()) from None
-        return out
+        return _components(PROBES, v)
 
 
 class WeightDecay(_Strict):
@@ -156,41 +164,15 @@ class RunSpec(_Strict):
     replicate: int = Field(0, ge=0)
     record: Record = Record()
 
-    @field_validator("data")
+    @field_validator("data", "model", "optimizer", "schedule", "loss")
     @classmethod
-    def _data(cls, v: Component) -> dict[str, Any]:
-        return _component(DATASETS, v)
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, v: Component) -> dict[str, Any]:
-        return _component(MODELS, v)
-
-    @field_validator("optimizer")
-    @classmethod
-    def _optimizer(cls, v: Component) -> dict[str, Any]:
-        return _component(OPTIMIZERS, v)
-
-    @field_validator("schedule")
-    @classmethod
-    def _schedule(cls, v: Component) -> dict[str, Any]:
-        return _component(SCHEDULES, v)
-
-    @field_validator("loss")
-    @classmethod
-    def _loss(cls, v: Component) -> dict[str, Any]:
-        return _component(LOSSES, v)
+    def _one_component(cls, v: Component, info: ValidationInfo) -> dict[str, Any]:
+        return _component(_REGISTRY_OF[info.field_name], v)
 
     @field_validator("augment")
     @classmethod
     def _augment(cls, v: list[Component]) -> list[dict[str, Any]]:
-        out = []
-        for i, a in enumerate(v):
-            try:
-                out.append(AUGMENTATIONS.validate(a))
-            except SpecError as err:
-                raise ValueError(err.located(prefix=str(i)).render()) from None
-        return out
+        return _components(AUGMENTATIONS, v)
 
     @field_validator("device")
     @classmethod
