@@ -17,6 +17,7 @@ from ablab.report.bn import colour_limits, contour_figure, contour_matrix, write
 from ablab.report.figures import BASELINE_COLOURS, curve_panels, line_widths, variant_colours
 from ablab.report.tables import resolve_baselines, split_label
 from ablab.train.probes import NormParams, ReluSparsity, save_npz
+from fakestore import FakeStore
 
 EVIL = "<script>alert(1)</script>"
 BASELINES = {"lower": "vanilla", "upper": "bn_gamma_beta"}
@@ -34,20 +35,6 @@ FINAL = {
 LAYERS = {"norm0": 4, "norm1": 3}
 
 
-class FakeStore:
-    """The duck-typed store the report reads: path, study(), runs(), metrics(); artifacts under runs/<id>/."""
-
-    def __init__(self, path: Path, study: dict, runs: pd.DataFrame, metrics: pd.DataFrame):
-        self.path, self._study, self._runs, self._metrics = path, study, runs, metrics
-
-    def study(self) -> dict:
-        return self._study
-
-    def runs(self) -> pd.DataFrame:
-        return self._runs.copy()
-
-    def metrics(self) -> pd.DataFrame:
-        return self._metrics.copy()
 
 
 def norm_artifact(seed: int, affine: str, steps: int = 6) -> tuple[dict, dict]:

@@ -11,25 +11,12 @@ import pandas as pd
 
 from ablab.report import write_report
 from ablab.spec import make_label
+from fakestore import FakeStore
 
 EVIL = '<script>alert(1)</script><img src=x onerror="window.__pwned=1">'
 LRS, WDS = [0.1, 0.01], [0.0, 0.001]
 
 
-class FakeStore:
-    """The duck-typed store interface the report is written against."""
-
-    def __init__(self, path: Path, study: dict, runs: pd.DataFrame, metrics: pd.DataFrame):
-        self.path, self._study, self._runs, self._metrics = path, study, runs, metrics
-
-    def study(self) -> dict:
-        return self._study
-
-    def runs(self) -> pd.DataFrame:
-        return self._runs.copy()
-
-    def metrics(self) -> pd.DataFrame:
-        return self._metrics.copy()
 
 
 def _loss(opt: str, lr: float, wd: float, sam: bool, rep: int) -> float:

@@ -14,6 +14,7 @@ from ablab.analysis import aggregate, select_final
 from ablab.report import write_report
 from ablab.report.figures import variant_colours
 from ablab.report.tables import format_mean_sd
+from fakestore import FakeStore
 
 SCRIPT_LABEL = "<script>alert(1)</script>"
 IMG_LABEL = '<img src=x onerror="window.__pwned=1">'
@@ -25,21 +26,6 @@ TRACEBACK = (
 )
 
 
-class FakeStore:
-    """The duck-typed store interface the report is written against."""
-
-    def __init__(self, path: Path, study: dict, runs: pd.DataFrame, metrics: pd.DataFrame):
-        self.path = path
-        self._study, self._runs, self._metrics = study, runs, metrics
-
-    def study(self) -> dict:
-        return self._study
-
-    def runs(self) -> pd.DataFrame:
-        return self._runs.copy()
-
-    def metrics(self) -> pd.DataFrame:
-        return self._metrics.copy()
 
 
 def _curve(epochs: int, start: float, end: float, noise: float, rng: np.random.Generator) -> np.ndarray:

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from ablab.report import write_report
+from fakestore import FakeStore
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path(shutil.which("chromedriver") or "/usr/bin/chromedriver")
@@ -21,18 +22,6 @@ OPTIONS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm
            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run")
 
 
-class FakeStore:
-    def __init__(self, path: Path, study: dict, runs: pd.DataFrame, metrics: pd.DataFrame):
-        self.path, self._study, self._runs, self._metrics = path, study, runs, metrics
-
-    def study(self) -> dict:
-        return self._study
-
-    def runs(self) -> pd.DataFrame:
-        return self._runs.copy()
-
-    def metrics(self) -> pd.DataFrame:
-        return self._metrics.copy()
 
 
 def make_store(path: Path) -> FakeStore:

@@ -51,6 +51,18 @@ def note_for(result: RunResult) -> str:
     return ", ".join(f"test.{n}={v:.4g}" for (_, n), v in sorted(finals.items()))
 
 
+def start_run(store: Store, view: ProgressView, v: Variant) -> None:
+    """The driver's side of a run starting: status ``running`` in the store, a line in the view."""
+    store.mark_running(v.id)
+    view.started(v.id, v.label, v.replicate)
+
+
+def finish_run(store: Store, view: ProgressView, v: Variant, result: RunResult) -> None:
+    """The driver's side of a result arriving: stored (one transaction), then shown."""
+    store.record(result)
+    view.finished(v.id, v.label, v.replicate, result.status, result.duration_s, note_for(result))
+
+
 def run_sequential(store: Store, todo: list[Variant], view: ProgressView, threads: int) -> None:
     """Train each run in this process, storing each result as it arrives."""
     old_threads = torch.get_num_threads()
@@ -63,15 +75,13 @@ def run_sequential(store: Store, todo: list[Variant], view: ProgressView, thread
 
 def _run_each(store: Store, todo: list[Variant], view: ProgressView) -> None:
     for v in todo:
-        store.mark_running(v.id)
-        view.started(v.id, v.label, v.replicate)
+        start_run(store, view, v)
         try:
             result = train(v.spec, progress=lambda e, n, rid=v.id: view.epoch(rid, e, n), run_id=v.id)
         except KeyboardInterrupt:
             store.mark_pending([v.id])
             raise
-        store.record(result)
-        view.finished(v.id, v.label, v.replicate, result.status, result.duration_s, note_for(result))
+        finish_run(store, view, v, result)
 
 
 def run_parallel(store: Store, todo: list[Variant], view: ProgressView, workers: int, threads: int) -> None:
@@ -86,8 +96,7 @@ def run_parallel(store: Store, todo: list[Variant], view: ProgressView, workers:
         while pending or inflight:
             while pending and len(inflight) < workers:
                 v = pending.popleft()
-                store.mark_running(v.id)
-                view.started(v.id, v.label, v.replicate)
+                start_run(store, view, v)
                 inflight[pool.submit(_run_in_worker, v.spec.canonical_json(), v.id)] = v
             done, _ = wait(list(inflight), timeout=0.2, return_when=FIRST_COMPLETED)
             _drain(progress_queue, view)
@@ -104,8 +113,7 @@ def run_parallel(store: Store, todo: list[Variant], view: ProgressView, workers:
                         pending.appendleft(v)
                         continue
                     result = RunResult(v.id, "failed", error=f"worker process died {crashes[v.id]} times while running this run")
-                store.record(result)
-                view.finished(v.id, v.label, v.replicate, result.status, result.duration_s, note_for(result))
+                finish_run(store, view, v, result)
             if broken:
                 pool.shutdown(wait=False, cancel_futures=True)
                 pool = _new_pool(ctx, workers, progress_queue, threads)

@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from ablab.errors import AblabError
-from ablab.execute.local import note_for
+from ablab.execute.local import finish_run, start_run
 from ablab.execute.progress import ProgressView
 from ablab.spec import Resources, Variant
 from ablab.store import Store
@@ -75,8 +75,7 @@ def run_ray(
         while pending or inflight:
             while pending and len(inflight) < workers:
                 v = pending.popleft()
-                store.mark_running(v.id)
-                view.started(v.id, v.label, v.replicate)
+                start_run(store, view, v)
                 inflight[remote.remote(v.spec.canonical_json(), v.id, threads)] = v
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
             for ref in ready:
@@ -86,8 +85,7 @@ def run_ray(
                 except ray.exceptions.RayError as err:  # worker died (retries used up) or task error
                     result = RunResult(v.id, "failed", error=f"Ray task failed after {max_retries} retries: "
                                        f"{type(err).__name__}: {err}")
-                store.record(result)
-                view.finished(v.id, v.label, v.replicate, result.status, result.duration_s, note_for(result))
+                finish_run(store, view, v, result)
     except KeyboardInterrupt:
         for ref in inflight:
             ray.cancel(ref, force=True)
