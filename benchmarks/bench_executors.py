@@ -1,7 +1,7 @@
 """Scale out: the local executor with 2 worker processes vs 1, the Ray executor vs the local one, and Ray's cost per run.
 
 Targets (issue "Scale out", performance item), on a 20-run study (the default MLP on digits,
-batch 64, 1000 steps with the default recording: ~0.5-1 s of training per run on one core),
+batch 64, 2000 steps with the default recording: ~1.3 s of training per run on one free core),
 every run with 1 torch thread (``--threads``), timed end to end through ``run_study`` into a
 fresh temporary store:
 
@@ -24,17 +24,25 @@ repetitions local 1 → local 2 → Ray, odd ones the reverse (and Ray "whole" a
 each ratio compares neighbours in time. Per repetition the ratios are computed, then the median
 over repetitions. Beside each wall time: the CPU seconds of the driver and all its descendant
 processes (workers, Ray's daemons; /proc sampled every 0.25 s) divided by the wall time ("cores
-used"), the whole machine's busy fraction (/proc/stat) and each run's own ``duration_s``, so a
-miss can be told apart: start-up, per-run overhead, or CPU the machine did not give us.
+used"), the whole machine's busy fraction (/proc/stat) and each run's own ``duration_s``; before
+and after, a busy-loop probe measures the cores this session gets with 1 and with 2 busy
+processes. So a miss can be told apart: start-up, per-run overhead, or CPU the machine did not give.
 
-Run: ``python benchmarks/bench_executors.py [--threads N] [--quick] [--reps R]``. About 4-6 min
-on the 2-core CPU (3 repetitions), depending on load.
+``--diagnose`` adds two prototypes of the local executor with 2 workers, for the fix of a miss
+(``ablab.execute.local`` patched in that child process only; not what ablab does): the
+``forkserver`` start method with torch, torch._dynamo, sklearn.datasets and ablab's loop preloaded
+once, and ``fork`` from a driver that did those imports and loaded the study's datasets first
+(inside the timed span).
+
+Run: ``python benchmarks/bench_executors.py [--threads N] [--quick] [--reps R] [--diagnose]``.
+With the default 2 repetitions it takes 3.5 min on the 2-core CPU when nothing else runs, and up
+to ~7 min when other work holds a core (``--reps 3``: about 5 min quiet; ``--diagnose`` adds about
+40 s per repetition).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import os
@@ -56,6 +64,7 @@ SPEEDUP_TARGET = 1.7  # local executor, 2 workers vs 1 worker
 TIME_TARGET = 1 / SPEEDUP_TARGET  # the same as a time ratio (value <= target passes)
 RAY_TARGET = 1.2  # Ray / local wall time, same workers and threads
 WORKERS = 2
+STEPS = 2000  # per run: ~1.3 CPU-s of training on one core (~1.3 s on a free core)
 LRS = [0.01, 0.02, 0.05, 0.1, 0.2]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 HERE = Path(__file__).resolve()
@@ -190,8 +199,11 @@ class Stamps:
         self.submit, self.runs = {}, []
 
 
-def timed_study(stamps: Stamps, study, executor: str, workers: int, threads: int) -> dict:
-    """One ``run_study`` into a fresh temporary store: wall time, CPU, per-run timestamps."""
+def timed_study(stamps: Stamps, study, executor: str, workers: int, threads: int, prepare=None) -> dict:
+    """One ``run_study`` into a fresh temporary store: wall time, CPU, per-run timestamps.
+
+    ``prepare``: called inside the timed span, before ``run_study`` (the --diagnose prototypes).
+    """
     from ablab.execute import run_study
     from ablab.spec import expand
 
@@ -203,6 +215,8 @@ def timed_study(stamps: Stamps, study, executor: str, workers: int, threads: int
         meter = CpuMeter().start()
         t0 = time.time()
         p0 = time.perf_counter()
+        if prepare is not None:
+            prepare()
         summary = run_study(study, "bench_executors.py", variants, Path(tmp) / "results", workers=workers,
                             executor=executor, tty=False, threads=threads)
         wall = time.perf_counter() - p0
@@ -269,8 +283,50 @@ def ray_warm_up(workers: int, threads: int, study, stamps: Stamps) -> dict:
         task = ray.remote(_warm_ray_worker).options(num_cpus=1)
         pids = ray.get([task.remote(barrier, workers, spec_json, threads) for _ in range(workers)])
     workers_s = time.perf_counter() - p0
-    timed_study(stamps, study, "ray", workers, threads)  # and once through run_ray itself
+    timed_study(stamps, make_study("bench_executors_warm_up", workers, 1, evaluate=False), "ray", workers, threads)
     return {"workers_s": workers_s, "distinct_workers": len(set(pids))}
+
+
+# ---- --diagnose: prototypes of other start methods for the local executor (patched in the child only)
+
+
+def patch_start_method(method: str, study) -> object:
+    """Make ``ablab.execute.local`` use ``method`` instead of spawn; returns the ``prepare`` step to time.
+
+    forkserver: one server process imports torch, torch._dynamo (imported lazily by the first
+    torch.optim optimizer), sklearn.datasets (the digits loader) and ablab's loop once; workers are
+    forks of it. fork: the driver warms itself (the same imports, the study's datasets loaded into
+    the per-process cache) and the workers are forks of the driver.
+    """
+    import multiprocessing as mp
+
+    import ablab.execute.local as local
+
+    ctx = mp.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(["torch", "torch._dynamo", "sklearn.datasets", "ablab.train.loop"])
+
+    class StartMethod:
+        def get_context(self, name):
+            return ctx
+
+        def __getattr__(self, key):
+            return getattr(mp, key)
+
+    local.mp = StartMethod()
+
+    def warm_driver() -> None:
+        if method != "fork":
+            return
+        import torch._dynamo  # noqa: F401
+
+        from ablab.spec import expand
+        from ablab.train.loop import load_run_data
+
+        for spec in {json.dumps(v.spec.data, sort_keys=True): v.spec for v in expand(study)}.values():
+            load_run_data(spec)  # into the loader's per-process cache, which the forks inherit
+
+    return warm_driver
 
 
 # ---- the child process: one case (or the Ray group of cases), results as JSON
@@ -285,6 +341,9 @@ def child(config: dict) -> None:
     if case in ("local1", "local2"):
         workers = 1 if case == "local1" else WORKERS
         out[case] = timed_study(stamps, study, "local", workers, threads)
+    elif case in ("local2_forkserver", "local2_fork"):
+        prepare = patch_start_method(case.split("_")[1], study)
+        out[case] = timed_study(stamps, study, "local", WORKERS, threads, prepare=prepare)
     elif case == "ray":
         import ray
 
@@ -352,6 +411,21 @@ def startup(m: dict, workers: int) -> tuple[float, float]:
     return first_start, statistics.mean(r["duration"] - typical for r in firsts)
 
 
+SPIN = ("import time\nt = time.perf_counter()\nc = time.process_time()\n"
+        "while time.perf_counter() - t < {s}: pass\nprint(time.process_time() - c)")
+
+
+def cores_available(seconds: float = 1.5) -> tuple[float, float]:
+    """Cores this session gets right now: CPU s / wall of 1, then 2, busy-looping processes."""
+
+    def spin(n: int) -> float:
+        command = [sys.executable, "-S", "-c", SPIN.format(s=seconds)]
+        procs = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(n)]
+        return sum(float(p.communicate()[0]) for p in procs) / seconds
+
+    return spin(1), spin(2)
+
+
 def fmt_list(xs: list[float], digits: int = 1) -> str:
     return " ".join(f"{x:.{digits}f}" for x in xs)
 
@@ -362,8 +436,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per run (default 1)")
     parser.add_argument("--quick", action="store_true",
                         help="4 short runs, one repetition: checks that the benchmark runs; numbers are not meaningful")
-    parser.add_argument("--diagnose", action="store_true", help="accepted for run_all.py; no extra rows here")
-    parser.add_argument("--reps", type=int, default=3, help="repetitions of every case (default 3)")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="also prototypes of the local executor with the forkserver and fork start methods")
+    parser.add_argument("--reps", type=int, default=2, help="repetitions of every case (default 2)")
     parser.add_argument("--summary-json", help="also write the verdicts here (used by run_all.py)")
     args = parser.parse_args()
     if args.threads < 1 or args.reps < 1:
@@ -383,7 +458,7 @@ def main() -> None:
         have_ray = True
     except ImportError:
         have_ray = False
-    runs, steps, fixed_runs, reps = (4, 100, 4, 1) if args.quick else (20, 1000, 20, args.reps)
+    runs, steps, fixed_runs, reps = (4, 100, 4, 1) if args.quick else (20, STEPS, 20, args.reps)
     print('== bench_executors — issue "Scale out": local executor 2 workers vs 1, Ray vs local, Ray cost per run')
     print(f"   {datetime.date.today()}  torch {torch.__version__}  runs on cpu ({platform.processor() or platform.machine()}), "
           f"{os.cpu_count()} cores  torch threads per run {args.threads}  "
@@ -391,6 +466,9 @@ def main() -> None:
           + ("  [--quick: numbers not meaningful]" if args.quick else ""))
     print(f"   study: {runs} runs (mlp on digits, batch 64, {steps} steps, default recording), {reps} repetition(s); "
           f"load average at start {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    available = [cores_available()]
+    print(f"   cores this session gets now: {available[0][0]:.2f} with 1 busy process, {available[0][1]:.2f} with 2",
+          flush=True)
 
     base = {"threads": args.threads, "runs": runs, "steps": steps, "fixed_runs": fixed_runs}
     results: dict[str, list[dict]] = {}
@@ -398,7 +476,8 @@ def main() -> None:
     log_dir = Path(tempfile.mkdtemp(prefix="ablab-bench-exec-logs-"))
     try:
         for rep in range(reps):
-            order = ["local1", "local2"] + (["ray"] if have_ray else [])
+            order = (["local1", "local2"] + (["local2_forkserver", "local2_fork"] if args.diagnose else [])
+                     + (["ray"] if have_ray else []))
             for case in (order if rep % 2 == 0 else order[::-1]):
                 out = run_child({**base, "case": case, "warm_first": rep % 2 == 1}, log_dir / f"{case}-{rep}.log")
                 for name, m in out.items():
@@ -410,7 +489,10 @@ def main() -> None:
     finally:
         shutil.rmtree(log_dir, ignore_errors=True)
 
+    available.append(cores_available())
     verdicts = report(results, args, reps, runs)
+    print(f"   cores this session got with 1 / 2 busy processes: {available[0][0]:.2f} / {available[0][1]:.2f} at the "
+          f"start, {available[1][0]:.2f} / {available[1][1]:.2f} at the end (2 free cores: 1.00 / 2.00)")
     print(f"   total {time.perf_counter() - started:.0f} s; load average at end "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     write_summary(args.summary_json, verdicts)
@@ -419,6 +501,8 @@ def main() -> None:
 def report(results: dict[str, list[dict]], args: argparse.Namespace, reps: int, runs: int) -> list[Verdict]:
     verdicts: list[Verdict] = []
     cases = [("local1", "local, 1 worker (in the driver)", 1), ("local2", "local, 2 worker processes (spawn)", 2),
+             ("local2_forkserver", "  prototype: forkserver + preload", 2),
+             ("local2_fork", "  prototype: fork from a warm driver", 2),
              ("ray_whole", "ray, 2 workers, whole (init + shutdown)", 2),
              ("ray_warm", "ray, 2 workers, started + warm", 2)]
     rows = []
@@ -431,6 +515,7 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace, reps: int, 
         first = [startup(m, workers) for m in ms]
         rows.append([
             label, f"{workers}x{args.threads}", fmt_list(walls), f"{median(walls):.1f}",
+            f"{median([m['cpu'] for m in ms]):.1f}",
             f"{median([m['cpu'] / m['wall'] for m in ms]):.2f}", f"{median([m['busy'] for m in ms]):.0%}",
             f"{median([m['load'] for m in ms]):.1f}",
             f"{median([o['duration'] for o in over]):.2f}", f"{median([f[0] for f in first]):.1f}",
@@ -438,10 +523,11 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace, reps: int, 
         ])
     print_table(
         f"end to end: run_study of {runs} runs into a fresh store, each case in a fresh process; medians over {reps} rep(s)\n"
-        "    cores used = CPU s of the driver and its descendant processes / wall; busy = whole machine;\n"
-        "    run s = median duration_s of a run (in its worker); 1st start = run_study call to the first run's\n"
-        "    training start; 1st extra = a worker's first run minus a typical run; overhead = submit to stored - duration_s",
-        ["case", "workers x threads", "wall s (each rep)", "wall s", "cores used", "busy", "load",
+        "    CPU s = of the driver and its descendant processes (workers, Ray's daemons); cores used = CPU s / wall;\n"
+        "    busy = the whole machine's busy fraction; run s = median duration_s of a run (in its worker);\n"
+        "    1st start = run_study call to the first run's training start; 1st extra = a worker's first run minus\n"
+        "    a typical run; overhead = submit to stored - duration_s",
+        ["case", "workers x threads", "wall s (each rep)", "wall s", "CPU s", "cores used", "busy", "load",
          "run s", "1st start s", "1st extra s", "overhead ms"], rows)
 
     rows = []
@@ -458,8 +544,10 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace, reps: int, 
         rows.append([what, fmt_list([show(x) for x in per_rep], 3), f"{show(value):.3f}", unit_label,
                      verdict.result if verdict else "info"])
 
-    ratio_row("local 2 workers / 1 worker, wall", "local2", "local1", TIME_TARGET, f"<= {TIME_TARGET:.3f}")
+    ratio_row("local 2 workers / 1 worker, wall (1/speed-up)", "local2", "local1", TIME_TARGET, f"<= {TIME_TARGET:.3f}")
     ratio_row("  = speed-up 1 -> 2 workers", "local2", "local1", None, f">= {SPEEDUP_TARGET:.1f}", show=lambda x: 1 / x)
+    ratio_row("  prototype forkserver: 2 workers / 1 worker", "local2_forkserver", "local1", None, "(info)")
+    ratio_row("  prototype fork: 2 workers / 1 worker", "local2_fork", "local1", None, "(info)")
     ratio_row("ray / local, 2 workers, whole wall (judged)", "ray_whole", "local2", RAY_TARGET, f"<= {RAY_TARGET:.1f}")
     ratio_row("ray / local, 2 workers, Ray started + warm", "ray_warm", "local2", None, "(info)")
     print_table("targets: ratios of wall times per repetition (neighbours in time), median over repetitions",

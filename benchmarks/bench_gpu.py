@@ -25,13 +25,14 @@ uint8 images converted to float32 in [0, 1] (random labels), generated on the GP
 Method. Per-step time = (T(N steps) − T(k steps)) / (N − k) of ``train(spec)``, everything paid
 once per run (model build, optimizer, first-step warm-up) cancels; every call is bracketed by
 ``torch.cuda.synchronize()`` (``train`` itself ends with a host read of the last loss). N is
-calibrated per configuration so that N − k steps take about 0.6 s. The configurations of one
+calibrated per configuration so that N − k steps take about 1 s. The configurations of one
 model and batch size alternate within each round (order reversed every other round); ratios are
 medians of per-round ratios with ~95 % CIs. ``--write-results`` writes the tables, the device
 name and the date into the GPU section of benchmarks/RESULTS.md.
 
-Run: ``python benchmarks/bench_gpu.py [--quick] [--compile] [--write-results]``. About 3-5 min on
-one GPU (more with ``--compile``: compiling PreAct-ResNet-18 takes a minute or so).
+Run: ``python benchmarks/bench_gpu.py [--quick] [--compile] [--write-results]``. About 4-6 min on
+one GPU (estimated, not yet run on one; more with ``--compile``: compiling PreAct-ResNet-18 takes a
+minute or so).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ BATCHES = (128, 512)
 N_TRAIN, N_EVAL = 50_000, 1_000
 AUGMENT = [{"name": "random_crop", "padding": 4}, {"name": "hflip"}, {"name": "normalize"}]
 MATMUL_N = 8192
-STEP_SECONDS = 0.6  # N - k steps take about this long
+STEP_SECONDS = 1.0  # N - k steps take about this long
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 BEGIN, END = "<!-- bench_gpu:begin -->", "<!-- bench_gpu:end -->"
 # uint8 pixels uniform on 0..255, divided by 255: mean 1/2, std sqrt((256² − 1) / 12) / 255
@@ -217,27 +218,28 @@ def measure_peaks(device: torch.device, n: int, quick: bool) -> dict[str, tuple[
 
 
 def plan_steps(model: str, batch: int, cfg: Config, device: torch.device, k: int, seconds: float,
-               max_steps: int) -> int:
+               max_steps: int, warmups: int) -> int:
     """N for this configuration: warm up (autotuning, compilation), then size N − k to ``seconds``."""
     short = make_spec(model, batch, k, cfg, device)
-    probe_steps = k + 10
+    probe_steps = k + min(10, max_steps)
     probe = make_spec(model, batch, probe_steps, cfg, device)
-    for _ in range(2):
+    for _ in range(warmups):
         run_train(short)
         run_train(probe)
     t_short = min(time_call(lambda: run_train(short), device) for _ in range(2))
     t_probe = min(time_call(lambda: run_train(probe), device) for _ in range(2))
     per_step = max((t_probe - t_short) / (probe_steps - k), 1e-5)
-    return k + max(10, min(max_steps, round(seconds / per_step)))
+    return k + min(max_steps, max(10, round(seconds / per_step)))
 
 
 def measure_group(model: str, batch: int, cfgs: list[Config], device: torch.device, args) -> dict:
     """Per-step seconds (one value per round) of every configuration of one model and batch size."""
     k = 1 if args.cpu_smoke else 5
     seconds = 0.05 if args.cpu_smoke else (0.2 if args.quick else STEP_SECONDS)
-    max_steps = 3 if args.cpu_smoke else 3000
+    max_steps = 2 if args.cpu_smoke else 3000
     rounds = 1 if args.cpu_smoke else (2 if args.quick else 6)
-    plans = {cfg.label: plan_steps(model, batch, cfg, device, k, seconds, max_steps) for cfg in cfgs}
+    warmups = 0 if args.cpu_smoke else 2
+    plans = {cfg.label: plan_steps(model, batch, cfg, device, k, seconds, max_steps, warmups) for cfg in cfgs}
     cases = {}
     for cfg in cfgs:
         short = make_spec(model, batch, k, cfg, device)
@@ -278,7 +280,7 @@ def write_results(path: Path, device_name: str, text: str, args) -> None:
         f"{BEGIN}\n"
         f"Measured {datetime.date.today()} on **{device_name}** by `python benchmarks/bench_gpu.py --write-results"
         f"{' ' + flags if flags else ''}` (torch {torch.__version__}, CUDA {torch.version.cuda}, "
-        f"{platform.node() or 'host'}):\n\n```\n{text.strip()}\n```\n{END}"
+        f"{platform.node() or 'host'}):\n\n```\n{text.strip(chr(10))}\n```\n{END}"
     )
     old = path.read_text() if path.exists() else "# Benchmark results\n"
     if BEGIN in old and END in old:
@@ -335,7 +337,8 @@ def main() -> None:
              f"(generated in {time.perf_counter() - t0:.1f} s); deterministic: false; evaluation off; drop_last")
 
     peaks = measure_peaks(device, matmul_n, args.quick or args.cpu_smoke)
-    out.table(f"matmul peak: {matmul_n}x{matmul_n} torch.matmul, median over rounds (CUDA events)",
+    timer = "CUDA events" if device.type == "cuda" else "host clock"
+    out.table(f"matmul peak: {matmul_n}x{matmul_n} torch.matmul, median over rounds ({timer})",
               ["dtype", "TFLOP/s", "IQR"],
               [[name, f"{flops / 1e12:.1f}", f"{spread:.0%}"] for name, (flops, spread) in peaks.items()])
 

@@ -1,7 +1,8 @@
 """Run every benchmark, each in a fresh process, then print one summary of all targets.
 
-``make bench`` calls this. Options (``--threads N``, ``--quick``) are passed to each benchmark.
-A MISS is reported, not fatal; the exit status is non-zero only if a benchmark crashed.
+``make bench`` calls this. Options (``--threads N``, ``--quick``, ``--diagnose``) are passed to each
+benchmark. A MISS is reported, not fatal; the exit status is non-zero only if a benchmark crashed.
+``bench_gpu.py`` prints "no CUDA device: skipped" and reports no targets where CUDA is missing.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["bench_loop.py", "bench_augment.py"]
+BENCHMARKS = ["bench_loop.py", "bench_augment.py", "bench_probes.py", "bench_executors.py", "bench_gpu.py"]
 
 
 def main() -> int:
@@ -35,9 +36,10 @@ def main() -> int:
 
     print("== summary: every target, measured in this run")
     width = max([len(v["what"]) for v in verdicts] + [6])
+    bench_width = max([len(v["benchmark"]) for v in verdicts] + [14])
     for v in verdicts:
-        print(f"   {v['benchmark']:<14} {v['what']:<{width}}  {v['value']:9.3f} {v['unit']:<2}  "
-              f"target <= {v['target']:g}  {v['result']}")
+        print(f"   {v['benchmark']:<{bench_width}} {v['what']:<{width}}  {v['value']:9.3f} {v['unit']:<2}  "
+              f"target <= {v['target']:.4g}  {v['result']}")
     for name in crashed:
         print(f"   CRASHED: {name}")
     misses = sum(v["result"] == "MISS" for v in verdicts)

@@ -74,7 +74,7 @@ class NormParams:
         self.every = every_steps
         self.layers = [(name, m) for name, m in model.named_modules() if is_norm_layer(m)]
         self.steps: list[int] = []
-        self.values: list[list[torch.Tensor]] = []
+        self.values: list[torch.Tensor] = []
 
     def before_step(self, step: int) -> None:
         pass
@@ -83,63 +83,70 @@ class NormParams:
         if step % self.every or not self.layers:
             return
         self.steps.append(step)
-        row = []
-        for _, m in self.layers:
-            g, b = gamma_beta(m)
-            row.append(torch.stack([g.detach().float(), b.detach().float()]).clone())
-        self.values.append(row)
+        with torch.no_grad():  # one concatenation per record: [γ_0, β_0, γ_1, β_1, …]
+            self.values.append(torch.cat([t for _, m in self.layers for t in gamma_beta(m)]))
 
     def artifacts(self) -> dict[str, bytes]:
         if not self.layers:
             return {}
+        series = torch.stack(self.values).float().cpu().numpy()  # [T, Σ 2·C_layer]
         arrays = {"steps": np.asarray(self.steps, dtype=np.int64)}
         meta = {"layers": []}
-        for i, (name, m) in enumerate(self.layers):
-            series = torch.stack([row[i] for row in self.values]).cpu().numpy()  # [T, 2, C]
-            arrays[f"{name}/gamma"], arrays[f"{name}/beta"] = series[:, 0], series[:, 1]
-            meta["layers"].append({"name": name, "features": int(series.shape[-1]), "type": type(m).__name__,
-                                   "learnable": learnable(m)})
+        start = 0
+        for name, m in self.layers:
+            c = gamma_beta(m)[0].numel()
+            arrays[f"{name}/gamma"], arrays[f"{name}/beta"] = series[:, start : start + c], series[:, start + c : start + 2 * c]
+            start += 2 * c
+            meta["layers"].append({"name": name, "features": c, "type": type(m).__name__, "learnable": learnable(m)})
         return {self.artifact: save_npz(arrays, meta)}
 
 
 class ReluSparsity:
-    """Fraction of activations each ReLU zeroes on the training batch, every ``every_steps`` steps."""
+    """Fraction of activations each ReLU zeroes on the training batch, every ``every_steps`` steps.
+
+    Forward hooks are attached only for the step being recorded (a module with hooks takes
+    PyTorch's slower call path), and count zeros with one ``count_nonzero`` per ReLU.
+    """
 
     artifact = "probe_relu_sparsity.npz"
 
     def __init__(self, model: nn.Module, every_steps: int):
         self.every = every_steps
-        self.names = [name for name, m in model.named_modules() if isinstance(m, nn.ReLU)]
-        self.armed = False
-        self.current: dict[str, list[torch.Tensor]] = {}
+        self.modules = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ReLU)]
+        self.names = [name for name, _ in self.modules]
+        self.handles: list = []
+        self.current: dict[str, torch.Tensor] = {}
+        self.sizes: dict[str, int] = {}
         self.steps: list[int] = []
         self.values: list[torch.Tensor] = []
-        for name, m in model.named_modules():
-            if isinstance(m, nn.ReLU):
-                m.register_forward_hook(self._hook(name))
 
     def _hook(self, name: str):
         def hook(module: nn.Module, inputs, output: torch.Tensor) -> None:
-            if self.armed and module.training:
-                self.current.setdefault(name, []).append((output.detach() == 0).float().mean())
+            if module.training and name not in self.current:  # a second call (SAM's second pass) is ignored
+                self.current[name] = torch.count_nonzero(output)
+                self.sizes[name] = output.numel()
         return hook
 
     def before_step(self, step: int) -> None:
-        self.armed = (step + 1) % self.every == 0  # the step about to complete is a record step
-        self.current = {}
+        if (step + 1) % self.every == 0:  # the step about to complete is a record step
+            self.current = {}
+            self.handles = [m.register_forward_hook(self._hook(name)) for name, m in self.modules]
 
     def after_step(self, step: int, epoch: int) -> None:
-        if not self.armed:
+        if not self.handles:
             return
-        self.armed = False
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
         self.steps.append(step)
-        # a module called twice in one step (SAM's second pass, reuse) counts its first call
-        self.values.append(torch.stack([self.current[n][0] for n in self.names if n in self.current]))
+        self.values.append(torch.stack([self.current[n] for n in self.names if n in self.current]))
 
     def artifacts(self) -> dict[str, bytes]:
         if not self.names or not self.values:
             return {}
-        arrays = {"steps": np.asarray(self.steps, dtype=np.int64), "sparsity": torch.stack(self.values).cpu().numpy()}
+        nonzero = torch.stack(self.values).cpu().numpy().astype(np.float64)  # [T, layers] counts
+        sizes = np.asarray([self.sizes[n] for n in self.names], dtype=np.float64)
+        arrays = {"steps": np.asarray(self.steps, dtype=np.int64), "sparsity": (1.0 - nonzero / sizes).astype(np.float32)}
         return {self.artifact: save_npz(arrays, {"layers": self.names})}
 
 
