@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import math
+import os
 from typing import Any
 
 from ablab.errors import AblabError
@@ -55,6 +56,7 @@ def run_ray(
     """Train ``todo`` as Ray tasks, at most ``workers`` in flight; a task whose worker died
     ``max_retries`` + 1 times is stored as failed with the reason."""
     ray = import_ray()
+    address = address or os.environ.get("RAY_ADDRESS") or None  # a running instance saves ~5 s of start-up
     started_here = not ray.is_initialized()
     if started_here:
         common = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
