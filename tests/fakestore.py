@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pandas as pd
@@ -24,3 +25,25 @@ class FakeStore:
 
     def artifact_path(self, run: str, name: str) -> Path:
         return self.path / "runs" / run / name
+
+
+class _Tags(HTMLParser):
+    """Start tags with their attributes, and the text, of an HTML page."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse_html(page: str) -> _Tags:
+    """The parsed page: ``.tags`` and ``.text``."""
+    parser = _Tags()
+    parser.feed(page)
+    return parser

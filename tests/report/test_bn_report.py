@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ from ablab.report.bn import colour_limits, contour_figure, contour_matrix, write
 from ablab.report.figures import BASELINE_COLOURS, curve_panels, line_widths, variant_colours
 from ablab.report.tables import resolve_baselines, split_label
 from ablab.train.probes import NormParams, ReluSparsity, save_npz
-from fakestore import FakeStore
+from fakestore import FakeStore, parse_html as parse
 
 EVIL = "<script>alert(1)</script>"
 BASELINES = {"lower": "vanilla", "upper": "bn_gamma_beta"}
@@ -84,22 +83,6 @@ def make_store(tmp_path: Path) -> FakeStore:
     return FakeStore(tmp_path / "study", study, runs, metrics)
 
 
-class _Tags(HTMLParser):
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.tags, self.text = [], []
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append((tag, dict(attrs)))
-
-    def handle_data(self, data):
-        self.text.append(data)
-
-
-def parse(page: str) -> _Tags:
-    parser = _Tags()
-    parser.feed(page)
-    return parser
 
 
 @pytest.fixture(scope="module")

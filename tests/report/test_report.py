@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from ablab.analysis import aggregate, select_final
 from ablab.report import write_report
 from ablab.report.figures import variant_colours
 from ablab.report.tables import format_mean_sd
-from fakestore import FakeStore
+from fakestore import FakeStore, parse_html as parse
 
 SCRIPT_LABEL = "<script>alert(1)</script>"
 IMG_LABEL = '<img src=x onerror="window.__pwned=1">'
@@ -77,25 +76,6 @@ def make_study(tmp_path: Path, labels=("optimizer=adam, lr=0.001", "optimizer=sg
     return FakeStore(tmp_path / "study", study, runs, metrics)
 
 
-class _Tags(HTMLParser):
-    """Every start tag with its attributes, and the page's text."""
-
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.tags: list[tuple[str, dict]] = []
-        self.text: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append((tag, dict(attrs)))
-
-    def handle_data(self, data):
-        self.text.append(data)
-
-
-def parse(page: str) -> _Tags:
-    parser = _Tags()
-    parser.feed(page)
-    return parser
 
 
 @pytest.fixture(scope="module")
