@@ -65,6 +65,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise AblabError(f"--workers must be at least 1, got {args.workers}")
     if args.threads is not None and args.threads < 1:
         raise AblabError(f"--threads must be at least 1, got {args.threads}")
+    if args.max_retries < 0:
+        raise AblabError(f"--max-retries must be 0 or more, got {args.max_retries}")
     if args.executor == "ray":
         from ablab.execute.ray_executor import import_ray
 

@@ -12,11 +12,11 @@ import hashlib
 import itertools
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, ValidationInfo, field_validator, model_validator
 
 from ablab import PROTOCOL_VERSION
 from ablab.errors import SpecError, split_located
@@ -218,6 +218,17 @@ class SeedAxis(_Strict):
     base: int = 0
 
 
+def _check_metric_ref(ref: str) -> str:
+    split, _, name = ref.partition(".")
+    if split not in ("train", "val", "test", "batch") or not name:
+        raise ValueError(f"a metric is 'split.name' with split train, val, test or batch; got {ref!r}")
+    return ref
+
+
+MetricRef = Annotated[str, AfterValidator(_check_metric_ref)]
+"""A recorded metric as ``split.name``: ``test.accuracy``, ``batch.loss``."""
+
+
 class GridTable(_Strict):
     """A heatmap table: the mean of ``metric`` over replicates, axis ``rows`` × axis ``cols``.
 
@@ -227,14 +238,8 @@ class GridTable(_Strict):
 
     rows: str
     cols: str
-    metric: str = "test.loss"
+    metric: MetricRef = "test.loss"
     facets: Optional[list[str]] = None
-
-    @field_validator("metric")
-    @classmethod
-    def _ref(cls, v: str) -> str:
-        _check_metric_ref(v)
-        return v
 
 
 class BestSettings(_Strict):
@@ -244,42 +249,23 @@ class BestSettings(_Strict):
     matching it is the baseline.
     """
 
-    metric: str
+    metric: MetricRef
     k: PositiveInt = 5
     baseline: Optional[dict[str, Any]] = None
-
-    @field_validator("metric")
-    @classmethod
-    def _ref(cls, v: str) -> str:
-        _check_metric_ref(v)
-        return v
 
 
 class ReportSettings(_Strict):
     """How the report selects and shows results."""
 
     selection: Literal["final", "best"] = "final"
-    select_on: str = "val.accuracy"
-    metrics: list[str] = ["test.accuracy", "test.loss", "val.accuracy", "train.loss"]
-    curves: list[str] = ["train.loss", "val.accuracy", "test.accuracy"]
+    select_on: MetricRef = "val.accuracy"
+    metrics: list[MetricRef] = ["test.accuracy", "test.loss", "val.accuracy", "train.loss"]
+    curves: list[MetricRef] = ["train.loss", "val.accuracy", "test.accuracy"]
     grids: list[GridTable] = []  # heatmap tables over two axes (ablab.report.grids)
     best: Optional[BestSettings] = None  # best configurations with p-values (ablab.report.grids)
     # role (lower, upper) → variant label, or the first part of labels (a family: ``vanilla`` for
     # ``vanilla, lr_scale=10``); the final table gets Δ to each, the curves draw them black and grey
     baselines: dict[Literal["lower", "upper"], str] = {}
-
-    @field_validator("select_on")
-    @classmethod
-    def _ref(cls, v: str) -> str:
-        _check_metric_ref(v)
-        return v
-
-    @field_validator("metrics", "curves")
-    @classmethod
-    def _refs(cls, v: list[str]) -> list[str]:
-        for ref in v:
-            _check_metric_ref(ref)
-        return v
 
     @field_validator("baselines")
     @classmethod
@@ -287,12 +273,6 @@ class ReportSettings(_Strict):
         if any(not str(name).strip() for name in v.values()):
             raise ValueError("a baseline names a variant label; got an empty name")
         return v
-
-
-def _check_metric_ref(ref: str) -> None:
-    split, _, name = ref.partition(".")
-    if split not in ("train", "val", "test", "batch") or not name:
-        raise ValueError(f"a metric is 'split.name' with split train, val, test or batch; got {ref!r}")
 
 
 class Resources(_Strict):

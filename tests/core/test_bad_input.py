@@ -109,3 +109,9 @@ def test_status_of_a_missing_directory(tmp_path, capsys):
 def test_list_unknown_kind(capsys):
     assert main(["list", "modle"]) == 2
     assert "Did you mean 'model'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, value", [("--workers", "0"), ("--threads", "0"), ("--max-retries", "-1")])
+def test_bad_executor_flags(flag, value, write_study, tmp_path, capsys):
+    err, _ = _run(write_study, tiny_study(), tmp_path, capsys, flag, value)
+    assert flag in err

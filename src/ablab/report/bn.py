@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import html
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from ablab.report.html import Section
 from ablab.analysis.trajectories import NEUTRAL, PARAMS, STATS, aggregate_over_seeds, finite_rows, trajectory_stats
 from ablab.report.figures import (
     DIVERGED_STYLE,
@@ -51,16 +51,6 @@ _STAT_TITLES = {
     "final_mean": "final mean", "final_median": "final median", "activity": "activity",
     "crossings": "crossings / feature", "within_tol": "within ±tol",
 }
-
-
-@dataclass
-class BnSection:
-    """The section's HTML (empty when no run recorded the probes), its CSS and the files it wrote."""
-
-    html: str = ""
-    css: str = ""
-    figures: list[Path] = field(default_factory=list)
-    tables: list[Path] = field(default_factory=list)
 
 
 # ---- data for the figures ----------------------------------------------------------------------
@@ -242,7 +232,7 @@ def _column(steps, values, names, layer):
 def write_bn_section(
     store: Any, out: Path, runs: pd.DataFrame, colours: dict[str, str],
     widths: dict[str, float] | None = None, panels: dict[str, list[str]] | None = None, tol: float = 0.05,
-) -> BnSection:
+) -> Section:
     """Contours, sparsity figure and trajectory table for the runs that recorded the probes.
 
     γ/β artifacts are read one run at a time (a 350-epoch run records ~10⁴ steps), reduced to
@@ -251,12 +241,12 @@ def write_bn_section(
     norm_runs = [r for r in runs["run"] if _artifact(store, r, NormParams.artifact).is_file()]
     relu_runs = [r for r in runs["run"] if _artifact(store, r, ReluSparsity.artifact).is_file()]
     if not norm_runs and not relu_runs:
-        return BnSection()
+        return Section()
     figures_dir, tables_dir = out / "figures", out / "tables"
     figures_dir.mkdir(parents=True, exist_ok=True)
     for old in figures_dir.glob("bn_*.png"):
         old.unlink()
-    section = BnSection(css="table.traj td.param { text-align: center; }\n")
+    section = Section(css="table.traj td.param { text-align: center; }\n")
     parts = ["<h2>Normalization layers</h2>"]
     contours, stats = _norm_params(store, runs, norm_runs, figures_dir, section, tol)
     if norm_runs:
@@ -269,7 +259,7 @@ def write_bn_section(
     return section
 
 
-def _norm_params(store, runs: pd.DataFrame, norm_runs: list[str], directory: Path, section: BnSection, tol: float):
+def _norm_params(store, runs: pd.DataFrame, norm_runs: list[str], directory: Path, section: Section, tol: float):
     """Contour figures of each variant's first seed, and every run's trajectory statistics."""
     mine = runs[runs["run"].isin(norm_runs)].sort_values("replicate", kind="stable")
     first = dict(zip(mine.drop_duplicates("label")["run"], mine.drop_duplicates("label")["label"]))
@@ -311,7 +301,7 @@ def _norm_params(store, runs: pd.DataFrame, norm_runs: list[str], directory: Pat
     return "\n".join(parts), stats[head + [c for c in stats.columns if c not in head]]
 
 
-def _sparsity_html(store, runs, relu_runs, colours, widths, panels, directory: Path, section: BnSection) -> str:
+def _sparsity_html(store, runs, relu_runs, colours, widths, panels, directory: Path, section: Section) -> str:
     series: dict[str, list] = {}
     for row in runs[runs["run"].isin(relu_runs)].itertuples():
         loaded = _load(store, row.run, ReluSparsity.artifact)
@@ -332,7 +322,7 @@ def _sparsity_html(store, runs, relu_runs, colours, widths, panels, directory: P
     )
 
 
-def _trajectory_html(per_run: pd.DataFrame, colours, tol: float, directory: Path, section: BnSection) -> str:
+def _trajectory_html(per_run: pd.DataFrame, colours, tol: float, directory: Path, section: Section) -> str:
     done = per_run[per_run["status"] == "done"]
     summary = aggregate_over_seeds(done, by="label")
     runs_csv, summary_csv = directory / "trajectories_runs.csv", directory / "trajectories.csv"

@@ -9,7 +9,6 @@ string from the spec or the store is escaped.
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
+from ablab.report.html import Section
 from ablab.analysis.grids import (
     MISSING,
     BestConfigurations,
@@ -55,30 +55,20 @@ _CSS = (
 )
 
 
-@dataclass
-class GridSection:
-    """The section's HTML (empty when there is nothing to show), its CSS and the files it wrote."""
-
-    html: str = ""
-    css: str = ""
-    figures: list[Path] = field(default_factory=list)
-    tables: list[Path] = field(default_factory=list)
-
-
 def write_grid_section(
     study: dict[str, Any], runs: pd.DataFrame, metrics: pd.DataFrame, per_run: pd.DataFrame, out: Path
-) -> GridSection:
+) -> Section:
     """Heatmap tables per ``report.grids`` entry, ``report.best``, the sharpness plot and the budgets."""
     settings = study.get("report") or {}
     grids = list(settings.get("grids") or [])
     best_cfg = settings.get("best")
     sharp = [r for r in SHARPNESS if ((metrics["split"] + "." + metrics["name"]) == r).any()] if len(metrics) else []
     if not grids and not best_cfg and not sharp:
-        return GridSection()
+        return Section()
     for old in [*(out / "tables").glob("grid_*"), *(out / "tables").glob("best.*"), out / "figures" / "sharpness.png"]:
         old.unlink(missing_ok=True)  # what a previous report of other settings left behind
     runs = _in_study_order(runs, study.get("spec") or {})
-    section = GridSection()
+    section = Section()
     parts = ["<h2>Hyperparameter grids</h2>"]
     for i, cfg in enumerate(grids):
         try:
@@ -116,7 +106,7 @@ def _in_study_order(runs: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
     return runs.assign(axes=axes)
 
 
-def insert_section(page: str, section: GridSection) -> str:
+def insert_section(page: str, section: Section) -> str:
     """The page with the section placed before the failures section (or at the end of the body)."""
     if not section.html:
         return page

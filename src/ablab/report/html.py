@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import html
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -32,6 +33,16 @@ th { background: #f4f4f4; text-align: left; } td.num { text-align: right; font-v
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 13px; }
 dl { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; } dt { color: #555; }
 """
+
+
+@dataclass
+class Section:
+    """An optional report section: its HTML (empty when there is nothing to show), its CSS and the files it wrote."""
+
+    html: str = ""
+    css: str = ""
+    figures: list[Path] = field(default_factory=list)
+    tables: list[Path] = field(default_factory=list)
 
 
 @dataclass
