@@ -9,8 +9,10 @@ fresh temporary store:
       wall time 2 workers / 1 worker ≤ 1/1.7 = 0.588. Both use 1 thread per run, so this
       compares processes, not threads.
   (b) Ray executor / local executor, same workers (2) and threads (1): wall time ≤ 1.2×, judged
-      on the whole wall time (Ray's start-up and shut-down included); also reported with Ray
-      already started and its two worker processes warm (imports done), which excludes them.
+      on the whole wall time (Ray's start-up and shut-down included), on this study and on one
+      whose runs are LONG (4) times as long: a private Ray instance costs a fixed ~4-6 s to start
+      and stop, which a 20-run study of 1.4-s runs cannot hide. Also reported with Ray already
+      started and its two worker processes warm (imports done), which excludes that cost.
   (c) Ray's fixed cost per run (reported): a study of N runs with ``steps: 1`` and evaluation off,
       (i) by timestamps: submit (``store.mark_running``) to ``store.record`` returning, minus the
       worker's own ``duration_s``, median over runs; (ii) by wall time with one run in flight:
@@ -28,16 +30,14 @@ used"), the whole machine's busy fraction (/proc/stat) and each run's own ``dura
 and after, a busy-loop probe measures the cores this session gets with 1 and with 2 busy
 processes. So a miss can be told apart: start-up, per-run overhead, or CPU the machine did not give.
 
-``--diagnose`` adds two prototypes of the local executor with 2 workers, for the fix of a miss
-(``ablab.execute.local`` patched in that child process only; not what ablab does): the
-``forkserver`` start method with torch, torch._dynamo, sklearn.datasets and ablab's loop preloaded
-once, and ``fork`` from a driver that did those imports and loaded the study's datasets first
-(inside the timed span).
+The local executor forks its workers from the warm driver (1 thread per run); ``--diagnose`` adds
+the same study with its workers started by ``forkserver`` (ablab's method for runs with more than
+1 thread) and by ``spawn`` (cold workers: ablab's method before fork; each worker imports torch,
+torch._dynamo and ablab and loads the data itself).
 
 Run: ``python benchmarks/bench_executors.py [--threads N] [--quick] [--reps R] [--diagnose]``.
-With the default 2 repetitions it takes 3.5 min on the 2-core CPU when nothing else runs, and up
-to ~7 min when other work holds a core (``--reps 3``: about 5 min quiet; ``--diagnose`` adds about
-40 s per repetition).
+With the default 2 repetitions it takes about 8 min on the 2-core CPU when nothing else runs
+(the long study is 2 min per repetition); ``--diagnose`` adds about 40 s per repetition.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ TIME_TARGET = 1 / SPEEDUP_TARGET  # the same as a time ratio (value <= target pa
 RAY_TARGET = 1.2  # Ray / local wall time, same workers and threads
 WORKERS = 2
 STEPS = 2000  # per run: ~1.3 CPU-s of training on one core (~1.3 s on a free core)
+LONG = 4  # the second study for Ray / local: runs LONG times as long (~5.5 s), as Ray's start-up is fixed
 LRS = [0.01, 0.02, 0.05, 0.1, 0.2]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 HERE = Path(__file__).resolve()
@@ -199,11 +200,8 @@ class Stamps:
         self.submit, self.runs = {}, []
 
 
-def timed_study(stamps: Stamps, study, executor: str, workers: int, threads: int, prepare=None) -> dict:
-    """One ``run_study`` into a fresh temporary store: wall time, CPU, per-run timestamps.
-
-    ``prepare``: called inside the timed span, before ``run_study`` (the --diagnose prototypes).
-    """
+def timed_study(stamps: Stamps, study, executor: str, workers: int, threads: int) -> dict:
+    """One ``run_study`` into a fresh temporary store: wall time, CPU, per-run timestamps."""
     from ablab.execute import run_study
     from ablab.spec import expand
 
@@ -215,8 +213,6 @@ def timed_study(stamps: Stamps, study, executor: str, workers: int, threads: int
         meter = CpuMeter().start()
         t0 = time.time()
         p0 = time.perf_counter()
-        if prepare is not None:
-            prepare()
         summary = run_study(study, "bench_executors.py", variants, Path(tmp) / "results", workers=workers,
                             executor=executor, tty=False, threads=threads)
         wall = time.perf_counter() - p0
@@ -287,46 +283,15 @@ def ray_warm_up(workers: int, threads: int, study, stamps: Stamps) -> dict:
     return {"workers_s": workers_s, "distinct_workers": len(set(pids))}
 
 
-# ---- --diagnose: prototypes of other start methods for the local executor (patched in the child only)
+# ---- --diagnose: the local executor with another start method (patched in the child only)
 
 
-def patch_start_method(method: str, study) -> object:
-    """Make ``ablab.execute.local`` use ``method`` instead of spawn; returns the ``prepare`` step to time.
-
-    forkserver: one server process imports torch, torch._dynamo (imported lazily by the first
-    torch.optim optimizer), sklearn.datasets (the digits loader) and ablab's loop once; workers are
-    forks of it. fork: the driver warms itself (the same imports, the study's datasets loaded into
-    the per-process cache) and the workers are forks of the driver.
-    """
-    import multiprocessing as mp
-
+def force_start_method(method: str) -> None:
+    """Make ``ablab.execute.local`` start its workers with ``method`` (spawn: ablab's start method
+    before workers were forked warm; forkserver: its method when a run has more than 1 thread)."""
     import ablab.execute.local as local
 
-    ctx = mp.get_context(method)
-    if method == "forkserver":
-        ctx.set_forkserver_preload(["torch", "torch._dynamo", "sklearn.datasets", "ablab.train.loop"])
-
-    class StartMethod:
-        def get_context(self, name):
-            return ctx
-
-        def __getattr__(self, key):
-            return getattr(mp, key)
-
-    local.mp = StartMethod()
-
-    def warm_driver() -> None:
-        if method != "fork":
-            return
-        import torch._dynamo  # noqa: F401
-
-        from ablab.spec import expand
-        from ablab.train.loop import load_run_data
-
-        for spec in {json.dumps(v.spec.data, sort_keys=True): v.spec for v in expand(study)}.values():
-            load_run_data(spec)  # into the loader's per-process cache, which the forks inherit
-
-    return warm_driver
+    local.start_method = lambda threads: method
 
 
 # ---- the child process: one case (or the Ray group of cases), results as JSON
@@ -341,9 +306,12 @@ def child(config: dict) -> None:
     if case in ("local1", "local2"):
         workers = 1 if case == "local1" else WORKERS
         out[case] = timed_study(stamps, study, "local", workers, threads)
-    elif case in ("local2_forkserver", "local2_fork"):
-        prepare = patch_start_method(case.split("_")[1], study)
-        out[case] = timed_study(stamps, study, "local", WORKERS, threads, prepare=prepare)
+    elif case in ("local2_forkserver", "local2_spawn"):
+        force_start_method(case.split("_")[1])
+        out[case] = timed_study(stamps, study, "local", WORKERS, threads)
+    elif case in ("local2_long", "ray_long"):
+        long_study = make_study("bench_executors_long", config["runs"], config["steps"] * LONG)
+        out[case] = timed_study(stamps, long_study, "ray" if case == "ray_long" else "local", WORKERS, threads)
     elif case == "ray":
         import ray
 
@@ -437,7 +405,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="4 short runs, one repetition: checks that the benchmark runs; numbers are not meaningful")
     parser.add_argument("--diagnose", action="store_true",
-                        help="also prototypes of the local executor with the forkserver and fork start methods")
+                        help="also the local executor with 2 workers started by forkserver and by spawn")
     parser.add_argument("--reps", type=int, default=2, help="repetitions of every case (default 2)")
     parser.add_argument("--summary-json", help="also write the verdicts here (used by run_all.py)")
     args = parser.parse_args()
@@ -476,8 +444,8 @@ def main() -> None:
     log_dir = Path(tempfile.mkdtemp(prefix="ablab-bench-exec-logs-"))
     try:
         for rep in range(reps):
-            order = (["local1", "local2"] + (["local2_forkserver", "local2_fork"] if args.diagnose else [])
-                     + (["ray"] if have_ray else []))
+            order = (["local1", "local2"] + (["local2_forkserver", "local2_spawn"] if args.diagnose else [])
+                     + (["ray", "local2_long", "ray_long"] if have_ray else []))
             for case in (order if rep % 2 == 0 else order[::-1]):
                 out = run_child({**base, "case": case, "warm_first": rep % 2 == 1}, log_dir / f"{case}-{rep}.log")
                 for name, m in out.items():
@@ -500,11 +468,14 @@ def main() -> None:
 
 def report(results: dict[str, list[dict]], args: argparse.Namespace, reps: int, runs: int) -> list[Verdict]:
     verdicts: list[Verdict] = []
-    cases = [("local1", "local, 1 worker (in the driver)", 1), ("local2", "local, 2 worker processes (spawn)", 2),
-             ("local2_forkserver", "  prototype: forkserver + preload", 2),
-             ("local2_fork", "  prototype: fork from a warm driver", 2),
+    cases = [("local1", "local, 1 worker (in the driver)", 1),
+             ("local2", "local, 2 worker processes (forked warm)", 2),
+             ("local2_forkserver", "  local, 2 workers, forkserver + preload", 2),
+             ("local2_spawn", "  local, 2 workers, spawn (cold)", 2),
              ("ray_whole", "ray, 2 workers, whole (init + shutdown)", 2),
-             ("ray_warm", "ray, 2 workers, started + warm", 2)]
+             ("ray_warm", "ray, 2 workers, started + warm", 2),
+             ("local2_long", f"local, 2 workers, runs {LONG}x as long", 2),
+             ("ray_long", f"ray, 2 workers, whole, runs {LONG}x as long", 2)]
     rows = []
     for key, label, workers in cases:
         if key not in results:
@@ -546,9 +517,11 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace, reps: int, 
 
     ratio_row("local 2 workers / 1 worker, wall (1/speed-up)", "local2", "local1", TIME_TARGET, f"<= {TIME_TARGET:.3f}")
     ratio_row("  = speed-up 1 -> 2 workers", "local2", "local1", None, f">= {SPEEDUP_TARGET:.1f}", show=lambda x: 1 / x)
-    ratio_row("  prototype forkserver: 2 workers / 1 worker", "local2_forkserver", "local1", None, "(info)")
-    ratio_row("  prototype fork: 2 workers / 1 worker", "local2_fork", "local1", None, "(info)")
-    ratio_row("ray / local, 2 workers, whole wall (judged)", "ray_whole", "local2", RAY_TARGET, f"<= {RAY_TARGET:.1f}")
+    ratio_row("  forkserver: 2 workers / 1 worker", "local2_forkserver", "local1", None, "(info)")
+    ratio_row("  spawn: 2 workers / 1 worker", "local2_spawn", "local1", None, "(info)")
+    ratio_row("ray / local, 2 workers, whole wall", "ray_whole", "local2", RAY_TARGET, f"<= {RAY_TARGET:.1f}")
+    ratio_row(f"ray / local, 2 workers, whole wall, runs {LONG}x as long", "ray_long", "local2_long", RAY_TARGET,
+              f"<= {RAY_TARGET:.1f}")
     ratio_row("ray / local, 2 workers, Ray started + warm", "ray_warm", "local2", None, "(info)")
     print_table("targets: ratios of wall times per repetition (neighbours in time), median over repetitions",
                 ["quantity", "each rep", "median", "target", "result"], rows)

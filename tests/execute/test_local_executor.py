@@ -63,6 +63,30 @@ def test_parallel_workers_give_the_same_numbers_as_sequential(write_study, tmp_p
     capsys.readouterr()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork and forkserver are the Linux start methods")
+def test_workers_are_forked_only_when_that_is_safe(monkeypatch):
+    import torch
+
+    from ablab.execute.local import start_method
+
+    assert start_method(1) == "fork"  # warm copies of the driver
+    assert start_method(2) == "forkserver"  # libgomp hangs in a forked child that uses >1 thread
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    assert start_method(1) == "forkserver"  # a forked child cannot use the driver's CUDA context
+
+
+def test_forkserver_workers_with_two_threads_match_sequential(write_study, tmp_path, capsys):
+    # 2 threads per run: the forkserver path (fork would hang in OpenMP); same numbers as in-process
+    path = write_study(tiny_study(grid={"optimizer.lr": [0.1, 0.05]}, seeds={"replicates": 1}))
+    assert main(["run", str(path), "--out", str(tmp_path / "seq"), "--threads", "2"]) == 0
+    assert main(["run", str(path), "--out", str(tmp_path / "par"), "--workers", "2", "--threads", "2"]) == 0
+    (ms, rs), (mp_, rp) = _metrics(tmp_path / "seq"), _metrics(tmp_path / "par")
+    assert set(rp.status) == {"done"} and set(rp.device) == {"cpu (2 threads)"}
+    key = ["run", "split", "name", "step"]
+    assert ms.sort_values(key).reset_index(drop=True).equals(mp_.sort_values(key).reset_index(drop=True))
+    capsys.readouterr()
+
+
 def _child_pids() -> list[int]:
     pids = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -102,7 +126,7 @@ def test_a_killed_worker_is_replaced_and_its_run_retried(write_study, tmp_path, 
 
     t = threading.Thread(target=killer)
     t.start()
-    code = main(["run", str(write_study(study)), "--out", str(out), "--workers", "2"])
+    code = main(["run", str(write_study(study)), "--out", str(out), "--workers", "2", "--threads", "1"])
     t.join()
     assert killed, "no worker was found to kill"
     _, runs = _metrics(out)

@@ -1,14 +1,23 @@
-"""Local executor: runs in this process (workers=1) or in N spawned worker processes.
+"""Local executor: runs in this process (workers=1) or in N worker processes.
 
 Workers only train and return a ``RunResult``; the driver alone writes the store.
+
+Worker processes start warm. On Linux with 1 intra-op thread per run and CUDA not initialised in
+the driver, they are forked from the driver after it has imported torch._dynamo (torch imports it
+on the first optimizer, ~1 s) and loaded the study's datasets, so no worker repeats either. With
+more threads per run a forked child would hang in OpenMP (GNU libgomp is not fork-safe once the
+parent has used a thread team), so workers come from a ``forkserver`` that preloads the same
+modules; where neither exists (Windows), they are spawned.
 """
 
 from __future__ import annotations
 
 import collections
+import json
 import multiprocessing as mp
 import queue as queue_mod
 import signal
+import sys
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -18,12 +27,39 @@ import torch
 from ablab.execute.progress import ProgressView
 from ablab.spec import RunSpec, Variant
 from ablab.store import Store
-from ablab.train.loop import train
+from ablab.train.loop import load_dataset, train
 from ablab.train.result import RunResult
 
 MAX_WORKER_CRASHES = 2  # a run in flight when a worker died this often is stored as failed
 
 _progress_queue: Any = None
+# what a worker imports before its first run; ``torch._dynamo`` is torch's lazy import on the first optimizer
+WARM_MODULES = ["ablab.execute.local", "ablab.components", "torch._dynamo"]
+
+
+def start_method(threads: int) -> str:
+    """How worker processes start: ``fork`` (warm and safe), else ``forkserver``, else ``spawn``."""
+    methods = mp.get_all_start_methods()
+    if "fork" in methods and sys.platform.startswith("linux") and threads == 1 and not torch.cuda.is_initialized():
+        return "fork"
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
+def warm_driver(todo: list[Variant]) -> None:
+    """First-use work done once in the driver, for forked workers to inherit: imports and datasets."""
+    import importlib
+
+    for name in WARM_MODULES:
+        importlib.import_module(name)
+    seen: set[str] = set()
+    for v in todo:
+        key = json.dumps(v.spec.data, sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            try:
+                load_dataset(v.spec.data)
+            except Exception:  # noqa: BLE001  (the run itself reports a dataset that cannot load)
+                pass
 
 
 def _init_worker(progress_queue: Any, threads: int) -> None:
@@ -85,8 +121,13 @@ def _run_each(store: Store, todo: list[Variant], view: ProgressView) -> None:
 
 
 def run_parallel(store: Store, todo: list[Variant], view: ProgressView, workers: int, threads: int) -> None:
-    """Train runs in ``workers`` spawned processes; a dead worker's runs are retried, then failed."""
-    ctx = mp.get_context("spawn")
+    """Train runs in ``workers`` processes; a dead worker's runs are retried, then failed."""
+    method = start_method(threads)
+    ctx = mp.get_context(method)
+    if method == "fork":
+        warm_driver(todo)
+    elif method == "forkserver":
+        ctx.set_forkserver_preload(WARM_MODULES)
     progress_queue = ctx.Queue()
     pending = collections.deque(todo)
     crashes: collections.Counter[str] = collections.Counter()
