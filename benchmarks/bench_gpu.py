@@ -6,7 +6,8 @@ its numbers mean nothing).
 
 Measured (issue "Scale out", performance item), CIFAR-size problems (3×32×32, 10 classes) with
 the data resident on the GPU: a benchmark-only dataset ``bench_gpu_random32`` of 50,000 random
-uint8 images converted to float32 in [0, 1] (random labels), generated on the GPU once per process.
+uint8 images converted to float32 in [0, 1] (random labels), generated on the GPU once per process
+and, like every 8-bit image dataset on a GPU, held by each run as uint8 codes decoded per batch.
 
   - training images/s of ``3c3d`` and ``preact_resnet18``, batch 128 and 512, through
     ``ablab.train.loop.train(spec)`` (the whole loop: index slicing, augmentation, lr schedule,
@@ -83,8 +84,8 @@ def _random_images(device: str, n_train: int, n_eval: int, seed: int):
         return Split(pixels.float().div_(255), labels)
 
     splits = {"train": split(n_train), "val": split(n_eval), "test": split(n_eval)}
-    return Dataset("bench_gpu_random32", splits, (3, 32, 32), 10,
-                   mean=(PIXEL_MEAN,) * 3, std=(PIXEL_STD,) * 3).check()
+    return Dataset("bench_gpu_random32", splits, (3, 32, 32), 10,  # pixels8: kept as uint8 codes on the GPU
+                   mean=(PIXEL_MEAN,) * 3, std=(PIXEL_STD,) * 3, pixels8=True).check()
 
 
 def register_dataset() -> None:

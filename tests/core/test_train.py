@@ -263,3 +263,28 @@ def test_compiled_model_gives_the_same_numbers_as_eager_within_tolerance():
     a = [v for (_, _, sp, n, v) in eager.metrics if sp == "test"]
     b = [v for (_, _, sp, n, v) in compiled.metrics if sp == "test"]
     assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_steps_do_not_synchronise_with_the_host():
+    """Host syncs on CUDA (flagged by torch's sync debug mode) come from set-up and recording, not
+    from steps: 150 more steps inside the same epoch add none."""
+    import warnings
+
+    def syncs(steps: int) -> int:
+        s = spec(data={"name": "synthetic", "n_samples": 20_000, "n_features": 16, "n_classes": 4},
+                 steps=steps, batch_size=32, device="cuda", deterministic=False,
+                 record={"every_steps": 10**6, "eval_splits": []}, augment=[])
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                result = train(s)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        assert result.status == "done", result.error
+        return sum("synchroniz" in str(w.message) for w in caught)
+
+    syncs(5)  # warm-up: first-use work of the CUDA context
+    assert syncs(200) <= syncs(50)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from ablab.data.base import Dataset, Split
@@ -37,4 +39,4 @@ def corrupt_dataset(data: Dataset, label_fraction: float, shuffle_pixels: bool, 
         y[chosen] = torch.randint(0, data.out_dim, (len(chosen),), generator=g)
         splits["train"] = Split(train.x, y)
     meta = {**data.meta, "corrupt": {"label_fraction": label_fraction, "shuffle_pixels": shuffle_pixels, "seed": seed}}
-    return Dataset(data.name, splits, data.in_shape, data.out_dim, data.task, data.mean, data.std, meta)
+    return dataclasses.replace(data, splits=splits, meta=meta)

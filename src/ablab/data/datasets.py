@@ -56,7 +56,7 @@ def create_image_dataset(
     splits = {k: Split(s.x.to(torch.float32).div_(255), s.y)
               for k, s in (("train", train), ("val", val), ("test", test))}
     return Dataset(name, splits, tuple(train.x.shape[1:]), num_classes,
-                   mean=mean, std=std, meta=meta).check()
+                   mean=mean, std=std, meta=meta, pixels8=True).check()
 
 
 def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

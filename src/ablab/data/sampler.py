@@ -24,9 +24,14 @@ def iterate_batches(
     """One epoch: a random permutation of ``range(n)`` cut into batches (last one partial unless dropped).
 
     The permutation is drawn on the CPU (the same order on every device) and moved to ``device``
-    once per epoch, so batches are index slices with no per-step host-to-device copy.
+    once per epoch (asynchronously on a GPU), so batches are index slices with no per-step
+    host-to-device copy and no host synchronisation.
     """
-    perm = torch.randperm(n, generator=generator).to(device)
+    perm = torch.randperm(n, generator=generator)
+    if torch.device(device).type == "cuda":  # pinned + non_blocking: the copy does not wait for the GPU
+        perm = perm.pin_memory().to(device, non_blocking=True)
+    else:
+        perm = perm.to(device)
     stop = (n // batch_size) * batch_size if drop_last else n
     for start in range(0, stop, batch_size):
         yield perm[start : start + batch_size]
