@@ -263,6 +263,13 @@ def test_compiled_model_gives_the_same_numbers_as_eager_within_tolerance():
     a = [v for (_, _, sp, n, v) in eager.metrics if sp == "test"]
     b = [v for (_, _, sp, n, v) in compiled.metrics if sp == "test"]
     assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
+    # a later run of the same architecture in this process reuses the compiled code: no new frames
+    from torch._dynamo.utils import counters
+
+    frames = sum(counters["frames"].values())
+    again = train(spec(**base, compute={"compile": True}, seeds={"init": 7, "shuffle": 7}))
+    assert again.status == "done" and again.metrics != compiled.metrics
+    assert sum(counters["frames"].values()) == frames, dict(counters["frames"])
 
 
 @pytest.mark.gpu
