@@ -159,14 +159,15 @@ def _wait_for_done(db: Path, n: int, proc, timeout: float = 120) -> None:
     raise AssertionError("runs did not finish in time")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
-def test_resume_after_the_driver_is_killed(sig, write_study, tmp_path):
+@pytest.mark.parametrize("sig,workers", [(signal.SIGKILL, 1), (signal.SIGINT, 1), (signal.SIGINT, 2)],
+                         ids=["kill-9", "ctrl-c", "ctrl-c-2-workers"])
+def test_resume_after_the_driver_is_killed(sig, workers, write_study, tmp_path):
     study = tiny_study(grid={"optimizer.lr": [0.1, 0.05, 0.02]}, seeds={"replicates": 2})
-    study["base"]["epochs"] = 8
+    study["base"]["epochs"] = 8 * workers  # with 2 workers, the study must still be going at the signal
     path = write_study(study)
     out = tmp_path / "r"
     db = out / "ablab.db"
-    proc = _ablab("run", str(path), "--out", str(out))
+    proc = _ablab("run", str(path), "--out", str(out), "--workers", str(workers), "--threads", "1")
     _wait_for_done(db, 2, proc)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
@@ -182,7 +183,7 @@ def test_resume_after_the_driver_is_killed(sig, write_study, tmp_path):
     store.close()
     finished_before = before[before.status == "done"].finished.to_dict()
 
-    rerun = _ablab("run", str(path), "--out", str(out))
+    rerun = _ablab("run", str(path), "--out", str(out), "--threads", "1")
     stdout, stderr = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, stderr
     metrics, runs = _metrics(out)
@@ -194,7 +195,7 @@ def test_resume_after_the_driver_is_killed(sig, write_study, tmp_path):
     assert per_run.nunique() == 1  # every run has exactly one copy of each record
     assert not metrics.duplicated(["run", "step", "split", "name"]).any()
 
-    fresh = _ablab("run", str(path), "--out", str(tmp_path / "fresh"))
+    fresh = _ablab("run", str(path), "--out", str(tmp_path / "fresh"), "--threads", "1")
     assert fresh.wait(timeout=300) == 0
     ref, _ = _metrics(tmp_path / "fresh")
     key = ["run", "split", "name", "step"]

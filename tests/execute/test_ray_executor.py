@@ -97,9 +97,24 @@ def test_without_ray_the_executor_says_how_to_install(monkeypatch, write_study, 
     assert not (tmp_path / "r").exists()
 
 
-def test_resume_after_the_ray_driver_is_killed(write_study, tmp_path):
+def _ray_daemons_of(pid: int) -> list[str]:
+    """Names of live raylet / gcs_server processes whose parent is ``pid``."""
+    names = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name, fields = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+        if int(fields[1]) == pid and fields[0] != "Z" and name in ("raylet", "gcs_server"):
+            names.append(name)
+    return names
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_resume_after_the_ray_driver_is_killed(sig, write_study, tmp_path):
     study = tiny_study(grid={"optimizer.lr": [0.1, 0.05, 0.02]}, seeds={"replicates": 2})
-    study["base"]["epochs"] = 10
+    study["base"]["epochs"] = 60  # a warm worker trains 10 epochs in 0.1 s; the study must outlast the poll
     path = write_study(study)
     out = tmp_path / "r"
     cmd = [sys.executable, "-m", "ablab", "run", str(path), "--out", str(out), "--executor", "ray", "--workers", "2"]
@@ -117,9 +132,14 @@ def test_resume_after_the_ray_driver_is_killed(write_study, tmp_path):
                 break
         assert proc.poll() is None
         time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    proc.send_signal(sig)
+    code = proc.wait(timeout=60)
+    if sig == signal.SIGINT:  # a clean stop: exit 130, Ray shut down, no run left 'running'
+        assert code == 130
+        assert _ray_daemons_of(proc.pid) == []
     _, before = _frames(out)
+    if sig == signal.SIGINT:
+        assert "running" not in set(before.status)
     finished = before[before.status == "done"].set_index("run").finished.to_dict()
     assert len(finished) >= 1 and len(finished) < 6
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

@@ -63,6 +63,11 @@ def run_study(
                 from ablab.execute.local import run_parallel
 
                 run_parallel(store, todo, view, workers, threads)
+        except KeyboardInterrupt:
+            # every run this invocation started and did not store, even one marked running a
+            # moment before the interrupt, is to do again: the next invocation resumes cleanly
+            store.mark_pending(v.id for v in todo)
+            raise
         finally:
             view.close()
         return Summary(store.status_counts(), len(todo))

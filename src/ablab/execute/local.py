@@ -112,11 +112,7 @@ def run_sequential(store: Store, todo: list[Variant], view: ProgressView, thread
 def _run_each(store: Store, todo: list[Variant], view: ProgressView) -> None:
     for v in todo:
         start_run(store, view, v)
-        try:
-            result = train(v.spec, progress=lambda e, n, rid=v.id: view.epoch(rid, e, n), run_id=v.id)
-        except KeyboardInterrupt:
-            store.mark_pending([v.id])
-            raise
+        result = train(v.spec, progress=lambda e, n, rid=v.id: view.epoch(rid, e, n), run_id=v.id)
         finish_run(store, view, v, result)
 
 
@@ -158,8 +154,7 @@ def run_parallel(store: Store, todo: list[Variant], view: ProgressView, workers:
             if broken:
                 pool.shutdown(wait=False, cancel_futures=True)
                 pool = _new_pool(ctx, workers, progress_queue, threads)
-    except KeyboardInterrupt:
-        store.mark_pending(v.id for v in inflight.values())
+    except KeyboardInterrupt:  # run_study marks the runs in flight pending
         _terminate(pool)
         raise
     finally:

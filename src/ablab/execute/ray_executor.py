@@ -88,10 +88,12 @@ def run_ray(
                     result = RunResult(v.id, "failed", error=f"Ray task failed after {max_retries} retries: "
                                        f"{type(err).__name__}: {err}")
                 finish_run(store, view, v, result)
-    except KeyboardInterrupt:
-        for ref in inflight:
-            ray.cancel(ref, force=True)
-        store.mark_pending(v.id for v in inflight.values())
+    except KeyboardInterrupt:  # run_study marks the runs in flight pending
+        if not started_here:
+            # Ray belongs to the caller: stop our tasks. (Where we started Ray, shutdown kills them;
+            # ray.cancel(force=True) racing a task's completion aborts the driver in Ray 2.60.)
+            for ref in inflight:
+                ray.cancel(ref)
         raise
     finally:
         if started_here:
