@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import signal
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,12 @@ TINY_BASE = {
     "device": "cpu",
     "record": {"every_steps": 5},
 }
+
+
+def interruptible() -> None:
+    """``preexec_fn`` for a child that a test stops with SIGINT: a shell starts background jobs
+    with SIGINT ignored, and Python then never raises KeyboardInterrupt; restore the default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def tiny_study(**overrides) -> dict:

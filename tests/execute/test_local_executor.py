@@ -11,7 +11,7 @@ import pytest
 
 from ablab.cli import main
 from ablab.store import Store
-from conftest import tiny_study
+from conftest import interruptible, tiny_study
 
 
 def _metrics(out: Path):
@@ -136,7 +136,7 @@ def test_a_killed_worker_is_replaced_and_its_run_retried(write_study, tmp_path, 
 
 def _ablab(*args, **kw):
     return subprocess.Popen([sys.executable, "-m", "ablab", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=interruptible, **kw)
 
 
 def _status_counts(db: Path) -> dict:

@@ -12,7 +12,7 @@ import pytest
 
 from ablab.cli import main
 from ablab.store import Store
-from conftest import tiny_study
+from conftest import interruptible, tiny_study
 
 ray = pytest.importorskip("ray")
 
@@ -118,7 +118,7 @@ def test_resume_after_the_ray_driver_is_killed(sig, write_study, tmp_path):
     path = write_study(study)
     out = tmp_path / "r"
     cmd = [sys.executable, "-m", "ablab", "run", str(path), "--out", str(out), "--executor", "ray", "--workers", "2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=interruptible)
     deadline = time.time() + 180
     while time.time() < deadline:
         if (out / "ablab.db").exists():
