@@ -1,8 +1,8 @@
 """GPU fast path: 3C3D and PreAct-ResNet-18 training throughput through ablab's train(), augmentation cost, fp32 vs bf16.
 
 Runs only where ``torch.cuda.is_available()``; elsewhere it prints "no CUDA device: skipped" and
-exits 0 (``--cpu-smoke`` runs the same code on the CPU with tiny sizes, to check the code path;
-its numbers mean nothing).
+exits 0 (``--cpu-smoke`` runs the same code on the CPU with tiny sizes and the GPU's uint8 data
+path, to check the code path; its numbers mean nothing).
 
 Measured (issue "Scale out", performance item), CIFAR-size problems (3×32×32, 10 classes) with
 the data resident on the GPU: a benchmark-only dataset ``bench_gpu_random32`` of 50,000 random
@@ -319,6 +319,10 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     device = torch.device("cpu") if args.cpu_smoke else torch.device("cuda")
+    if args.cpu_smoke:  # follow the GPU's data path: uint8 codes on the device, decoded per batch
+        import ablab.train.loop
+
+        ablab.train.loop.compact_on = lambda device: True
     device_name = "cpu (smoke run)" if args.cpu_smoke else torch.cuda.get_device_name(device)
     _DATA_DEVICE.update(device=str(device), **({"n_train": 256, "n_eval": 32} if args.cpu_smoke else {}))
     batches = (16,) if args.cpu_smoke else BATCHES

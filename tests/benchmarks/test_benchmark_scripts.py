@@ -1,0 +1,36 @@
+"""The benchmark scripts still run (numbers are not asserted: performance lives in benchmarks/).
+
+``bench_gpu.py --cpu-smoke`` is the only run its code gets where no GPU is lent, with the GPU's
+data path (uint8 codes decoded per batch); ``bench_executors.py --quick`` runs every executor case.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _run(*args: str, timeout: int) -> str:
+    proc = subprocess.run([sys.executable, *args], cwd=BENCH, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_bench_gpu_cpu_smoke_runs_every_configuration():
+    out = _run("bench_gpu.py", "--cpu-smoke", timeout=600)
+    for row in ("3c3d b16: fp32 + aug / fp32", "3c3d b16: bf16+cl + aug / bf16+cl",
+                "preact_resnet18 b16: fp32 + aug / fp32", "preact_resnet18 b16: speed-up fp32 -> bf16+cl"):
+        assert row in out, out[-3000:]
+
+
+@pytest.mark.slow
+def test_bench_executors_quick_runs_every_case():
+    pytest.importorskip("ray")
+    out = _run("bench_executors.py", "--quick", timeout=600)
+    for row in ("local, 2 worker processes (forked warm)", "ray, 2 workers, whole (init + shutdown)",
+                "ray / local, 2 workers, whole wall, runs 4x as long", "ray, 1 in flight"):
+        assert row in out, out[-3000:]
