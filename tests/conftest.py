@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import signal
+import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,45 @@ TINY_BASE = {
     "device": "cpu",
     "record": {"every_steps": 5},
 }
+
+
+def stored(out: Path):
+    """(metrics, runs) DataFrames of the study stored in ``out``; the store is closed again."""
+    from ablab.store import Store
+
+    store = Store.open(out)
+    try:
+        return store.metrics(), store.runs()
+    finally:
+        store.close()
+
+
+def same_metrics(a, b) -> bool:
+    """Two stores' metric frames hold exactly the same rows (bitwise values), in any order."""
+    key = ["run", "split", "name", "step"]
+    return a.sort_values(key).reset_index(drop=True).equals(b.sort_values(key).reset_index(drop=True))
+
+
+def status_counts(db: Path) -> dict:
+    """Runs per status in a store's database, read directly (works while a driver writes it)."""
+    try:
+        con = sqlite3.connect(db)
+        rows = con.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall()
+        con.close()
+        return dict(rows)
+    except sqlite3.Error:
+        return {}
+
+
+def wait_for_done(db: Path, n: int, proc, timeout: float = 120) -> None:
+    """Poll until ``n`` runs are done, failing if the child ``proc`` exits first."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if db.exists() and status_counts(db).get("done", 0) >= n:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError("runs did not finish in time")
 
 
 def interruptible() -> None:

@@ -10,16 +10,7 @@ from pathlib import Path
 import pytest
 
 from ablab.cli import main
-from ablab.store import Store
-from conftest import interruptible, tiny_study
-
-
-def _metrics(out: Path):
-    store = Store.open(out)
-    try:
-        return store.metrics(), store.runs()
-    finally:
-        store.close()
+from conftest import interruptible, same_metrics, status_counts, stored, tiny_study, wait_for_done
 
 
 def test_failed_run_is_stored_and_the_study_goes_on(monkeypatch, write_study, tmp_path, capsys):
@@ -36,16 +27,16 @@ def test_failed_run_is_stored_and_the_study_goes_on(monkeypatch, write_study, tm
     study = tiny_study(grid={"optimizer.momentum": [0.9, 0.5]}, seeds={"replicates": 1})
     out = tmp_path / "r"
     assert main(["run", str(write_study(study)), "--out", str(out)]) == 1  # not everything finished
-    _, runs = _metrics(out)
+    _, runs = stored(out)
     by = runs.set_index("label")
     assert by.loc["optimizer.momentum=0.9", "status"] == "done"
     assert by.loc["optimizer.momentum=0.5", "status"] == "failed"
     assert "simulated crash in one variant" in by.loc["optimizer.momentum=0.5", "error"]
     # the rerun retries the failed run (the bug is "fixed") and keeps the done one
     monkeypatch.setattr(loop, "train_step", real_step)
-    done_before = Store.open(out).runs().set_index("label").loc["optimizer.momentum=0.9", "finished"]
+    done_before = stored(out)[1].set_index("label").loc["optimizer.momentum=0.9", "finished"]
     assert main(["run", str(write_study(study)), "--out", str(out)]) == 0
-    _, runs = _metrics(out)
+    _, runs = stored(out)
     assert set(runs.status) == {"done"}
     assert runs.set_index("label").loc["optimizer.momentum=0.9", "finished"] == done_before
     capsys.readouterr()
@@ -56,10 +47,9 @@ def test_parallel_workers_give_the_same_numbers_as_sequential(write_study, tmp_p
     # bitwise equality needs the same intra-op thread count: 2 workers on 2 cores get 1 thread each
     assert main(["run", str(path), "--out", str(tmp_path / "seq"), "--threads", "1"]) == 0
     assert main(["run", str(path), "--out", str(tmp_path / "par"), "--workers", "2", "--threads", "1"]) == 0
-    (ms, rs), (mp_, rp) = _metrics(tmp_path / "seq"), _metrics(tmp_path / "par")
+    (ms, rs), (mp_, rp) = stored(tmp_path / "seq"), stored(tmp_path / "par")
     assert rs.run.tolist() == rp.run.tolist() and set(rp.status) == {"done"}
-    key = ["run", "split", "name", "step"]
-    assert ms.sort_values(key).reset_index(drop=True).equals(mp_.sort_values(key).reset_index(drop=True))
+    assert same_metrics(ms, mp_)
     capsys.readouterr()
 
 
@@ -80,10 +70,9 @@ def test_forkserver_workers_with_two_threads_match_sequential(write_study, tmp_p
     path = write_study(tiny_study(grid={"optimizer.lr": [0.1, 0.05]}, seeds={"replicates": 1}))
     assert main(["run", str(path), "--out", str(tmp_path / "seq"), "--threads", "2"]) == 0
     assert main(["run", str(path), "--out", str(tmp_path / "par"), "--workers", "2", "--threads", "2"]) == 0
-    (ms, rs), (mp_, rp) = _metrics(tmp_path / "seq"), _metrics(tmp_path / "par")
+    (ms, rs), (mp_, rp) = stored(tmp_path / "seq"), stored(tmp_path / "par")
     assert set(rp.status) == {"done"} and set(rp.device) == {"cpu (2 threads)"}
-    key = ["run", "split", "name", "step"]
-    assert ms.sort_values(key).reset_index(drop=True).equals(mp_.sort_values(key).reset_index(drop=True))
+    assert same_metrics(ms, mp_)
     capsys.readouterr()
 
 
@@ -129,7 +118,7 @@ def test_a_killed_worker_is_replaced_and_its_run_retried(write_study, tmp_path, 
     code = main(["run", str(write_study(study)), "--out", str(out), "--workers", "2", "--threads", "1"])
     t.join()
     assert killed, "no worker was found to kill"
-    _, runs = _metrics(out)
+    _, runs = stored(out)
     assert code == 0 and set(runs.status) == {"done"}
     capsys.readouterr()
 
@@ -137,26 +126,6 @@ def test_a_killed_worker_is_replaced_and_its_run_retried(write_study, tmp_path, 
 def _ablab(*args, **kw):
     return subprocess.Popen([sys.executable, "-m", "ablab", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, preexec_fn=interruptible, **kw)
-
-
-def _status_counts(db: Path) -> dict:
-    try:
-        con = sqlite3.connect(db)
-        rows = con.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall()
-        con.close()
-        return dict(rows)
-    except sqlite3.Error:
-        return {}
-
-
-def _wait_for_done(db: Path, n: int, proc, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if db.exists() and _status_counts(db).get("done", 0) >= n:
-            return
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.05)
-    raise AssertionError("runs did not finish in time")
 
 
 @pytest.mark.parametrize("sig,workers", [(signal.SIGKILL, 1), (signal.SIGINT, 1), (signal.SIGINT, 2)],
@@ -168,25 +137,23 @@ def test_resume_after_the_driver_is_killed(sig, workers, write_study, tmp_path):
     out = tmp_path / "r"
     db = out / "ablab.db"
     proc = _ablab("run", str(path), "--out", str(out), "--workers", str(workers), "--threads", "1")
-    _wait_for_done(db, 2, proc)
+    wait_for_done(db, 2, proc)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    counts = _status_counts(db)
+    counts = status_counts(db)
     assert 2 <= counts.get("done", 0) < 6
     if sig == signal.SIGINT:
         assert proc.returncode == 130 and "resume" in err
         assert "running" not in counts  # interrupted runs were put back to pending
     else:
         assert proc.returncode == -signal.SIGKILL
-    store = Store.open(out)
-    before = store.runs().set_index("run")
-    store.close()
+    before = stored(out)[1].set_index("run")
     finished_before = before[before.status == "done"].finished.to_dict()
 
     rerun = _ablab("run", str(path), "--out", str(out), "--threads", "1")
     stdout, stderr = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, stderr
-    metrics, runs = _metrics(out)
+    metrics, runs = stored(out)
     assert len(runs) == 6 and set(runs.status) == {"done"}
     after = runs.set_index("run")
     for run, finished in finished_before.items():
@@ -197,6 +164,5 @@ def test_resume_after_the_driver_is_killed(sig, workers, write_study, tmp_path):
 
     fresh = _ablab("run", str(path), "--out", str(tmp_path / "fresh"), "--threads", "1")
     assert fresh.wait(timeout=300) == 0
-    ref, _ = _metrics(tmp_path / "fresh")
-    key = ["run", "split", "name", "step"]
-    assert ref.sort_values(key).reset_index(drop=True).equals(metrics.sort_values(key).reset_index(drop=True))
+    ref, _ = stored(tmp_path / "fresh")
+    assert same_metrics(ref, metrics)

@@ -11,31 +11,19 @@ from pathlib import Path
 import pytest
 
 from ablab.cli import main
-from ablab.store import Store
-from conftest import interruptible, tiny_study
+from conftest import interruptible, same_metrics, stored, tiny_study, wait_for_done
 
 ray = pytest.importorskip("ray")
 
-
-def _frames(out: Path):
-    store = Store.open(out)
-    try:
-        return store.metrics(), store.runs()
-    finally:
-        store.close()
-
-
-def _sorted(m):
-    return m.sort_values(["run", "split", "name", "step"]).reset_index(drop=True)
 
 
 def test_ray_gives_the_same_numbers_as_the_local_executor(write_study, tmp_path, capsys):
     path = write_study(tiny_study(grid={"optimizer.lr": [0.1, 0.05]}, seeds={"replicates": 2}))
     assert main(["run", str(path), "--out", str(tmp_path / "local"), "--workers", "2", "--threads", "1"]) == 0
     assert main(["run", str(path), "--out", str(tmp_path / "ray"), "--executor", "ray", "--workers", "2", "--threads", "1"]) == 0
-    (ml, rl), (mr, rr) = _frames(tmp_path / "local"), _frames(tmp_path / "ray")
+    (ml, rl), (mr, rr) = stored(tmp_path / "local"), stored(tmp_path / "ray")
     assert set(rr.status) == {"done"} and rl.run.tolist() == rr.run.tolist()
-    assert _sorted(ml).equals(_sorted(mr))
+    assert same_metrics(ml, mr)
     assert not ray.is_initialized()  # the private instance is shut down
     # a rerun on Ray skips everything already stored
     assert main(["run", str(path), "--out", str(tmp_path / "ray"), "--executor", "ray", "--workers", "2"]) == 0
@@ -79,7 +67,7 @@ def test_a_dead_ray_worker_is_retried_then_failed_with_the_reason(retries, expec
                  "--max-retries", str(retries)])
     t.join()
     assert killed, "no Ray worker was found to kill"
-    _, runs = _frames(out)
+    _, runs = stored(out)
     assert set(runs.status) == expect
     if "failed" in expect:
         assert code == 1
@@ -119,32 +107,20 @@ def test_resume_after_the_ray_driver_is_killed(sig, write_study, tmp_path):
     out = tmp_path / "r"
     cmd = [sys.executable, "-m", "ablab", "run", str(path), "--out", str(out), "--executor", "ray", "--workers", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=interruptible)
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if (out / "ablab.db").exists():
-            try:
-                store = Store.open(out)
-                done = (store.runs().status == "done").sum()
-                store.close()
-            except Exception:  # noqa: BLE001  (the database may be mid-creation)
-                done = 0
-            if done >= 1:
-                break
-        assert proc.poll() is None
-        time.sleep(0.2)
+    wait_for_done(out / "ablab.db", 1, proc, timeout=180)
     proc.send_signal(sig)
     code = proc.wait(timeout=60)
     if sig == signal.SIGINT:  # a clean stop: exit 130, Ray shut down, no run left 'running'
         assert code == 130
         assert _ray_daemons_of(proc.pid) == []
-    _, before = _frames(out)
+    _, before = stored(out)
     if sig == signal.SIGINT:
         assert "running" not in set(before.status)
     finished = before[before.status == "done"].set_index("run").finished.to_dict()
     assert len(finished) >= 1 and len(finished) < 6
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    metrics, runs = _frames(out)
+    metrics, runs = stored(out)
     assert set(runs.status) == {"done"} and len(runs) == 6
     for run, t in finished.items():
         assert runs.set_index("run").loc[run, "finished"] == t

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ablab.cli import main
-from ablab.store import Store
+from conftest import stored
 
 SPEC = Path(__file__).resolve().parents[2] / "studies" / "bn_dissect" / "cpu.yaml"
 
@@ -37,9 +37,7 @@ def test_bn_cpu_study_runs_and_reports(tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 0, captured.err
 
-    store = Store.open(out)
-    runs = store.runs().set_index("label")
-    store.close()
+    runs = stored(out)[1].set_index("label")
     assert len(runs) == 15
     assert runs.loc["vanilla, lr_scale=10", "status"] == "diverged"
     assert (runs.drop(index="vanilla, lr_scale=10")["status"] == "done").all()

@@ -9,8 +9,8 @@ import pytest
 
 from ablab.cli import main
 from ablab.spec import RunSpec, expand, load_study
-from ablab.store import Store
 from ablab.train.loop import train
+from conftest import stored
 from obesity_csv import write_obesity_csv
 
 BOOSTS = Path(__file__).resolve().parents[2] / "studies" / "boosts"
@@ -62,9 +62,7 @@ def test_ci_grid_runs_and_reports_heatmaps_p_values_and_sharpness(tmp_path, caps
     code = main(["run", str(BOOSTS / "ci_grid.yaml"), "--out", str(out), "--report"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    store = Store.open(out)
-    runs = store.runs()
-    store.close()
+    runs = stored(out)[1]
     assert len(runs) == 32 and set(runs["status"]) == {"done"}
     steps = {bool(s["sam"]): (i["steps"], i["gradient_evaluations"]) for s, i in zip(runs["spec"], runs["info"])}
     assert steps[True][1] == steps[False][1] and steps[True][0] * 2 == steps[False][0]

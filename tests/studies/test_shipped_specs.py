@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ablab.cli import main
-from ablab.store import Store
+from conftest import stored
 from fileformats import make_images, write_cifar_batch
 from obesity_csv import write_obesity_csv
 
@@ -71,9 +71,7 @@ def test_cpu_twin_runs_one_epoch_and_reports(name, tmp_path, capsys):
     code = main(["run", str(spec), "--out", str(out), "--set", "epochs=1", "--set", "seeds.replicates=1", "--report"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    store = Store.open(out)
-    runs, metrics = store.runs(), store.metrics()
-    store.close()
+    metrics, runs = stored(out)
     assert runs.status.tolist() == ["done"]
     acc = metrics[(metrics.split == "test") & (metrics.name == "accuracy")]
     assert acc.epoch.tolist() == [0, 1]
