@@ -4,7 +4,8 @@ Workers only train and return a ``RunResult``; the driver alone writes the store
 
 Worker processes start warm. On Linux with 1 intra-op thread per run and CUDA not initialised in
 the driver, they are forked from the driver after it has imported torch._dynamo (torch imports it
-on the first optimizer, ~1 s) and loaded the study's datasets, so no worker repeats either. With
+on the first optimizer, ~1 s) and validated the study (which read its dataset files into the
+loaders' cache), so no worker repeats either. With
 more threads per run a forked child would hang in OpenMP (GNU libgomp is not fork-safe once the
 parent has used a thread team), so workers come from a ``forkserver`` that preloads the same
 modules; where neither exists (Windows), they are spawned.
@@ -13,7 +14,6 @@ modules; where neither exists (Windows), they are spawned.
 from __future__ import annotations
 
 import collections
-import json
 import multiprocessing as mp
 import queue as queue_mod
 import signal
@@ -27,7 +27,7 @@ import torch
 from ablab.execute.progress import ProgressView
 from ablab.spec import RunSpec, Variant
 from ablab.store import Store
-from ablab.train.loop import load_dataset, train
+from ablab.train.loop import train
 from ablab.train.result import RunResult
 
 MAX_WORKER_CRASHES = 2  # a run in flight when a worker died this often is stored as failed
@@ -45,21 +45,14 @@ def start_method(threads: int) -> str:
     return "forkserver" if "forkserver" in methods else "spawn"
 
 
-def warm_driver(todo: list[Variant]) -> None:
-    """First-use work done once in the driver, for forked workers to inherit: imports and datasets."""
+def warm_driver() -> None:
+    """First-use imports done once in the driver, for forked workers to inherit. (The data needs
+    nothing here: validating the study has read every dataset file into the loaders' per-process
+    cache, which the forks share.)"""
     import importlib
 
     for name in WARM_MODULES:
         importlib.import_module(name)
-    seen: set[str] = set()
-    for v in todo:
-        key = json.dumps(v.spec.data, sort_keys=True, default=str)
-        if key not in seen:
-            seen.add(key)
-            try:
-                load_dataset(v.spec.data)
-            except Exception:  # noqa: BLE001  (the run itself reports a dataset that cannot load)
-                pass
 
 
 def _init_worker(progress_queue: Any, threads: int) -> None:
@@ -121,7 +114,7 @@ def run_parallel(store: Store, todo: list[Variant], view: ProgressView, workers:
     method = start_method(threads)
     ctx = mp.get_context(method)
     if method == "fork":
-        warm_driver(todo)
+        warm_driver()
     elif method == "forkserver":
         ctx.set_forkserver_preload(WARM_MODULES)
     progress_queue = ctx.Queue()
