@@ -18,13 +18,15 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import pandas as pd
 
 from ablab import PROTOCOL_VERSION
 from ablab.errors import StoreError
-from ablab.train.result import RunResult
+
+if TYPE_CHECKING:
+    from ablab.train.result import RunResult
 
 DB_NAME = "ablab.db"
 FINAL = ("done", "diverged")  # statuses a rerun keeps; everything else runs again
@@ -144,7 +146,7 @@ class Store:
                 "UPDATE runs SET status='pending' WHERE id=? AND status='running'", [(r,) for r in run_ids]
             )
 
-    def record(self, result: RunResult) -> None:
+    def record(self, result: "RunResult") -> None:
         """Store a finished run: artifacts first (atomic files), then metrics + status in one transaction."""
         run_dir = self.path / "runs" / result.run_id
         spec_json = self._conn.execute("SELECT spec_json FROM runs WHERE id=?", (result.run_id,)).fetchone()

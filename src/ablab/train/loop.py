@@ -24,23 +24,10 @@ from ablab.optim.groups import create_param_groups, decoupled_decay_, group_l2_p
 from ablab.optim.sam import SAM, bn_running_stats_frozen
 from ablab.registry import AUGMENTATIONS, DATASETS, LOSSES, MODELS, OPTIMIZERS, PROBES, SCHEDULES
 from ablab.spec import RunSpec
+from ablab.train.compute import compact_on, make_forward, resolve_device
 from ablab.train.result import MetricRow, RunResult
 
 Progress = Callable[[int, int], None]  # (epoch done, total epochs)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def compact_on(device: torch.device) -> bool:
-    """Keep 8-bit image datasets as uint8 on this device? On a GPU: a quarter of the memory (several
-    runs may share one) and of the host-to-device copy, for one cast per batch. On the CPU the float32
-    copy exists already (the loaders' cache), so decoding every batch would only cost time."""
-    return device.type == "cuda"
 
 
 def load_dataset(spec: dict) -> Dataset:
@@ -58,35 +45,6 @@ def build_model(spec: RunSpec, data: Dataset) -> nn.Module:
     """The model, initialised from the run's ``init`` stream (on the CPU, so every device agrees)."""
     with seeding.init_scope(spec.seeds.init):
         return MODELS.create(spec.model, in_shape=tuple(data.in_shape), out_dim=data.out_dim)
-
-
-def make_forward(model: nn.Module, compute, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The model as the loop calls it: optionally compiled, optionally under bf16 autocast.
-
-    Under bf16 the norm layers still compute in float32 and the output is cast back to float32,
-    so losses and metrics are float32. ``torch.compile`` caches compiled graphs per process; a
-    later run with the same architecture reuses them (parameters are graph inputs, not constants).
-    """
-    fn = torch.compile(model) if compute.compile else model
-    if compute.precision != "bf16":
-        return fn
-    for m in model.modules():
-        if is_norm_module(m):
-            m.forward = _fp32_forward(m.forward)
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            return fn(x).float()
-
-    return forward
-
-
-def _fp32_forward(inner: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, enabled=False):
-            return inner(x.float())
-
-    return forward
 
 
 @dataclass

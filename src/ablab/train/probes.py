@@ -8,8 +8,6 @@ copies them to the host once, at the end, so recording does not synchronise ever
 
 from __future__ import annotations
 
-import io
-import json
 from typing import Protocol
 
 import numpy as np
@@ -17,6 +15,7 @@ import torch
 from pydantic import PositiveInt
 from torch import nn
 
+from ablab.artifacts import load_npz, save_npz  # noqa: F401  (re-exported)
 from ablab.registry import PROBES
 
 
@@ -49,20 +48,6 @@ def learnable(module: nn.Module) -> dict[str, bool]:
         "gamma": bool(getattr(module, "learn_gamma", getattr(module, "weight", None) is not None)),
         "beta": bool(getattr(module, "learn_beta", getattr(module, "bias", None) is not None)),
     }
-
-
-def save_npz(arrays: dict[str, np.ndarray], meta: dict) -> bytes:
-    """Arrays plus a JSON ``meta`` entry in one ``.npz`` (read back with ``load_npz``)."""
-    buf = io.BytesIO()
-    np.savez_compressed(buf, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
-    return buf.getvalue()
-
-
-def load_npz(data: bytes | str) -> tuple[dict[str, np.ndarray], dict]:
-    with np.load(io.BytesIO(data) if isinstance(data, bytes) else data, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files if k != "__meta__"}
-        meta = json.loads(z["__meta__"].tobytes().decode()) if "__meta__" in z.files else {}
-    return arrays, meta
 
 
 class NormParams:
