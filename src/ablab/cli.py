@@ -32,10 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                      help="override a base setting by dotted path, e.g. --set data.path=/data/cifar10 (repeatable)")
     run.add_argument("--report", action="store_true", help="write the report when the study finishes")
+    _limits(run)
 
     val = sub.add_parser("validate", help="check a study spec and list its runs; writes nothing")
     val.add_argument("spec")
     val.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE")
+    _limits(val)
 
     st = sub.add_parser("status", help="done / running / failed / diverged counts, per run")
     st.add_argument("results", help="study results directory")
@@ -48,14 +50,23 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load(spec: str, overrides: list[str]):
-    from ablab.spec import expand, load_study
-    from ablab.validate import check_variants
+def _limits(p: argparse.ArgumentParser) -> None:
+    from ablab.spec import MAX_RUNS
+    from ablab.validate import DEFAULT_MAX_ARTIFACT_GB
+
+    p.add_argument("--max-artifact-gb", type=float, default=DEFAULT_MAX_ARTIFACT_GB,
+                   help=f"refuse a study whose checkpoints and predictions would exceed this (default {DEFAULT_MAX_ARTIFACT_GB:g})")
+    p.add_argument("--max-runs", type=int, default=MAX_RUNS, help=f"refuse a study of more runs (default {MAX_RUNS})")
+
+
+def _load(spec: str, overrides: list[str], max_artifact_gb: float | None = None, max_runs: int | None = None):
+    from ablab.spec import MAX_RUNS, expand, load_study
+    from ablab.validate import DEFAULT_MAX_ARTIFACT_GB, check_variants
 
     study = load_study(spec, overrides)
-    variants = expand(study, file=spec)
-    check_variants(variants, file=spec)
-    return study, variants
+    variants = expand(study, file=spec, max_runs=max_runs or MAX_RUNS)
+    estimate = check_variants(variants, file=spec, max_artifact_gb=max_artifact_gb or DEFAULT_MAX_ARTIFACT_GB)
+    return study, variants, estimate
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -73,7 +84,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         import_ray()  # says how to install Ray before anything runs
     elif args.address:
         raise AblabError("--address needs --executor ray")
-    study, variants = _load(args.spec, args.overrides)  # everything validated before anything is written
+    if args.max_artifact_gb <= 0:
+        raise AblabError(f"--max-artifact-gb must be positive, got {args.max_artifact_gb}")
+    # everything validated before anything is written
+    study, variants, _ = _load(args.spec, args.overrides, args.max_artifact_gb, args.max_runs)
     out = Path(args.out) if args.out else Path("results") / study.name
     try:
         summary = run_study(study, args.spec, variants, out, workers=args.workers, executor=args.executor, threads=args.threads,
@@ -91,12 +105,30 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    study, variants = _load(args.spec, args.overrides)
+    study, variants, estimate = _load(args.spec, args.overrides, args.max_artifact_gb, args.max_runs)
     labels = sorted({v.label for v in variants}, key=[v.label for v in variants].index)
-    print(f"{args.spec}: study '{study.name}' is valid: {len(variants)} runs = {len(labels)} variants × {study.seeds.replicates} replicates")
+    if study.post_hoc:
+        kind = study.members if isinstance(study.members, str) else f"groups of {study.members.groups}"
+        units = len(variants) // max(1, len(labels))
+        print(f"{args.spec}: post-hoc study '{study.name}' is valid: {len(variants)} units = {len(labels)} variants × "
+              f"{units} units ({kind}) of stored runs in {study.source.study}")
+    else:
+        print(f"{args.spec}: study '{study.name}' is valid: {len(variants)} runs = {len(labels)} variants × "
+              f"{len(variants) // max(1, len(labels))} replicates")
+    if estimate.total:
+        print(f"  artifacts: about {_size(estimate.total)} (checkpoints {_size(estimate.checkpoints)}, "
+              f"predictions {_size(estimate.predictions)})")
     for label in labels:
         print(f"  {label}")
     return EXIT_OK
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -106,11 +138,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         runs = store.runs()
         study = store.study()
+        disk = store.artifact_bytes()
+        n_artifacts = len(store.artifacts())
     finally:
         store.close()
     counts = runs["status"].value_counts().to_dict()
     print(f"study '{study['name']}' in {args.results}: {len(runs)} runs: "
           + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "diverged", "failed", "running", "pending")))
+    print(f"artifacts: {n_artifacts} files, {_size(disk)} on disk")
     width = max([len(lbl) for lbl in runs["label"]] + [7])
     print(f"{'run':<16}  {'variant':<{width}}  {'rep':>3}  {'status':<8}  {'time':>7}")
     for r in runs.itertuples():

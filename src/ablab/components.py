@@ -10,3 +10,5 @@ import ablab.data.augment  # noqa: F401
 import ablab.data.datasets  # noqa: F401
 import ablab.data.obesity  # noqa: F401
 import ablab.train.probes  # noqa: F401
+import ablab.train.evaluators  # noqa: F401
+import ablab.train.objectives  # noqa: F401

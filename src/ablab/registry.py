@@ -180,10 +180,12 @@ SCHEDULES = Registry("schedule", context=("total_steps", "steps_per_epoch"))
 LOSSES = Registry("loss")
 AUGMENTATIONS = Registry("augmentation", context=("dataset",))
 PROBES = Registry("probe", context=("model",))
+OBJECTIVES = Registry("objective", context=("setup",))
+EVALUATORS = Registry("evaluator")
 
 ALL_REGISTRIES: dict[str, Registry] = {
     r.kind: r
-    for r in (DATASETS, MODELS, NORMS, ACTIVATIONS, OPTIMIZERS, SCHEDULES, LOSSES, AUGMENTATIONS, PROBES)
+    for r in (DATASETS, MODELS, NORMS, ACTIVATIONS, OPTIMIZERS, SCHEDULES, LOSSES, AUGMENTATIONS, PROBES, OBJECTIVES, EVALUATORS)
 }
 
 

@@ -2,24 +2,32 @@
 
 Layout::
 
-    results/<study>/ablab.db          studies, runs (status, resolved spec, code version), metrics
-    results/<study>/runs/<id>/...      artifact files, each written to a temporary name then renamed
+    results/<study>/ablab.db          studies, runs (status, resolved spec, code version), metrics,
+                                       artifacts (run, name, kind, epoch, split, size, sha256)
+    results/<study>/runs/<id>/...      artifact files (checkpoints, predictions, probe series)
+    results/<study>/.staging/<id>/     where workers write a run's artifact files before it is stored
     results/<study>/report/            written by ``ablab report``
 
-Only the driver writes. A run's metrics and its final status are written in one transaction,
-so a killed study never holds half a run: unfinished runs are simply run again.
+Only the driver writes. Workers write artifact files into the staging folder; the driver moves
+them into ``runs/<id>/`` and then records them, the run's metrics and its final status in one
+transaction, so a killed study never holds half a run: unfinished runs are simply run again, and
+their leftover files (staged or moved) are removed when the study starts again.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import io
 import json
 import os
+import shutil
 import sqlite3
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
+import numpy as np
 import pandas as pd
 
 from ablab import PROTOCOL_VERSION
@@ -46,7 +54,12 @@ CREATE TABLE IF NOT EXISTS metrics(
     name TEXT NOT NULL, value REAL);
 CREATE INDEX IF NOT EXISTS metrics_by_run ON metrics(run);
 CREATE TABLE IF NOT EXISTS failures(run TEXT NOT NULL, at REAL NOT NULL, error TEXT);
+CREATE TABLE IF NOT EXISTS artifacts(
+    run TEXT NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL, epoch INTEGER, split TEXT,
+    size INTEGER NOT NULL, sha256 TEXT NOT NULL, PRIMARY KEY (run, name));
+CREATE TABLE IF NOT EXISTS directions(name TEXT PRIMARY KEY, direction TEXT NOT NULL);
 """
+STAGING = ".staging"
 
 
 @functools.lru_cache(maxsize=1)
@@ -92,20 +105,36 @@ class Store:
         with conn:
             conn.executescript(_SCHEMA)
             conn.execute("INSERT OR IGNORE INTO meta VALUES ('protocol', ?)", (str(PROTOCOL_VERSION),))
-        return cls(path, conn)
+
+        store = cls(path, conn)
+        store._migrate()
+        return store
 
     @classmethod
-    def open(cls, path: str | Path) -> "Store":
+    def open(cls, path: str | Path, readonly: bool = False) -> "Store":
+        """An existing store; ``readonly`` never changes a file (source studies of other studies)."""
         path = Path(path)
         db = path / DB_NAME
         if not db.is_file():
             raise StoreError(f"{path}: not an ablab results directory (no {DB_NAME}); run 'ablab run SPEC' first")
         try:
-            conn = _connect(db)
+            conn = _connect(db, readonly=readonly)
             conn.execute("SELECT 1 FROM runs LIMIT 1")
         except sqlite3.DatabaseError as err:
             raise StoreError(f"{db}: cannot read the results database: {err}") from None
-        return cls(path, conn)
+        store = cls(path, conn)
+        if not readonly:
+            with conn:
+                conn.executescript(_SCHEMA)  # tables added since the store was written
+            store._migrate()
+        return store
+
+    def _migrate(self) -> None:
+        """Stores written by earlier versions gain the columns added since."""
+        cols = {r[1] for r in self._conn.execute("PRAGMA table_info(runs)")}
+        if "origin_json" not in cols:
+            with self._conn:
+                self._conn.execute("ALTER TABLE runs ADD COLUMN origin_json TEXT")
 
     def close(self) -> None:
         self._conn.close()
@@ -123,11 +152,12 @@ class Store:
                  study.report.model_dump_json(), version, time.time()),
             )
             self._conn.executemany(
-                "INSERT INTO runs(id, label, replicate, axes_json, spec_json, status, code_version) "
-                "VALUES (?,?,?,?,?, 'pending', ?) ON CONFLICT(id) DO UPDATE SET "
-                "label=excluded.label, axes_json=excluded.axes_json",
+                "INSERT INTO runs(id, label, replicate, axes_json, spec_json, status, code_version, origin_json) "
+                "VALUES (?,?,?,?,?, 'pending', ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                "label=excluded.label, axes_json=excluded.axes_json, origin_json=excluded.origin_json",
                 [(v.id, v.label, v.replicate, json.dumps(v.axes, sort_keys=True, default=str),
-                  v.spec.canonical_json(), version) for v in variants],
+                  v.spec.canonical_json(), version, json.dumps(getattr(v, "origin", {}) or {}, sort_keys=True, default=str))
+                 for v in variants],
             )
             self._conn.execute("DELETE FROM study_runs")
             self._conn.executemany("INSERT INTO study_runs VALUES (?,?)", list(enumerate(v.id for v in variants)))
@@ -146,21 +176,58 @@ class Store:
                 "UPDATE runs SET status='pending' WHERE id=? AND status='running'", [(r,) for r in run_ids]
             )
 
+    def staging_dir(self, run_id: str) -> Path:
+        """Where a worker writes the artifact files of ``run_id`` before the driver stores them."""
+        return self.path / STAGING / run_id
+
+    def prepare_staging(self) -> None:
+        """Remove what a killed invocation left: the staging folder, and files of runs not stored.
+
+        A run without a final status has no artifacts in the database; any file in its folder
+        came from an interrupted commit and is removed (it is written again when the run reruns).
+        """
+        shutil.rmtree(self.path / STAGING, ignore_errors=True)
+        (self.path / STAGING).mkdir(parents=True, exist_ok=True)
+        unfinished = {r[0] for r in self._conn.execute("SELECT id FROM runs WHERE status NOT IN (?, ?)", FINAL)}
+        runs_dir = self.path / "runs"
+        if runs_dir.is_dir():
+            for run_dir in runs_dir.iterdir():
+                if run_dir.name in unfinished and run_dir.is_dir():
+                    shutil.rmtree(run_dir, ignore_errors=True)
+
+    def remove_staging(self) -> None:
+        shutil.rmtree(self.path / STAGING, ignore_errors=True)
+
     def record(self, result: "RunResult") -> None:
-        """Store a finished run: artifacts first (atomic files), then metrics + status in one transaction."""
+        """Store a finished run: artifact files moved into place first, then their index, the metrics and
+        the status in one transaction (a kill in between leaves files that the next start removes)."""
         run_dir = self.path / "runs" / result.run_id
         spec_json = self._conn.execute("SELECT spec_json FROM runs WHERE id=?", (result.run_id,)).fetchone()
         if spec_json is None:
             raise StoreError(f"run {result.run_id} is not part of this study")
         write_atomic(run_dir / "spec.json", json.dumps(
             {"spec": json.loads(spec_json[0]), "code_version": code_version()}, indent=2).encode())
-        for name, data in result.artifacts.items():
-            write_atomic(run_dir / name, data)
+        records = result.artifacts.records() if hasattr(result.artifacts, "records") else []
+        for art in records:
+            target = run_dir / art.name
+            if art.path is not None and Path(art.path).is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(art.path, target)
+            else:
+                write_atomic(target, art.read())
         with self._conn:
             self._conn.execute("DELETE FROM metrics WHERE run=?", (result.run_id,))
+            self._conn.execute("DELETE FROM artifacts WHERE run=?", (result.run_id,))
             self._conn.executemany(
                 "INSERT INTO metrics VALUES (?,?,?,?,?,?)",
                 [(result.run_id, s, e, sp, n, v) for (s, e, sp, n, v) in result.metrics],
+            )
+            self._conn.executemany(
+                "INSERT INTO artifacts VALUES (?,?,?,?,?,?,?)",
+                [(result.run_id, a.name, a.kind, a.epoch, a.split, a.size, a.sha256) for a in records],
+            )
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO directions VALUES (?,?)", sorted((getattr(result, "directions", None) or {}).items())
             )
             if result.status == "failed":
                 self._conn.execute("INSERT INTO failures VALUES (?,?,?)", (result.run_id, time.time(), result.error))
@@ -170,6 +237,7 @@ class Store:
                 (result.status, result.error, result.device, result.started, time.time(),
                  result.duration_s, code_version(), json.dumps(result.info), result.run_id),
             )
+        shutil.rmtree(self.staging_dir(result.run_id), ignore_errors=True)
 
     # ---- reading
 
@@ -187,15 +255,20 @@ class Store:
         """One row per run of the current study (``all_runs``: also runs of earlier versions of it)."""
         query = (
             "SELECT r.id AS run, r.label, r.replicate, r.status, r.axes_json, r.spec_json, r.error, "
-            "r.duration_s, r.device, r.code_version, r.started, r.finished, r.attempts, r.info_json, s.position "
-            "FROM runs r {join} study_runs s ON s.run = r.id ORDER BY s.position, r.id"
-        ).format(join="LEFT JOIN" if all_runs else "JOIN")
+            "r.duration_s, r.device, r.code_version, r.started, r.finished, r.attempts, r.info_json, {origin}, "
+            "s.position FROM runs r {join} study_runs s ON s.run = r.id ORDER BY s.position, r.id"
+        ).format(join="LEFT JOIN" if all_runs else "JOIN", origin="r.origin_json" if self._has_origin() else
+                 "NULL AS origin_json")
         df = pd.read_sql_query(query, self._conn)
+        df["origin"] = df.pop("origin_json").map(lambda v: json.loads(v) if isinstance(v, str) else {})
         df["axes"] = df.pop("axes_json").map(json.loads)
         df["spec"] = df.pop("spec_json").map(json.loads)
         df["info"] = df.pop("info_json").map(lambda v: json.loads(v) if isinstance(v, str) else {})
         df["in_study"] = df.pop("position").notna()
         return df
+
+    def _has_origin(self) -> bool:
+        return "origin_json" in {r[1] for r in self._conn.execute("PRAGMA table_info(runs)")}
 
     def metrics(self, run: str | None = None) -> pd.DataFrame:
         """Long-format metrics ``(run, step, epoch, split, name, value)`` of the study's runs."""
@@ -217,6 +290,10 @@ class Store:
         ).fetchall()
         return dict(rows)
 
+    def run_status(self, run_id: str) -> str | None:
+        row = self._conn.execute("SELECT status FROM runs WHERE id=?", (run_id,)).fetchone()
+        return row[0] if row else None
+
     def run_ids_to_do(self) -> list[str]:
         """Runs of the study without a final result, in study order."""
         rows = self._conn.execute(
@@ -228,8 +305,104 @@ class Store:
     def artifact_path(self, run: str, name: str) -> Path:
         return self.path / "runs" / run / name
 
+    # ---- artifacts
 
-def _connect(db: Path) -> sqlite3.Connection:
+    def artifacts(self, run: str | None = None) -> pd.DataFrame:
+        """The artifact index ``(run, name, kind, epoch, split, size, sha256)``, of one run or all."""
+        query = "SELECT run, name, kind, epoch, split, size, sha256 FROM artifacts"
+        params: tuple = ()
+        if run is not None:
+            query += " WHERE run = ?"
+            params = (run,)
+        return pd.read_sql_query(query + " ORDER BY run, kind, epoch, name", self._conn, params=params)
+
+    def artifact_bytes(self) -> int:
+        """Disk used by the recorded artifact files, in bytes."""
+        return int(self._conn.execute("SELECT COALESCE(SUM(size), 0) FROM artifacts").fetchone()[0])
+
+    def read_artifact(self, run: str, name: str) -> bytes:
+        """An artifact's bytes, checked against its recorded digest."""
+        row = self._conn.execute("SELECT sha256 FROM artifacts WHERE run=? AND name=?", (run, name)).fetchone()
+        if row is None:
+            raise StoreError(f"{self.path}: run {run} has no artifact '{name}'")
+        path = self.artifact_path(run, name)
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise StoreError(f"{path}: cannot read the artifact: {err.strerror}") from None
+        if hashlib.sha256(data).hexdigest() != row[0]:
+            raise StoreError(f"{path}: the file does not match its recorded sha256 (damaged or replaced)")
+        return data
+
+    def checkpoint_epochs(self, run: str) -> list[int]:
+        try:
+            rows = self._conn.execute(
+                "SELECT epoch FROM artifacts WHERE run=? AND kind='checkpoint' ORDER BY epoch", (run,)).fetchall()
+        except sqlite3.OperationalError:  # a read-only store from a version without artifacts
+            return []
+        return [int(r[0]) for r in rows]
+
+    def final_epoch(self, run: str) -> int | None:
+        """The last epoch of a finished run (its final checkpoint's epoch), or None."""
+        row = self._conn.execute("SELECT info_json, status FROM runs WHERE id=?", (run,)).fetchone()
+        if row is None or row[1] != "done" or not row[0]:
+            return None
+        return json.loads(row[0]).get("epochs")
+
+    def read_checkpoint_bytes(self, run: str, epoch: int | str = "final") -> bytes:
+        if epoch == "final":
+            epoch = self.final_epoch(run)
+        if epoch not in self.checkpoint_epochs(run):
+            have = self.checkpoint_epochs(run)
+            raise StoreError(f"{self.path}: run {run} has no checkpoint at epoch {epoch} (it has: {have or 'none'})")
+        from ablab.train.checkpoint import checkpoint_name
+
+        return self.read_artifact(run, checkpoint_name(int(epoch)))
+
+    def load_checkpoint(self, run: str, epoch: int | str = "final") -> dict[str, Any]:
+        """A run's checkpoint (model, optimizer, step, epoch, seeds, random states); tensors on the CPU."""
+        from ablab.train.checkpoint import load
+
+        return load(self.read_checkpoint_bytes(run, epoch))
+
+    def load_predictions(self, run: str, split: str = "test", epoch: int | str = "final") -> np.ndarray:
+        """A run's stored outputs on ``split`` at ``epoch`` (``final``: the latest stored), float32 [N, ...]."""
+        rows = self.artifacts(run)
+        rows = rows[(rows.kind == "predictions") & (rows.split == split)]
+        if epoch != "final":
+            rows = rows[rows.epoch == epoch]
+        if rows.empty:
+            raise StoreError(f"{self.path}: run {run} has no stored predictions on '{split}' at epoch {epoch} "
+                             "(record.evaluators: [standard, predictions])")
+        name = rows.sort_values("epoch").iloc[-1]["name"]
+        return np.load(io.BytesIO(self.read_artifact(run, name)), allow_pickle=False)
+
+    # ---- metric facts
+
+    def metric_direction(self, split: str, name: str) -> str | None:
+        """``min`` or ``max`` as the evaluator that recorded ``name`` declared it; None if undeclared."""
+        try:
+            row = self._conn.execute("SELECT direction FROM directions WHERE name=?", (name,)).fetchone()
+        except sqlite3.OperationalError:  # a read-only store from a version without declarations
+            return None
+        return row[0] if row else None
+
+    def directions(self) -> dict[str, str]:
+        return dict(self._conn.execute("SELECT name, direction FROM directions").fetchall())
+
+    def final_values(self, split: str, name: str) -> dict[str, float]:
+        """Each run's last recorded value (highest step, then epoch) of ``split.name``."""
+        rows = self._conn.execute(
+            "SELECT run, value FROM metrics WHERE split=? AND name=? ORDER BY run, step, epoch", (split, name)).fetchall()
+        out: dict[str, float] = {}
+        for run, value in rows:
+            out[run] = float(value) if value is not None else float("nan")
+        return out
+
+
+def _connect(db: Path, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        return sqlite3.connect(f"file:{db.resolve()}?mode=ro", uri=True, timeout=30)
     conn = sqlite3.connect(db, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")

@@ -1,31 +1,48 @@
-"""Deep validation of a whole study before its first run: data, models, optimizers, schedules.
+"""Deep validation of a whole study before its first run, with the code the runs themselves use.
 
-``spec.expand`` already checks every field's type and every component name; this builds each
-distinct component once (models on the ``meta`` device, so no memory or time is spent) to catch
-what only the component can know: a missing or corrupt dataset file, a norm placement index
-out of range, a loss that does not fit the task.
+``spec.expand`` already checks every field's type and every component name; this calls
+``build_run`` for each distinct run set-up (models on the ``meta`` device, so no memory or time
+is spent) to catch what only the component can know: a missing or corrupt dataset file, a norm
+placement index out of range, a loss that does not fit the task, a probe or evaluator that cannot
+be built. It also estimates the disk the study's artifacts will take.
 """
 
 from __future__ import annotations
 
 import json
-
-import torch
+from dataclasses import dataclass
 
 from ablab.errors import AblabError, SpecError
-from ablab.registry import AUGMENTATIONS, LOSSES, MODELS, SCHEDULES
-from ablab.spec import Variant
-from ablab.train.loop import build_optimizer, load_run_data, plan_duration
+from ablab.spec import EvalSpec, RunSpec, Variant
+
+DEFAULT_MAX_ARTIFACT_GB = 20.0
+_OPTIMIZER_SLOTS = 2  # state tensors per parameter assumed for the estimate (Adam's two; SGD momentum has one)
 
 
 def _key(obj: object) -> str:
     return json.dumps(obj, sort_keys=True, default=str)
 
 
-def check_variants(variants: list[Variant], file: str) -> None:
-    """Raise one ``SpecError`` (file, field, variant) for the first run that cannot be built."""
+@dataclass
+class Estimate:
+    """Bytes the study's artifacts are expected to take (checkpoints and stored predictions)."""
+
+    checkpoints: int = 0
+    predictions: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.checkpoints + self.predictions
+
+
+def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = DEFAULT_MAX_ARTIFACT_GB) -> Estimate:
+    """Raise one ``SpecError`` (file, field, variant) for the first run that cannot be built; returns the
+    artifact estimate, refused when above ``max_artifact_gb``."""
+    from ablab.train.loop import PartError, build_run, load_run_data
+
     datasets: dict[str, object] = {}
-    seen: set[str] = set()
+    built: dict[str, tuple[int, int, dict]] = {}
+    estimate = Estimate()
     for v in variants:
         spec = v.spec
         where = f" (variant '{v.label}')" if v.axes else ""
@@ -36,6 +53,9 @@ def check_variants(variants: list[Variant], file: str) -> None:
                 return SpecError(e.message + where, field=e.field, file=file)
             return SpecError(f"{err}{where}", field=field, file=file)
 
+        if isinstance(spec, EvalSpec):
+            _check_unit(spec, fail)
+            continue
         dkey = _key([spec.data, spec.corrupt])
         if dkey not in datasets:
             try:
@@ -43,34 +63,61 @@ def check_variants(variants: list[Variant], file: str) -> None:
             except AblabError as err:
                 raise fail(err, "base.data") from None
         data = datasets[dkey]
-        key = _key([spec.data, spec.model, spec.optimizer, spec.schedule, spec.loss, spec.augment,
-                    spec.batch_size, spec.drop_last, spec.epochs, spec.steps, spec.record.eval_splits])
-        if key in seen:
-            continue
-        seen.add(key)
-        for split in spec.record.eval_splits:
-            if split not in data.splits:
-                raise fail(SpecError(f"dataset has no '{split}' split (has {', '.join(data.splits)})"), "base.record.eval_splits")
-        try:
-            with torch.device("meta"):
-                model = MODELS.create(spec.model, in_shape=tuple(data.in_shape), out_dim=data.out_dim)
-        except Exception as err:  # noqa: BLE001  (any failure to build is a spec problem)
-            raise fail(err, "base.model") from None
-        try:
-            build_optimizer(spec, model)
-        except Exception as err:  # noqa: BLE001
-            raise fail(err, "base.optimizer") from None
-        try:
-            plan = plan_duration(spec, len(data.splits["train"]))
-            schedule = SCHEDULES.create(spec.schedule, total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch)
-            schedule(0)
-        except Exception as err:  # noqa: BLE001
-            raise fail(err, "base.schedule") from None
-        loss = LOSSES.create(spec.loss)
-        if getattr(loss, "needs_classes", False) and data.task != "classification":
-            raise fail(SpecError(f"loss '{spec.loss['name']}' needs a classification task; dataset is {data.task} (use mse)"), "base.loss")
-        for i, aug in enumerate(spec.augment):
+        key = _key(spec.model_dump(mode="json", exclude={"seeds", "replicate", "init_from"}))
+        if key not in built:
+            for split in spec.record.eval_splits:
+                if split not in data.splits:
+                    raise fail(SpecError(f"dataset has no '{split}' split (has {', '.join(data.splits)})"),
+                               "base.record.eval_splits")
+            loss = _loss(spec)
+            if getattr(loss, "needs_classes", False) and data.task != "classification":
+                raise fail(SpecError(f"loss '{spec.loss['name']}' needs a classification task; dataset is {data.task} "
+                                     "(use mse)"), "base.loss")
             try:
-                AUGMENTATIONS.create(aug, dataset=data)
-            except Exception as err:  # noqa: BLE001
-                raise fail(err, f"base.augment.{i}") from None
+                parts = build_run(spec, data=data, meta=True)
+            except PartError as err:  # any failure to build is a spec problem of that field
+                raise fail(err.cause, f"base.{err.field}") from None
+            params = sum(p.numel() for p in parts.model.parameters())
+            buffers = sum(b.numel() for b in parts.model.buffers())
+            sizes = {s: len(data.splits[s]) * int(data.out_dim or 1) * 4 for s in data.splits}
+            built[key] = (params, buffers, {"epochs": parts.plan.epochs, "sizes": sizes})
+            for ev in parts.evaluators:
+                for split in ev.splits_for(spec.record.eval_splits):
+                    if split not in data.splits:
+                        raise fail(SpecError(f"evaluator asks for split '{split}'; the dataset has "
+                                             f"{', '.join(data.splits)}"), "base.record.evaluators")
+        params, buffers, facts = built[key]
+        _add_estimate(estimate, spec, params, buffers, facts)
+    if estimate.total > max_artifact_gb * 1e9:
+        raise SpecError(
+            f"the study's artifacts would take about {estimate.total / 1e9:.1f} GB (checkpoints "
+            f"{estimate.checkpoints / 1e9:.1f} GB, predictions {estimate.predictions / 1e9:.1f} GB), more than the "
+            f"limit of {max_artifact_gb:g} GB; save fewer checkpoints or raise --max-artifact-gb", file=file,
+            field="base.record.checkpoints")
+    return estimate
+
+
+def _loss(spec: RunSpec):
+    from ablab.registry import LOSSES
+
+    return LOSSES.create(spec.loss)
+
+
+def _add_estimate(estimate: Estimate, spec: RunSpec, params: int, buffers: int, facts: dict) -> None:
+    per_checkpoint = 4 * (params * (1 + _OPTIMIZER_SLOTS) + buffers)
+    estimate.checkpoints += per_checkpoint * spec.record.checkpoints.count(facts["epochs"])
+    for e in spec.record.evaluators:
+        if e["name"] == "predictions":
+            splits = e.get("splits") or spec.record.eval_splits
+            epochs = e.get("epochs")
+            times = 1 if epochs == "last" else (len(epochs) if isinstance(epochs, list) else facts["epochs"] + 1)
+            estimate.predictions += times * sum(facts["sizes"].get(s, 0) for s in splits)
+
+
+def _check_unit(spec: EvalSpec, fail) -> None:
+    from ablab.train.posthoc import check_members
+
+    try:
+        check_members(spec)
+    except ValueError as err:
+        raise fail(err, "members") from None

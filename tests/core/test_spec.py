@@ -53,7 +53,7 @@ def test_run_id_depends_on_protocol_version(monkeypatch, write_study):
 
     run = _expand(write_study, tiny_study())[0].spec
     before = run.id
-    monkeypatch.setattr(ablab.spec, "PROTOCOL_VERSION", 999)
+    monkeypatch.setattr(ablab.spec.models, "PROTOCOL_VERSION", 999)
     assert run.id != before
 
 

@@ -91,13 +91,14 @@ def test_weight_decay_given_twice_is_an_error():
 
 def test_budget_epochs_halves_the_steps_of_a_sam_run():
     plain = plan_duration(spec(epochs=None, budget_epochs=4, batch_size=100), 1257)
-    sam = plan_duration(spec(epochs=None, budget_epochs=4, batch_size=100, sam={"rho": 0.05}), 1257)
+    sam = plan_duration(spec(epochs=None, budget_epochs=4, batch_size=100, objective={"name": "sam", "rho": 0.05}), 1257)
     assert plain.total_steps == 4 * 13 and sam.total_steps == 2 * 13
     assert plain.info()["gradient_evaluations"] == sam.info()["gradient_evaluations"] == 52
 
 
 def test_sam_run_records_clean_loss_and_sharpness():
-    r = train(spec(sam={"rho": 0.05}, epochs=2, record={"every_steps": 5, "sharpness": {"rho": 0.05, "batches": 2, "hessian_iters": 5}}))
+    r = train(spec(objective={"name": "sam", "rho": 0.05}, epochs=2, record={"every_steps": 5, "evaluators": [
+        "standard", {"name": "sharpness", "rho": 0.05, "batches": 2, "hessian_iters": 5}]}))
     assert r.status == "done", r.error
     names = {n for (_, _, sp, n, _) in r.metrics if sp == "train"}
     assert {"sam_sharpness", "hessian_top_eigenvalue"} <= names
@@ -107,15 +108,13 @@ def test_sam_run_records_clean_loss_and_sharpness():
 
 
 def test_sam_updates_batchnorm_running_stats_once_per_step():
-    from ablab.train.loop import build_model, build_optimizer, load_run_data
+    from ablab.train.loop import build_run
 
-    s = spec(model={"name": "mlp", "widths": [8], "norm": "batchnorm"}, sam={"rho": 0.05})
-    data = load_run_data(s)
-    model = build_model(s, data)
-    opt = build_optimizer(s, model)
-    x, y = data.splits["train"].x[:32], data.splits["train"].y[:32]
-    train_step(model, opt.optimizer, LOSSES.create("cross_entropy"), x, y)
-    assert int(model.norm0.num_batches_tracked) == 1
+    s = spec(model={"name": "mlp", "widths": [8], "norm": "batchnorm"}, objective={"name": "sam", "rho": 0.05})
+    run = build_run(s)
+    x, y = run.data.splits["train"].x[:32], run.data.splits["train"].y[:32]
+    run.objective.step(run.model, run.forward, run.optimizer, x, y)
+    assert int(run.model.norm0.num_batches_tracked) == 1
 
 
 def test_random_labels_are_fixed_per_seed_and_keep_test_labels():
@@ -182,12 +181,12 @@ def test_divergence_ends_the_run_with_its_history():
 
 
 def test_a_run_that_raises_is_failed_with_traceback(monkeypatch):
-    import ablab.train.loop as loop
+    from ablab.train import objectives
 
     def boom(*a, **k):
         raise RuntimeError("out of memory (simulated)")
 
-    monkeypatch.setattr(loop, "train_step", boom)
+    monkeypatch.setattr(objectives.Standard, "step", boom)
     result = train(spec())
     assert result.status == "failed" and "RuntimeError: out of memory (simulated)" in result.error
     assert "Traceback" in result.error

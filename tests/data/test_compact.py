@@ -64,7 +64,7 @@ def test_training_on_uint8_codes_gives_the_same_numbers(cifar_root, monkeypatch)
         "model": {"name": "one_hidden_conv"}, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
         "augment": [{"name": "random_crop", "padding": 4}, "hflip", "normalize"],
         "epochs": 2, "batch_size": 16, "device": "cpu",
-        "record": {"every_steps": 1, "sharpness": {"batches": 2, "hessian_iters": 2}},
+        "record": {"every_steps": 1, "evaluators": ["standard", {"name": "sharpness", "batches": 2, "hessian_iters": 2}]},
     })
     seen: list[torch.dtype] = []
     real_to = Dataset.to

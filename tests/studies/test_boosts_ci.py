@@ -39,15 +39,15 @@ def test_diabetes_grid_validates_and_has_the_slides_protocol(capsys):
     assert main(["validate", str(spec)]) == 0, capsys.readouterr().err
     assert "576 runs = 192 variants × 3 replicates" in capsys.readouterr().out
     variants = expand(load_study(spec))
-    plain = next(v.spec for v in variants if v.spec.sam is None)
-    sam = next(v.spec for v in variants if v.spec.sam is not None)
+    plain = next(v.spec for v in variants if v.spec.objective["name"] == "standard")
+    sam = next(v.spec for v in variants if v.spec.objective["name"] == "sam")
     assert plain.budget_epochs == sam.budget_epochs == 200 and plain.batch_size == 32
     assert plain.schedule["t_max_epochs"] == 100 and plain.loss["name"] == "mse"
 
 
 def test_an_obesity_grid_run_trains(obesity_file):
     study = load_study(BOOSTS / "obesity_grid.yaml", [f"data.path={obesity_file}"])
-    variant = next(v for v in expand(study) if v.spec.sam is not None and v.spec.optimizer["name"] == "adam")
+    variant = next(v for v in expand(study) if v.spec.objective["name"] == "sam" and v.spec.optimizer["name"] == "adam")
     spec = RunSpec.model_validate({**variant.spec.model_dump(), "budget_epochs": 4, "device": "cpu"})
     result = train(spec)
     assert result.status == "done", result.error
@@ -64,7 +64,7 @@ def test_ci_grid_runs_and_reports_heatmaps_p_values_and_sharpness(tmp_path, caps
     assert code == 0, captured.err
     runs = stored(out)[1]
     assert len(runs) == 32 and set(runs["status"]) == {"done"}
-    steps = {bool(s["sam"]): (i["steps"], i["gradient_evaluations"]) for s, i in zip(runs["spec"], runs["info"])}
+    steps = {s["objective"]["name"] == "sam": (i["steps"], i["gradient_evaluations"]) for s, i in zip(runs["spec"], runs["info"])}
     assert steps[True][1] == steps[False][1] and steps[True][0] * 2 == steps[False][0]
 
     page = (out / "report" / "index.html").read_text()

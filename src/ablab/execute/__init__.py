@@ -46,6 +46,7 @@ def run_study(
     store = Store.create(out)
     try:
         store.sync_study(study, file, variants)
+        store.prepare_staging()  # leftovers of a killed invocation go before anything runs
         todo_ids = set(store.run_ids_to_do())
         todo = [v for v in variants if v.id in todo_ids]
         view = ProgressView(total=len(variants), already_done=len(variants) - len(todo), tty=tty)
@@ -70,6 +71,7 @@ def run_study(
             raise
         finally:
             view.close()
+            store.remove_staging()
         return Summary(store.status_counts(), len(todo))
     finally:
         store.close()

@@ -13,21 +13,22 @@ modules; where neither exists (Windows), they are spawned.
 
 from __future__ import annotations
 
-import collections
 import multiprocessing as mp
 import queue as queue_mod
 import signal
 import sys
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from ablab.execute.progress import ProgressView
-from ablab.spec import RunSpec, Variant
+from ablab.execute.schedule import WorkerDied, finish_run, note_for, run_all, start_run  # noqa: F401  (re-exported)
+from ablab.spec import Variant, parse_unit
 from ablab.store import Store
-from ablab.train.loop import train
+from ablab.train.posthoc import run_unit
 from ablab.train.result import RunResult
 
 MAX_WORKER_CRASHES = 2  # a run in flight when a worker died this often is stored as failed
@@ -62,34 +63,13 @@ def _init_worker(progress_queue: Any, threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _run_in_worker(spec_json: str, run_id: str) -> RunResult:
-    spec = RunSpec.model_validate_json(spec_json)
-
+def _run_in_worker(spec_json: str, run_id: str, staging: str, study_dir: str) -> RunResult:
     def progress(epoch: int, epochs: int) -> None:
         if _progress_queue is not None:
             _progress_queue.put((run_id, epoch, epochs))
 
-    return train(spec, progress=progress, run_id=run_id)
-
-
-def note_for(result: RunResult) -> str:
-    """One line for the log: the error's last line, or the final test metrics."""
-    if result.status == "failed" and result.error:
-        return result.error.strip().splitlines()[-1][:200]
-    finals = {(sp, n): v for (_, _, sp, n, v) in result.metrics if sp == "test"}
-    return ", ".join(f"test.{n}={v:.4g}" for (_, n), v in sorted(finals.items()))
-
-
-def start_run(store: Store, view: ProgressView, v: Variant) -> None:
-    """The driver's side of a run starting: status ``running`` in the store, a line in the view."""
-    store.mark_running(v.id)
-    view.started(v.id, v.label, v.replicate)
-
-
-def finish_run(store: Store, view: ProgressView, v: Variant, result: RunResult) -> None:
-    """The driver's side of a result arriving: stored (one transaction), then shown."""
-    store.record(result)
-    view.finished(v.id, v.label, v.replicate, result.status, result.duration_s, note_for(result))
+    return run_unit(parse_unit(spec_json), progress=progress, run_id=run_id, staging=Path(staging),
+                    study_dir=Path(study_dir))
 
 
 def run_sequential(store: Store, todo: list[Variant], view: ProgressView, threads: int) -> None:
@@ -97,16 +77,36 @@ def run_sequential(store: Store, todo: list[Variant], view: ProgressView, thread
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        _run_each(store, todo, view)
+        run_all(store, todo, view, _InProcess(store, view), workers=1)
     finally:
         torch.set_num_threads(old_threads)
 
 
-def _run_each(store: Store, todo: list[Variant], view: ProgressView) -> None:
-    for v in todo:
-        start_run(store, view, v)
-        result = train(v.spec, progress=lambda e, n, rid=v.id: view.epoch(rid, e, n), run_id=v.id)
-        finish_run(store, view, v, result)
+class _InProcess:
+    """Backend that runs each unit in the driver's process when it is submitted."""
+
+    def __init__(self, store: Store, view: ProgressView):
+        self.store, self.view = store, view
+        self.results: dict[int, RunResult] = {}
+        self.count = 0
+
+    def submit(self, v: Variant) -> int:
+        self.count += 1
+        self.results[self.count] = run_unit(v.spec, progress=lambda e, n, rid=v.id: self.view.epoch(rid, e, n),
+                                            run_id=v.id, staging=self.store.staging_dir(v.id), study_dir=self.store.path)
+        return self.count
+
+    def wait(self, handles: list, timeout: float) -> list:
+        return list(handles)
+
+    def result(self, handle: int) -> RunResult:
+        return self.results.pop(handle)
+
+    def drain_progress(self, view: ProgressView) -> None:
+        pass
+
+    def recover(self) -> None:
+        pass
 
 
 def run_parallel(store: Store, todo: list[Variant], view: ProgressView, workers: int, threads: int) -> None:
@@ -117,60 +117,63 @@ def run_parallel(store: Store, todo: list[Variant], view: ProgressView, workers:
         warm_driver()
     elif method == "forkserver":
         ctx.set_forkserver_preload(WARM_MODULES)
-    progress_queue = ctx.Queue()
-    pending = collections.deque(todo)
-    crashes: collections.Counter[str] = collections.Counter()
-    inflight: dict[Future, Variant] = {}
-    pool = _new_pool(ctx, workers, progress_queue, threads)
+    backend = _Pool(ctx, workers, threads, store)
     try:
-        while pending or inflight:
-            while pending and len(inflight) < workers:
-                v = pending.popleft()
-                start_run(store, view, v)
-                inflight[pool.submit(_run_in_worker, v.spec.canonical_json(), v.id)] = v
-            done, _ = wait(list(inflight), timeout=0.2, return_when=FIRST_COMPLETED)
-            _drain(progress_queue, view)
-            broken = False
-            for fut in done:
-                v = inflight.pop(fut)
-                try:
-                    result = fut.result()
-                except BrokenProcessPool:
-                    broken = True
-                    crashes[v.id] += 1
-                    if crashes[v.id] < MAX_WORKER_CRASHES:
-                        store.mark_pending([v.id])
-                        pending.appendleft(v)
-                        continue
-                    result = RunResult(v.id, "failed", error=f"worker process died {crashes[v.id]} times while running this run")
-                finish_run(store, view, v, result)
-            if broken:
-                pool.shutdown(wait=False, cancel_futures=True)
-                pool = _new_pool(ctx, workers, progress_queue, threads)
+        run_all(store, todo, view, backend, workers, max_crashes=MAX_WORKER_CRASHES)
     except KeyboardInterrupt:  # run_study marks the runs in flight pending
-        _terminate(pool)
+        backend.terminate()
         raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        progress_queue.close()
+        backend.close()
 
 
-def _new_pool(ctx: Any, workers: int, progress_queue: Any, threads: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(progress_queue, threads)
-    )
+class _Pool:
+    """Backend over a process pool; a broken pool (a worker died) is replaced by a new one."""
 
+    def __init__(self, ctx: Any, workers: int, threads: int, store: Store):
+        self.ctx, self.workers, self.threads, self.store = ctx, workers, threads, store
+        self.progress_queue = ctx.Queue()
+        self.pool = self._new_pool()
 
-def _drain(progress_queue: Any, view: ProgressView) -> None:
-    while True:
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=self.ctx, initializer=_init_worker,
+                                   initargs=(self.progress_queue, self.threads))
+
+    def submit(self, v: Variant) -> Future:
+        args = (_run_in_worker, v.spec.canonical_json(), v.id, str(self.store.staging_dir(v.id)), str(self.store.path))
         try:
-            run_id, epoch, epochs = progress_queue.get_nowait()
-        except (queue_mod.Empty, OSError, ValueError):
-            return
-        view.epoch(run_id, epoch, epochs)
+            return self.pool.submit(*args)
+        except BrokenProcessPool:  # the pool broke after the last wait: a new one takes the run
+            self.recover()
+            return self.pool.submit(*args)
 
+    def wait(self, handles: list, timeout: float) -> list:
+        done, _ = wait(handles, timeout=timeout, return_when=FIRST_COMPLETED)
+        return list(done)
 
-def _terminate(pool: ProcessPoolExecutor) -> None:
-    for proc in list(getattr(pool, "_processes", {}).values()):
-        proc.terminate()
-    pool.shutdown(wait=False, cancel_futures=True)
+    def result(self, handle: Future) -> RunResult:
+        try:
+            return handle.result()
+        except BrokenProcessPool as err:
+            raise WorkerDied("a worker process exited unexpectedly") from err
+
+    def drain_progress(self, view: ProgressView) -> None:
+        while True:
+            try:
+                run_id, epoch, epochs = self.progress_queue.get_nowait()
+            except (queue_mod.Empty, OSError, ValueError):
+                return
+            view.epoch(run_id, epoch, epochs)
+
+    def recover(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = self._new_pool()
+
+    def terminate(self) -> None:
+        for proc in list(getattr(self.pool, "_processes", {}).values()):
+            proc.terminate()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.progress_queue.close()

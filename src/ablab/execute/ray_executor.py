@@ -7,14 +7,14 @@ others). The same spec gives the same numbers as the local executor for the same
 
 from __future__ import annotations
 
-import collections
 import math
 import os
+from pathlib import Path
 from typing import Any
 
 from ablab.errors import AblabError
-from ablab.execute.local import finish_run, start_run
 from ablab.execute.progress import ProgressView
+from ablab.execute.schedule import run_all
 from ablab.spec import Resources, Variant
 from ablab.store import Store
 from ablab.train.result import RunResult
@@ -31,15 +31,16 @@ def import_ray() -> Any:
     return ray
 
 
-def _train_task(spec_json: str, run_id: str, threads: int) -> RunResult:
-    """Runs on a Ray worker: the same code path as a local worker process."""
+def _train_task(spec_json: str, run_id: str, threads: int, staging: str, study_dir: str) -> RunResult:
+    """Runs on a Ray worker: the same code path as a local worker process. On another node without
+    the study folder, artifacts travel back in the result."""
     import torch
 
-    from ablab.spec import RunSpec
-    from ablab.train.loop import train
+    from ablab.spec import parse_unit
+    from ablab.train.posthoc import run_unit
 
     torch.set_num_threads(threads)
-    return train(RunSpec.model_validate_json(spec_json), run_id=run_id)
+    return run_unit(parse_unit(spec_json), run_id=run_id, staging=Path(staging), study_dir=Path(study_dir))
 
 
 def run_ray(
@@ -71,33 +72,51 @@ def run_ray(
     remote = ray.remote(_train_task).options(
         num_cpus=resources.cpus, num_gpus=resources.gpus, max_retries=max_retries, retry_exceptions=False
     )
-    pending = collections.deque(todo)
-    inflight: dict[Any, Variant] = {}
+    backend = _RayTasks(ray, remote, store, threads, max_retries)
     try:
-        while pending or inflight:
-            while pending and len(inflight) < workers:
-                v = pending.popleft()
-                start_run(store, view, v)
-                inflight[remote.remote(v.spec.canonical_json(), v.id, threads)] = v
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
-            for ref in ready:
-                v = inflight.pop(ref)
-                try:
-                    result = ray.get(ref)
-                except ray.exceptions.RayError as err:  # worker died (retries used up) or task error
-                    result = RunResult(v.id, "failed", error=f"Ray task failed after {max_retries} retries: "
-                                       f"{type(err).__name__}: {err}")
-                finish_run(store, view, v, result)
+        run_all(store, todo, view, backend, workers)
     except KeyboardInterrupt:  # run_study marks the runs in flight pending
         if not started_here:
             # Ray belongs to the caller: stop our tasks. (Where we started Ray, shutdown kills them;
             # ray.cancel(force=True) racing a task's completion aborts the driver in Ray 2.60.)
-            for ref in inflight:
+            for ref in backend.submitted:
                 ray.cancel(ref)
         raise
     finally:
         if started_here:
             ray.shutdown()
+
+
+class _RayTasks:
+    """Backend over Ray tasks; Ray itself retries a task whose worker died."""
+
+    def __init__(self, ray: Any, remote: Any, store: Store, threads: int, max_retries: int):
+        self.ray, self.remote, self.store, self.threads, self.max_retries = ray, remote, store, threads, max_retries
+        self.submitted: set = set()
+
+    def submit(self, v: Variant) -> Any:
+        ref = self.remote.remote(v.spec.canonical_json(), v.id, self.threads, str(self.store.staging_dir(v.id)),
+                                 str(self.store.path))
+        self.submitted.add(ref)
+        return ref
+
+    def wait(self, handles: list, timeout: float) -> list:
+        ready, _ = self.ray.wait(handles, num_returns=1, timeout=max(timeout, 0.5))
+        return ready
+
+    def result(self, ref: Any) -> RunResult:
+        self.submitted.discard(ref)
+        try:
+            return self.ray.get(ref)
+        except self.ray.exceptions.RayError as err:  # worker died (retries used up) or task error
+            return RunResult("", "failed", error=f"Ray task failed after {self.max_retries} retries: "
+                             f"{type(err).__name__}: {err}")
+
+    def drain_progress(self, view: ProgressView) -> None:
+        pass
+
+    def recover(self) -> None:
+        pass
 
 
 def _local_gpus() -> int:

@@ -106,6 +106,7 @@ class SAM(torch.optim.Optimizer):
         rho: float = 0.05,
         adaptive: bool = False,
         eta: float = 0.01,
+        unscaled: Iterable[torch.Tensor] = (),
     ):
         if rho < 0:
             raise ValueError(f"rho must be >= 0, got {rho}")
@@ -119,6 +120,7 @@ class SAM(torch.optim.Optimizer):
         if given != held:
             raise ValueError("SAM's params must be exactly the parameters of its base optimizer")
         self._link_groups()
+        self._unscaled = {id(p) for p in unscaled}  # ASAM: these keep T = 1
         self._perturbed: Optional[list[torch.Tensor]] = None
 
     def _link_groups(self) -> None:
@@ -147,7 +149,8 @@ class SAM(torch.optim.Optimizer):
                 if p.grad is not None:
                     weights.append(p)
                     grads.append(p.grad)
-                    settings.append((group["rho"], group["adaptive"], group["eta"]))
+                    adaptive = group["adaptive"] and id(p) not in self._unscaled
+                    settings.append((group["rho"], adaptive, group["eta"]))
         for p, e in zip(weights, _perturbations(weights, grads, settings)):
             state = self.state[p]
             clean = state.get("clean")
@@ -203,6 +206,14 @@ class SAM(torch.optim.Optimizer):
         self._link_groups()  # torch's load_state_dict builds new group dicts (davda54/sam#34)
         self.state.clear()
         self._perturbed = None
+
+
+def asam_unscaled_params(model: nn.Module, adaptive_params: str) -> list[nn.Parameter]:
+    """Parameters that ASAM leaves unscaled (T = 1): ``weights`` as the official code (names without
+    "weight"), ``all``: none."""
+    if adaptive_params == "all":
+        return []
+    return [p for name, p in model.named_parameters() if "weight" not in name]
 
 
 def _is_stat_buffer(name: str) -> bool:

@@ -1,33 +1,42 @@
 """The training loop: one explicit function, ``train(spec) -> RunResult``.
 
-Pure with respect to the store: a spec (and data) in, numbers out. The driver stores them.
+Pure with respect to the store: a spec (and data) in, numbers and artifact files out; the driver
+stores them. The loop knows no feature by name: a step is the run's ``objective``, a measurement
+an ``evaluator``, a recording a ``probe``. ``build_run`` assembles a run's parts; validation
+calls the same function (models on the ``meta`` device) before a study starts.
 """
 
 from __future__ import annotations
 
-import io
+import contextlib
+import json
 import math
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Callable, Optional
+from pathlib import Path
+from typing import Callable, Iterator, Optional
 
 import torch
 from torch import nn
 
 from ablab import seeding
 from ablab.data.base import Dataset, Split
-from ablab.analysis.sharpness import hessian_top_eigenvalue, sam_sharpness
 from ablab.data.corrupt import corrupt_dataset
 from ablab.data.sampler import iterate_batches, steps_per_epoch
-from ablab.optim.groups import create_param_groups, decoupled_decay_, group_l2_penalty, is_norm_module
-from ablab.optim.sam import SAM, bn_running_stats_frozen
-from ablab.registry import AUGMENTATIONS, DATASETS, LOSSES, MODELS, OPTIMIZERS, PROBES, SCHEDULES
+from ablab.optim.groups import create_param_groups, decoupled_decay_, group_l2_penalty
+from ablab.registry import AUGMENTATIONS, DATASETS, EVALUATORS, LOSSES, MODELS, OBJECTIVES, OPTIMIZERS, PROBES, SCHEDULES
 from ablab.spec import RunSpec
-from ablab.train.compute import compact_on, make_forward, resolve_device
-from ablab.train.result import MetricRow, RunResult
+from ablab.train import checkpoint as ckpt
+from ablab.train.compute import compact_on, make_forward, resolve_device  # noqa: F401  (re-exported)
+from ablab.train.evaluators import EvalContext, Evaluator, ModelView, correct, loss_and_score
+from ablab.train.objectives import Standard, StepSetup, gradient_evaluations
+from ablab.train.result import ArtifactSink, MetricRow, RunResult
 
 Progress = Callable[[int, int], None]  # (epoch done, total epochs)
+
+
+# ---------------------------------------------------------------- building a run
 
 
 def load_dataset(spec: dict) -> Dataset:
@@ -49,7 +58,7 @@ def build_model(spec: RunSpec, data: Dataset) -> nn.Module:
 
 @dataclass
 class Optimization:
-    """The optimizer (SAM-wrapped or not) and where the run's weight decay acts."""
+    """The optimizer and where the run's weight decay acts."""
 
     optimizer: torch.optim.Optimizer
     penalty: Optional[Callable[[], torch.Tensor]] = None  # ``l2`` mode: added to the loss
@@ -64,9 +73,6 @@ def build_optimizer(spec: RunSpec, model: nn.Module) -> Optimization:
     else:
         params = [p for p in model.parameters() if p.requires_grad]
     optimizer = OPTIMIZERS.create(spec.optimizer, params=params)
-    if spec.sam is not None:
-        flat = [p for g in optimizer.param_groups for p in g["params"]]
-        optimizer = SAM(flat, optimizer, rho=spec.sam.rho, adaptive=spec.sam.adaptive, eta=spec.sam.eta)
     groups = optimizer.param_groups
     penalty = (lambda: group_l2_penalty(groups)) if wd.value > 0 and wd.mode == "l2" else None
     decouple = (lambda: decoupled_decay_(groups)) if wd.value > 0 and wd.mode == "decoupled" else None
@@ -88,9 +94,10 @@ class Plan:
 
 
 def plan_duration(spec: RunSpec, n_train: int) -> Plan:
-    """Steps from ``epochs``, ``steps`` or ``budget_epochs`` (gradient evaluations of that many plain epochs)."""
+    """Steps from ``epochs``, ``steps`` or ``budget_epochs`` (gradient evaluations of that many plain
+    epochs, divided by what one step of the objective costs)."""
     spe = steps_per_epoch(n_train, spec.batch_size, spec.drop_last)
-    evals = 2 if spec.sam is not None else 1
+    evals = gradient_evaluations(spec.objective)
     if spec.steps is not None:
         total = spec.steps
     elif spec.epochs is not None:
@@ -98,6 +105,108 @@ def plan_duration(spec: RunSpec, n_train: int) -> Plan:
     else:
         total = max(1, spec.budget_epochs * spe // evals)
     return Plan(spe, total, math.ceil(total / spe), evals)
+
+
+@dataclass
+class RunParts:
+    """Everything a run is made of, built once from its spec."""
+
+    spec: RunSpec
+    device: torch.device
+    data: Dataset
+    model: nn.Module
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    channels_last: bool
+    optimization: Optimization
+    objective: object
+    base_lrs: list[float]
+    plan: Plan
+    schedule: Callable[[int], float]
+    loss_fn: Callable
+    augments: list
+    eval_transforms: tuple
+    probes: list
+    evaluators: list[Evaluator]
+
+    @property
+    def classification(self) -> bool:
+        return self.data.task == "classification"
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.optimization.optimizer
+
+    def eval_context(self) -> EvalContext:
+        rec = self.spec.record
+        return EvalContext([ModelView(self.model, self.forward)], self.loss_fn, self.classification,
+                           rec.eval_batch_size, self.spec.batch_size, self.eval_transforms, self.device)
+
+
+class PartError(Exception):
+    """A run part could not be built: ``field`` is where in the run spec (``model``, ``augment.1``)."""
+
+    def __init__(self, field: str, cause: Exception):
+        super().__init__(f"{field}: {cause}")
+        self.field, self.cause = field, cause
+
+
+@contextlib.contextmanager
+def _part(field: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001  (re-raised with the spec field it belongs to)
+        raise PartError(field, err) from err
+
+
+def build_run(spec: RunSpec, data: Optional[Dataset] = None, meta: bool = False) -> RunParts:
+    """A run's parts: data on the device, model, optimizer, objective, schedule, loss, augmentations,
+    probes and evaluators. ``meta``: build the model on PyTorch's ``meta`` device (no memory, no
+    time) and leave the data on the CPU, to check that everything can be built (validation).
+    A part that cannot be built raises ``PartError`` naming its field."""
+    device = torch.device("meta") if meta else resolve_device(spec.device)
+    with _part("data"):
+        data = data if data is not None else load_run_data(spec)
+        if not meta:
+            data = data.to(device, compact=compact_on(device))
+    with _part("model"):
+        if meta:
+            with torch.device("meta"):
+                model = MODELS.create(spec.model, in_shape=tuple(data.in_shape), out_dim=data.out_dim)
+        else:
+            model = build_model(spec, data).to(device)
+    channels_last = spec.compute.channels_last and len(data.in_shape) == 3 and not meta
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    forward = model if meta else make_forward(model, spec.compute, device)
+    with _part("optimizer"):
+        opt = build_optimizer(spec, model)
+    with _part("loss"):
+        loss_fn = LOSSES.create(spec.loss)
+    with _part("objective"):
+        setup = StepSetup(model, opt.optimizer, loss_fn, opt.penalty, opt.decouple)
+        objective = OBJECTIVES.create(spec.objective, setup=setup)
+    base_lrs = [g["lr"] * spec.lr_scale for g in opt.optimizer.param_groups]
+    with _part("schedule"):
+        plan = plan_duration(spec, len(data.splits["train"]))
+        schedule = SCHEDULES.create(spec.schedule, total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch)
+        schedule(0)
+    augments = []
+    for i, a in enumerate(spec.augment):
+        with _part(f"augment.{i}"):
+            augments.append(AUGMENTATIONS.create(a, dataset=data))
+    with _part("record.probes"):
+        probes = [PROBES.create(p, model=model) for p in spec.record.probes]
+    with _part("record.evaluators"):
+        evaluators = [EVALUATORS.create(e) for e in spec.record.evaluators]
+    return RunParts(
+        spec=spec, device=device, data=data, model=model, forward=forward, channels_last=channels_last,
+        optimization=opt, objective=objective, base_lrs=base_lrs, plan=plan, schedule=schedule, loss_fn=loss_fn,
+        augments=augments, eval_transforms=tuple(a for a in augments if getattr(a, "at_eval", False)),
+        probes=probes, evaluators=evaluators,
+    )
+
+
+# ---------------------------------------------------------------- the loop
 
 
 class _Running:
@@ -122,48 +231,32 @@ class _Running:
         return loss
 
 
-def _correct(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    labels = y.argmax(dim=-1) if y.is_floating_point() else y
-    return (output.argmax(dim=-1) == labels).sum()
-
-
-@torch.no_grad()
 def evaluate(
     model: nn.Module, split: Split, loss_fn, classification: bool, batch_size: int, transforms: tuple = (),
     forward: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> dict[str, float]:
-    """Mean loss (and accuracy, or MSE for regression) over every example of a split.
+    """Mean loss (and accuracy, or MSE for regression) over every example of a split (the ``standard``
+    evaluator's measurement)."""
+    return loss_and_score(forward or model, model, split, loss_fn, classification, batch_size, transforms)
 
-    ``transforms``: the deterministic preprocessing steps among the augmentations (``normalize``).
+
+def train_step(model, optimizer, loss_fn, x, y, penalty=None, decouple=None, forward=None):
+    """One plain optimizer step (the ``standard`` objective) on a batch; returns (loss, output)."""
+    step = Standard(StepSetup(model, optimizer, loss_fn, penalty, decouple))
+    return step.step(model, forward or model, optimizer, x, y)
+
+
+def train(spec: RunSpec, progress: Optional[Progress] = None, run_id: Optional[str] = None,
+          staging: Optional[Path] = None, study_dir: Optional[Path] = None) -> RunResult:
+    """Train one run; a non-finite loss ends it as ``diverged`` with its history so far.
+
+    ``staging``: where artifact files go (the driver moves them into the store); None keeps them in
+    memory. ``study_dir``: the results directory of the run's study, for an ``init_from`` in it.
     """
-    forward = forward or model
-    model.eval()
-    loss_sum = torch.zeros((), device=split.x.device, dtype=torch.float64)
-    extra = torch.zeros((), device=split.x.device, dtype=torch.float64)
-    n = len(split)
-    for start in range(0, n, batch_size):
-        x, y = split.rows(slice(start, start + batch_size))
-        for transform in transforms:
-            x, y = transform(x, y, None)
-        out = forward(x)
-        loss_sum += loss_fn(out, y).double() * len(x)
-        if classification:
-            extra += _correct(out, y)
-        else:
-            extra += torch.nn.functional.mse_loss(out, y.reshape(out.shape).to(out.dtype), reduction="sum").double() / out[0].numel()
-    model.train()
-    if n == 0:
-        return {}
-    name = "accuracy" if classification else "mse"
-    return {"loss": (loss_sum / n).item(), name: (extra / n).item()}
-
-
-def train(spec: RunSpec, progress: Optional[Progress] = None, run_id: Optional[str] = None) -> RunResult:
-    """Train one run; a non-finite loss ends it as ``diverged`` with its history so far."""
     started = time.time()
     run_id = run_id or spec.id
     try:
-        return _train(spec, progress, run_id, started)
+        return _train(spec, progress, run_id, started, ArtifactSink(staging), study_dir)
     except Exception:  # noqa: BLE001  (a run that raises is a result: failed, with its traceback)
         return RunResult(
             run_id, "failed", error=traceback.format_exc(), device=spec.device,
@@ -171,73 +264,111 @@ def train(spec: RunSpec, progress: Optional[Progress] = None, run_id: Optional[s
         )
 
 
-def _train(spec: RunSpec, progress: Optional[Progress], run_id: str, started: float) -> RunResult:
-    # ---- set-up: device, data, model, optimizer, schedule, loss
-    device = resolve_device(spec.device)
-    data = load_run_data(spec).to(device, compact=compact_on(device))
-    classification = data.task == "classification"
-    train_split = data.splits["train"]
-    model = build_model(spec, data).to(device)
-    channels_last = spec.compute.channels_last and len(data.in_shape) == 3
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    forward = make_forward(model, spec.compute, device)
-    opt = build_optimizer(spec, model)
-    optimizer = opt.optimizer
-    base_lrs = [g["lr"] * spec.lr_scale for g in optimizer.param_groups]
-    plan = plan_duration(spec, len(train_split))
-    schedule = SCHEDULES.create(spec.schedule, total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch)
-    loss_fn = LOSSES.create(spec.loss)
-    augments = [AUGMENTATIONS.create(a, dataset=data) for a in spec.augment]
-    eval_transforms = tuple(a for a in augments if getattr(a, "at_eval", False))
-    probes = [PROBES.create(p, model=model) for p in spec.record.probes]
+def _source_checkpoint(spec: RunSpec, study_dir: Optional[Path]) -> dict:
+    from ablab.store import Store
+
+    src = spec.init_from
+    where = src.study or study_dir
+    if where is None:
+        raise ValueError("init_from names a run of this study: train() needs study_dir")
+    store = Store.open(where, readonly=True)
+    try:
+        return ckpt.load(store.read_checkpoint_bytes(src.run, src.epoch))
+    finally:
+        store.close()
+
+
+def _train(spec: RunSpec, progress: Optional[Progress], run_id: str, started: float, sink: ArtifactSink,
+           study_dir: Optional[Path]) -> RunResult:
+    # ---- set-up: the run's parts, its random streams, and the state it continues from
+    run = build_run(spec)
+    device, model, optimizer, plan, rec = run.device, run.model, run.optimizer, run.plan, spec.record
+    train_split = run.data.splits["train"]
     shuffle_gen = seeding.create_generator("shuffle", spec.seeds.shuffle)
     augment_gen = seeding.create_generator("augment", spec.seeds.augment, device)
-    rec = spec.record
+    running = _Running(device)
+    step = epoch0 = 0
+    stochastic = None
+    info: dict = {}
+    seeds = spec.seeds.model_dump()
+    if spec.init_from is not None:
+        state = _source_checkpoint(spec, study_dir)
+        ckpt.restore_model(model, state, f"run {spec.init_from.run} epoch {spec.init_from.epoch}")
+        if state.get("optimizer_spec") == _optimizer_key(spec):
+            optimizer.load_state_dict(state["optimizer"])
+        else:
+            info["optimizer_state"] = "fresh (the continuing run's optimizer or weight decay differs)"
+        keep = ckpt.kept_streams(state["seeds"], seeds)
+        stochastic = ckpt.restore_generators(state, keep, shuffle_gen, augment_gen, device)
+        running.loss.copy_(state["running"]["loss"])
+        running.batches = state["running"]["batches"]
+        step, epoch0 = state["step"], state["epoch"]
+        info["continued_from"] = {"run": spec.init_from.run, "epoch": epoch0, "restored_streams": sorted(keep)}
     metrics: list[MetricRow] = []
+    directions: dict[str, str] = {}
+    ctx = run.eval_context()
     status = "done"
 
-    def record_eval(step: int, epoch: int) -> bool:
+    def run_evaluators(epoch: int) -> bool:
+        """Every evaluator due after ``epoch``; False when a value is not finite (diverged)."""
         finite = True
-        for split_name in rec.eval_splits:
-            for name, value in evaluate(
-                model, data.splits[split_name], loss_fn, classification, rec.eval_batch_size, eval_transforms, forward
-            ).items():
-                metrics.append((step, epoch, split_name, name, value))
-                finite &= math.isfinite(value)
+        last = epoch == plan.epochs or step >= plan.total_steps
+        for ev in run.evaluators:
+            if not ev.runs_at(epoch, last, rec.eval_every_epochs):
+                continue
+            directions.update(ev.directions(ctx.classification))
+            for split_name in ev.splits_for(rec.eval_splits):
+                result = ev.evaluate(ctx, split_name, run.data.splits[split_name], epoch)
+                for name, value in result.metrics.items():
+                    metrics.append((step, epoch, split_name, name, value))
+                    finite &= math.isfinite(value)
+                for name, (kind, data) in result.artifacts.items():
+                    sink.put(name, data, kind, epoch=epoch, split=split_name)
+            if not finite:
+                break
         return finite
 
-    # ---- loop: epochs of shuffled batches; metrics every k steps and every epoch
+    def save_checkpoint(epoch: int) -> None:
+        if rec.checkpoints.due(epoch, plan.epochs) and not (spec.init_from is not None and epoch == epoch0):
+            sink.put(ckpt.checkpoint_name(epoch), ckpt.capture(
+                model=model, optimizer=optimizer, step=step, epoch=epoch, seeds=seeds, shuffle=shuffle_gen,
+                augment=augment_gen, device=device, running=(running.loss, running.batches),
+                optimizer_spec=_optimizer_key(spec)), "checkpoint", epoch=epoch)
+
+    # ---- loop: epochs of shuffled batches; metrics every k steps, evaluators and checkpoints per epoch
     with seeding.deterministic_kernels(spec.deterministic), seeding.stochastic_scope(spec.seeds.stochastic, device):
+        if stochastic is not None:
+            ckpt.set_stochastic_state(stochastic, device)
         model.train()
-        record_eval(0, 0)
-        for probe in probes:
-            probe.after_step(0, 0)
-        running = _Running(device)
-        step = 0
-        for epoch in range(1, plan.epochs + 1):
+        run_evaluators(epoch0)  # a non-finite start shows in the first steps' loss
+        for probe in run.probes:
+            probe.after_step(step, epoch0)
+        save_checkpoint(epoch0)
+        for epoch in range(epoch0 + 1, plan.epochs + 1):
+            if status == "diverged":
+                break
             for idx in iterate_batches(len(train_split), spec.batch_size, spec.drop_last, shuffle_gen, device):
                 x, y = train_split.rows(idx)
-                for aug in augments:
+                for aug in run.augments:
                     x, y = aug(x, y, augment_gen)
-                if channels_last:
+                if run.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                factor = schedule(step)
-                for group, lr in zip(optimizer.param_groups, base_lrs):
+                factor = run.schedule(step)
+                for group, lr in zip(optimizer.param_groups, run.base_lrs):
                     group["lr"] = lr * factor
-                for probe in probes:
+                for probe in run.probes:
                     probe.before_step(step)
-                loss, out = train_step(model, optimizer, loss_fn, x, y, opt.penalty, opt.decouple, forward)
+                loss, out = run.objective.step(model, run.forward, optimizer, x, y)
                 running.add(loss)
                 step += 1
-                for probe in probes:
+                for probe in run.probes:
                     probe.after_step(step, epoch)
                 if step % rec.every_steps == 0 or step == plan.total_steps:
                     batch_loss = running.read()
                     metrics.append((step, epoch, "batch", "loss", batch_loss))
-                    if classification:
-                        metrics.append((step, epoch, "batch", "accuracy", _correct(out, y).item() / len(y)))
-                    metrics.append((step, epoch, "batch", "lr", base_lrs[0] * factor))
+                    if run.classification:
+                        metrics.append((step, epoch, "batch", "accuracy", correct(out, y).item() / len(y)))
+                    metrics.append((step, epoch, "batch", "lr", run.base_lrs[0] * factor))
                     if not math.isfinite(batch_loss):
                         status = "diverged"
                         break
@@ -245,71 +376,25 @@ def _train(spec: RunSpec, progress: Optional[Progress], run_id: str, started: fl
                     break
             if status == "diverged":
                 break
-            if epoch % rec.eval_every_epochs == 0 or step >= plan.total_steps:
-                if not record_eval(step, epoch):
-                    status = "diverged"
-                    break
+            if not run_evaluators(epoch):
+                status = "diverged"
+                break
+            save_checkpoint(epoch)
             if progress is not None:
                 progress(epoch, plan.epochs)
 
-    if spec.record.sharpness is not None and status == "done":
-        metrics.extend(_sharpness(spec, model, train_split, loss_fn, eval_transforms, step, plan.epochs))
-    artifacts = {}
-    for probe in probes:
-        artifacts.update(probe.artifacts())
-    if rec.checkpoint and status == "done":
-        buf = io.BytesIO()
-        torch.save(model.state_dict(), buf)
-        artifacts["model.pt"] = buf.getvalue()
+    for probe in run.probes:
+        for name, data in probe.artifacts().items():
+            sink.put(name, data, "probe")
     threads = f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else ""
-    info = {**plan.info(), "parameters": sum(p.numel() for p in model.parameters())}
+    info.update(plan.info(), parameters=sum(p.numel() for p in model.parameters()))
+    directions.update({"loss": "min", "accuracy": "max"} if run.classification else {"loss": "min"})
     return RunResult(
-        run_id, status, metrics, artifacts, device=f"{device}{threads}",
-        duration_s=time.time() - started, started=started, info=info,
+        run_id, status, metrics, sink.artifacts, device=f"{device}{threads}",
+        duration_s=time.time() - started, started=started, info=info, directions=directions,
     )
 
 
-def _sharpness(spec: RunSpec, model, split: Split, loss_fn, transforms, step: int, epoch: int) -> list[MetricRow]:
-    """SAM-sharpness and the top Hessian eigenvalue on the first training batches (fixed order)."""
-    cfg = spec.record.sharpness
-    batches = []
-    for i in range(min(cfg.batches, math.ceil(len(split) / spec.batch_size))):
-        x, y = split.rows(slice(i * spec.batch_size, (i + 1) * spec.batch_size))
-        for t in transforms:
-            x, y = t(x, y, None)
-        batches.append((x, y))
-    rows = [(step, epoch, "train", "sam_sharpness", sam_sharpness(model, loss_fn, batches, cfg.rho))]
-    if cfg.hessian_iters > 0:
-        g = seeding.create_generator("sharpness", 0, split.x.device)
-        top = hessian_top_eigenvalue(model, loss_fn, batches, iters=cfg.hessian_iters, generator=g)
-        rows.append((step, epoch, "train", "hessian_top_eigenvalue", top))
-    return rows
-
-
-def train_step(
-    model, optimizer, loss_fn, x, y, penalty=None, decouple=None, forward=None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step on a batch; returns the data loss (no penalty) and the output, on the device.
-
-    With SAM (Foret et al. 2021, Alg. 1): the clean pass's gradient gives the ascent step, the
-    gradient at the perturbed point gives the update; BatchNorm running statistics are updated by
-    the clean pass only (momentum 0 on the second, not eval mode). The logged loss is the clean one.
-    ``forward`` is the model as called (compiled and/or autocast; default: the model itself).
-    """
-    forward = forward or model
-    out = forward(x)
-    loss = loss_fn(out, y)
-    total = loss + penalty() if penalty is not None else loss
-    optimizer.zero_grad(set_to_none=True)
-    total.backward()
-    if isinstance(optimizer, SAM):
-        optimizer.first_step()
-        with bn_running_stats_frozen(model):
-            perturbed = loss_fn(forward(x), y)
-            (perturbed + penalty() if penalty is not None else perturbed).backward()
-        optimizer.unperturb()
-        optimizer = optimizer.base_optimizer
-    if decouple is not None:
-        decouple()
-    optimizer.step()
-    return loss, out.detach()
+def _optimizer_key(spec: RunSpec) -> str:
+    """The optimizer state of a checkpoint is loaded only by a run with the same optimizer and decay groups."""
+    return json.dumps([spec.optimizer, spec.weight_decay.model_dump()], sort_keys=True)

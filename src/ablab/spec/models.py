@@ -1,31 +1,28 @@
-"""Study and RunSpec models: YAML loading, validation, grid expansion and stable run ids.
+"""The spec models: a ``Study`` (what the researcher writes) and the runs it expands to.
 
-A study is a ``base`` run plus axes: ``grid`` (cartesian product), ``zip`` (vary together) and
-``seeds`` (replicates, and which random streams vary between them). Axis keys are dotted paths
-into the base run (``optimizer.lr``). Expansion yields fully resolved ``RunSpec``s.
+A training run is a ``RunSpec``; a post-hoc unit (stored runs evaluated without training) is an
+``EvalSpec``. Both are plain data: anything that changes a run's numbers is in them, and their id
+is the hash of their canonical JSON.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
-import itertools
 import json
-from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-import pydantic
-import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, ValidationInfo, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationInfo,
+                      create_model, field_validator, model_validator)
 
 from ablab import PROTOCOL_VERSION
-from ablab.errors import SpecError, split_located
-from ablab.registry import AUGMENTATIONS, DATASETS, LOSSES, MODELS, OPTIMIZERS, PROBES, SCHEDULES, Registry, load_components
+from ablab.errors import SpecError
+from ablab.registry import (AUGMENTATIONS, DATASETS, EVALUATORS, LOSSES, MODELS, OBJECTIVES, OPTIMIZERS, PROBES,
+                            SCHEDULES, Registry, load_components)
 from ablab.seeding import STREAMS
 
 load_components()
 
-Stream = Literal["init", "shuffle", "augment", "stochastic"]
+Stream = Literal[STREAMS]  # the one declaration of the streams is ablab.seeding.STREAMS
 Component = Union[str, dict[str, Any]]
 
 
@@ -51,33 +48,74 @@ def _components(registry: Registry, values: list[Component]) -> list[dict[str, A
     return out
 
 
-_REGISTRY_OF = {"data": DATASETS, "model": MODELS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "loss": LOSSES}
+_REGISTRY_OF = {"data": DATASETS, "model": MODELS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "loss": LOSSES,
+                "objective": OBJECTIVES}
 
 
-class Seeds(_Strict):
-    """One integer per random stream (see ``ablab.seeding``)."""
+Seeds = create_model(
+    "Seeds", __base__=_Strict, __doc__="One integer per random stream (see ``ablab.seeding``).",
+    **{stream: (int, 0) for stream in STREAMS},
+)
 
-    init: int = 0
-    shuffle: int = 0
-    augment: int = 0
-    stochastic: int = 0
+
+class Checkpoints(_Strict):
+    """When a run saves its full training state: at ``epochs``, every ``every_epochs``, and/or at the end.
+
+    A checkpoint holds the model, the optimizer, the step and epoch and the state of every random
+    stream, so a run continued from it (``init_from``) is bitwise the run that never stopped (CPU).
+    """
+
+    epochs: list[NonNegativeInt] = []
+    every_epochs: Optional[PositiveInt] = None
+    final: bool = False
+
+    def due(self, epoch: int, last_epoch: int) -> bool:
+        """Is a checkpoint saved after ``epoch`` (0: before the first step)?"""
+        return (epoch in self.epochs or (self.every_epochs is not None and epoch > 0 and epoch % self.every_epochs == 0)
+                or (self.final and epoch == last_epoch))
+
+    def count(self, last_epoch: int) -> int:
+        return sum(self.due(e, last_epoch) for e in range(last_epoch + 1))
 
 
 class Record(_Strict):
-    """What a run records: training metrics every ``every_steps`` steps, evaluations per epoch."""
+    """What a run records: training metrics every ``every_steps`` steps, evaluators per epoch, checkpoints.
+
+    ``evaluators`` run on the ``eval_splits`` (unless an evaluator names its own) at the epochs each
+    asks for; the default measures loss and accuracy (MSE for regression) every ``eval_every_epochs``.
+    """
 
     every_steps: PositiveInt = 50
     eval_splits: list[Literal["train", "val", "test"]] = ["train", "val", "test"]
     eval_every_epochs: PositiveInt = 1
     eval_batch_size: PositiveInt = 1024
-    checkpoint: bool = False
+    evaluators: list[Component] = ["standard"]
+    checkpoints: Checkpoints = Checkpoints()
     probes: list[Component] = []
-    sharpness: Optional[Sharpness] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            if "sharpness" in data:
+                raise ValueError("'record.sharpness' is now an evaluator: record: {evaluators: [standard, "
+                                 "{name: sharpness, rho: 0.05, batches: 8, hessian_iters: 20}]}")
+            if "checkpoint" in data:
+                raise ValueError("'record.checkpoint' is now 'record.checkpoints: {final: true}' "
+                                 "(or {epochs: [...]}, {every_epochs: k})")
+        return data
 
     @field_validator("probes")
     @classmethod
     def _probes(cls, v: list[Component]) -> list[dict[str, Any]]:
         return _components(PROBES, v)
+
+    @field_validator("evaluators")
+    @classmethod
+    def _evaluators(cls, v: list[Component]) -> list[dict[str, Any]]:
+        if not v:
+            raise ValueError("a run needs at least one evaluator (default: [standard])")
+        return _components(EVALUATORS, v)
 
 
 class WeightDecay(_Strict):
@@ -92,14 +130,6 @@ class WeightDecay(_Strict):
     value: float = Field(0.0, ge=0.0)
     mode: Literal["l2", "decoupled"] = "l2"
     params: Literal["all", "exclude_bias_norm", "gamma_to_one"] = "exclude_bias_norm"
-
-
-class Sam(_Strict):
-    """Sharpness-aware minimisation around the base optimizer (Foret et al. 2021; ASAM: adaptive)."""
-
-    rho: float = Field(0.05, gt=0.0)
-    adaptive: bool = False
-    eta: float = Field(0.01, ge=0.0)
 
 
 class Corrupt(_Strict):
@@ -129,12 +159,16 @@ class Compute(_Strict):
     compile: bool = False
 
 
-class Sharpness(_Strict):
-    """Sharpness at the end of training, on ``batches`` training batches in a fixed order."""
+class InitFrom(_Strict):
+    """Start from a stored checkpoint: run ``run`` of the study in ``study`` (None: this study) at ``epoch``.
 
-    rho: float = Field(0.05, gt=0.0)
-    batches: PositiveInt = 8
-    hessian_iters: int = Field(20, ge=0, description="power iterations for the top Hessian eigenvalue; 0 skips it")
+    Resolved during expansion from what the spec wrote (a run id, an axis selector or a selection);
+    ``study`` is where the source lives and is not part of the run's id (moving results keeps ids).
+    """
+
+    run: str = Field(pattern=r"^[0-9a-f]{16}$")
+    epoch: NonNegativeInt
+    study: Optional[str] = None
 
 
 class RunSpec(_Strict):
@@ -155,7 +189,8 @@ class RunSpec(_Strict):
     batch_size: PositiveInt
     drop_last: bool = False
     weight_decay: WeightDecay = WeightDecay()
-    sam: Optional[Sam] = None
+    objective: Component = "standard"
+    init_from: Optional[InitFrom] = None
     corrupt: Corrupt = Corrupt()
     device: str = "auto"
     deterministic: bool = True
@@ -164,7 +199,15 @@ class RunSpec(_Strict):
     replicate: int = Field(0, ge=0)
     record: Record = Record()
 
-    @field_validator("data", "model", "optimizer", "schedule", "loss")
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "sam" in data:
+            raise ValueError("'sam' is now an objective: objective: {name: sam, rho: 0.05, adaptive: false} "
+                             "(a grid axis 'sam: [null, {rho: 0.05}]' becomes 'objective: [standard, {name: sam, rho: 0.05}]')")
+        return data
+
+    @field_validator("data", "model", "optimizer", "schedule", "loss", "objective")
     @classmethod
     def _one_component(cls, v: Component, info: ValidationInfo) -> dict[str, Any]:
         return _component(_REGISTRY_OF[info.field_name], v)
@@ -199,15 +242,102 @@ class RunSpec(_Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _continues_forward(self) -> "RunSpec":
+        if self.init_from is not None and self.epochs is not None and self.epochs <= self.init_from.epoch:
+            raise ValueError(f"init_from starts at epoch {self.init_from.epoch}; 'epochs' ({self.epochs}) is the total "
+                             "and must be larger")
+        return self
+
     def canonical_json(self) -> str:
         """The run's canonical form: sorted keys, no whitespace, every default filled in."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return _canonical(self)
 
     @property
     def id(self) -> str:
-        """Stable id: sha256 of the canonical JSON and ablab's protocol version (16 hex digits)."""
-        text = f"ablab-protocol-{PROTOCOL_VERSION}:{self.canonical_json()}"
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        """Stable id: sha256 of the canonical JSON (without source locations) and the protocol version."""
+        return _run_id(self)
+
+
+def _canonical(spec: BaseModel) -> str:
+    return json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+def _run_id(spec: BaseModel) -> str:
+    data = spec.model_dump(mode="json")
+    _drop_locations(data)
+    text = f"ablab-protocol-{PROTOCOL_VERSION}:{json.dumps(data, sort_keys=True, separators=(',', ':'))}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _drop_locations(data: Any) -> None:
+    """Where a source study lives is not part of what a run computes."""
+    if isinstance(data, dict):
+        for key in ("init_from", "source"):
+            if isinstance(data.get(key), dict):
+                data[key].pop("study", None)
+        if isinstance(data.get("source_study"), str):
+            data.pop("source_study")
+        for value in data.values():
+            _drop_locations(value)
+    elif isinstance(data, list):
+        for value in data:
+            _drop_locations(value)
+
+
+class Member(_Strict):
+    """One stored run evaluated by a post-hoc unit: its id, the checkpoint epoch and its resolved spec."""
+
+    run: str = Field(pattern=r"^[0-9a-f]{16}$")
+    epoch: NonNegativeInt
+    label: str = ""
+    spec: RunSpec
+
+
+class EvalSpec(_Strict):
+    """A post-hoc unit: stored checkpoints of one or more runs, evaluated without training.
+
+    ``members`` is one run (single), an ordered pair or a disjoint group; ``source_study`` is the
+    results directory that holds their checkpoints (not part of the id).
+    """
+
+    kind: Literal["evaluate"] = "evaluate"
+    source_study: str
+    members: list[Member] = Field(min_length=1)
+    evaluators: list[Component] = ["standard"]
+    eval_splits: list[Literal["train", "val", "test"]] = ["test"]
+    eval_batch_size: PositiveInt = 1024
+    device: str = "auto"
+    deterministic: bool = True
+    replicate: int = Field(0, ge=0)
+
+    @field_validator("evaluators")
+    @classmethod
+    def _evaluators(cls, v: list[Component]) -> list[dict[str, Any]]:
+        if not v:
+            raise ValueError("a post-hoc study needs at least one evaluator")
+        return _components(EVALUATORS, v)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        return RunSpec._device(v)
+
+    def canonical_json(self) -> str:
+        return _canonical(self)
+
+    @property
+    def id(self) -> str:
+        return _run_id(self)
+
+
+UnitSpec = Union[RunSpec, EvalSpec]
+
+
+def parse_unit(spec_json: str) -> UnitSpec:
+    """A stored or transmitted run spec back as its model (training run or post-hoc unit)."""
+    data = json.loads(spec_json)
+    return EvalSpec.model_validate(data) if data.get("kind") == "evaluate" else RunSpec.model_validate(data)
 
 
 class SeedAxis(_Strict):
@@ -282,12 +412,36 @@ class Resources(_Strict):
     gpus: float = Field(0.0, ge=0.0, description="fractional values let several small runs share one GPU")
 
 
+class Groups(_Strict):
+    groups: PositiveInt = Field(description="disjoint groups of this many runs, in study order")
+
+
+class Source(_Strict):
+    """The stored runs a post-hoc study evaluates: a results directory, a run selector, a checkpoint.
+
+    ``runs`` maps axis paths (or base-run paths, or ``replicate``/``label``) to values; every finished
+    run that matches all of them is used (all finished runs when empty). ``checkpoint``: ``final`` or
+    an epoch number.
+    """
+
+    study: str
+    runs: dict[str, Any] = {}
+    checkpoint: Union[Literal["final"], NonNegativeInt] = "final"
+
+
 class Study(_Strict):
-    """A base run plus the axes to vary."""
+    """A base run plus the axes to vary; or, with ``source``, stored runs evaluated without training.
+
+    A post-hoc study's ``base`` holds the evaluation settings (``evaluators``, ``eval_splits``,
+    ``eval_batch_size``, ``device``) and ``members`` says what one unit evaluates: each run
+    (``single``), every ordered pair (``pairs``), or disjoint groups (``{groups: N}``).
+    """
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
-    base: dict[str, Any]
+    base: dict[str, Any] = {}
+    source: Optional[Source] = None
+    members: Union[Literal["single", "pairs"], Groups] = "single"
     grid: dict[str, list[Any]] = {}
     zip: Union[dict[str, list[Any]], list[dict[str, list[Any]]]] = []
     seeds: SeedAxis = SeedAxis()
@@ -315,6 +469,23 @@ class Study(_Strict):
         return groups
 
     @model_validator(mode="after")
+    def _kind(self) -> "Study":
+        if self.source is None:
+            if not self.base:
+                raise ValueError("a study needs a 'base' run (or a 'source' of stored runs to evaluate)")
+            if self.members != "single":
+                raise ValueError("'members' belongs to a post-hoc study: give 'source' too")
+        elif self.seeds.replicates > 1:
+            raise ValueError("a post-hoc study has no seed replicates: its units are the source's runs")
+        elif "metrics" not in self.report.model_fields_set:
+            self.report.metrics = []  # the report shows what the evaluators recorded
+        return self
+
+    @property
+    def post_hoc(self) -> bool:
+        return self.source is not None
+
+    @model_validator(mode="after")
     def _grid_table_axes(self) -> "Study":
         """Heatmap tables name axes of this study (checked now, not after the last run)."""
         from ablab.registry import closest_names
@@ -332,196 +503,13 @@ class Study(_Strict):
 class Variant(BaseModel):
     """One expanded run with its place in the study."""
 
-    spec: RunSpec
+    spec: UnitSpec
     label: str
     axes: dict[str, Any]
     replicate: int
+    origin: dict[str, Any] = {}  # provenance shown in the report: a selection's rank, a unit's members
 
     @property
     def id(self) -> str:
         return self.spec.id
 
-
-# ---------------------------------------------------------------- loading
-
-
-def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
-    """Read and validate a study YAML; ``overrides`` are ``path=value`` strings on ``base``."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise SpecError("file not found", file=str(path)) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise SpecError(f"cannot read: {err}", file=str(path)) from None
-    except yaml.YAMLError as err:
-        raise SpecError(f"not valid YAML: {err}".replace("\n", " "), file=str(path)) from None
-    if not isinstance(raw, dict):
-        raise SpecError("a study is a YAML mapping with keys name, base, grid, zip, seeds, report", file=str(path))
-    raw.setdefault("name", path.stem)
-    for item in overrides or []:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise SpecError(f"an override is PATH=VALUE, got {item!r}", file="--set")
-        try:
-            parsed = yaml.safe_load(value)
-        except yaml.YAMLError:
-            parsed = value
-        # paths start at the study (seeds.replicates, report.selection, base.seeds.init);
-        # any other path is a setting of the base run (optimizer.lr, data.path)
-        if key.split(".")[0] in Study.model_fields:
-            set_path(raw, key, parsed, where=f"--set {key}")
-        elif isinstance(raw.get("base"), dict):
-            set_path(raw["base"], key, parsed, where=f"--set {key}")
-        else:
-            raise SpecError("the study has no 'base' mapping to override", file=str(path))
-    try:
-        return Study.model_validate(raw)
-    except pydantic.ValidationError as err:
-        raise _spec_error(err, str(path)) from None
-
-
-def _spec_error(err: pydantic.ValidationError, file: str, prefix: str = "") -> SpecError:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-"))
-    msg = first["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
-    if first["type"] == "extra_forbidden":
-        msg = "unknown key"
-        parent = list(first["loc"][:-1])
-        allowed = _allowed_keys(err.title, parent)
-        if allowed:
-            from ablab.registry import closest_names
-
-            msg += "." + closest_names(str(first["loc"][-1]), allowed)
-    got = first.get("input")
-    if first["type"] != "extra_forbidden" and isinstance(got, (str, int, float, bool)) and "(got" not in msg:
-        msg += f" (got {got!r})"
-    field, msg = split_located(".".join(p for p in (prefix, loc) if p) or None, msg)
-    return SpecError(msg, field=field, file=file)
-
-
-def _allowed_keys(title: str, parent: list) -> list[str]:
-    models = {"Study": Study, "RunSpec": RunSpec}
-    model = models.get(title)
-    for part in parent:
-        if model is None:
-            return []
-        field = model.model_fields.get(str(part))
-        ann = getattr(field, "annotation", None)
-        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-    return list(model.model_fields) if model is not None else []
-
-
-def set_path(tree: dict[str, Any], path: str, value: Any, where: str = "") -> None:
-    """Set ``tree[a][b][c] = value`` for ``path='a.b.c'``; a component given as a name becomes a dict."""
-    parts = path.split(".")
-    node: Any = tree
-    for i, part in enumerate(parts[:-1]):
-        nxt = node[int(part)] if isinstance(node, list) and part.isdigit() and int(part) < len(node) else (
-            node.get(part) if isinstance(node, dict) else None
-        )
-        if isinstance(nxt, str):
-            nxt = {"name": nxt}
-        elif nxt is None:
-            nxt = {}
-        elif not isinstance(nxt, (dict, list)):
-            raise SpecError(f"cannot set '{path}': '{'.'.join(parts[: i + 1])}' is a value, not a mapping", field=where or path)
-        if isinstance(node, list):
-            node[int(part)] = nxt
-        else:
-            node[part] = nxt
-        node = nxt
-    last = parts[-1]
-    if isinstance(node, list):
-        if not (last.isdigit() and int(last) < len(node)):
-            raise SpecError(f"cannot set '{path}': index {last} out of range", field=where or path)
-        node[int(last)] = value
-    else:
-        node[last] = value
-
-
-# ---------------------------------------------------------------- expansion
-
-
-def _label_value(value: Any) -> str:
-    if value is None:
-        return "none"
-    if isinstance(value, dict) and "name" in value:
-        rest = ", ".join(f"{k}={_label_value(v)}" for k, v in value.items() if k != "name")
-        return f"{value['name']}({rest})" if rest else str(value["name"])
-    if isinstance(value, dict):
-        return "(" + ", ".join(f"{k}={_label_value(v)}" for k, v in value.items()) + ")"
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, list):
-        return "[" + ", ".join(_label_value(v) for v in value) + "]"
-    return str(value)
-
-
-def make_label(axes: dict[str, Any], named: frozenset[str] = frozenset()) -> str:
-    """A readable variant label from its axis values: ``optimizer=adam, lr=0.001``.
-
-    A zip group's ``label`` names that group's values (the axes in ``named``); axes from other
-    groups are appended: ``bn_gamma, lr_scale=10``.
-    """
-    if not axes:
-        return "base"
-    parts = [str(axes["label"])] if "label" in axes else []
-    for path, value in axes.items():
-        if path == "label" or path in named:
-            continue
-        short = path[: -len(".name")] if path.endswith(".name") else path
-        parts.append(f"{short}={_label_value(value)}")
-    return ", ".join(parts)
-
-
-def _axis_combinations(study: Study) -> list[dict[str, Any]]:
-    blocks: list[list[dict[str, Any]]] = []
-    if study.grid:
-        keys = list(study.grid)
-        blocks.append([dict(zip(keys, combo)) for combo in itertools.product(*study.grid.values())])
-    for group in study.zip:
-        if group:
-            n = len(next(iter(group.values())))
-            blocks.append([{k: vals[i] for k, vals in group.items()} for i in range(n)])
-    combos = [{}]
-    for block in blocks:
-        combos = [{**a, **b} for a in combos for b in block]
-    return combos
-
-
-def expand(study: Study, file: str = "") -> list[Variant]:
-    """Every run of the study: variants (grid × zip) × seed replicates, each validated."""
-    out: list[Variant] = []
-    seen: dict[str, str] = {}
-    named = frozenset(k for group in study.zip if "label" in group for k in group)
-    for axes in _axis_combinations(study):
-        label = make_label(axes, named)
-        for r in range(study.seeds.replicates):
-            raw = copy.deepcopy(study.base)
-            for path, value in axes.items():
-                if path != "label":
-                    set_path(raw, path, copy.deepcopy(value), where=path)
-            seeds = {s: study.seeds.base + (r if s in study.seeds.vary else 0) for s in STREAMS}
-            raw.setdefault("seeds", {})
-            if not isinstance(raw["seeds"], dict):
-                raise SpecError("base.seeds must be a mapping of stream: int", file=file, field="base.seeds")
-            raw["seeds"] = {**seeds, **{k: v for k, v in raw["seeds"].items() if k not in study.seeds.vary}}
-            raw["replicate"] = r
-            try:
-                spec = RunSpec.model_validate(raw)
-            except pydantic.ValidationError as err:
-                e = _spec_error(err, file, prefix="base")
-                where = f" (variant '{label}')" if axes else ""
-                raise SpecError(e.message + where, field=e.field, file=file) from None
-            if spec.id in seen:
-                raise SpecError(
-                    f"variants '{seen[spec.id]}' and '{label}' are the same experiment "
-                    "(an axis does not change the run)", file=file, field="grid",
-                )
-            seen[spec.id] = label
-            out.append(Variant(spec=spec, label=label, axes=axes, replicate=r))
-    return out

@@ -1,0 +1,119 @@
+"""The one scheduling loop of every executor: what to start, when, and what to do with each result.
+
+A backend (local processes, Ray) only starts a unit and says when units finish; this loop keeps
+at most ``workers`` in flight, starts a unit that continues a run of the same study only once
+that run is stored, charges a worker's death to the runs it was running, and has the driver store
+each result as it arrives.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Hashable, Iterable, Optional, Protocol
+
+from ablab.execute.progress import ProgressView
+from ablab.spec import Variant
+from ablab.store import FINAL, Store
+from ablab.train.result import RunResult
+
+
+class WorkerDied(Exception):
+    """The process running a unit died (killed, out of memory) before returning a result."""
+
+
+class Backend(Protocol):
+    def submit(self, v: Variant) -> Hashable: ...
+
+    def wait(self, handles: list[Hashable], timeout: float) -> list[Hashable]: ...
+
+    def result(self, handle: Hashable) -> RunResult:
+        """The unit's result; raises ``WorkerDied`` when its worker died."""
+
+    def drain_progress(self, view: ProgressView) -> None: ...
+
+    def recover(self) -> None:
+        """Called after a worker died: make the backend usable again (a new process pool)."""
+
+
+def note_for(result: RunResult) -> str:
+    """One line for the log: the error's last line, or the final test metrics."""
+    if result.status == "failed" and result.error:
+        return result.error.strip().splitlines()[-1][:200]
+    finals = {(sp, n): v for (_, _, sp, n, v) in result.metrics if sp == "test"}
+    return ", ".join(f"test.{n}={v:.4g}" for (_, n), v in sorted(finals.items()))
+
+
+def start_run(store: Store, view: ProgressView, v: Variant) -> None:
+    """The driver's side of a run starting: status ``running`` in the store, a line in the view."""
+    store.mark_running(v.id)
+    view.started(v.id, v.label, v.replicate)
+
+
+def finish_run(store: Store, view: ProgressView, v: Variant, result: RunResult) -> None:
+    """The driver's side of a result arriving: stored (one transaction), then shown."""
+    store.record(result)
+    view.finished(v.id, v.label, v.replicate, result.status, result.duration_s, note_for(result))
+
+
+def in_study_source(v: Variant) -> Optional[str]:
+    """The id of the run of this study that ``v`` continues, if any."""
+    init = getattr(v.spec, "init_from", None)
+    return init.run if init is not None and init.study is None else None
+
+
+def run_all(store: Store, todo: Iterable[Variant], view: ProgressView, backend: Backend, workers: int,
+            max_crashes: int = 2, poll_s: float = 0.2) -> None:
+    """Run every unit of ``todo`` through ``backend``; results are stored as they arrive."""
+    pending = collections.deque(todo)
+    inflight: dict[Any, Variant] = {}
+    crashes: collections.Counter[str] = collections.Counter()
+    while pending or inflight:
+        _start_ready(store, view, backend, pending, inflight, workers)
+        if not inflight:
+            break
+        done = backend.wait(list(inflight), poll_s)
+        backend.drain_progress(view)
+        died = False
+        for handle in done:
+            v = inflight.pop(handle)
+            try:
+                result = backend.result(handle)
+            except WorkerDied as err:
+                died = True
+                crashes[v.id] += 1
+                if crashes[v.id] < max_crashes:
+                    store.mark_pending([v.id])
+                    pending.appendleft(v)
+                    continue
+                result = RunResult(v.id, "failed", error=f"worker process died {crashes[v.id]} times while running "
+                                   f"this run ({err})")
+            result.run_id = v.id
+            finish_run(store, view, v, result)
+        if died:
+            backend.recover()
+
+
+def _start_ready(store: Store, view: ProgressView, backend: Backend, pending: collections.deque,
+                 inflight: dict, workers: int) -> None:
+    """Start pending units whose source (if in this study) is stored, up to ``workers`` in flight."""
+    waiting = collections.deque()
+    inflight_ids = {v.id for v in inflight.values()}
+    pending_ids = {v.id for v in pending}
+    while pending and len(inflight) < workers:
+        v = pending.popleft()
+        source = in_study_source(v)
+        status = store.run_status(source) if source else None
+        if source and status not in FINAL:
+            if source in inflight_ids or source in pending_ids or status == "running":
+                waiting.append(v)
+                continue
+            status = status or "missing"
+        if source and status != "done":
+            start_run(store, view, v)
+            finish_run(store, view, v, RunResult(v.id, "failed", error=f"its source run {source} ended '{status}': "
+                                                 "there is no checkpoint to continue from"))
+            continue
+        start_run(store, view, v)
+        inflight[backend.submit(v)] = v
+        inflight_ids.add(v.id)
+    pending.extendleft(reversed(waiting))

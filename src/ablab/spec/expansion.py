@@ -1,0 +1,340 @@
+"""Expansion: a study becomes its runs (variants × seed replicates, each fully resolved and validated).
+
+Training studies: the grid/zip axes applied to ``base``, times the seed replicates; an ``init_from``
+is resolved to a concrete source run and epoch (in this study or a stored one, read-only). A
+``select`` in ``init_from`` continues the k best runs of a stored study. Post-hoc studies: the
+stored runs of ``source`` arranged into units (single runs, ordered pairs, disjoint groups).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+import pydantic
+from pydantic import NonNegativeInt, PositiveInt
+
+from ablab.errors import SpecError
+from ablab.seeding import STREAMS
+from ablab.spec.labels import make_label
+from ablab.spec.loading import _spec_error, set_path
+from ablab.spec.models import EvalSpec, Groups, Member, RunSpec, Study, Variant, _Strict
+from ablab.spec.select import matches
+
+MAX_RUNS = 100_000  # a study larger than this is almost surely a typo (raise with --max-runs)
+
+
+class Selection(_Strict):
+    """Continue the ``k`` best finished runs of a stored study by the final value of ``metric``."""
+
+    metric: str
+    k: PositiveInt
+    mode: Optional[str] = None  # "min" | "max"; default: the direction the metric's evaluator declared
+
+
+class InitFromSpec(_Strict):
+    """``init_from`` as written in a study: a run (id or selector) or a selection, and the epoch."""
+
+    study: Optional[str] = None
+    run: Any = None
+    select: Optional[Selection] = None
+    epoch: NonNegativeInt
+
+
+def _axis_combinations(study: Study) -> list[dict[str, Any]]:
+    blocks: list[list[dict[str, Any]]] = []
+    if study.grid:
+        keys = list(study.grid)
+        blocks.append([dict(zip(keys, combo)) for combo in itertools.product(*study.grid.values())])
+    for group in study.zip:
+        if group:
+            n = len(next(iter(group.values())))
+            blocks.append([{k: vals[i] for k, vals in group.items()} for i in range(n)])
+    combos = [{}]
+    for block in blocks:
+        combos = [{**a, **b} for a in combos for b in block]
+    return combos
+
+
+def expand(study: Study, file: str = "", max_runs: int = MAX_RUNS) -> list[Variant]:
+    """Every run of the study, each validated; init_from and post-hoc sources resolved read-only."""
+    variants = _expand_post_hoc(study, file) if study.post_hoc else _expand_training(study, file)
+    if len(variants) > max_runs:
+        raise SpecError(f"the study expands to {len(variants)} runs, more than {max_runs}; raise the cap with "
+                        "--max-runs if that is meant", file=file, field="grid")
+    seen: dict[str, str] = {}
+    for v in variants:
+        if v.id in seen:
+            raise SpecError(f"variants '{seen[v.id]}' and '{v.label}' are the same experiment "
+                            "(an axis does not change the run)", file=file, field="grid")
+        seen[v.id] = v.label
+    return variants
+
+
+# ---------------------------------------------------------------- training studies
+
+
+def _expand_training(study: Study, file: str) -> list[Variant]:
+    combos = _axis_combinations(study)
+    n = len(combos) * study.seeds.replicates
+    if n > MAX_RUNS * 10:  # refuse before building millions of dicts
+        raise SpecError(f"the study expands to {n} runs; that is too many", file=file, field="seeds.replicates")
+    named = frozenset(k for group in study.zip if "label" in group for k in group)
+    raws = []
+    for axes in combos:
+        label = make_label(axes, named)
+        for r in range(study.seeds.replicates):
+            raws.append((_raw_run(study, axes, r, file), label, axes, r))
+    # runs without an in-study source first: they are what in-study init_from selectors match
+    per_raw: list[list[Variant]] = [[] for _ in raws]
+    for i, (raw, label, axes, r) in enumerate(raws):
+        if not _in_study_source(raw):
+            per_raw[i] = _variants_of(raw, label, axes, r, file, [])
+    sources = [v for vs in per_raw for v in vs]
+    for i, (raw, label, axes, r) in enumerate(raws):
+        if _in_study_source(raw):
+            per_raw[i] = _variants_of(raw, label, axes, r, file, sources)
+    return [v for vs in per_raw for v in vs]
+
+
+def _raw_run(study: Study, axes: dict[str, Any], r: int, file: str) -> dict[str, Any]:
+    raw = copy.deepcopy(study.base)
+    for path, value in axes.items():
+        if path != "label":
+            set_path(raw, path, copy.deepcopy(value), where=path)
+    seeds = {s: study.seeds.base + (r if s in study.seeds.vary else 0) for s in STREAMS}
+    raw.setdefault("seeds", {})
+    if not isinstance(raw["seeds"], dict):
+        raise SpecError("base.seeds must be a mapping of stream: int", file=file, field="base.seeds")
+    raw["seeds"] = {**seeds, **{k: v for k, v in raw["seeds"].items() if k not in study.seeds.vary}}
+    raw["replicate"] = r
+    return raw
+
+
+def _in_study_source(raw: dict[str, Any]) -> bool:
+    init = raw.get("init_from")
+    return isinstance(init, dict) and init.get("study") is None
+
+
+def _variants_of(raw: dict, label: str, axes: dict, r: int, file: str, sources: list[Variant]) -> list[Variant]:
+    """The run(s) of one raw variant: one, or one per selected source of an ``init_from.select``."""
+    where = f" (variant '{label}')" if axes else ""
+    init = raw.get("init_from")
+    if init is None:
+        return [Variant(spec=_validate(raw, label, axes, file), label=label, axes=axes, replicate=r)]
+    try:
+        written = InitFromSpec.model_validate(init)
+    except pydantic.ValidationError as err:
+        e = _spec_error(err, file, prefix="base.init_from")
+        raise SpecError(e.message + where, field=e.field, file=file) from None
+    out = []
+    for source, extra in _resolve_sources(written, raw, r, file, sources, where):
+        run = copy.deepcopy(raw)
+        run["init_from"] = source
+        origin = {}
+        if extra is not None:  # a selection: continue with the source's seeds, replicate = rank
+            run["seeds"] = extra["seeds"]
+            run["replicate"] = extra["rank"]
+            origin = {"selection": extra["record"]}
+        spec = _validate(run, label, axes, file)
+        out.append(Variant(spec=spec, label=label, axes=axes, replicate=run["replicate"], origin=origin))
+    return out
+
+
+def _validate(raw: dict, label: str, axes: dict, file: str) -> RunSpec:
+    try:
+        return RunSpec.model_validate(raw)
+    except pydantic.ValidationError as err:
+        e = _spec_error(err, file, prefix="base")
+        where = f" (variant '{label}')" if axes else ""
+        raise SpecError(e.message + where, field=e.field, file=file) from None
+
+
+def _resolve_sources(written: InitFromSpec, raw: dict, replicate: int, file: str, sources: list[Variant],
+                     where: str) -> list[tuple[dict, Optional[dict]]]:
+    """[(resolved init_from, selection details or None)] for one raw run."""
+    field = "base.init_from"
+    if (written.run is None) == (written.select is None):
+        raise SpecError("init_from needs exactly one of 'run' (an id or an axis selector) and 'select'" + where,
+                        file=file, field=field)
+    if written.study is None:
+        if written.select is not None:
+            raise SpecError("init_from.select chooses among the runs of a finished study: give its 'study' path"
+                            + where, file=file, field=field)
+        candidates = [_Candidate(v.id, v.label, v.replicate, v.axes, v.spec.model_dump(mode="json"), v.spec)
+                      for v in sources]
+        chosen = _pick_one(written.run, candidates, replicate, file, f"{field}.run", "this study", where)
+        _check_planned_checkpoint(chosen, written.epoch, file, where)
+        return [({"run": chosen.id, "epoch": written.epoch, "study": None}, None)]
+    path = str(Path(written.study).resolve())
+    store = _open_source(written.study, file, f"{field}.study")
+    try:
+        candidates = _stored_candidates(store)
+        if written.select is None:
+            chosen = _pick_one(written.run, candidates, replicate, file, f"{field}.run", written.study, where)
+            _check_stored_checkpoint(store, chosen, written.epoch, written.study, file, where)
+            return [({"run": chosen.id, "epoch": written.epoch, "study": path}, None)]
+        return _select(store, written, candidates, path, file, where)
+    finally:
+        store.close()
+
+
+class _Candidate:
+    def __init__(self, id: str, label: str, replicate: int, axes: dict, spec: dict, model=None, status: str = "done"):
+        self.id, self.label, self.replicate, self.axes, self.spec = id, label, replicate, axes, spec
+        self.model, self.status = model, status
+
+    def matches(self, selector: dict) -> bool:
+        return matches(selector, axes=self.axes, spec=self.spec, label=self.label, replicate=self.replicate)
+
+
+def _pick_one(selector: Any, candidates: list[_Candidate], replicate: int, file: str, field: str, where_from: str,
+              where: str) -> _Candidate:
+    if isinstance(selector, str):
+        found = [c for c in candidates if c.id == selector]
+        if not found:
+            raise SpecError(f"no run '{selector}' in {where_from}{where}", file=file, field=field)
+        return found[0]
+    if not isinstance(selector, dict):
+        raise SpecError(f"a run is a run id or a mapping of axis paths to values, got {selector!r}{where}",
+                        file=file, field=field)
+    found = [c for c in candidates if c.matches(selector)]
+    if len(found) > 1 and "replicate" not in selector:  # replicate r continues the source's replicate r
+        same = [c for c in found if c.replicate == replicate]
+        found = same if len(same) == 1 else found
+    if len(found) != 1:
+        what = "no run" if not found else f"{len(found)} runs ({', '.join(sorted({c.label for c in found}))})"
+        raise SpecError(f"{what} of {where_from} match {selector}; a source is exactly one run{where}",
+                        file=file, field=field)
+    return found[0]
+
+
+def _check_planned_checkpoint(c: _Candidate, epoch: int, file: str, where: str) -> None:
+    spec: RunSpec = c.model
+    if spec.init_from is not None:
+        raise SpecError(f"the source run '{c.label}' continues another run itself; chain through a stored study"
+                        + where, file=file, field="base.init_from")
+    last = spec.epochs
+    ok = spec.record.checkpoints.due(epoch, last) if last is not None else (
+        epoch in spec.record.checkpoints.epochs or spec.record.checkpoints.final)
+    if not ok:
+        raise SpecError(f"the source run '{c.label}' saves no checkpoint at epoch {epoch} "
+                        "(set its record.checkpoints)" + where, file=file, field="base.init_from.epoch")
+
+
+def _open_source(path: str, file: str, field: str):
+    from ablab.errors import StoreError
+    from ablab.store import Store
+
+    try:
+        return Store.open(path, readonly=True)
+    except StoreError as err:
+        raise SpecError(f"source study: {err}", file=file, field=field) from None
+
+
+def _stored_candidates(store) -> list[_Candidate]:
+    runs = store.runs()
+    return [_Candidate(r.run, r.label, int(r.replicate), r.axes, r.spec, status=r.status)
+            for r in runs.itertuples() if r.status == "done"]
+
+
+def _check_stored_checkpoint(store, c: _Candidate, epoch: int, where_from: str, file: str, where: str) -> None:
+    have = store.checkpoint_epochs(c.id)
+    if epoch not in have:
+        raise SpecError(f"run {c.id} ('{c.label}') of {where_from} has no checkpoint at epoch {epoch} "
+                        f"(it has: {have or 'none'})" + where, file=file, field="base.init_from.epoch")
+
+
+def _select(store, written: InitFromSpec, candidates: list[_Candidate], path: str, file: str,
+            where: str) -> list[tuple[dict, dict]]:
+    sel = written.select
+    split, _, name = sel.metric.partition(".")
+    if written.run is not None and not isinstance(written.run, dict):
+        raise SpecError("with 'select', 'run' is an optional selector mapping", file=file, field="base.init_from.run")
+    pool = [c for c in candidates if c.matches(written.run or {})]
+    unfinished = store.status_counts()
+    pending = sum(n for s, n in unfinished.items() if s not in ("done", "diverged", "failed"))
+    if pending:
+        raise SpecError(f"the source study {written.study} has {pending} unfinished runs; finish it before selecting"
+                        + where, file=file, field="base.init_from.study")
+    mode = sel.mode or store.metric_direction(split, name)
+    if mode not in ("min", "max"):
+        raise SpecError(f"say whether the lowest or the highest '{sel.metric}' wins: select.mode: min | max"
+                        + where, file=file, field="base.init_from.select.mode")
+    finals = store.final_values(split, name)
+    scored = [(finals[c.id], c) for c in pool if c.id in finals and math.isfinite(finals[c.id])]
+    if len(scored) < sel.k:
+        raise SpecError(f"select wants the best {sel.k} runs by {sel.metric}; {written.study} has {len(scored)} "
+                        "finished runs with a finite value" + where, file=file, field="base.init_from.select.k")
+    scored.sort(key=lambda x: x[0], reverse=(mode == "max"))
+    out = []
+    for rank, (value, c) in enumerate(scored[: sel.k]):
+        _check_stored_checkpoint(store, c, written.epoch, written.study, file, where)
+        record = {"metric": sel.metric, "mode": mode, "k": sel.k, "rank": rank, "value": value, "source_run": c.id,
+                  "source_label": c.label, "source_replicate": c.replicate, "pool": len(scored), "study": path}
+        out.append(({"run": c.id, "epoch": written.epoch, "study": path},
+                    {"seeds": c.spec["seeds"], "rank": rank, "record": record}))
+    return out
+
+
+# ---------------------------------------------------------------- post-hoc studies
+
+
+def _expand_post_hoc(study: Study, file: str) -> list[Variant]:
+    src = study.source
+    store = _open_source(src.study, file, "source.study")
+    try:
+        pool = [c for c in _stored_candidates(store) if c.matches(src.runs)]
+        if not pool:
+            raise SpecError(f"no finished run of {src.study} matches {src.runs or 'anything'}", file=file,
+                            field="source.runs")
+        members = []
+        for c in pool:
+            epoch = store.final_epoch(c.id) if src.checkpoint == "final" else src.checkpoint
+            have = store.checkpoint_epochs(c.id)
+            if epoch is None or epoch not in have:
+                what = "final checkpoint" if src.checkpoint == "final" else f"checkpoint at epoch {epoch}"
+                raise SpecError(f"run {c.id} ('{c.label}') of {src.study} has no {what} (it has: {have or 'none'}; "
+                                "record.checkpoints of the source study decides)", file=file, field="source.checkpoint")
+            members.append(Member(run=c.id, epoch=epoch, label=f"{c.label} #{c.replicate}",
+                                  spec=RunSpec.model_validate(c.spec)))
+    finally:
+        store.close()
+    units = _units(members, study.members, file)
+    path = str(Path(src.study).resolve())
+    out = []
+    named = frozenset(k for group in study.zip if "label" in group for k in group)
+    for axes in _axis_combinations(study):
+        label = make_label(axes, named)
+        for i, unit in enumerate(units):
+            raw = copy.deepcopy(study.base)
+            for p, value in axes.items():
+                if p != "label":
+                    set_path(raw, p, copy.deepcopy(value), where=p)
+            raw.update(source_study=path, members=[m.model_dump() for m in unit], replicate=i)
+            try:
+                spec = EvalSpec.model_validate(raw)
+            except pydantic.ValidationError as err:
+                e = _spec_error(err, file, prefix="base")
+                raise SpecError(e.message, field=e.field, file=file) from None
+            origin = {"members": [m.label for m in unit], "member_runs": [m.run for m in unit], "epochs": [m.epoch for m in unit]}
+            out.append(Variant(spec=spec, label=label, axes=axes, replicate=i, origin=origin))
+    return out
+
+
+def _units(members: list[Member], kind: Any, file: str) -> list[list[Member]]:
+    if kind == "single":
+        return [[m] for m in members]
+    if kind == "pairs":
+        if len(members) < 2:
+            raise SpecError(f"pairs need at least 2 runs; the source has {len(members)}", file=file, field="members")
+        return [[a, b] for a in members for b in members if a.run != b.run]
+    assert isinstance(kind, Groups)
+    n = kind.groups
+    if len(members) < n:
+        raise SpecError(f"groups of {n} need at least {n} runs; the source has {len(members)}", file=file,
+                        field="members.groups")
+    return [members[i: i + n] for i in range(0, len(members) - n + 1, n)]

@@ -1,0 +1,110 @@
+"""Reading a study: YAML, command-line overrides (``--set PATH=VALUE``) and readable spec errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import yaml
+from pydantic import BaseModel
+
+from ablab.errors import SpecError, split_located
+from ablab.spec.models import EvalSpec, RunSpec, Study
+
+def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
+    """Read and validate a study YAML; ``overrides`` are ``path=value`` strings on ``base``."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpecError("file not found", file=str(path)) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError(f"cannot read: {err}", file=str(path)) from None
+    except yaml.YAMLError as err:
+        raise SpecError(f"not valid YAML: {err}".replace("\n", " "), file=str(path)) from None
+    if not isinstance(raw, dict):
+        raise SpecError("a study is a YAML mapping with keys name, base, grid, zip, seeds, report", file=str(path))
+    raw.setdefault("name", path.stem)
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise SpecError(f"an override is PATH=VALUE, got {item!r}", file="--set")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed = value
+        # paths start at the study (seeds.replicates, report.selection, base.seeds.init);
+        # any other path is a setting of the base run (optimizer.lr, data.path)
+        if key.split(".")[0] in Study.model_fields:
+            set_path(raw, key, parsed, where=f"--set {key}")
+        elif isinstance(raw.get("base"), dict):
+            set_path(raw["base"], key, parsed, where=f"--set {key}")
+        else:
+            raise SpecError("the study has no 'base' mapping to override", file=str(path))
+    try:
+        return Study.model_validate(raw)
+    except pydantic.ValidationError as err:
+        raise _spec_error(err, str(path)) from None
+
+
+def _spec_error(err: pydantic.ValidationError, file: str, prefix: str = "") -> SpecError:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-"))
+    msg = first["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+        parent = list(first["loc"][:-1])
+        allowed = _allowed_keys(err.title, parent)
+        if allowed:
+            from ablab.registry import closest_names
+
+            msg += "." + closest_names(str(first["loc"][-1]), allowed)
+    got = first.get("input")
+    if first["type"] != "extra_forbidden" and isinstance(got, (str, int, float, bool)) and "(got" not in msg:
+        msg += f" (got {got!r})"
+    field, msg = split_located(".".join(p for p in (prefix, loc) if p) or None, msg)
+    return SpecError(msg, field=field, file=file)
+
+
+def _allowed_keys(title: str, parent: list) -> list[str]:
+    models = {"Study": Study, "RunSpec": RunSpec, "EvalSpec": EvalSpec}
+    model = models.get(title)
+    for part in parent:
+        if model is None:
+            return []
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    return list(model.model_fields) if model is not None else []
+
+
+def set_path(tree: dict[str, Any], path: str, value: Any, where: str = "") -> None:
+    """Set ``tree[a][b][c] = value`` for ``path='a.b.c'``; a component given as a name becomes a dict."""
+    parts = path.split(".")
+    node: Any = tree
+    for i, part in enumerate(parts[:-1]):
+        nxt = node[int(part)] if isinstance(node, list) and part.isdigit() and int(part) < len(node) else (
+            node.get(part) if isinstance(node, dict) else None
+        )
+        if isinstance(nxt, str):
+            nxt = {"name": nxt}
+        elif nxt is None:
+            nxt = {}
+        elif not isinstance(nxt, (dict, list)):
+            raise SpecError(f"cannot set '{path}': '{'.'.join(parts[: i + 1])}' is a value, not a mapping", field=where or path)
+        if isinstance(node, list):
+            node[int(part)] = nxt
+        else:
+            node[part] = nxt
+        node = nxt
+    last = parts[-1]
+    if isinstance(node, list):
+        if not (last.isdigit() and int(last) < len(node)):
+            raise SpecError(f"cannot set '{path}': index {last} out of range", field=where or path)
+        node[int(last)] = value
+    else:
+        node[last] = value

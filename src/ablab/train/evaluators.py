@@ -1,0 +1,260 @@
+"""Evaluators: what is measured on a split at evaluation time (registered in ``EVALUATORS``).
+
+An evaluator is listed in ``record.evaluators`` (training runs) or in a post-hoc study's
+``base.evaluators``. At each epoch it asks for (``epochs``: ``every`` evaluation epoch, ``last``, or
+a list), on each split it names (``splits``; None: the run's ``eval_splits``), it returns an
+``Evaluation``: metric values, optional artifacts (bytes with their kind), and it declares for
+each metric whether higher is better (``directions``), never left to be guessed from a name.
+
+An evaluator owns its pass over the split: it may run without gradients (the default ones), with
+gradients (attacks), with several views of each example (test-time augmentation) or with changed
+norm-layer behaviour, and it sees every member model of a post-hoc unit (``ctx.members``).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Optional, Union
+
+import numpy as np
+import torch
+from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
+from torch import nn
+
+from ablab import seeding
+from ablab.data.base import Split
+from ablab.registry import EVALUATORS
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+Epochs = Union[Literal["every", "last"], list[NonNegativeInt]]
+SplitName = Literal["train", "val", "test"]
+MAX = "max"
+MIN = "min"
+
+
+@dataclass
+class ModelView:
+    """One model as evaluators call it: the module (for hooks, parameters) and its forward."""
+
+    module: nn.Module
+    forward: Forward
+    label: str = ""
+
+
+@dataclass
+class EvalContext:
+    """Everything an evaluator may use: the model(s), the loss, the task and the run's settings."""
+
+    members: list[ModelView]
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    classification: bool
+    batch_size: int  # evaluation batch size
+    train_batch_size: int  # the training batch size (sharpness is measured on training batches)
+    transforms: tuple = ()  # deterministic preprocessing among the augmentations (``normalize``)
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def model(self) -> ModelView:
+        return self.members[0]
+
+
+@dataclass
+class Evaluation:
+    """Metric values (name -> float) and artifacts (name -> (kind, bytes)) of one evaluator on one split."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    artifacts: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+
+
+class Evaluator:
+    """Base: when and where it runs. Subclasses implement ``evaluate`` and ``directions``."""
+
+    members: Optional[int] = 1  # models it evaluates at once (None: any number)
+    min_members: int = 1
+
+    def __init__(self, splits: Optional[list[SplitName]], epochs: Epochs):
+        self.splits = splits
+        self.epochs = epochs
+
+    def splits_for(self, default: list[str]) -> list[str]:
+        return list(self.splits) if self.splits is not None else list(default)
+
+    def runs_at(self, epoch: int, last: bool, every: int) -> bool:
+        """Evaluate after ``epoch`` (0 before training)? ``every``: the run's ``eval_every_epochs``."""
+        if self.epochs == "last":
+            return last
+        if self.epochs == "every":
+            return last or epoch % every == 0
+        return epoch in self.epochs
+
+    def directions(self, classification: bool) -> dict[str, str]:
+        raise NotImplementedError
+
+    def evaluate(self, ctx: EvalContext, split_name: str, split: Split, epoch: int) -> Evaluation:
+        raise NotImplementedError
+
+
+def batches(split: Split, batch_size: int, transforms: tuple = ()):
+    """The split in order, in batches of ``batch_size`` (the last may be short), preprocessed."""
+    for start in range(0, len(split), batch_size):
+        x, y = split.rows(slice(start, start + batch_size))
+        for transform in transforms:
+            x, y = transform(x, y, None)
+        yield x, y
+
+
+def correct(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Number of examples whose arg-max output is the (hard or soft) label's arg-max."""
+    labels = y.argmax(dim=-1) if y.is_floating_point() else y
+    return (output.argmax(dim=-1) == labels).sum()
+
+
+@torch.no_grad()
+def loss_and_score(forward: Forward, module: nn.Module, split: Split, loss_fn, classification: bool,
+                   batch_size: int, transforms: tuple = ()) -> dict[str, float]:
+    """Mean loss and accuracy (classification) or MSE (regression) over every example of ``split``.
+
+    Each batch's mean loss is weighted by its size, so a short last batch counts per example.
+    """
+    was_training = module.training
+    module.eval()
+    loss_sum = torch.zeros((), device=split.x.device, dtype=torch.float64)
+    extra = torch.zeros((), device=split.x.device, dtype=torch.float64)
+    for x, y in batches(split, batch_size, transforms):
+        out = forward(x)
+        loss_sum += loss_fn(out, y).double() * len(x)
+        if classification:
+            extra += correct(out, y)
+        else:
+            extra += nn.functional.mse_loss(out, y.reshape(out.shape).to(out.dtype), reduction="sum").double() / out[0].numel()
+    module.train(was_training)
+    n = len(split)
+    if n == 0:
+        return {}
+    return {"loss": (loss_sum / n).item(), ("accuracy" if classification else "mse"): (extra / n).item()}
+
+
+@torch.no_grad()
+def outputs(forward: Forward, module: nn.Module, split: Split, batch_size: int, transforms: tuple = ()) -> torch.Tensor:
+    """The model's outputs for every example of ``split`` in order, float32, [N, ...] on the device."""
+    was_training = module.training
+    module.eval()
+    out = [forward(x).float() for x, _ in batches(split, batch_size, transforms)]
+    module.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+@EVALUATORS.register("standard")
+class Standard(Evaluator):
+    """Mean loss, and accuracy (classification) or MSE (regression), of the model on each split."""
+
+    def __init__(self, splits: Optional[list[SplitName]] = None, epochs: Epochs = "every"):
+        super().__init__(splits, epochs)
+
+    def directions(self, classification: bool) -> dict[str, str]:
+        return {"loss": MIN, "accuracy": MAX} if classification else {"loss": MIN, "mse": MIN}
+
+    def evaluate(self, ctx: EvalContext, split_name: str, split: Split, epoch: int) -> Evaluation:
+        m = ctx.model
+        return Evaluation(loss_and_score(m.forward, m.module, split, ctx.loss_fn, ctx.classification,
+                                         ctx.batch_size, ctx.transforms))
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def predictions_name(split: str, epoch: int) -> str:
+    """The artifact name of a split's stored outputs at an epoch."""
+    return f"predictions_{split}_e{epoch:04d}.npy"
+
+
+@EVALUATORS.register("predictions")
+class Predictions(Evaluator):
+    """The per-example outputs (logits) of a split as float32, stored as an artifact (N × classes)."""
+
+    def __init__(self, splits: Optional[list[SplitName]] = ["test"], epochs: Epochs = "last"):  # noqa: B006
+        super().__init__(splits, epochs)
+
+    def directions(self, classification: bool) -> dict[str, str]:
+        return {}
+
+    def evaluate(self, ctx: EvalContext, split_name: str, split: Split, epoch: int) -> Evaluation:
+        m = ctx.model
+        logits = outputs(m.forward, m.module, split, ctx.batch_size, ctx.transforms).cpu().numpy().astype(np.float32)
+        return Evaluation(artifacts={predictions_name(split_name, epoch): ("predictions", npy_bytes(logits))})
+
+
+@EVALUATORS.register("sharpness")
+class SharpnessEvaluator(Evaluator):
+    """SAM-sharpness and the top Hessian eigenvalue on the first training batches, in a fixed order."""
+
+    def __init__(self, rho: PositiveFloat = 0.05, batches: PositiveInt = 8, hessian_iters: NonNegativeInt = 20,
+                 splits: Optional[list[SplitName]] = ["train"], epochs: Epochs = "last"):  # noqa: B006
+        super().__init__(splits, epochs)
+        self.rho, self.n_batches, self.hessian_iters = rho, batches, hessian_iters
+
+    def directions(self, classification: bool) -> dict[str, str]:
+        return {"sam_sharpness": MIN, "hessian_top_eigenvalue": MIN}
+
+    def evaluate(self, ctx: EvalContext, split_name: str, split: Split, epoch: int) -> Evaluation:
+        from ablab.analysis.sharpness import hessian_top_eigenvalue, sam_sharpness
+
+        bs = ctx.train_batch_size
+        chosen = [b for _, b in zip(range(min(self.n_batches, math.ceil(len(split) / bs))),
+                                    batches(split, bs, ctx.transforms))]
+        model = ctx.model.module
+        out = {"sam_sharpness": sam_sharpness(model, ctx.loss_fn, chosen, self.rho)}
+        if self.hessian_iters > 0:
+            g = seeding.create_generator("sharpness", 0, split.x.device)
+            out["hessian_top_eigenvalue"] = hessian_top_eigenvalue(model, ctx.loss_fn, chosen, iters=self.hessian_iters,
+                                                                   generator=g)
+        return Evaluation(out)
+
+
+@EVALUATORS.register("ensemble")
+class Ensemble(Evaluator):
+    """Loss and accuracy of the members' averaged logits (an ensemble of a post-hoc group)."""
+
+    members = None
+
+    def __init__(self, splits: Optional[list[SplitName]] = None, epochs: Epochs = "last"):
+        super().__init__(splits, epochs)
+
+    def directions(self, classification: bool) -> dict[str, str]:
+        return {"ensemble_loss": MIN, "ensemble_accuracy": MAX}
+
+    def evaluate(self, ctx: EvalContext, split_name: str, split: Split, epoch: int) -> Evaluation:
+        if not ctx.classification:
+            raise ValueError("the ensemble evaluator needs a classification task")
+        mean = torch.stack([outputs(m.forward, m.module, split, ctx.batch_size, ctx.transforms)
+                            for m in ctx.members]).mean(0)
+        y = split.y
+        return Evaluation({"ensemble_loss": ctx.loss_fn(mean, y).item(),
+                           "ensemble_accuracy": correct(mean, y).item() / max(1, len(split))})
+
+
+@EVALUATORS.register("disagreement")
+class Disagreement(Evaluator):
+    """Fraction of examples on which two members' predicted classes differ (mean over member pairs)."""
+
+    members = None
+    min_members = 2
+
+    def __init__(self, splits: Optional[list[SplitName]] = None, epochs: Epochs = "last"):
+        super().__init__(splits, epochs)
+
+    def directions(self, classification: bool) -> dict[str, str]:
+        return {"disagreement": MIN}
+
+    def evaluate(self, ctx: EvalContext, split_name: str, split: Split, epoch: int) -> Evaluation:
+        if len(ctx.members) < 2:
+            raise ValueError("disagreement needs at least two models: use members: pairs or groups")
+        preds = [outputs(m.forward, m.module, split, ctx.batch_size, ctx.transforms).argmax(-1) for m in ctx.members]
+        fractions = [(preds[i] != preds[j]).double().mean().item()
+                     for i in range(len(preds)) for j in range(i + 1, len(preds))]
+        return Evaluation({"disagreement": float(np.mean(fractions))})
