@@ -54,6 +54,27 @@ def _kill_first_worker(killed: list, deadline: float) -> None:
         time.sleep(0.1)
 
 
+def test_continued_runs_and_post_hoc_units_run_on_ray_with_the_local_numbers(write_study, tmp_path):
+    """Checkpoints are staged by Ray workers and stored by the driver; an in-study continuation waits for its
+    source; a post-hoc study over the result gives the local executor's numbers."""
+    study = tiny_study(seeds={"replicates": 1, "vary": []})
+    study["base"]["record"]["checkpoints"] = {"epochs": [1], "final": True}
+    study["zip"] = {"label": ["trunk", "branch"], "init_from": [None, {"run": {"label": "trunk"}, "epoch": 1}]}
+    path = write_study(study)
+    assert main(["run", str(path), "--out", str(tmp_path / "ray"), "--executor", "ray", "--workers", "2",
+                 "--threads", "1"]) == 0
+    assert main(["run", str(path), "--out", str(tmp_path / "local"), "--threads", "1"]) == 0
+    assert same_metrics(stored(tmp_path / "local")[0], stored(tmp_path / "ray")[0])
+    assert not list((tmp_path / "ray").glob(".staging/*"))
+    post = {"name": "post", "source": {"study": str(tmp_path / "ray")}, "members": "pairs",
+            "base": {"evaluators": ["disagreement"], "device": "cpu"}}
+    post_path = write_study(post, "post.yaml")
+    assert main(["run", str(post_path), "--out", str(tmp_path / "pr"), "--executor", "ray", "--workers", "2"]) == 0
+    assert main(["run", str(post_path), "--out", str(tmp_path / "pl")]) == 0
+    assert same_metrics(stored(tmp_path / "pl")[0], stored(tmp_path / "pr")[0])
+    assert len(stored(tmp_path / "pr")[1]) == 2
+
+
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc to find Ray workers")
 @pytest.mark.parametrize("retries, expect", [(2, {"done"}), (0, {"done", "failed"})], ids=["retried", "no-retries"])
 def test_a_dead_ray_worker_is_retried_then_failed_with_the_reason(retries, expect, write_study, tmp_path, capsys):

@@ -39,10 +39,12 @@ from typing import Iterable, Literal, Optional
 import torch
 from torch import nn
 
-Rule = Literal["all", "exclude_bias_norm", "gamma_to_one"]
-Mode = Literal["optimizer", "decoupled", "l2"]
+# the one declaration of the weight-decay rules and modes (the spec's ``weight_decay`` block uses them)
 RULES: tuple[str, ...] = ("all", "exclude_bias_norm", "gamma_to_one")
 MODES: tuple[str, ...] = ("optimizer", "decoupled", "l2")
+Rule = Literal[RULES]
+Mode = Literal[MODES]
+RunMode = Literal["l2", "decoupled"]  # the run's own decay; "optimizer" is the optimizer's ``weight_decay``
 
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
 

@@ -16,6 +16,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, NonNegativeI
 
 from ablab import PROTOCOL_VERSION
 from ablab.errors import SpecError
+from ablab.optim.groups import Rule, RunMode
 from ablab.registry import (AUGMENTATIONS, DATASETS, EVALUATORS, LOSSES, MODELS, OBJECTIVES, OPTIMIZERS, PROBES,
                             SCHEDULES, Registry, load_components)
 from ablab.seeding import STREAMS
@@ -128,8 +129,8 @@ class WeightDecay(_Strict):
     """
 
     value: float = Field(0.0, ge=0.0)
-    mode: Literal["l2", "decoupled"] = "l2"
-    params: Literal["all", "exclude_bias_norm", "gamma_to_one"] = "exclude_bias_norm"
+    mode: RunMode = "l2"
+    params: Rule = "exclude_bias_norm"
 
 
 class Corrupt(_Strict):
