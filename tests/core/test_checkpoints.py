@@ -291,3 +291,22 @@ def test_select_continues_the_k_best_runs_and_records_the_choice(write_study, tm
     assert sel[0]["selection"]["value"] == final_loss[best[0]] and sel[0]["selection"]["pool"] == 4
     src_seeds = r_src.set_index("run").spec
     assert [s["seeds"] for s in runs.sort_values("replicate").spec] == [src_seeds[b]["seeds"] for b in best]
+
+
+def test_one_writer_per_results_directory(write_study, tmp_path, capsys):
+    from ablab.store import StudyLock
+
+    spec = write_study(_study(seeds={"replicates": 2}))
+    out = tmp_path / "r"
+    with StudyLock(out):  # another `ablab run` holds the study
+        assert main(["run", str(spec), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "another 'ablab run' is writing this study" in err and f"pid {os.getpid()}" in err
+        assert not (out / "ablab.db").exists()
+    assert main(["run", str(spec), "--out", str(out), "--workers", "2"]) == 0  # released: the next run proceeds
+    # a holder that died (kill -9) leaves no lock behind
+    proc = subprocess.run([sys.executable, "-c", f"import os; from ablab.store import StudyLock; "
+                           f"StudyLock({str(out)!r}).acquire(); os.kill(os.getpid(), 9)"])
+    assert proc.returncode == -9
+    with StudyLock(out):
+        pass

@@ -9,7 +9,7 @@ from typing import Literal
 
 from ablab.execute.progress import ProgressView
 from ablab.spec import Study, Variant
-from ablab.store import Store
+from ablab.store import Store, StudyLock
 
 
 @dataclass
@@ -43,6 +43,11 @@ def run_study(
     bitwise reproducible for the same thread count; a different count may change the last bits.
     """
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    with StudyLock(out):  # one writer per results directory
+        return _run_locked(study, file, variants, out, workers, executor, tty, threads, address, max_retries)
+
+
+def _run_locked(study, file, variants, out, workers, executor, tty, threads, address, max_retries) -> Summary:
     store = Store.create(out)
     try:
         store.sync_study(study, file, variants)

@@ -27,7 +27,7 @@ import torch
 from ablab.execute.progress import ProgressView
 from ablab.execute.schedule import WorkerDied, finish_run, note_for, run_all, start_run  # noqa: F401  (re-exported)
 from ablab.spec import Variant, parse_unit
-from ablab.store import Store
+from ablab.store import Store, close_inherited_locks
 from ablab.train.posthoc import run_unit
 from ablab.train.result import RunResult
 
@@ -60,6 +60,7 @@ def _init_worker(progress_queue: Any, threads: int) -> None:
     global _progress_queue
     _progress_queue = progress_queue
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    close_inherited_locks()  # a forked worker must not keep the study's lock alive after the driver
     torch.set_num_threads(threads)
 
 
