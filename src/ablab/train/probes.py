@@ -33,14 +33,26 @@ def is_norm_layer(module: nn.Module) -> bool:
 
 
 def gamma_beta(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """The effective scale γ and shift β of a norm layer (1 and 0 where a parameter is ablated)."""
+    """The effective scale γ and shift β of a norm layer (1 and 0 where a parameter is ablated), flat."""
     if hasattr(module, "gamma") and hasattr(module, "beta"):
-        return module.gamma, module.beta
-    n = getattr(module, "num_features", None) or getattr(module, "num_channels", None)
-    ref = next(module.buffers(), None)
-    weight = module.weight if getattr(module, "weight", None) is not None else torch.ones(n, device=ref.device)
-    bias = module.bias if getattr(module, "bias", None) is not None else torch.zeros(n, device=ref.device)
-    return weight, bias
+        return module.gamma.reshape(-1), module.beta.reshape(-1)
+    weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
+    shape = _affine_shape(module, weight, bias)
+    ref = next(module.parameters(), None)
+    ref = ref if ref is not None else next(module.buffers(), None)
+    device = ref.device if ref is not None else torch.device("cpu")
+    weight = weight if weight is not None else torch.ones(shape, device=device)
+    bias = bias if bias is not None else torch.zeros(shape, device=device)
+    return weight.reshape(-1), bias.reshape(-1)
+
+
+def _affine_shape(module: nn.Module, weight, bias) -> tuple[int, ...]:
+    """The shape γ and β have (or would have): per channel, or LayerNorm's normalized shape."""
+    if weight is not None or bias is not None:
+        return tuple((weight if weight is not None else bias).shape)
+    if isinstance(module, nn.LayerNorm):
+        return tuple(module.normalized_shape)
+    return (getattr(module, "num_features", None) or module.num_channels,)
 
 
 def learnable(module: nn.Module) -> dict[str, bool]:
@@ -89,8 +101,11 @@ class NormParams:
 class ReluSparsity:
     """Fraction of activations each ReLU zeroes on the training batch, every ``every_steps`` steps.
 
+    sparsity[t, l] = #{a = 0} / #a over ReLU l's output on step t's batch: each step is divided
+    by its own element count (a short last batch has fewer), NaN where the output holds a NaN
+    (a diverged forward: the fraction is undefined) or the ReLU did not run in that step.
     Forward hooks are attached only for the step being recorded (a module with hooks takes
-    PyTorch's slower call path), and count zeros with one ``count_nonzero`` per ReLU.
+    PyTorch's slower call path); counts stay on the device until ``artifacts()``.
     """
 
     artifact = "probe_relu_sparsity.npz"
@@ -100,16 +115,15 @@ class ReluSparsity:
         self.modules = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ReLU)]
         self.names = [name for name, _ in self.modules]
         self.handles: list = []
-        self.current: dict[str, torch.Tensor] = {}
-        self.sizes: dict[str, int] = {}
+        self.current: dict[str, tuple[torch.Tensor, int]] = {}  # name -> ([zeros, NaNs], elements)
         self.steps: list[int] = []
-        self.values: list[torch.Tensor] = []
+        self.records: list[dict[str, tuple[torch.Tensor, int]]] = []
 
     def _hook(self, name: str):
         def hook(module: nn.Module, inputs, output: torch.Tensor) -> None:
             if module.training and name not in self.current:  # a second call (SAM's second pass) is ignored
-                self.current[name] = torch.count_nonzero(output)
-                self.sizes[name] = output.numel()
+                counts = torch.stack([output.numel() - torch.count_nonzero(output), torch.isnan(output).sum()])
+                self.current[name] = (counts, output.numel())
         return hook
 
     def before_step(self, step: int) -> None:
@@ -124,14 +138,20 @@ class ReluSparsity:
             handle.remove()
         self.handles = []
         self.steps.append(step)
-        self.values.append(torch.stack([self.current[n] for n in self.names if n in self.current]))
+        self.records.append(self.current)
+        self.current = {}
 
     def artifacts(self) -> dict[str, bytes]:
-        if not self.names or not self.values:
+        if not self.names or not self.records:
             return {}
-        nonzero = torch.stack(self.values).cpu().numpy().astype(np.float64)  # [T, layers] counts
-        sizes = np.asarray([self.sizes[n] for n in self.names], dtype=np.float64)
-        arrays = {"steps": np.asarray(self.steps, dtype=np.int64), "sparsity": (1.0 - nonzero / sizes).astype(np.float32)}
+        cells = [(t, j, rec[n]) for t, rec in enumerate(self.records) for j, n in enumerate(self.names) if n in rec]
+        sparsity = np.full((len(self.records), len(self.names)), np.nan)  # NaN where a ReLU did not run
+        if cells:
+            counts = torch.stack([c for _, _, (c, _) in cells]).cpu().numpy()  # one copy to the host
+            for (t, j, (_, elements)), (zeros, nans) in zip(cells, counts):
+                if nans == 0:
+                    sparsity[t, j] = zeros / elements
+        arrays = {"steps": np.asarray(self.steps, dtype=np.int64), "sparsity": sparsity.astype(np.float32)}
         return {self.artifact: save_npz(arrays, {"layers": self.names})}
 
 
