@@ -149,8 +149,8 @@ def replay(spec: RunSpec, lr_factor: Callable[[int], float] = lambda s: 1.0) -> 
             loss = _data_loss(out, y, classification)
             sgd.zero_grad()
             loss.backward()
-            if spec.sam is not None:
-                _sam_gradient(model, x, y, classification, spec.sam.rho)
+            if spec.objective["name"] == "sam":
+                _sam_gradient(model, x, y, classification, spec.objective["rho"])
             sgd.step()
             r.loss[step], r.lr[step], r.batch_size[step] = loss.item(), base_lr * lr_factor(step), len(idx)
             if classification:

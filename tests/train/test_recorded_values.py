@@ -40,7 +40,7 @@ CLASSIFICATION = {
     "record": {
         "every_steps": 3,
         "eval_batch_size": 100,  # evaluation in chunks of 100 with a short last chunk
-        "checkpoint": True,
+        "checkpoints": {"final": True},
         "probes": [{"name": "relu_sparsity", "every_steps": 5}, {"name": "norm_params", "every_steps": 4}],
     },
 }
@@ -93,7 +93,7 @@ def test_replay_is_the_run_the_loop_trained(classification):
     """The precondition of every comparison here: replayed final weights equal the run's checkpoint."""
     result, r = classification
     assert result.status == "done", result.error
-    stored = torch.load(io.BytesIO(result.artifacts["model.pt"]), weights_only=True)
+    stored = torch.load(io.BytesIO(result.artifacts["checkpoint_e0002.pt"]), weights_only=True)["model"]
     replayed = r.model.state_dict()
     assert stored.keys() == replayed.keys()
     for key in stored:
@@ -204,7 +204,7 @@ def test_sam_run_records_the_clean_pass():
     """With SAM the loss, batch accuracy and ReLU sparsity are those of the clean (first) pass."""
     spec = make_spec(
         {**CLASSIFICATION, "model": {"name": "mlp", "widths": [16, 12]}},
-        sam={"rho": 0.1}, schedule="constant",
+        objective={"name": "sam", "rho": 0.1}, schedule="constant",
         record={"every_steps": 3, "probes": [{"name": "relu_sparsity", "every_steps": 5}]},
     )
     result, r = train(spec), replay(spec)
@@ -254,7 +254,8 @@ def test_sharpness_metrics_equal_a_direct_computation():
         {**CLASSIFICATION, "data": {"name": "synthetic", "n_features": 4, "n_classes": 3},
          "model": {"name": "mlp", "widths": [8], "norm": "batchnorm"}},
         schedule="constant", batch_size=256, epochs=3,
-        record={"every_steps": 5, "sharpness": {"rho": 0.05, "batches": 8, "hessian_iters": 300}},
+        record={"every_steps": 5, "evaluators": [
+            "standard", {"name": "sharpness", "rho": 0.05, "batches": 8, "hessian_iters": 300}]},
     )
     result, r = train(spec), replay(spec)
     assert result.status == "done", result.error

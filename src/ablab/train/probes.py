@@ -16,6 +16,7 @@ from pydantic import PositiveInt
 from torch import nn
 
 from ablab.artifacts import load_npz, save_npz  # noqa: F401  (re-exported)
+from ablab.optim.groups import is_norm_module
 from ablab.registry import PROBES
 
 
@@ -28,8 +29,11 @@ class Probe(Protocol):
 
 
 def is_norm_layer(module: nn.Module) -> bool:
-    """BatchNorm-like (running statistics), GroupNorm or LayerNorm modules."""
-    return hasattr(module, "running_mean") or isinstance(module, (nn.GroupNorm, nn.LayerNorm))
+    """A norm layer (``ablab.optim.groups.is_norm_module``, the one definition) with a per-feature scale and
+    shift to record (ablated ones included); LocalResponseNorm, which has none, is left out."""
+    return is_norm_module(module) and (
+        hasattr(module, "gamma") or getattr(module, "weight", None) is not None or isinstance(module, nn.LayerNorm)
+        or getattr(module, "num_features", None) is not None or getattr(module, "num_channels", None) is not None)
 
 
 def gamma_beta(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
