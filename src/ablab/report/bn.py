@@ -39,6 +39,7 @@ from ablab.report.figures import (
     legend_name,
     panel_order,
 )
+from ablab.report.exact_csv import to_csv
 from ablab.report.tables import format_mean_sd
 from ablab.store import write_atomic
 from ablab.train.probes import NormParams, ReluSparsity, load_npz
@@ -326,8 +327,8 @@ def _trajectory_html(per_run: pd.DataFrame, colours, tol: float, directory: Path
     done = per_run[per_run["status"] == "done"]
     summary = aggregate_over_seeds(done, by="label")
     runs_csv, summary_csv = directory / "trajectories_runs.csv", directory / "trajectories.csv"
-    write_atomic(runs_csv, per_run.assign(tol=tol).to_csv(index=False).encode())
-    write_atomic(summary_csv, summary.assign(tol=tol).to_csv(index=False).encode())
+    write_atomic(runs_csv, to_csv(per_run.assign(tol=tol)).encode())
+    write_atomic(summary_csv, to_csv(summary.assign(tol=tol)).encode())
     section.tables += [runs_csv, summary_csv]
 
     shown = summary[summary["learnable"].astype(bool)]

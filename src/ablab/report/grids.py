@@ -24,19 +24,22 @@ from ablab.analysis.grids import (
     MISSING,
     BestConfigurations,
     FacetTable,
+    axes_in_study_order,
     axis_label,
     best_configurations,
+    grid_table,
+    varied_axes,
+)
+from ablab.report.grid_tables import (
     best_to_csv,
     best_to_latex,
     best_to_markdown,
     describe_tests,
     format_mean_sd,
     format_p,
-    grid_table,
     grid_to_latex,
     grid_to_markdown,
     grids_to_csv,
-    varied_axes,
 )
 from ablab.errors import SpecError
 from ablab.report.figures import _plain_text, _save_png, variant_colours
@@ -67,7 +70,7 @@ def write_grid_section(
         return Section()
     for old in [*(out / "tables").glob("grid_*"), *(out / "tables").glob("best.*"), out / "figures" / "sharpness.png"]:
         old.unlink(missing_ok=True)  # what a previous report of other settings left behind
-    runs = _in_study_order(runs, study.get("spec") or {})
+    runs = axes_in_study_order(runs, study.get("spec") or {})
     section = Section()
     parts = ["<h2>Hyperparameter grids</h2>"]
     for i, cfg in enumerate(grids):
@@ -95,15 +98,6 @@ def write_grid_section(
     parts.append(_budget_html(runs))
     section.html, section.css = "\n".join(parts), _CSS
     return section
-
-
-def _in_study_order(runs: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
-    """Each run's axes in the order the study declares them (the store keeps them sorted by name)."""
-    groups = spec.get("zip") or []
-    order = [*(spec.get("grid") or {}), *(k for g in ([groups] if isinstance(groups, dict) else groups) for k in g)]
-    rank = {k: i for i, k in enumerate(order)}
-    axes = [dict(sorted((a or {}).items(), key=lambda kv: rank.get(kv[0], len(rank)))) for a in runs["axes"]]
-    return runs.assign(axes=axes)
 
 
 def insert_section(page: str, section: Section) -> str:

@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ablab.analysis.grids import format_p, welch_test
+from ablab.analysis.grids import welch_test
+from ablab.report.exact_csv import to_csv
+from ablab.report.grid_tables import format_p
 from ablab.store import write_atomic
 
 MISSING = "—"
@@ -214,9 +216,9 @@ def to_csv_frame(agg: pd.DataFrame, refs: list[str], rule: str, by: str = "label
 
 
 def write_tables(agg: pd.DataFrame, refs: list[str], rule: str, directory: Path) -> list[Path]:
-    """Write ``final.csv`` (full precision) and ``final.md`` into ``directory``."""
+    """Write ``final.csv`` (every float exact) and ``final.md`` into ``directory``."""
     csv_path, md_path = directory / "final.csv", directory / "final.md"
-    write_atomic(csv_path, to_csv_frame(agg, refs, rule).to_csv(index=False).encode())
+    write_atomic(csv_path, to_csv(to_csv_frame(agg, refs, rule)).encode())
     write_atomic(md_path, to_markdown(agg, refs, rule).encode())
     return [csv_path, md_path]
 
