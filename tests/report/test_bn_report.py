@@ -11,11 +11,11 @@ import pytest
 from matplotlib.contour import ContourSet
 from scipy import stats
 
+from ablab.artifacts import NORM_PARAMS_FILE, RELU_SPARSITY_FILE, save_npz
 from ablab.report import write_report
 from ablab.report.bn import colour_limits, contour_figure, contour_matrix, write_bn_section
 from ablab.report.figures import BASELINE_COLOURS, curve_panels, line_widths, variant_colours
 from ablab.report.tables import resolve_baselines, split_label
-from ablab.train.probes import NormParams, ReluSparsity, save_npz
 from fakestore import FakeStore, parse_html as parse
 
 EVIL = "<script>alert(1)</script>"
@@ -71,10 +71,10 @@ def make_store(tmp_path: Path) -> FakeStore:
             sparsity = np.clip(0.5 + 0.01 * np.arange(6)[:, None] * np.array([1, -1]), 0, 1)
             if status == "diverged":
                 sparsity[-1] = np.nan
-            (directory / ReluSparsity.artifact).write_bytes(
+            (directory / RELU_SPARSITY_FILE).write_bytes(
                 save_npz({"steps": np.arange(6) * 5, "sparsity": sparsity}, {"layers": ["act0", "act1"]}))
             if affine is not None:
-                (directory / NormParams.artifact).write_bytes(save_npz(*norm_artifact(100 * v + rep, affine)))
+                (directory / NORM_PARAMS_FILE).write_bytes(save_npz(*norm_artifact(100 * v + rep, affine)))
     runs = pd.DataFrame(run_rows, columns=["run", "label", "replicate", "status", "axes", "error"])
     metrics = pd.DataFrame(metric_rows, columns=["run", "step", "epoch", "split", "name", "value"])
     study = {"name": "bn", "file": "studies/bn.yaml", "spec": {"name": "bn"},

@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from ablab.report.html import Section
+from ablab.artifacts import NORM_PARAMS_FILE, RELU_SPARSITY_FILE, load_npz
 from ablab.analysis.trajectories import NEUTRAL, PARAMS, STATS, aggregate_over_seeds, finite_rows, trajectory_stats
 from ablab.report.figures import (
     DIVERGED_STYLE,
@@ -42,7 +43,6 @@ from ablab.report.figures import (
 from ablab.report.exact_csv import to_csv
 from ablab.report.tables import format_mean_sd
 from ablab.store import write_atomic
-from ablab.train.probes import NormParams, ReluSparsity, load_npz
 
 CMAP = "RdBu_r"  # diverging: blue below the neutral value, white at it, red above
 SYMBOL = {"gamma": "γ", "beta": "β"}
@@ -239,8 +239,8 @@ def write_bn_section(
     γ/β artifacts are read one run at a time (a 350-epoch run records ~10⁴ steps), reduced to
     their statistics, and drawn only for the first seed of each variant.
     """
-    norm_runs = [r for r in runs["run"] if _artifact(store, r, NormParams.artifact).is_file()]
-    relu_runs = [r for r in runs["run"] if _artifact(store, r, ReluSparsity.artifact).is_file()]
+    norm_runs = [r for r in runs["run"] if _artifact(store, r, NORM_PARAMS_FILE).is_file()]
+    relu_runs = [r for r in runs["run"] if _artifact(store, r, RELU_SPARSITY_FILE).is_file()]
     if not norm_runs and not relu_runs:
         return Section()
     figures_dir, tables_dir = out / "figures", out / "tables"
@@ -276,7 +276,7 @@ def _norm_params(store, runs: pd.DataFrame, norm_runs: list[str], directory: Pat
     figures: dict[str, list[str]] = {}
     frames = []
     for row in runs[runs["run"].isin(norm_runs)].itertuples():
-        loaded = _load(store, row.run, NormParams.artifact)
+        loaded = _load(store, row.run, NORM_PARAMS_FILE)
         if loaded is None:
             continue
         frames.append(trajectory_stats(*loaded, tol=tol).assign(
@@ -305,7 +305,7 @@ def _norm_params(store, runs: pd.DataFrame, norm_runs: list[str], directory: Pat
 def _sparsity_html(store, runs, relu_runs, colours, widths, panels, directory: Path, section: Section) -> str:
     series: dict[str, list] = {}
     for row in runs[runs["run"].isin(relu_runs)].itertuples():
-        loaded = _load(store, row.run, ReluSparsity.artifact)
+        loaded = _load(store, row.run, RELU_SPARSITY_FILE)
         if loaded is not None:
             arrays, meta = loaded
             series.setdefault(row.label, []).append(
