@@ -10,3 +10,4 @@ import ablab.data.augment  # noqa: F401
 import ablab.data.datasets  # noqa: F401
 import ablab.data.obesity  # noqa: F401
 import ablab.train.probes  # noqa: F401
+import ablab.report.sections  # noqa: F401  (report sections, for `ablab list report_section`)

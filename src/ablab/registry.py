@@ -180,10 +180,12 @@ SCHEDULES = Registry("schedule", context=("total_steps", "steps_per_epoch"))
 LOSSES = Registry("loss")
 AUGMENTATIONS = Registry("augmentation", context=("dataset",))
 PROBES = Registry("probe", context=("model",))
+REPORT_SECTIONS = Registry("report_section")  # parts of the report page (ablab.report.sections)
 
 ALL_REGISTRIES: dict[str, Registry] = {
     r.kind: r
-    for r in (DATASETS, MODELS, NORMS, ACTIVATIONS, OPTIMIZERS, SCHEDULES, LOSSES, AUGMENTATIONS, PROBES)
+    for r in (DATASETS, MODELS, NORMS, ACTIVATIONS, OPTIMIZERS, SCHEDULES, LOSSES, AUGMENTATIONS, PROBES,
+              REPORT_SECTIONS)
 }
 
 
