@@ -1,10 +1,12 @@
-"""A stand-in for ``ablab.store.Store`` built from frames: what the report reads, nothing more."""
+"""A stand-in for ``ablab.store.Store`` built from frames (what the report reads), and readers of its output."""
 
 from __future__ import annotations
 
+import io
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 
@@ -47,3 +49,17 @@ def parse_html(page: str) -> _Tags:
     parser = _Tags()
     parser.feed(page)
     return parser
+
+
+def read_csv_exact(source: str | Path) -> pd.DataFrame:
+    """``pd.read_csv`` of a path or CSV text, with every float column parsed by Python's ``float``.
+
+    Python's ``float`` is correctly rounded; pandas < 3's default C parser can be 1 ulp off
+    (pandas-dev/pandas#17154), which would hide whether the file itself holds the exact numbers.
+    """
+    text = source.read_text(encoding="utf-8") if isinstance(source, Path) else source
+    frame = pd.read_csv(io.StringIO(text))
+    raw = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    for column in frame.columns[frame.dtypes == np.float64]:
+        frame[column] = [float(v) if v else np.nan for v in raw[column]]
+    return frame

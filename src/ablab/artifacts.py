@@ -1,6 +1,7 @@
-"""Artifact file formats: how arrays and tensors become bytes in the store, and back.
+"""Artifact file formats and names: how arrays become bytes in the store, and back.
 
-Readers (the report, analysis) use these without importing the training code.
+The probes (``ablab.train.probes``) write these files; readers (the report, analysis) find them
+by the names below and decode them with ``load_npz`` without importing the training code.
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ import io
 import json
 
 import numpy as np
+
+NORM_PARAMS_FILE = "probe_norm_params.npz"  # γ and β of every norm layer over steps (probe norm_params)
+RELU_SPARSITY_FILE = "probe_relu_sparsity.npz"  # zeroed fraction of every ReLU over steps (probe relu_sparsity)
 
 
 def save_npz(arrays: dict[str, np.ndarray], meta: dict) -> bytes:
@@ -19,6 +23,7 @@ def save_npz(arrays: dict[str, np.ndarray], meta: dict) -> bytes:
 
 
 def load_npz(data: bytes | str) -> tuple[dict[str, np.ndarray], dict]:
+    """The arrays and the ``meta`` dict of a ``save_npz`` file (bytes or a path); no pickles."""
     with np.load(io.BytesIO(data) if isinstance(data, bytes) else data, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files if k != "__meta__"}
         meta = json.loads(z["__meta__"].tobytes().decode()) if "__meta__" in z.files else {}

@@ -11,11 +11,13 @@ import pytest
 from matplotlib.contour import ContourSet
 from scipy import stats
 
+from ablab.artifacts import NORM_PARAMS_FILE, RELU_SPARSITY_FILE, save_npz
+from ablab.registry import REPORT_SECTIONS
 from ablab.report import write_report
-from ablab.report.bn import colour_limits, contour_figure, contour_matrix, write_bn_section
+from ablab.report.context import ReportContext
 from ablab.report.figures import BASELINE_COLOURS, curve_panels, line_widths, variant_colours
+from ablab.report.norm_figures import colour_limits, contour_figure, contour_matrix
 from ablab.report.tables import resolve_baselines, split_label
-from ablab.train.probes import NormParams, ReluSparsity, save_npz
 from fakestore import FakeStore, parse_html as parse
 
 EVIL = "<script>alert(1)</script>"
@@ -71,10 +73,10 @@ def make_store(tmp_path: Path) -> FakeStore:
             sparsity = np.clip(0.5 + 0.01 * np.arange(6)[:, None] * np.array([1, -1]), 0, 1)
             if status == "diverged":
                 sparsity[-1] = np.nan
-            (directory / ReluSparsity.artifact).write_bytes(
+            (directory / RELU_SPARSITY_FILE).write_bytes(
                 save_npz({"steps": np.arange(6) * 5, "sparsity": sparsity}, {"layers": ["act0", "act1"]}))
             if affine is not None:
-                (directory / NormParams.artifact).write_bytes(save_npz(*norm_artifact(100 * v + rep, affine)))
+                (directory / NORM_PARAMS_FILE).write_bytes(save_npz(*norm_artifact(100 * v + rep, affine)))
     runs = pd.DataFrame(run_rows, columns=["run", "label", "replicate", "status", "axes", "error"])
     metrics = pd.DataFrame(metric_rows, columns=["run", "step", "epoch", "split", "name", "value"])
     study = {"name": "bn", "file": "studies/bn.yaml", "spec": {"name": "bn"},
@@ -144,6 +146,8 @@ def test_section_is_in_the_page_and_every_image_exists(report):
     parsed = parse(page)
     text = "".join(parsed.text)
     assert "Normalization layers" in text and "Trajectory statistics" in text and "ReLU sparsity" in text
+    headings = [part.split("</h2>", 1)[0] for part in page.split("<h2>")[1:]]
+    assert headings[3:6] == ["Normalization layers: γ and β", "ReLU sparsity", "Diverged and failed runs"]
     srcs = [a["src"] for t, a in parsed.tags if t == "img"]
     for src in srcs:
         path = result.path.parent / src
@@ -189,12 +193,17 @@ def test_trajectory_table_is_mean_and_sd_over_finished_seeds(report):
     assert "frozen (variant, layer, parameter) rows are left out" in page
 
 
-def test_section_is_empty_without_probe_artifacts(tmp_path):
+def test_sections_do_not_apply_without_probe_artifacts(tmp_path):
     store = make_store(tmp_path)
     for path in (tmp_path / "study" / "runs").rglob("*.npz"):
         path.unlink()
-    section = write_bn_section(store, tmp_path / "out", store.runs(), {})
-    assert section.html == "" and section.figures == []
+    ctx = ReportContext(store, tmp_path / "out")
+    assert not REPORT_SECTIONS.get("norm_params")().applies(ctx)
+    assert not REPORT_SECTIONS.get("relu_sparsity")().applies(ctx)
+    result = write_report(store)
+    text = "".join(parse(result.path.read_text(encoding="utf-8")).text)
+    assert "Normalization layers" not in text and "ReLU sparsity" not in text
+    assert not any("bn_" in p.name for p in result.figures + result.tables)
 
 
 # ---- baselines: Δ columns, colours, panels -----------------------------------------------------

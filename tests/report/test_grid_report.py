@@ -106,8 +106,10 @@ def test_heatmap_tables_one_per_facet_with_the_best_cell_marked(tmp_path):
     store = make_store(tmp_path, GRID)
     result = write_report(store)
     page = result.path.read_text()
-    assert "<h2>Hyperparameter grids</h2>" in page
-    assert page.index("<h2>Hyperparameter grids</h2>") < page.index("<h2>Diverged and failed runs</h2>")
+    headings = [part.split("</h2>", 1)[0] for part in page.split("<h2>")[1:]]
+    assert headings == ["Variants", "Learning curves", "Final metrics", "Hyperparameter grids",
+                        "Best configurations by test.loss", "Sharpness at the end of training", "Compute budget",
+                        "Diverged and failed runs", "Study spec (resolved)"]
     parser = _Cells()
     parser.feed(page)
     assert [t["caption"] for t in parser.tables] == [
@@ -131,7 +133,7 @@ def test_heatmap_tables_one_per_facet_with_the_best_cell_marked(tmp_path):
 
 def test_best_configurations_show_p_values_and_the_baseline(tmp_path):
     page = write_report(make_store(tmp_path, GRID)).path.read_text()
-    assert "<h3>Best configurations by test.loss</h3>" in page
+    assert "<h2>Best configurations by test.loss</h2>" in page  # a section of its own
     assert page.count('<dd class="p-value">') == 2  # vs runner-up and vs the SGD baseline
     assert '<tr class="baseline">' in page  # the baseline row is added below the top 3
     assert "Welch t = " in page

@@ -13,7 +13,7 @@ from ablab.analysis import aggregate, select_final
 from ablab.report import write_report
 from ablab.report.figures import variant_colours
 from ablab.report.tables import format_mean_sd
-from fakestore import FakeStore, parse_html as parse
+from fakestore import FakeStore, parse_html as parse, read_csv_exact
 
 SCRIPT_LABEL = "<script>alert(1)</script>"
 IMG_LABEL = '<img src=x onerror="window.__pwned=1">'
@@ -142,13 +142,32 @@ def test_details_hold_the_traceback(report):
 def test_csv_round_trips_to_the_same_numbers(report):
     store, result = report
     expected = aggregate(select_final(store.metrics(), store.runs(), "best", "val.accuracy"))
-    csv = pd.read_csv(result.path.parent / "tables" / "final.csv")
+    csv = read_csv_exact(result.path.parent / "tables" / "final.csv")
     assert list(csv["label"]) == list(expected["label"])
     for column in ["n", "n_diverged", "n_failed", "test.accuracy.mean", "test.accuracy.sd", "test.loss.mean",
                    "test.loss.sd", "test.loss.n"]:
         np.testing.assert_array_equal(csv[column].to_numpy(float), expected[column].to_numpy(float), column)
     assert set(csv["selection"]) == {"epoch with best val.accuracy (highest)"}
     assert list(csv["n_diverged"]) == [0, 1, 0] and list(csv["n_failed"]) == [0, 0, 1]
+
+
+def test_final_csv_keeps_17_digit_values_of_a_single_seed(tmp_path):
+    """One finished seed: mean = its value exactly (17 significant digits here), SD empty, n = 1."""
+    store = make_study(tmp_path, labels=("a", "b"), selection="final")
+    values = {"a": 0.1 + 0.2, "b": 1.0000000000000002}  # 0.30000000000000004, 1.0000000000000002
+    keep = store._runs["replicate"] == 0
+    store._runs = store._runs[keep]
+    metrics = store._metrics[store._metrics["run"].isin(store._runs["run"])].copy()
+    last = (metrics["epoch"] == 4) & (metrics["split"] == "test") & (metrics["name"] == "loss")
+    metrics.loc[last, "value"] = metrics.loc[last, "run"].map({"r00": values["a"], "r10": values["b"]})
+    store._metrics = metrics
+    path = write_report(store).path.parent / "tables" / "final.csv"
+    text = path.read_text(encoding="utf-8")
+    assert "0.30000000000000004" in text and "1.0000000000000002" in text
+    csv = read_csv_exact(path).set_index("label")
+    for label, value in values.items():
+        assert csv.loc[label, "test.loss.mean"] == value and csv.loc[label, "test.loss.n"] == 1
+        assert np.isnan(csv.loc[label, "test.loss.sd"])
 
 
 def test_table_text_for_the_terminal(report):

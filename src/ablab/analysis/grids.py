@@ -4,6 +4,7 @@ Inputs are one value per run (``analysis.seeds.select_final``) and the store's `
 whose ``axes`` column maps each varied axis path (``optimizer.lr``, ``sam``) to the run's value.
 As in the final table, only finished runs (status ``done``) with a finite value enter a mean;
 diverged and failed runs are counted per cell. Cells, rows and columns keep the study's order.
+Writing these frames as CSV, Markdown or LaTeX is the report's job (``ablab.report.grid_tables``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from scipy import stats
 
 from ablab.analysis.seeds import RUN_COLUMNS, higher_is_better
 from ablab.errors import SpecError
-from ablab.spec import _label_value
+from ablab.labels import label_value
+from ablab.selectors import matches
 
 MISSING = "—"
 
@@ -32,7 +34,7 @@ def axis_label(value: Any) -> str:
         return "none"
     if isinstance(value, dict) and "name" not in value:
         return ", ".join(f"{k}={axis_label(v)}" for k, v in value.items()) or "{}"
-    return _label_value(value)
+    return label_value(value)
 
 
 def varied_axes(runs: pd.DataFrame) -> list[str]:
@@ -41,6 +43,15 @@ def varied_axes(runs: pd.DataFrame) -> list[str]:
     for axes in runs["axes"]:
         names.update(dict.fromkeys(k for k in (axes or {}) if k != "label"))
     return list(names)
+
+
+def axes_in_study_order(runs: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
+    """``runs`` with each run's axes in the order the study declares them (the store sorts them by name)."""
+    groups = spec.get("zip") or []
+    order = [*(spec.get("grid") or {}), *(k for g in ([groups] if isinstance(groups, dict) else groups) for k in g)]
+    rank = {k: i for i, k in enumerate(order)}
+    axes = [dict(sorted((a or {}).items(), key=lambda kv: rank.get(kv[0], len(rank)))) for a in runs["axes"]]
+    return runs.assign(axes=axes)
 
 
 def _axis_frame(runs: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
@@ -245,180 +256,9 @@ def _compare(best: str, other: str, samples: dict[str, np.ndarray], ranked: pd.D
 
 
 def _matching_labels(runs: pd.DataFrame, baseline: dict[str, Any]) -> set[str]:
-    labels = set()
-    for label, axes, spec in zip(runs["label"], runs["axes"], runs["spec"]):
-        if all(_same(want, _lookup(path, axes or {}, spec or {})) for path, want in baseline.items()):
-            labels.add(label)
-    return labels
-
-
-_ABSENT = object()
-
-
-def _lookup(path: str, axes: dict[str, Any], spec: dict[str, Any]) -> Any:
-    """An axis value, else the value at the dotted path of the run's resolved spec."""
-    if path in axes:
-        return axes[path]
-    node: Any = spec
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return _ABSENT
-        node = node[part]
-    return node
-
-
-def _same(want: Any, got: Any) -> bool:
-    """Equal as values (0 == 0.0); a wanted mapping matches a mapping holding at least its items."""
-    if got is _ABSENT:
-        return False
-    if isinstance(want, bool) or isinstance(got, bool):
-        return want is got
-    if isinstance(want, (int, float)) and isinstance(got, (int, float)):
-        return float(want) == float(got)
-    if isinstance(want, dict) and isinstance(got, dict):
-        return all(k in got and _same(v, got[k]) for k, v in want.items())
-    if isinstance(want, list) and isinstance(got, list):
-        return len(want) == len(got) and all(_same(a, b) for a, b in zip(want, got))
-    return want == got
+    return {label for label, axes, spec, rep in zip(runs["label"], runs["axes"], runs["spec"], runs["replicate"])
+            if matches(baseline, axes=axes or {}, spec=spec or {}, label=label, replicate=rep)}
 
 
 def _describe(values: dict[str, Any]) -> str:
     return json.dumps(values, default=str)
-
-
-# ---- exports: CSV (full precision), Markdown, LaTeX -------------------------------------------
-
-def format_mean_sd(mean: float, sd: float) -> str:
-    """``1.234 ± 0.056``: mean to 4 significant digits, SD to 2; — for a missing value."""
-    if not _finite(mean):
-        return MISSING
-    return f"{mean:#.4g} ± {sd:#.2g}" if _finite(sd) else f"{mean:#.4g} ± {MISSING}"
-
-
-def format_p(p: float) -> str:
-    """A p-value to 2 significant digits (scientific below 0.001); n/a when it could not be computed."""
-    if not _finite(p):
-        return "n/a"
-    return f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}"
-
-
-def grids_to_csv(tables: list[FacetTable]) -> str:
-    """Long format, full precision: facet columns, row, column, metric, mean, sd, n, n_bad, best."""
-    records = []
-    for t in tables:
-        for r in t.mean.index:
-            for c in t.mean.columns:
-                records.append({**t.facet, t.rows: r, t.cols: c, "metric": t.metric,
-                                "mean": t.mean.loc[r, c], "sd": t.sd.loc[r, c], "n": int(t.n.loc[r, c]),
-                                "n_bad": int(t.n_bad.loc[r, c]), "best": t.best == (str(r), str(c))})
-    return pd.DataFrame(records).to_csv(index=False)
-
-
-def grid_to_markdown(table: FacetTable) -> str:
-    """The facet as a Markdown table of mean ± SD; the best cell in bold; ``|`` escaped."""
-    head = [f"{table.rows} \\ {table.cols}", *map(str, table.mean.columns)]
-    lines = [f"**{_md(table.title)}**", "", _md_row(head), "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
-    for r in table.mean.index:
-        cells = [str(r)]
-        for c in table.mean.columns:
-            text = format_mean_sd(table.mean.loc[r, c], table.sd.loc[r, c])
-            cells.append(f"**{text}**" if table.best == (str(r), str(c)) else text)
-        lines.append(_md_row(cells))
-    return "\n".join(lines) + "\n"
-
-
-def grid_to_latex(table: FacetTable) -> str:
-    """The facet as a LaTeX ``tabular`` (no packages needed); the best cell in bold."""
-    ncols = len(table.mean.columns)
-    lines = ["\\begin{tabular}{l" + "r" * ncols + "}",
-             f"\\multicolumn{{{ncols + 1}}}{{l}}{{{_tex(table.title)}}} \\\\", "\\hline",
-             " & ".join([_tex(f"{table.rows} \\ {table.cols}"), *(_tex(str(c)) for c in table.mean.columns)]) + " \\\\",
-             "\\hline"]
-    for r in table.mean.index:
-        cells = [_tex(str(r))]
-        for c in table.mean.columns:
-            text = _tex_mean_sd(table.mean.loc[r, c], table.sd.loc[r, c])
-            cells.append(f"\\textbf{{{text}}}" if table.best == (str(r), str(c)) else text)
-        lines.append(" & ".join(cells) + " \\\\")
-    lines += ["\\hline", "\\end{tabular}"]
-    return "\n".join(lines) + "\n"
-
-
-def best_to_csv(best: BestConfigurations) -> str:
-    """Every ranked variant at full precision, the tests' p-values as extra columns on the best row."""
-    frame = best.ranking.reset_index(drop=True).assign(metric=best.metric)
-    frame["p_vs_runner_up"] = np.nan
-    frame["p_vs_baseline"] = np.nan
-    if len(frame):
-        if best.runner_up is not None:
-            frame.loc[0, "p_vs_runner_up"] = best.runner_up.p
-        if best.baseline is not None:
-            frame.loc[0, "p_vs_baseline"] = best.baseline.p
-    frame["baseline"] = frame["label"] == best.baseline_label
-    return frame.to_csv(index=False)
-
-
-def best_to_markdown(best: BestConfigurations) -> str:
-    """The top-k table in Markdown, followed by the tests in words."""
-    axes = best.axes or ["label"]
-    head = ["rank", *(a if a != "label" else "variant" for a in axes), best.metric, "n"]
-    lines = [_md_row(head), "|" + "|".join(["---:"] + ["---"] * len(axes) + ["---:", "---:"]) + "|"]
-    for _, row in best.table.iterrows():
-        lines.append(_md_row([str(row["rank"]), *(str(row[a]) for a in axes),
-                              format_mean_sd(row["mean"], row["sd"]), str(row["n"])]))
-    return "\n".join(lines) + "\n\n" + "\n".join(f"- {_md(s)}" for s in describe_tests(best)) + "\n"
-
-
-def best_to_latex(best: BestConfigurations) -> str:
-    """The top-k table as a LaTeX ``tabular``; the tests follow as comments."""
-    axes = best.axes or ["label"]
-    lines = ["\\begin{tabular}{r" + "l" * len(axes) + "rr}", "\\hline",
-             " & ".join(["rank", *(_tex(a if a != "label" else "variant") for a in axes), _tex(best.metric), "n"])
-             + " \\\\", "\\hline"]
-    for _, row in best.table.iterrows():
-        lines.append(" & ".join([str(row["rank"]), *(_tex(str(row[a])) for a in axes),
-                                 _tex_mean_sd(row["mean"], row["sd"]), str(row["n"])]) + " \\\\")
-    lines += ["\\hline", "\\end{tabular}"] + [f"% {_tex_comment(s)}" for s in describe_tests(best)]
-    return "\n".join(lines) + "\n"
-
-
-def describe_tests(best: BestConfigurations) -> list[str]:
-    """The best variant's Welch t-tests, one sentence each, plus any note."""
-    out = []
-    if len(best.table):
-        top = best.table["label"].iloc[0]
-        other = "the best non-baseline variant" if best.best_is_baseline else "the best baseline variant"
-        for what, cmp in (("the runner-up", best.runner_up), (other, best.baseline)):
-            if cmp is not None:
-                out.append(f"best ({top}) vs {what} ({cmp.against}): difference of means {cmp.delta:+.3g}, "
-                           f"Welch t = {cmp.t:.3g}, p = {format_p(cmp.p)} (n = {cmp.n[0]} vs {cmp.n[1]})")
-    return out + best.note
-
-
-def _finite(x: Any) -> bool:
-    return x is not None and not pd.isna(x) and math.isfinite(float(x))
-
-
-def _md(text: str) -> str:
-    return str(text).replace("|", r"\|")
-
-
-def _md_row(cells: list[str]) -> str:
-    return "| " + " | ".join(_md(c) for c in cells) + " |"
-
-
-_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-        "×": r"$\times$", "±": r"$\pm$", "—": "--"}
-
-
-def _tex(text: str) -> str:
-    return "".join(_TEX.get(ch, ch) for ch in str(text))
-
-
-def _tex_comment(text: str) -> str:
-    return str(text).replace("\n", " ")
-
-
-def _tex_mean_sd(mean: float, sd: float) -> str:
-    return format_mean_sd(mean, sd).replace(" ± ", r" $\pm$ ").replace(MISSING, "--")

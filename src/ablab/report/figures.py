@@ -132,16 +132,16 @@ def plot_curve(
             (line,) = ax.plot(xs, ys, color=colour, linewidth=width, zorder=2.5 if width > LINE_WIDTH else 2)
             shown = legend_name(label, panels)
             n = int(group["n"].max())
-            legend.setdefault(shown, (line, f"{_plain_text(_shorten(shown))}" + ("" if panels else f" (n={n})")))
+            legend.setdefault(shown, (line, f"{plain_text(shorten(shown))}" + ("" if panels else f" (n={n})")))
         if not part_div.empty:
             _plot_diverged(ax, part_div, x, colours, have_mean=not part.empty)
             legend.setdefault("\0diverged", (Line2D([], [], color="0.35", marker="x", **DIVERGED_STYLE),
                                               "diverged run (× where it stopped)"))
-        ax.set_title(_plain_text(f"{ref}: {title}" if title else ref), fontsize="medium")
+        ax.set_title(plain_text(f"{ref}: {title}" if title else ref), fontsize="medium")
         ax.set_xlabel(x)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
-    axes[0].set_ylabel(_plain_text(ref))
+    axes[0].set_ylabel(plain_text(ref))
     diverged_entry = legend.pop("\0diverged", None)
     entries = list(legend.values()) + ([diverged_entry] if diverged_entry else [])
     handles, texts = [h for h, _ in entries], [t for _, t in entries]
@@ -150,7 +150,7 @@ def plot_curve(
                     frameon=False, ncol=1 if len(texts) <= 14 else 2)
     if panels:
         fig.tight_layout()
-    _save_png(fig, path)
+    save_png(fig, path)
     return True
 
 
@@ -208,18 +208,18 @@ def _finite_range(values: pd.Series) -> tuple[float, float]:
     return float(finite.min()), float(np.quantile(finite, 0.9))  # the top decile is where runs blow up
 
 
-def _shorten(text: str, limit: int = 60) -> str:
+def shorten(text: str, limit: int = 60) -> str:
     """Legend entries stay readable; the HTML tables carry the full label."""
     text = str(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _plain_text(text: str) -> str:
+def plain_text(text: str) -> str:
     """Text matplotlib shows literally: ``$`` would start mathtext."""
     return str(text).replace("$", r"\$")
 
 
-def _save_png(fig: Figure, path: Path) -> None:
+def save_png(fig: Figure, path: Path) -> None:
     """Render to a temporary file beside ``path``, then rename: a reader never sees half a PNG."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

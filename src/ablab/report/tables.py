@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ablab.analysis.grids import format_p, welch_test
-from ablab.store import write_atomic
+from ablab.analysis.grids import welch_test
+from ablab.report.grid_tables import format_p
 
 MISSING = "—"
 BASELINE_ROLES = ("lower", "upper")
@@ -211,14 +210,6 @@ def to_csv_frame(agg: pd.DataFrame, refs: list[str], rule: str, by: str = "label
     columns += [f"baseline_{role}" for role in roles]
     columns += [f"{r}.{s}_{role}" for r in refs for role in roles for s in ("delta", "p") if f"{r}.delta_{role}" in agg]
     return agg[columns].assign(selection=rule)
-
-
-def write_tables(agg: pd.DataFrame, refs: list[str], rule: str, directory: Path) -> list[Path]:
-    """Write ``final.csv`` (full precision) and ``final.md`` into ``directory``."""
-    csv_path, md_path = directory / "final.csv", directory / "final.md"
-    write_atomic(csv_path, to_csv_frame(agg, refs, rule).to_csv(index=False).encode())
-    write_atomic(md_path, to_markdown(agg, refs, rule).encode())
-    return [csv_path, md_path]
 
 
 def _is_number(x) -> bool:

@@ -22,7 +22,7 @@ from ablab.seeding import STREAMS
 from ablab.spec.labels import make_label
 from ablab.spec.loading import _spec_error, set_path
 from ablab.spec.models import EvalSpec, Groups, Member, RunSpec, Study, Variant, _Strict
-from ablab.spec.select import matches
+from ablab.selectors import matches
 
 MAX_RUNS = 100_000  # a study larger than this is almost surely a typo (raise with --max-runs)
 

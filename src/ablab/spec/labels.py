@@ -4,20 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-
-def _label_value(value: Any) -> str:
-    if value is None:
-        return "none"
-    if isinstance(value, dict) and "name" in value:
-        rest = ", ".join(f"{k}={_label_value(v)}" for k, v in value.items() if k != "name")
-        return f"{value['name']}({rest})" if rest else str(value["name"])
-    if isinstance(value, dict):
-        return "(" + ", ".join(f"{k}={_label_value(v)}" for k, v in value.items()) + ")"
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, list):
-        return "[" + ", ".join(_label_value(v) for v in value) + "]"
-    return str(value)
+from ablab.labels import label_value as _label_value
 
 
 def make_label(axes: dict[str, Any], named: frozenset[str] = frozenset()) -> str:

@@ -15,6 +15,7 @@ import torch
 from pydantic import PositiveInt
 from torch import nn
 
+from ablab.artifacts import NORM_PARAMS_FILE, RELU_SPARSITY_FILE
 from ablab.artifacts import load_npz, save_npz  # noqa: F401  (re-exported)
 from ablab.optim.groups import is_norm_module
 from ablab.registry import PROBES
@@ -69,7 +70,7 @@ def learnable(module: nn.Module) -> dict[str, bool]:
 class NormParams:
     """γ and β of every norm layer every ``every_steps`` steps: ``layer/gamma`` arrays [T, C]."""
 
-    artifact = "probe_norm_params.npz"
+    artifact = NORM_PARAMS_FILE
 
     def __init__(self, model: nn.Module, every_steps: int):
         self.every = every_steps
@@ -112,7 +113,7 @@ class ReluSparsity:
     PyTorch's slower call path); counts stay on the device until ``artifacts()``.
     """
 
-    artifact = "probe_relu_sparsity.npz"
+    artifact = RELU_SPARSITY_FILE
 
     def __init__(self, model: nn.Module, every_steps: int):
         self.every = every_steps

@@ -1,4 +1,8 @@
-"""Choosing stored or expanded runs by what they are: axis values, base-run settings, replicate, label."""
+"""Choosing runs by what they are: axis values, base-run settings, replicate, label.
+
+Used by expansion (``init_from`` and post-hoc sources), by report baselines and by analysis; it
+imports nothing from ablab, so readers of a store can use it without loading the components.
+"""
 
 from __future__ import annotations
 

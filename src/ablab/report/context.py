@@ -1,0 +1,173 @@
+"""What a report section is, and what it reads: the store's data once, plus numbers sections share.
+
+A ``ReportContext`` wraps a store: ``ablab.store.Store`` or anything with ``path``, ``study()``,
+``runs()``, ``metrics()`` and ``artifact_path(run, name)``; sections read the store only
+through it. Each property is computed on first use and kept, so the sections that need the
+final selection or the variant colours share one computation, and a page without them costs
+nothing. A ``ReportSection`` decides from the context whether it ``applies`` and ``render``s a
+``Part``: its HTML, its CSS and the files it wrote (see ``ablab.report.sections``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ablab.analysis.seeds import aggregate, describe_selection, select_final
+from ablab.artifacts import load_npz
+from ablab.report.figures import curve_panels, line_widths, variant_colours
+from ablab.report.tables import add_baseline_deltas
+
+
+@dataclass
+class Part:
+    """One rendered section: its HTML, CSS it adds to the page, and the figure and table files it wrote."""
+
+    html: str
+    css: str = ""
+    figures: list[Path] = field(default_factory=list)
+    tables: list[Path] = field(default_factory=list)
+
+
+class ReportContext:
+    """The study, its runs and metrics as the store holds them, and what several sections derive from them."""
+
+    def __init__(self, store: Any, out: Path):
+        self.store = store
+        self.out = Path(out)
+        self._artifact_runs: dict[str, list[str]] = {}
+
+    # ---- the store's data
+
+    @cached_property
+    def study(self) -> dict[str, Any]:
+        return self.store.study()
+
+    @cached_property
+    def runs(self) -> pd.DataFrame:
+        return self.store.runs()
+
+    @cached_property
+    def metrics(self) -> pd.DataFrame:
+        return self.store.metrics()
+
+    @cached_property
+    def settings(self) -> dict[str, Any]:
+        """The study's ``report`` block."""
+        return self.study.get("report") or {}
+
+    def runs_with(self, artifact: str) -> list[str]:
+        """Ids of the runs that stored ``artifact``, in study order."""
+        if artifact not in self._artifact_runs:
+            self._artifact_runs[artifact] = [
+                r for r in self.runs["run"] if Path(self.store.artifact_path(r, artifact)).is_file()]
+        return self._artifact_runs[artifact]
+
+    def artifact(self, run: str, name: str) -> tuple[dict[str, np.ndarray], dict] | None:
+        """A run's ``.npz`` artifact decoded (arrays, meta); None when missing or damaged, never a crash."""
+        path = Path(self.store.artifact_path(run, name))
+        if not path.is_file():
+            return None
+        try:
+            return load_npz(str(path))
+        except (OSError, ValueError, KeyError):
+            return None
+
+    # ---- files the sections write
+
+    def figure_path(self, name: str) -> Path:
+        """Where a section writes the figure ``name`` (the page links it as ``figures/<name>``)."""
+        return self._file("figures", name)
+
+    def table_path(self, name: str) -> Path:
+        """Where a section writes the table file ``name`` (linked as ``tables/<name>``)."""
+        return self._file("tables", name)
+
+    def _file(self, folder: str, name: str) -> Path:
+        directory = self.out / folder
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory / name
+
+    # ---- the final selection and its aggregate, shared by the final table, grids and best
+
+    @cached_property
+    def rule(self) -> str:
+        """How each run's final value was chosen, in words."""
+        return describe_selection(self._selection, self._select_on)
+
+    @cached_property
+    def per_run(self) -> pd.DataFrame:
+        """One row per run: its selected epoch and every metric's value there (``select_final``)."""
+        return select_final(self.metrics, self.runs, self._selection, self._select_on)
+
+    @cached_property
+    def recorded(self) -> list[str]:
+        """Every ``split.name`` some run has a final value for."""
+        return [c[: -len(".mean")] for c in self._aggregate.columns if c.endswith(".mean")]
+
+    @cached_property
+    def refs(self) -> list[str]:
+        """The final table's metrics: ``report.metrics`` that were recorded, else every recorded one."""
+        return [r for r in self._wanted if r in self.recorded]
+
+    @cached_property
+    def missing_refs(self) -> list[str]:
+        """``report.metrics`` that no run recorded."""
+        return [r for r in self._wanted if r not in self.recorded]
+
+    @cached_property
+    def agg(self) -> pd.DataFrame:
+        """Mean, SD and n per variant and metric, with Δ and p per ``report.baselines`` role."""
+        return add_baseline_deltas(self._aggregate, self.per_run, self.refs, self.baselines)
+
+    @cached_property
+    def _aggregate(self) -> pd.DataFrame:
+        return aggregate(self.per_run, by="label")
+
+    # ---- how variants are drawn, the same in every figure and table
+
+    @cached_property
+    def baselines(self) -> dict[str, str]:
+        return dict(self.settings.get("baselines") or {})
+
+    @cached_property
+    def colours(self) -> dict[str, str]:
+        return variant_colours(list(self.runs["label"]), self.baselines)
+
+    @cached_property
+    def widths(self) -> dict[str, float]:
+        return line_widths(list(self.runs["label"]), self.baselines)
+
+    @cached_property
+    def panels(self) -> dict[str, list[str]] | None:
+        return curve_panels(list(self.runs["label"]), self.baselines)
+
+    @property
+    def _selection(self) -> str:
+        return self.settings.get("selection", "final")
+
+    @property
+    def _select_on(self) -> str:
+        return self.settings.get("select_on", "val.accuracy")
+
+    @property
+    def _wanted(self) -> list[str]:
+        return list(self.settings.get("metrics") or self.recorded)
+
+
+class ReportSection:
+    """A part of the report page; subclasses are registered in ``REPORT_SECTIONS`` (``ablab.report.sections``)."""
+
+    order: int = 0  # the place on the page, ascending
+
+    def applies(self, ctx: ReportContext) -> bool:
+        """Whether the page shows this section for the study in ``ctx``."""
+        return True
+
+    def render(self, ctx: ReportContext) -> Part:
+        raise NotImplementedError

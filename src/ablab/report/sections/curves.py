@@ -1,0 +1,46 @@
+"""Learning curves: one figure per metric, mean ± SD over seeds per variant, diverged runs alone."""
+
+from __future__ import annotations
+
+import re
+
+from ablab.registry import REPORT_SECTIONS
+from ablab.report.context import Part, ReportContext, ReportSection
+from ablab.report.figures import plot_curve
+from ablab.report.html import e
+
+
+@REPORT_SECTIONS.register("curves")
+class Curves(ReportSection):
+    """One figure per ``report.curves`` metric (default: every recorded one); a missing one is named."""
+
+    order = 30
+
+    def applies(self, ctx: ReportContext) -> bool:
+        return bool(curve_refs(ctx))
+
+    def render(self, ctx: ReportContext) -> Part:
+        part = Part("")
+        html = ["<h2>Learning curves</h2>",
+                "<p class=\"note\">Lines: mean over the finished seeds of each variant; band: ±1 SD. "
+                "A diverged run is drawn as its own thin dashed curve that stops where it diverged (×).</p>"]
+        for i, ref in enumerate(curve_refs(ctx)):
+            name = f"curve_{i:02d}_{_slug(ref)}.png"
+            path = ctx.figure_path(name)
+            if plot_curve(ctx.metrics, ctx.runs, ref, ctx.colours, path, widths=ctx.widths, panels=ctx.panels):
+                part.figures.append(path)
+                html.append(f"<figure><img src=\"figures/{e(name)}\" alt=\"learning curve of {e(ref)}\"></figure>")
+            else:
+                html.append(f"<p class=\"note\">{e(ref)}: not recorded.</p>")
+        part.html = "\n".join(html)
+        return part
+
+
+def curve_refs(ctx: ReportContext) -> list[str]:
+    """``report.curves``, else every metric with a final value."""
+    return list(ctx.settings.get("curves") or ctx.recorded)
+
+
+def _slug(text: str) -> str:
+    """A file-name-safe form of a metric reference (the index keeps names unique)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._")[:60] or "metric"

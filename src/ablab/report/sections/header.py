@@ -1,0 +1,40 @@
+"""The page's head: the study's name and description, its file, run counts, code versions, devices."""
+
+from __future__ import annotations
+
+from ablab.registry import REPORT_SECTIONS
+from ablab.report.context import Part, ReportContext, ReportSection
+from ablab.report.html import e
+from ablab.report.tables import MISSING
+
+STATUS_ORDER = ("done", "diverged", "failed", "running", "pending")
+
+
+@REPORT_SECTIONS.register("header")
+class Header(ReportSection):
+    """The study's name, description, spec file, runs by status, code versions and devices."""
+
+    order = 10
+
+    def render(self, ctx: ReportContext) -> Part:
+        study = ctx.study
+        items = [("file", e(study.get("file") or MISSING)), ("runs", f"{len(ctx.runs)} ({status_counts(ctx.runs)})")]
+        for column, title in (("code_version", "code version"), ("device", "device")):
+            if column in ctx.runs:
+                values = sorted({str(v) for v in ctx.runs[column].dropna() if str(v)})
+                if values:
+                    items.append((title, ", ".join(e(v) for v in values)))
+        rows = "".join(f"<dt>{title}</dt><dd>{value}</dd>" for title, value in items)
+        description = study.get("description") or ""
+        return Part(
+            f"<h1>{e(study.get('name') or 'study')}</h1>\n"
+            + (f"<p>{e(description)}</p>\n" if description else "")
+            + f"<dl>{rows}</dl>"
+        )
+
+
+def status_counts(runs) -> str:
+    """``done 7, diverged 1, failed 1``: runs per status, in the order a study progresses; escaped."""
+    counts = runs["status"].value_counts()
+    statuses = [s for s in STATUS_ORDER if s in counts] + sorted(set(counts.index) - set(STATUS_ORDER))
+    return ", ".join(f"{e(s)} {int(counts[s])}" for s in statuses) or "none"

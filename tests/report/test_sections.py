@@ -1,0 +1,170 @@
+"""The page is made of registered sections: their order, how a new one plugs in, the files they leave.
+
+Also: the report of a real stored study (spec → CLI → store → report) imports no training code.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from ablab.registry import REPORT_SECTIONS
+from ablab.report import write_report
+from ablab.report.context import Part, ReportContext, ReportSection
+from ablab.report.exact_csv import to_csv
+from ablab.report.html import e
+from ablab.report.sections import load_sections
+from ablab.store import write_atomic
+from conftest import TINY_BASE
+from fakestore import FakeStore, parse_html, read_csv_exact
+
+PAGE_ORDER = ["header", "variants", "curves", "final_table", "grids", "best", "sharpness", "norm_params",
+              "relu_sparsity", "budget", "problems", "spec"]
+
+
+def _store(path: Path) -> FakeStore:
+    """Two variants × one seed, test.loss at two epochs; no grids, probes or plan info."""
+    runs = pd.DataFrame([("r0", "a", 0, "done", {"x": 1}), ("r1", "b", 0, "done", {"x": 2})],
+                        columns=["run", "label", "replicate", "status", "axes"])
+    metrics = pd.DataFrame([(r, 10 * ep, ep, "test", "loss", 1.0 / (ep + 1 + i)) for i, r in enumerate(["r0", "r1"])
+                            for ep in (0, 1)], columns=["run", "step", "epoch", "split", "name", "value"])
+    study = {"name": "s", "file": "s.yaml", "spec": {"grid": {"x": [1, 2]}}, "report": {"selection": "final"}}
+    return FakeStore(path, study, runs, metrics)
+
+
+def _headings(page: str) -> list[str]:
+    """The text of every <h2>, in page order."""
+    return [part.split("</h2>", 1)[0] for part in page.split("<h2>")[1:]]
+
+
+def test_sections_are_registered_in_one_fixed_order_with_their_own_descriptions():
+    sections = load_sections()
+    names = [type(s).__module__.rsplit(".", 1)[-1] for s in sections]
+    assert sorted(REPORT_SECTIONS.list_names()) == sorted(PAGE_ORDER)
+    assert [REPORT_SECTIONS.get(n) for n in PAGE_ORDER] == [type(s) for s in sections]
+    assert names == PAGE_ORDER  # one module per section, named as the section
+    orders = [s.order for s in sections]
+    assert orders == sorted(set(orders))  # strictly increasing: no two sections tie
+    base = ReportSection.__doc__.splitlines()[0]
+    for entry in REPORT_SECTIONS.list_entries():
+        assert entry.description and entry.description != base, entry.name
+
+
+def test_ablab_list_names_every_section(capsys):
+    from ablab.cli import main
+
+    assert main(["list", "report_section"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("report_section:")
+    for name in PAGE_ORDER:
+        assert f"  {name} " in out
+
+
+def test_the_page_is_the_sections_that_apply_in_order(tmp_path):
+    store = _store(tmp_path / "study")
+    ctx = ReportContext(store, tmp_path / "study" / "report")
+    applying = [s for s in load_sections() if s.applies(ctx)]
+    assert [type(s).__module__.rsplit(".", 1)[-1] for s in applying] == [
+        "header", "variants", "curves", "final_table", "problems", "spec"]
+    page = write_report(store).path.read_text(encoding="utf-8")
+    assert _headings(page) == ["Variants", "Learning curves", "Final metrics", "Diverged and failed runs",
+                               "Study spec (resolved)"]
+
+
+class _Extra(ReportSection):
+    """A test section: the number of runs per variant as a CSV, while the study has a setting for it."""
+
+    order = 45
+
+    def applies(self, ctx: ReportContext) -> bool:
+        return bool(ctx.settings.get("extra"))
+
+    def render(self, ctx: ReportContext) -> Part:
+        path = ctx.table_path("extra.csv")
+        counts = ctx.runs.groupby("label", sort=False).size().rename("runs").reset_index()
+        write_atomic(path, to_csv(counts).encode())
+        return Part(f"<h2>Extra {e(ctx.settings['extra'])}</h2>", css=".extra { }\n", tables=[path])
+
+
+@pytest.fixture
+def extra_section(monkeypatch):
+    """``_Extra`` registered as ``extra`` for one test; the registry is restored afterwards."""
+    monkeypatch.setattr(REPORT_SECTIONS, "_entries", dict(REPORT_SECTIONS._entries))
+    REPORT_SECTIONS.register("extra")(_Extra)
+
+
+def test_a_new_section_is_one_registered_class_and_its_files_go_when_it_stops_applying(tmp_path, extra_section):
+    store = _store(tmp_path / "study")
+    store._study["report"]["extra"] = "<b>x</b>"
+    mine = tmp_path / "study" / "report" / "tables" / "notes.txt"  # a file of the user's, never listed
+    mine.parent.mkdir(parents=True)
+    mine.write_text("keep")
+    result = write_report(store)
+    page = result.path.read_text(encoding="utf-8")
+    headings = _headings(page)
+    assert headings.index("Extra &lt;b&gt;x&lt;/b&gt;") == headings.index("Final metrics") + 1
+    assert ".extra { }" in page
+    extra = result.path.parent / "tables" / "extra.csv"
+    assert extra in result.tables and read_csv_exact(extra)["runs"].tolist() == [1, 1]
+    manifest = json.loads((result.path.parent / "manifest.json").read_text())["files"]
+    assert "tables/extra.csv" in manifest and "tables/final.csv" in manifest and "tables/notes.txt" not in manifest
+
+    del store._study["report"]["extra"]
+    result = write_report(store)
+    assert not extra.exists() and extra not in result.tables
+    assert "Extra" not in result.path.read_text(encoding="utf-8")
+    assert mine.read_text() == "keep" and (result.path.parent / "tables" / "final.csv").is_file()
+
+
+def test_a_manifest_never_removes_files_outside_the_report(tmp_path):
+    store = _store(tmp_path / "study")
+    outside = tmp_path / "study" / "ablab.db"
+    outside.parent.mkdir(parents=True)
+    outside.write_text("results")
+    out = tmp_path / "study" / "report"
+    out.mkdir(parents=True)
+    (out / "manifest.json").write_text(json.dumps({"files": ["../ablab.db", str(outside), 3]}))
+    write_report(store)
+    assert outside.read_text() == "results"
+
+
+# ---- a real stored study ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def stored_study(tmp_path_factory) -> Path:
+    """A tiny study with both probes, run through the CLI into a real store."""
+    from ablab.cli import main
+
+    root = tmp_path_factory.mktemp("stored")
+    study = {"name": "probed", "seeds": {"replicates": 2}, "grid": {"model.norm": ["none", "batchnorm"]},
+             "base": {**TINY_BASE, "epochs": 1, "record": {"every_steps": 5, "probes": [
+                 {"name": "norm_params", "every_steps": 2}, {"name": "relu_sparsity", "every_steps": 2}]}}}
+    (root / "study.yaml").write_text(yaml.safe_dump(study))
+    assert main(["run", str(root / "study.yaml"), "--out", str(root / "results"), "--threads", "1"]) == 0
+    return root / "results"
+
+
+def test_the_report_of_a_stored_study_imports_no_training_code(stored_study):
+    code = (
+        "import sys, json\n"
+        "import ablab.report\n"
+        "from ablab.store import Store\n"
+        f"store = Store.open({str(stored_study)!r})\n"
+        "result = ablab.report.write_report(store)\n"
+        "print(json.dumps({'train': sorted(m for m in sys.modules if m == 'ablab.train' or m.startswith('ablab.train.')),"
+        " 'page': str(result.path)}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout.splitlines()[-1])
+    assert got["train"] == []
+    text = "".join(parse_html(Path(got["page"]).read_text(encoding="utf-8")).text)
+    # the probes' artifacts were found and decoded: both sections are on the page
+    assert "Normalization layers: γ and β" in text and "ReLU sparsity" in text
+    assert "Compute budget per variant (2 variants)" in text  # the runs' plans, from the store
