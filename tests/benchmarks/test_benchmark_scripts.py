@@ -1,9 +1,11 @@
 """The benchmark scripts still run (numbers are not asserted: performance lives in benchmarks/).
 
 ``bench_gpu.py --cpu-smoke`` is the only run its code gets where no GPU is lent, with the GPU's
-data path (uint8 codes decoded per batch); ``bench_executors.py --quick`` runs every executor case.
+data path (uint8 codes decoded per batch); ``bench_executors.py --quick`` runs every executor case;
+``bench_artifacts.py --quick`` every cost it reports.
 """
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -34,3 +36,15 @@ def test_bench_executors_quick_runs_every_case():
     for row in ("local, 2 worker processes (forked warm)", "ray, 2 workers, whole (init + shutdown)",
                 "ray / local, 2 workers, whole wall, runs 4x as long", "ray, 1 in flight"):
         assert row in out, out[-3000:]
+
+
+@pytest.mark.slow
+def test_bench_artifacts_quick_reports_every_cost(tmp_path):
+    summary = tmp_path / "summary.json"
+    out = _run("bench_artifacts.py", "--quick", "--summary-json", str(summary), timeout=300)
+    for row in ("(1) record.checkpoints", "(2) evaluators [standard, predictions", "mlp (128,128) / digits, batch 64",
+                "3c3d / digits 3x16x16, batch 128", "source study: train (run_study)",
+                "post-hoc study: evaluate (run_study)", "post-hoc / source training, run_study"):
+        assert row in out, out[-3000:]
+    entries = json.loads(summary.read_text())
+    assert len(entries) == 5 and all(e["target"] is None and e["value"] > 0 for e in entries)

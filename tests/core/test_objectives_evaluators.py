@@ -188,3 +188,34 @@ def test_a_diverged_run_stores_no_later_evaluation_or_checkpoint():
     saved = [a.epoch for a in r.artifacts.records() if a.kind == "checkpoint"]
     assert saved == list(range(diverged_in))  # epochs 0..k-1 were finite and saved; nothing after
     assert max(row[1] for row in r.metrics if row[2] == "test") < diverged_in
+
+
+def test_the_asam_objective_scales_weights_only_by_default_as_the_official_code():
+    from ablab.optim.sam import SAM
+
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    ce = nn.functional.cross_entropy
+    after = {}
+    for which in ("weights", "all"):
+        model = _model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        obj = OBJECTIVES.create({"name": "sam", "rho": 0.5, "adaptive": True, "adaptive_params": which},
+                                setup=StepSetup(model, opt, ce))
+        assert obj.sam._unscaled == (
+            {id(p) for n, p in model.named_parameters() if "weight" not in n} if which == "weights" else set())
+        obj.step(model, model, opt, x, y)
+        after[which] = [p.detach().clone() for p in model.parameters()]
+    # "all" is plain element-wise ASAM over every parameter: the SAM optimizer with nothing unscaled
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sam = SAM(list(model.parameters()), opt, rho=0.5, adaptive=True)
+    ce(model(x), y).backward()
+    sam.first_step()
+    from ablab.optim.sam import bn_running_stats_frozen
+
+    with bn_running_stats_frozen(model):
+        ce(model(x), y).backward()
+    sam.second_step()
+    for a, b in zip(after["all"], model.parameters()):
+        torch.testing.assert_close(a, b.detach())
+    assert any(not torch.equal(a, b) for a, b in zip(after["weights"], after["all"]))

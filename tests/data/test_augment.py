@@ -121,6 +121,41 @@ def test_normalize_vectors_and_bad_statistics():
         augment.normalize(wine, std=[0.0] * 13)
 
 
+DEEPOBS_CIFAR10 = {"mean": [0.49139968, 0.48215841, 0.44653091], "std": [0.24703223, 0.24348513, 0.26158784]}
+
+
+def test_normalize_with_fixed_constants_ignores_the_split_statistics(ds):
+    x, y = ds.splits["train"].x, ds.splits["train"].y
+    fixed = AUGMENTATIONS.create({"name": "normalize", **DEEPOBS_CIFAR10}, dataset=ds)
+    out = fixed(x, y, None)[0]
+    for c in range(3):  # channel by channel, against the constants written out
+        expected = (x[:, c] - DEEPOBS_CIFAR10["mean"][c]) / DEEPOBS_CIFAR10["std"][c]
+        assert torch.allclose(out[:, c], expected, atol=1e-6)
+    assert fixed.at_eval  # evaluation sees the same constants
+    computed = AUGMENTATIONS.create("normalize", dataset=ds)(x, y, None)[0]
+    assert not torch.allclose(out, computed, atol=1e-2)
+
+
+def test_normalize_constants_of_the_wrong_length_fail_validation(tmp_path, capsys):
+    from ablab.cli import main
+
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("""name: bad
+base:
+  data: {name: digits, size: 8, channels: 3}
+  model: mlp
+  optimizer: {name: sgd, lr: 0.1}
+  epochs: 1
+  batch_size: 32
+  augment:
+    - {name: color_jitter, brightness: 0.2}
+    - {name: normalize, mean: [0.5, 0.5], std: [0.25, 0.25, 0.25]}
+""")
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {spec}: base.augment.1.mean: mean needs 3 values (one per channel of (3, 8, 8)), got 2"
+
+
 @pytest.mark.parametrize("name", ["random_crop", "hflip"])
 def test_image_augmentations_refuse_vectors(name):
     with pytest.raises(SpecError, match="needs images"):

@@ -260,6 +260,35 @@ def test_running_stats_update_twice_without_the_context():
     assert int(model[1].num_batches_tracked) == 2
 
 
+@pytest.mark.parametrize("davda54", [False, True])
+def test_cumulative_average_counts_clean_passes_only(davda54):
+    """momentum=None: running_mean is the plain mean of the clean batches' means (factor 1/k at
+    step k). davda54/sam's momentum-0 switch lets num_batches_tracked count both passes, so its
+    factor at step k is 1/(2k − 1); ablab restores the counter."""
+    model = _mlp(0)
+    bn = model[1]
+    bn.momentum = None
+    sam = SAM(model.parameters(), torch.optim.SGD(model.parameters(), lr=0.1), rho=0.5)
+    expected = bn.running_mean.clone()
+    for k, (x, y) in enumerate(_batches(4, 5), start=1):
+        with torch.no_grad():
+            batch_mean = model[0](x).mean(0)
+        nn.functional.cross_entropy(model(x), y).backward()
+        sam.first_step()
+        if davda54:
+            bn.momentum = 0.0  # disable_running_stats …
+            nn.functional.cross_entropy(model(x), y).backward()
+            bn.momentum = None  # … enable_running_stats
+        else:
+            with bn_running_stats_frozen(model):
+                nn.functional.cross_entropy(model(x), y).backward()
+        sam.second_step()
+        factor = 1 / (2 * k - 1) if davda54 else 1 / k
+        expected = (1 - factor) * expected + factor * batch_mean
+        assert int(bn.num_batches_tracked) == (2 * k if davda54 else k)
+        assert torch.allclose(bn.running_mean, expected, atol=1e-6)
+
+
 def test_frozen_stats_keep_the_train_mode_function():
     model = _mlp(0)
     x, _ = _batches(1, 4)[0]

@@ -256,7 +256,8 @@ def _compare(best: str, other: str, samples: dict[str, np.ndarray], ranked: pd.D
 
 
 def _matching_labels(runs: pd.DataFrame, baseline: dict[str, Any]) -> set[str]:
-    return {label for label, axes, spec, rep in zip(runs["label"], runs["axes"], runs["spec"], runs["replicate"])
+    reps = runs["replicate"] if "replicate" in runs else [0] * len(runs)
+    return {label for label, axes, spec, rep in zip(runs["label"], runs["axes"], runs["spec"], reps)
             if matches(baseline, axes=axes or {}, spec=spec or {}, label=label, replicate=rep)}
 
 

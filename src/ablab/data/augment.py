@@ -7,7 +7,7 @@ the generator's), so the same generator state gives the same batch. Targets pass
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Callable, Literal, Sequence
+from typing import Annotated, Any, Callable, Literal, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -91,6 +91,117 @@ def hflip(dataset: Dataset, p: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5) ->
         return torch.where(chosen.view(-1, 1, 1, 1), x.flip(-1), x), y
 
     return flip
+
+
+# A jitter strength: v means factors in [max(0, 1 − v), 1 + v]; a pair [lo, hi] is the range itself
+# (torchvision's ColorJitter convention).
+NonNegative = Annotated[float, Field(ge=0.0)]
+JitterRange = Union[NonNegative, tuple[NonNegative, NonNegative]]
+
+BRIGHTNESS, CONTRAST, SATURATION = 0, 1, 2  # columns of the factors, values of the order
+# PIL's RGB → "L" (ITU-R 601-2 luma), in 16-bit fixed point: L = (19595 R + 38470 G + 7471 B + 2¹⁵) >> 16
+GREY_WEIGHTS_16 = (19595, 38470, 7471)
+
+
+def _factor_range(value: float | tuple[float, float], key: str) -> tuple[float, float]:
+    if isinstance(value, tuple):
+        lo, hi = value
+        if lo > hi:
+            raise SpecError(f"{key} range [{lo}, {hi}] has its minimum above its maximum", field=key)
+        return float(lo), float(hi)
+    return max(0.0, 1.0 - value), 1.0 + value
+
+
+def grey_levels(x: Tensor, eight_bit: bool = False) -> Tensor:
+    """Grey image (B, 1, H, W): PIL's 0.299 R + 0.587 G + 0.114 B (one channel: the image itself).
+
+    ``eight_bit``: x holds integer levels 0..255 and the grey level is PIL's rounded integer.
+    """
+    if x.shape[1] == 1:
+        return x
+    (wr, wg, wb), r, g, b = GREY_WEIGHTS_16, x[:, 0:1], x[:, 1:2], x[:, 2:3]
+    if not eight_bit:  # weights k / 2¹⁶ are exact in float32; Python scalars need no device copy
+        return r * (wr / 65536) + g * (wg / 65536) + b * (wb / 65536)
+    # integers below 2²⁴, so float32 holds every sum exactly; / 2¹⁶ is exact too
+    return (r * wr + g * wg + b * wb + 32768).div_(65536).floor_()
+
+
+def _mean_grey(grey: Tensor, eight_bit: bool) -> Tensor:
+    """The image's mean grey level (B, 1, 1, 1); ``eight_bit``: rounded to an integer, as PIL does."""
+    if not eight_bit:
+        return grey.mean((1, 2, 3), keepdim=True)
+    n = grey[0].numel()
+    total = grey.to(torch.int64).sum((1, 2, 3), keepdim=True)
+    return torch.div(2 * total + n, 2 * n, rounding_mode="floor").to(grey.dtype)  # ⌊mean + ½⌋
+
+
+def jitter_colors(x: Tensor, factors: Tensor, order: Tensor, eight_bit: bool = False) -> Tensor:
+    """Brightness, contrast and saturation blends on each image of ``x`` (values in [0, 1]), in its own order.
+
+    Each step is PIL's ``ImageEnhance`` (what torchvision's ColorJitter runs on PIL images):
+    x ← clip(f·x + (1 − f)·d, 0, 1) with the degenerate image d = 0 (brightness), the image's mean
+    grey level (contrast) or its grey image (saturation). ``factors`` (B, 3): f for (brightness,
+    contrast, saturation); ``order`` (B, 3): a permutation of 0, 1, 2 per image, applied left to
+    right. ``eight_bit``: on 8-bit images (values k/255) compute as PIL does on uint8: grey levels
+    and the contrast mean rounded to integers, each step's result truncated to an integer level.
+    """
+    b = x.shape[0]
+    if eight_bit:
+        x = (x * 255.0).round_()  # the 8-bit codes, exact
+    for step in range(order.shape[1]):
+        op = order[:, step].view(b, 1, 1, 1)
+        f = factors.gather(1, order[:, step : step + 1]).view(b, 1, 1, 1).to(x.dtype)
+        grey = grey_levels(x, eight_bit)
+        mean = _mean_grey(grey, eight_bit)
+        degenerate = torch.where(op == SATURATION, grey, torch.where(op == CONTRAST, mean, 0.0))
+        if eight_bit:  # PIL's float32 arithmetic, then the cast to uint8 (truncation)
+            x = (degenerate + f * (x - degenerate)).clamp_(0.0, 255.0).trunc_()
+        else:  # the same blend written so that f = 1 is exactly the identity
+            x = (f * x + (1 - f) * degenerate).clamp_(0.0, 1.0)
+    return x / 255.0 if eight_bit else x
+
+
+@AUGMENTATIONS.register("color_jitter")
+def color_jitter(
+    dataset: Dataset,
+    brightness: JitterRange = 0.0,
+    contrast: JitterRange = 0.0,
+    saturation: JitterRange = 0.0,
+    eight_bit: bool = False,
+) -> Augmentation:
+    """Scale brightness, contrast and saturation by random factors per image, in a random order per image.
+
+    torchvision's ``ColorJitter`` on PIL images, as DeepOBS' CIFAR pipeline runs it (after the
+    flip, before ``ToTensor``/``Normalize``): per image, f ~ U[lo, hi] for each sub-transform and a
+    uniformly random order of the three; the blends are ``jitter_colors``'. A strength v means
+    [max(0, 1 − v), 1 + v]. Expects pixels in [0, 1]: list it before ``normalize``. ``eight_bit``
+    (8-bit datasets only): PIL's integer rounding, bitwise; without it the result is in float,
+    about 1.5 levels (of 255) brighter on average than PIL's truncating arithmetic.
+    """
+    c, _, _ = _image_shape(dataset, "color_jitter")
+    if c not in (1, 3):
+        raise SpecError(f"color_jitter needs RGB or grey images (3 or 1 channels); dataset "
+                        f"'{dataset.name}' has {c}", field="name")
+    if eight_bit and not dataset.pixels8:
+        raise SpecError(f"eight_bit needs 8-bit images (values k/255); dataset '{dataset.name}' "
+                        f"has other values: use eight_bit: false", field="eight_bit")
+    ranges = [_factor_range(v, k) for k, v in
+              (("brightness", brightness), ("contrast", contrast), ("saturation", saturation))]
+    lows, highs = zip(*ranges)
+    on_device: dict[torch.device, tuple[Tensor, Tensor]] = {}
+
+    def jitter(x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        b = x.shape[0]
+        if x.device not in on_device:  # copy the ranges to each device once
+            lo = torch.tensor(lows, dtype=torch.float32, device=x.device)
+            on_device[x.device] = (lo, torch.tensor(highs, dtype=torch.float32, device=x.device) - lo)
+        lo, span = on_device[x.device]
+        factors = lo + span * torch.rand(b, 3, generator=generator, device=x.device)
+        # the argsort of i.i.d. uniforms is a uniformly random permutation, drawn per image on the device
+        order = torch.rand(b, 3, generator=generator, device=x.device).argsort(dim=1)
+        return jitter_colors(x, factors, order, eight_bit), y
+
+    return jitter
 
 
 @AUGMENTATIONS.register("normalize")

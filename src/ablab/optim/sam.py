@@ -9,7 +9,11 @@ One SAM step is two forward/backward passes around a base optimizer:
 
 T = I is SAM (Foret et al. 2021, eq. 2 with p = 2: ε̂(w) = ρ ∇L / ‖∇L‖₂); T = diag(|w| + η) is
 element-wise ASAM (Kwon et al. 2021, ICML, eq. for ε_t in Algorithm 1 with the operator
-T_w = |w| + η of their Sec. 4 / official SamsungLabs/ASAM, η = 0.01).
+T_w = |w| + η of their Sec. 4, η = 0.01). The official code (SamsungLabs/ASAM, ``asam.py``)
+applies T only to parameters whose name contains "weight"; the others (biases, norm β) keep
+T = 1 but stay inside the one global norm ‖T g‖. ``SAM(..., unscaled=asam_unscaled_params(model,
+"weights"))`` reproduces it (to float rounding: it adds 1e-16 to the norm, ablab 1e-12, and it
+returns by subtracting e, ablab by restoring w); ``"all"`` scales every parameter.
 
 What belongs to the optimizer and what to the caller (pitfalls of peer implementations):
 
@@ -32,7 +36,7 @@ What belongs to the optimizer and what to the caller (pitfalls of peer implement
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Literal, Optional, Sequence
 
 import torch
 from torch import nn
@@ -86,7 +90,9 @@ class SAM(torch.optim.Optimizer):
 
     ε̂(w) = ρ T² g / ‖T g‖₂, T = I (SAM, Foret et al. 2021 eq. 2) or |w| + η (ASAM, Kwon et al.
     2021). ``rho``, ``adaptive`` and ``eta`` are defaults of every group (set per group on
-    ``sam.param_groups`` after construction); the norm is global over all groups.
+    ``sam.param_groups`` after construction); the norm is global over all groups. ``unscaled``:
+    parameters whose T is 1 even when adaptive (the official ASAM's biases and norm β, see
+    ``asam_unscaled_params``); they still count in the global norm.
 
     Engine use (the caller owns the passes)::
 
@@ -106,7 +112,7 @@ class SAM(torch.optim.Optimizer):
         rho: float = 0.05,
         adaptive: bool = False,
         eta: float = 0.01,
-        unscaled: Iterable[torch.Tensor] = (),
+        unscaled: Iterable[nn.Parameter] = (),
     ):
         if rho < 0:
             raise ValueError(f"rho must be >= 0, got {rho}")
@@ -119,8 +125,10 @@ class SAM(torch.optim.Optimizer):
         held = {id(p) for g in base_optimizer.param_groups for p in g["params"]}
         if given != held:
             raise ValueError("SAM's params must be exactly the parameters of its base optimizer")
+        self._unscaled = {id(p) for p in unscaled}
+        if not self._unscaled <= given:
+            raise ValueError("SAM's unscaled parameters must be among its params")
         self._link_groups()
-        self._unscaled = {id(p) for p in unscaled}  # ASAM: these keep T = 1
         self._perturbed: Optional[list[torch.Tensor]] = None
 
     def _link_groups(self) -> None:
@@ -208,11 +216,16 @@ class SAM(torch.optim.Optimizer):
         self._perturbed = None
 
 
-def asam_unscaled_params(model: nn.Module, adaptive_params: str) -> list[nn.Parameter]:
-    """Parameters that ASAM leaves unscaled (T = 1): ``weights`` as the official code (names without
-    "weight"), ``all``: none."""
+def asam_unscaled_params(model: nn.Module, adaptive_params: Literal["weights", "all"] = "weights") -> list[nn.Parameter]:
+    """The parameters ASAM leaves unscaled (T = 1): "weights" as the official code, "all" none.
+
+    "weights" (SamsungLabs/ASAM): every parameter whose name does not contain "weight", i.e.
+    biases and norm β (γ is a norm layer's ``weight``, so it is scaled); "all": [].
+    """
     if adaptive_params == "all":
         return []
+    if adaptive_params != "weights":
+        raise ValueError(f"adaptive_params must be 'weights' or 'all', got {adaptive_params!r}")
     return [p for name, p in model.named_parameters() if "weight" not in name]
 
 
@@ -232,6 +245,9 @@ def bn_running_stats_frozen(model: nn.Module) -> Iterator[None]:
     modules with another update rule, or a non-finite batch (0·NaN = NaN), are exact too. The
     model stays in train mode: batch statistics still normalise, unlike ``.eval()`` on SAM's
     2nd pass, which changes the function and hurt convergence (davda54/sam#30).
+    Unlike davda54/sam's ``disable_running_stats`` (momentum 0 only), ``num_batches_tracked``
+    is restored too: there it counts both passes, 2 per SAM step, and with ``momentum=None``
+    its "cumulative" average takes step k's clean batch with factor 1/(2k − 1), not 1/k.
     Changing ``momentum`` retriggers guards of a ``torch.compile``d model.
     """
     saved = []

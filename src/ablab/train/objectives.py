@@ -98,7 +98,8 @@ class Sharpness:
     ):
         self.setup = setup
         flat = [p for g in setup.optimizer.param_groups for p in g["params"]]
-        unscaled = asam_unscaled_params(setup.model, adaptive_params) if adaptive else []
+        trained = {id(p) for p in flat}  # frozen parameters are not the optimizer's
+        unscaled = [p for p in asam_unscaled_params(setup.model, adaptive_params) if id(p) in trained] if adaptive else []
         self.sam = SAM(flat, setup.optimizer, rho=rho, adaptive=adaptive, eta=eta, unscaled=unscaled)
 
     @staticmethod
