@@ -178,6 +178,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from ablab.registry import closest_names, load_components
 
+    import ablab.report.sections  # noqa: F401  (report sections register on import; not loaded by workers)
+
     registries = load_components()
     kinds = [args.kind] if args.kind else list(registries)
     for kind in kinds:

@@ -12,4 +12,3 @@ import ablab.data.obesity  # noqa: F401
 import ablab.train.probes  # noqa: F401
 import ablab.train.evaluators  # noqa: F401
 import ablab.train.objectives  # noqa: F401
-import ablab.report.sections  # noqa: F401  (report sections, for `ablab list report_section`)

@@ -36,9 +36,19 @@ def test_the_engine_page_examples_run_in_order(tmp_path, monkeypatch):
     _, cont = stored(Path("results/engine_continue"))
     assert len(cont) == 2 and [o["selection"]["rank"] for o in cont.origin] == [0, 1]
     page = Path("results/engine_continue/report/index.html").read_text()
-    assert "selection" in page.lower()
+    assert "<h2>Continued runs</h2>" in page
+    assert "Selected the 2 runs with the lowest final <code>batch.loss</code> of 6 finished runs" in page
+    import pandas as pd
+
+    chosen = pd.read_csv("results/engine_continue/report/tables/continued_runs.csv")
+    assert chosen["rank"].tolist() == [0, 1] and chosen["value"].is_monotonic_increasing
+    branch = Path("results/engine_branch/report/index.html").read_text()
+    assert "<h2>Continued runs</h2>" in branch and "augment stochastic" in branch  # new_order re-seeded shuffle
 
     _, pairs = stored(Path("results/engine_pairs"))
     assert len(pairs) == 2 and set(pairs.status) == {"done"}
+    page = Path("results/engine_pairs/report/index.html").read_text()
+    assert "<h2>Post-hoc evaluation</h2>" in page and "pairs per unit: 2 units" in page
+    assert "test.disagreement" in page
     _, groups = stored(Path("results/engine_ensemble"))
     assert len(groups) == 1

@@ -1,0 +1,48 @@
+"""A post-hoc study's source and units: which stored runs (and checkpoints) each unit evaluated."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ablab.registry import REPORT_SECTIONS
+from ablab.report.context import Part, ReportContext, ReportSection
+from ablab.report.exact_csv import to_csv
+from ablab.report.html import e
+from ablab.report.sections.continued_runs import origins
+from ablab.store import write_atomic
+
+
+@REPORT_SECTIONS.register("post_hoc_units")
+class PostHocUnits(ReportSection):
+    """A post-hoc study's source, checkpoint and unit kind, and the stored runs each unit evaluated."""
+
+    order = 16
+
+    def applies(self, ctx: ReportContext) -> bool:
+        return bool((ctx.study.get("spec") or {}).get("source"))
+
+    def render(self, ctx: ReportContext) -> Part:
+        spec = ctx.study["spec"]
+        source, members = spec["source"], spec.get("members", "single")
+        kind = members if isinstance(members, str) else f"groups of {members.get('groups')}"
+        rows = []
+        for (_, r), origin in zip(ctx.runs.iterrows(), origins(ctx.runs)):
+            rows.append({"run": r["run"], "variant": r["label"], "unit": int(r["replicate"]), "status": r["status"],
+                         "members": " | ".join(origin.get("members", [])),
+                         "member_runs": " ".join(origin.get("member_runs", [])),
+                         "epochs": " ".join(str(x) for x in origin.get("epochs", []))})
+        path = ctx.table_path("units.csv")
+        write_atomic(path, to_csv(pd.DataFrame(rows)).encode())
+        shown = rows[:200]
+        body = "\n".join(f"<tr><td>{e(x['variant'])}</td><td class=\"num\">{x['unit']}</td><td>{e(x['members'])}</td>"
+                         f"<td>{e(x['epochs'])}</td><td>{e(x['status'])}</td></tr>" for x in shown)
+        more = f"<p class=\"note\">First 200 of {len(rows)} units; all are in tables/units.csv.</p>" if len(rows) > 200 else ""
+        return Part(
+            "<h2>Post-hoc evaluation</h2>\n"
+            f"<p>Stored runs of <code>{e(source['study'])}</code> (selector {e(source.get('runs') or 'all finished runs')}, "
+            f"checkpoint {e(source.get('checkpoint', 'final'))}) evaluated without training, {e(kind)} per unit: "
+            f"{len(rows)} units.</p>\n"
+            f"<details><summary>Units and their members</summary>{more}<table class=\"lineage\"><tr><th>variant</th>"
+            "<th>unit</th><th>members</th><th>checkpoint epochs</th><th>status</th></tr>\n" + body + "\n</table></details>",
+            tables=[path],
+        )
