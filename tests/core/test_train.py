@@ -272,6 +272,23 @@ def test_compiled_model_gives_the_same_numbers_as_eager_within_tolerance():
     assert sum(counters["frames"].values()) == frames, dict(counters["frames"])
 
 
+def _steps_spec(steps: int, device: str) -> RunSpec:
+    """``steps`` steps inside one epoch, no evaluation: a duration in steps, so no ``epochs``."""
+    base = {k: v for k, v in TINY_BASE.items() if k != "epochs"}
+    return RunSpec.model_validate({
+        **base, "data": {"name": "synthetic", "n_samples": 20_000, "n_features": 16, "n_classes": 4},
+        "steps": steps, "batch_size": 32, "device": device, "deterministic": False,
+        "record": {"every_steps": 10**6, "eval_splits": []}, "augment": [],
+    })
+
+
+def test_the_sync_test_spec_is_valid_and_trains_the_steps_it_names():
+    # the CUDA test below once failed validation (epochs and steps both given) and measured nothing
+    r = train(_steps_spec(7, "cpu"))
+    assert r.status == "done", r.error
+    assert [s for (s, _, sp, n, _) in r.metrics if sp == "batch" and n == "loss"] == [7]
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_training_steps_do_not_synchronise_with_the_host():
@@ -280,9 +297,7 @@ def test_training_steps_do_not_synchronise_with_the_host():
     import warnings
 
     def syncs(steps: int) -> int:
-        s = spec(data={"name": "synthetic", "n_samples": 20_000, "n_features": 16, "n_classes": 4},
-                 steps=steps, batch_size=32, device="cuda", deterministic=False,
-                 record={"every_steps": 10**6, "eval_splits": []}, augment=[])
+        s = _steps_spec(steps, "cuda")
         torch.cuda.set_sync_debug_mode("warn")
         try:
             with warnings.catch_warnings(record=True) as caught:
