@@ -20,9 +20,9 @@ import multiprocessing as mp
 import queue as queue_mod
 import signal
 import sys
-from pathlib import Path
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,6 +38,9 @@ MAX_WORKER_CRASHES = 2  # a run in flight when a worker died this often is store
 _progress_queue: Any = None
 # what a worker imports before its first run; ``torch._dynamo`` is torch's lazy import on the first optimizer
 WARM_MODULES = ["ablab.execute.local", "ablab.components", "torch._dynamo"]
+# autograd's engine names its per-device worker threads "pt_autograd_<device index>"
+# (torch/csrc/autograd/engine.cpp, Engine::thread_init); a child forked after they start has none
+AUTOGRAD_DEVICE_THREAD = "pt_autograd_"
 
 
 def start_method(threads: int) -> str:
@@ -54,11 +57,6 @@ def _fork_safe() -> bool:
         return False
     names = thread_names()
     return names is not None and not any(n.startswith(AUTOGRAD_DEVICE_THREAD) for n in names)
-
-
-# autograd's engine names its per-device worker threads "pt_autograd_<device index>"
-# (torch/csrc/autograd/engine.cpp, Engine::thread_init); a child forked after they start has none
-AUTOGRAD_DEVICE_THREAD = "pt_autograd_"
 
 
 def thread_names() -> list[str] | None:
