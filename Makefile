@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ablab-installed
 WORKERS ?= 2
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean test-gpu gpu-tests gpu-study
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,6 +19,24 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# On a machine with a CUDA GPU: the gpu-marked tests, then the seed-001 CPU study on cuda (into a
+# temporary results folder unless GPU_RESULTS names one) and its report. `make -k test-gpu` runs the
+# study even when a test fails. With a Python that has torch for CUDA and no venv wanted:
+#   make test-gpu PY=python3 STAMP=     (ablab then imports from src/)
+GPU_RESULTS ?=
+GPU_STUDY_SET ?=
+PYTEST_ARGS ?=
+test-gpu: gpu-tests gpu-study
+
+gpu-tests: $(STAMP)
+	PYTHONPATH=src$${PYTHONPATH:+:$$PYTHONPATH} $(PY) -m pytest -m gpu -q -rs -p no:cacheprovider $(PYTEST_ARGS)
+
+gpu-study: $(STAMP)
+	$(PY) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'gpu-study: no CUDA device')"
+	out="$(GPU_RESULTS)"; out="$${out:-$$(mktemp -d -t ablab-gpu-study-XXXX)}"; \
+	PYTHONPATH=src$${PYTHONPATH:+:$$PYTHONPATH} $(PY) -m ablab run studies/bn_dissect/cpu.yaml --set device=cuda \
+	    $(GPU_STUDY_SET) --workers $(WORKERS) --out "$$out" --report
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

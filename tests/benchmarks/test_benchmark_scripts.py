@@ -24,9 +24,11 @@ def _run(*args: str, timeout: int) -> str:
 @pytest.mark.slow
 def test_bench_gpu_cpu_smoke_runs_every_configuration():
     out = _run("bench_gpu.py", "--cpu-smoke", timeout=600)
-    for row in ("3c3d b16: fp32 + aug / fp32", "3c3d b16: bf16+cl + aug / bf16+cl",
-                "preact_resnet18 b16: fp32 + aug / fp32", "preact_resnet18 b16: speed-up fp32 -> bf16+cl"):
-        assert row in out, out[-3000:]
+    for model in ("3c3d", "preact_resnet18"):
+        for row in ("fp32 + aug / fp32", "bf16+cl + aug / bf16+cl", "speed-up fp32 -> bf16+cl",
+                    "ablab / hand-written, fp32", "ablab / hand-written, bf16+cl", "speed-up hand fp32 -> hand bf16+cl"):
+            assert f"{model} b4: {row}" in out, out[-3000:]
+        assert f"{model} b4 hand bf16+cl " in out, out[-3000:]
 
 
 @pytest.mark.slow

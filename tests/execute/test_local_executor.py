@@ -53,16 +53,119 @@ def test_parallel_workers_give_the_same_numbers_as_sequential(write_study, tmp_p
     capsys.readouterr()
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork and forkserver are the Linux start methods")
+LINUX_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork and forkserver are the Linux start methods")
+
+
+def _autograd_device_threads_running() -> bool:
+    from ablab.execute.local import AUTOGRAD_DEVICE_THREAD, thread_names
+
+    return any(n.startswith(AUTOGRAD_DEVICE_THREAD) for n in thread_names() or [])
+
+
+@LINUX_ONLY
 def test_workers_are_forked_only_when_that_is_safe(monkeypatch):
     import torch
 
-    from ablab.execute.local import start_method
+    import ablab.execute.local as local
 
-    assert start_method(1) == "fork"  # warm copies of the driver
-    assert start_method(2) == "forkserver"  # libgomp hangs in a forked child that uses >1 thread
-    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
-    assert start_method(1) == "forkserver"  # a forked child cannot use the driver's CUDA context
+    if _autograd_device_threads_running():  # a GPU machine after an earlier test's backward
+        assert local.start_method(1) == "forkserver"
+        monkeypatch.setattr(local, "thread_names", lambda: ["python"])
+    assert local.start_method(1) == "fork"  # warm copies of the driver
+    assert local.start_method(2) == "forkserver"  # libgomp hangs in a forked child that uses >1 thread
+    with monkeypatch.context() as m:
+        m.setattr(torch.cuda, "is_initialized", lambda: True)
+        assert local.start_method(1) == "forkserver"  # a forked child cannot use the driver's CUDA context
+    with monkeypatch.context() as m:  # a backward on a GPU machine started autograd's device threads
+        m.setattr(local, "thread_names", lambda: ["python", "pt_autograd_0", "pt_autograd_1"])
+        assert local.start_method(1) == "forkserver"
+    with monkeypatch.context() as m:  # threads that cannot be listed may be anything
+        m.setattr(local, "thread_names", lambda: None)
+        assert local.start_method(1) == "forkserver"
+
+
+def _run_named_thread(name: bytes, started: threading.Event, stop: threading.Event) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(15, ctypes.c_char_p(name), 0, 0, 0) == 0  # PR_SET_NAME: this thread's OS name
+    started.set()
+    stop.wait(30)
+
+
+@LINUX_ONLY
+def test_a_running_autograd_device_thread_is_seen_in_the_process(monkeypatch):
+    import torch
+
+    from ablab.execute.local import start_method, thread_names
+
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    if _autograd_device_threads_running():
+        pytest.skip("this process has real autograd device threads (a GPU machine): the fake adds nothing")
+    started, stop = threading.Event(), threading.Event()
+    fake = threading.Thread(target=_run_named_thread, args=(b"pt_autograd_0", started, stop), daemon=True)
+    fake.start()
+    try:
+        assert started.wait(10)
+        assert "pt_autograd_0" in thread_names()
+        assert start_method(1) == "forkserver"
+    finally:
+        stop.set()
+        fake.join(10)
+    assert "pt_autograd_0" not in thread_names() and start_method(1) == "fork"
+
+
+_TRAIN_THEN_STUDY = """
+import ctypes, json, sys, threading
+sys.path.insert(0, {tests!r})
+import ablab.execute.local as local
+from ablab.execute import run_study
+from ablab.spec import RunSpec, expand, load_study
+from ablab.train.loop import train
+from conftest import TINY_BASE
+
+assert train(RunSpec.model_validate(TINY_BASE)).status == "done"  # autograd has run in this process
+if {fake_threads}:  # what that backward leaves behind on a machine with a GPU: a thread named so
+    started = threading.Event()
+    def device_thread():
+        ctypes.CDLL(None).prctl(15, ctypes.c_char_p(b"pt_autograd_0"), 0, 0, 0)  # PR_SET_NAME
+        started.set()
+        threading.Event().wait(600)
+    threading.Thread(target=device_thread, daemon=True).start()
+    assert started.wait(10)
+chosen = []
+real = local.start_method
+local.start_method = lambda threads: chosen.append(real(threads)) or chosen[-1]
+study = load_study({path!r})
+summary = run_study(study, {path!r}, expand(study, {path!r}), {out!r}, workers=2, threads=1, tty=False)
+print(json.dumps({{"method": chosen, "counts": summary.counts, "threads": local.thread_names()}}))
+"""
+
+
+@LINUX_ONLY
+@pytest.mark.parametrize("fake_threads", [False, True], ids=["as_is", "autograd_device_threads"])
+def test_a_process_that_trained_then_runs_a_study_with_workers(fake_threads, write_study, tmp_path, capsys):
+    """Issue 10, item 2: the Python API after a run in the same process (a notebook, the test suite).
+    On a GPU machine that first backward starts autograd's device threads; a faked one stands in
+    for them on the CPU. Either way the workers' numbers equal a sequential run's."""
+    import json
+
+    import torch
+
+    path = write_study(tiny_study(grid={"optimizer.lr": [0.1, 0.05]}, seeds={"replicates": 1}))
+    assert main(["run", str(path), "--out", str(tmp_path / "seq"), "--threads", "1"]) == 0
+    tests = str(Path(__file__).resolve().parents[1])
+    code = _TRAIN_THEN_STUDY.format(tests=tests, path=str(path), out=str(tmp_path / "par"), fake_threads=fake_threads)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["counts"] == {"done": 2}
+    # with a CUDA device, that first backward (on CPU tensors) started autograd's device threads
+    if fake_threads or torch.cuda.is_available():
+        assert report["method"] == ["forkserver"], report["threads"]
+    (ms, _), (mp_, rp) = stored(tmp_path / "seq"), stored(tmp_path / "par")
+    assert set(rp.status) == {"done"} and same_metrics(ms, mp_)
+    capsys.readouterr()
 
 
 def test_forkserver_workers_with_two_threads_match_sequential(write_study, tmp_path, capsys):

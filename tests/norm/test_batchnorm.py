@@ -190,3 +190,88 @@ def test_unknown_affine_fails_validation_with_its_field():
 def test_validated_spec_names_the_affine_default():
     spec = MODELS.validate({"name": "mlp", "norm": "batchnorm"})
     assert spec["norm"]["affine"] == "gamma_beta" and spec["norm"]["momentum"] == 0.1
+
+
+# --- (e) one code path on every backend: γ and β are always tensors for F.batch_norm ---
+
+
+def _old_path(bn: AblatedBatchNorm, x: torch.Tensor, running: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The former forward: ``None`` for an ablated γ or β (CUDA's backward rejects γ = None with β)."""
+    return nn.functional.batch_norm(x, *running, bn.weight, bn.bias, True, bn.momentum, bn.eps)
+
+
+@pytest.mark.parametrize("affine", ["gamma_beta", "gamma", "beta", "none"])
+def test_every_variant_passes_tensors_for_gamma_and_beta(affine, monkeypatch):
+    calls = []
+    real = nn.functional.batch_norm
+
+    def spy(x, mean, var, weight=None, bias=None, *args, **kwargs):
+        calls.append((weight, bias))
+        return real(x, mean, var, weight, bias, *args, **kwargs)
+
+    monkeypatch.setattr(nn.functional, "batch_norm", spy)
+    bn = AblatedBatchNorm2d(3, affine=affine)
+    bn(torch.randn(4, 3, 2, 2))
+    ((weight, bias),) = calls
+    assert isinstance(weight, torch.Tensor) and isinstance(bias, torch.Tensor)
+    assert weight.requires_grad == bn.learn_gamma and bias.requires_grad == bn.learn_beta
+    if not bn.learn_gamma:
+        assert torch.equal(weight, torch.ones(3)) and not any(weight is p for p in bn.parameters())
+    if not bn.learn_beta:
+        assert torch.equal(bias, torch.zeros(3)) and not any(bias is p for p in bn.parameters())
+
+
+@pytest.mark.parametrize("affine", ["gamma_beta", "gamma", "beta", "none"])
+def test_constant_gamma_beta_give_the_numbers_of_the_none_path(affine):
+    gen = torch.Generator().manual_seed(4)
+    bn = AblatedBatchNorm2d(5, momentum=0.3, affine=affine)
+    with torch.no_grad():
+        for p in bn.parameters():
+            p.copy_(torch.randn(5, generator=gen))
+    x = (2.0 + 3.0 * torch.randn(8, 5, 3, 3, generator=gen)).requires_grad_()
+    upstream = torch.randn(8, 5, 3, 3, generator=gen)
+    running = (torch.zeros(5), torch.ones(5))
+    new, old = bn.train()(x), _old_path(bn, x, running)
+    assert torch.equal(new, old)
+    assert torch.equal(bn.running_mean, running[0]) and torch.equal(bn.running_var, running[1])
+    inputs = [x, *bn.parameters()]
+    for a, b in zip(torch.autograd.grad(new, inputs, upstream), torch.autograd.grad(old, inputs, upstream)):
+        assert torch.equal(a, b)
+
+
+def test_the_constants_follow_device_and_dtype_but_are_not_saved():
+    bn = AblatedBatchNorm1d(4, affine="none").double()
+    assert bn.gamma.dtype == bn.beta.dtype == torch.float64
+    assert not list(bn.parameters()) and set(bn.state_dict()) == {"running_mean", "running_var", "num_batches_tracked"}
+    fresh = AblatedBatchNorm1d(4, affine="none")
+    fresh.load_state_dict(bn.state_dict())  # strict: the constants are neither expected nor missing
+    assert torch.equal(fresh.gamma, torch.ones(4)) and torch.equal(fresh.beta, torch.zeros(4))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])  # float32 takes cuDNN's kernels
+@pytest.mark.parametrize("affine", ["gamma_beta", "gamma", "beta", "none"])
+def test_every_variant_trains_on_cuda_like_on_the_cpu(affine, dtype):
+    """Issue 10, item 1: BN_β's backward failed on CUDA. Forward, backward and one SGD step, compared
+    with the CPU (kernels differ in rounding only: tight in float64, float32's few ulps otherwise)."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(16, 6, 4, 4, generator=gen, dtype=torch.float64)
+    upstream = torch.randn(16, 6, 4, 4, generator=gen, dtype=torch.float64)
+    x, upstream = x.to(dtype), upstream.to(dtype)
+    tol = 1e-9 if dtype == torch.float64 else 1e-4
+    results = []
+    for device in ("cpu", "cuda"):
+        bn = AblatedBatchNorm2d(6, affine=affine).to(device, dtype)
+        opt = torch.optim.SGD(bn.parameters(), lr=0.1, momentum=0.9) if bn.affine else None
+        xd = x.to(device).requires_grad_()
+        y = bn.train()(xd)
+        y.backward(upstream.to(device))
+        if opt:
+            opt.step()
+        results.append([t.detach().cpu() for t in (y, xd.grad, bn.gamma, bn.beta, bn.running_var)])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+    cuda_gamma, cuda_beta = results[1][2], results[1][3]
+    assert torch.equal(cuda_gamma, torch.ones(6, dtype=dtype)) or affine in ("gamma_beta", "gamma")
+    assert torch.equal(cuda_beta, torch.zeros(6, dtype=dtype)) or affine in ("gamma_beta", "beta")

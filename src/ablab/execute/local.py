@@ -2,13 +2,15 @@
 
 Workers only train and return a ``RunResult``; the driver alone writes the store.
 
-Worker processes start warm. On Linux with 1 intra-op thread per run and CUDA not initialised in
-the driver, they are forked from the driver after it has imported torch._dynamo (torch imports it
-on the first optimizer, ~1 s) and validated the study (which read its dataset files into the
-loaders' cache), so no worker repeats either. With
-more threads per run a forked child would hang in OpenMP (GNU libgomp is not fork-safe once the
-parent has used a thread team), so workers come from a ``forkserver`` that preloads the same
-modules; where neither exists (Windows), they are spawned.
+Worker processes start warm. On Linux with 1 intra-op thread per run, they are forked from the
+driver after it has imported torch._dynamo (torch imports it on the first optimizer, ~1 s) and
+validated the study (which read its dataset files into the loaders' cache), so no worker repeats
+either. Forking is unsafe once the driver has started threads a child cannot have: OpenMP's (with
+more threads per run a forked child hangs: GNU libgomp is not fork-safe once the parent has used a
+thread team), a CUDA context, or autograd's device threads (the first backward on a machine with a
+GPU starts one per device, even for CPU tensors; a forked child then fails in its first backward).
+Then workers come from a ``forkserver`` that preloads the same modules; where neither exists
+(Windows), they are spawned.
 """
 
 from __future__ import annotations
@@ -36,14 +38,42 @@ MAX_WORKER_CRASHES = 2  # a run in flight when a worker died this often is store
 _progress_queue: Any = None
 # what a worker imports before its first run; ``torch._dynamo`` is torch's lazy import on the first optimizer
 WARM_MODULES = ["ablab.execute.local", "ablab.components", "torch._dynamo"]
+# autograd's engine names its per-device worker threads "pt_autograd_<device index>"
+# (torch/csrc/autograd/engine.cpp, Engine::thread_init); a child forked after they start has none
+AUTOGRAD_DEVICE_THREAD = "pt_autograd_"
 
 
 def start_method(threads: int) -> str:
-    """How worker processes start: ``fork`` (warm and safe), else ``forkserver``, else ``spawn``."""
+    """How worker processes start: ``fork`` (warm) while that is safe, else ``forkserver``, else ``spawn``."""
     methods = mp.get_all_start_methods()
-    if "fork" in methods and sys.platform.startswith("linux") and threads == 1 and not torch.cuda.is_initialized():
+    if "fork" in methods and sys.platform.startswith("linux") and threads == 1 and _fork_safe():
         return "fork"
     return "forkserver" if "forkserver" in methods else "spawn"
+
+
+def _fork_safe() -> bool:
+    """Neither CUDA nor autograd's device threads have started in this process (unknown: unsafe)."""
+    if torch.cuda.is_initialized():
+        return False
+    names = thread_names()
+    return names is not None and not any(n.startswith(AUTOGRAD_DEVICE_THREAD) for n in names)
+
+
+def thread_names() -> list[str] | None:
+    """The OS names of this process's threads (Linux /proc), or None where they cannot be read."""
+    try:
+        tasks = list(Path("/proc/self/task").iterdir())
+    except OSError:
+        return None
+    names = []
+    for task in tasks:
+        try:
+            names.append((task / "comm").read_text().strip())
+        except (FileNotFoundError, ProcessLookupError):  # the thread ended meanwhile
+            continue
+        except OSError:
+            return None
+    return names
 
 
 def warm_driver() -> None:

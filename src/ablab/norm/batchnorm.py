@@ -2,10 +2,16 @@
 
 The four variants of "Dissecting BatchNorm" (seed 001, §3.1.1): BN_γβ (``gamma_beta``, the
 original), BN_γ (``gamma``: β ≡ 0), BN_β (``beta``: γ ≡ 1) and BN (``none``: the non-adaptive
-normalization alone). An ablated parameter is not a parameter at all (``None`` is passed to
-``F.batch_norm``), so it gets no gradient, no optimizer state and no weight decay, and stays
-exactly 1 or 0 whatever the optimizer does; the thesis' code instead overwrote trained values
-after every step, which lets momentum, Adam or weight decay drift in the optimizer state.
+normalization alone). An ablated parameter is not a parameter at all but a constant buffer of
+ones or zeros (not in the state dict, never requiring a gradient), so it gets no gradient, no
+optimizer state and no weight decay, and stays exactly 1 or 0 whatever the optimizer does; the
+thesis' code instead overwrote trained values after every step, which lets momentum, Adam or
+weight decay drift in the optimizer state.
+
+Every variant passes a tensor for both γ and β to ``F.batch_norm``, so all four run the kernel
+``nn.BatchNorm`` runs (cuDNN on a GPU) and differ only in what is learned. ``None`` for γ with a
+learnable β is not an option: CUDA's backward then returns an empty gradient for β
+("NativeBatchNormBackward0 returned an invalid gradient at index 2").
 """
 
 from __future__ import annotations
@@ -61,6 +67,11 @@ class AblatedBatchNorm(nn.modules.batchnorm._BatchNorm):
             self.weight = nn.Parameter(torch.ones(num_features, **factory))
         if self.learn_beta:
             self.bias = nn.Parameter(torch.zeros(num_features, **factory))
+        # the ablated values as constants: they follow .to(device/dtype) but are not saved
+        self.register_buffer("unit_gamma", None if self.learn_gamma else torch.ones(num_features, **factory),
+                             persistent=False)
+        self.register_buffer("zero_beta", None if self.learn_beta else torch.zeros(num_features, **factory),
+                             persistent=False)
 
     def reset_parameters(self) -> None:
         """Running mean 0, running variance 1, γ = 1, β = 0 (the learnable ones)."""
@@ -72,13 +83,13 @@ class AblatedBatchNorm(nn.modules.batchnorm._BatchNorm):
 
     @property
     def gamma(self) -> torch.Tensor:
-        """The effective scale γ: the trained ``weight``, or ones where γ is ablated."""
-        return self.weight if self.weight is not None else torch.ones_like(self.running_mean)
+        """The effective scale γ: the trained ``weight``, or the constant ones where γ is ablated."""
+        return self.weight if self.weight is not None else self.unit_gamma
 
     @property
     def beta(self) -> torch.Tensor:
-        """The effective shift β: the trained ``bias``, or zeros where β is ablated."""
-        return self.bias if self.bias is not None else torch.zeros_like(self.running_mean)
+        """The effective shift β: the trained ``bias``, or the constant zeros where β is ablated."""
+        return self.bias if self.bias is not None else self.zero_beta
 
     def _check_input_dim(self, x: torch.Tensor) -> None:
         if x.dim() not in self._input_dims:
@@ -88,7 +99,7 @@ class AblatedBatchNorm(nn.modules.batchnorm._BatchNorm):
         self._check_input_dim(x)
         if self.training:
             self.num_batches_tracked.add_(1)
-        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+        return F.batch_norm(x, self.running_mean, self.running_var, self.gamma, self.beta,
                             self.training, self.momentum, self.eps)
 
     def extra_repr(self) -> str:

@@ -7,8 +7,6 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ablab.optim.groups import is_norm_module
-
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when present, else the CPU."""
@@ -27,27 +25,26 @@ def compact_on(device: torch.device) -> bool:
 def make_forward(model: nn.Module, compute, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
     """The model as the loop calls it: optionally compiled, optionally under bf16 autocast.
 
-    Under bf16 the norm layers still compute in float32 and the output is cast back to float32,
-    so losses and metrics are float32. ``torch.compile`` caches compiled graphs per process; a
-    later run with the same architecture reuses them (parameters are graph inputs, not constants).
+    bf16 is ``torch.autocast``'s own op policy, the one a hand-written mixed-precision loop gets:
+    convolutions and matmuls run in bfloat16; ``batch_norm`` takes their bf16 output but keeps its
+    statistics, running averages, γ and β in float32 and computes in float32, rounding only its
+    output to bf16 (which the next convolution would do anyway); ``group_norm`` and ``layer_norm``
+    run in float32 on CUDA (autocast's float32 list) and, on the CPU, compute in float32 and round
+    their output. The model's output is cast to float32, so losses and metrics are float32.
+    Norm layers are not wrapped to return float32: a wrapper kept every normalised activation in
+    float32 through the next ReLU (twice the memory traffic of those elementwise ops, plus two
+    casts); with it, a preact_resnet18 step took 1.34x a hand-written loop's on an H200 (issue 10;
+    ``benchmarks/bench_gpu.py`` measures the ratio).
+    ``torch.compile`` caches compiled graphs per process; a later run with the same architecture
+    reuses them (parameters are graph inputs, not constants).
     """
     fn = torch.compile(model) if compute.compile else model
     if compute.precision != "bf16":
         return fn
-    for m in model.modules():
-        if is_norm_module(m):
-            m.forward = _fp32_forward(m.forward)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16):
-            return fn(x).float()
-
-    return forward
-
-
-def _fp32_forward(inner: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, enabled=False):
-            return inner(x.float())
+            out = fn(x)
+        return out.float()
 
     return forward
