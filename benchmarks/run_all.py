@@ -3,6 +3,7 @@
 ``make bench`` calls this. Options (``--threads N``, ``--quick``, ``--diagnose``) are passed to each
 benchmark. A MISS is reported, not fatal; the exit status is non-zero only if a benchmark crashed.
 ``bench_gpu.py`` prints "no CUDA device: skipped" and reports no targets where CUDA is missing.
+An entry without a target (``"target": null``, e.g. ``bench_artifacts.py``'s ratios) is listed as "reported".
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["bench_loop.py", "bench_augment.py", "bench_probes.py", "bench_executors.py", "bench_gpu.py"]
+BENCHMARKS = ["bench_loop.py", "bench_augment.py", "bench_probes.py", "bench_artifacts.py", "bench_executors.py",
+              "bench_gpu.py"]
 
 
 def main() -> int:
@@ -38,12 +40,12 @@ def main() -> int:
     width = max([len(v["what"]) for v in verdicts] + [6])
     bench_width = max([len(v["benchmark"]) for v in verdicts] + [14])
     for v in verdicts:
-        print(f"   {v['benchmark']:<{bench_width}} {v['what']:<{width}}  {v['value']:9.3f} {v['unit']:<2}  "
-              f"target <= {v['target']:.4g}  {v['result']}")
+        target = "reported" if v["target"] is None else f"target <= {v['target']:.4g}  {v['result']}"
+        print(f"   {v['benchmark']:<{bench_width}} {v['what']:<{width}}  {v['value']:9.3f} {v['unit']:<2}  {target}")
     for name in crashed:
         print(f"   CRASHED: {name}")
-    misses = sum(v["result"] == "MISS" for v in verdicts)
-    print(f"   {len(verdicts) - misses} PASS, {misses} MISS, {len(crashed)} crashed; "
+    passes, misses = (sum(v["result"] == r for v in verdicts) for r in ("PASS", "MISS"))
+    print(f"   {passes} PASS, {misses} MISS, {len(verdicts) - passes - misses} reported, {len(crashed)} crashed; "
           f"{time.perf_counter() - started:.0f} s in all")
     return 1 if crashed else 0
 

@@ -310,3 +310,24 @@ def test_one_writer_per_results_directory(write_study, tmp_path, capsys):
     assert proc.returncode == -9
     with StudyLock(out):
         pass
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_a_continued_run_equals_the_uninterrupted_one_and_post_hoc_units_run(write_study, tmp_path):
+    """Deterministic kernels: the CUDA augment generator and stochastic state are restored too."""
+    study = _study(zip=_continue())
+    study["base"]["device"] = "cuda"
+    out = tmp_path / "r"
+    assert main(["run", str(write_study(study)), "--out", str(out)]) == 0
+    metrics, runs = stored(out)
+    by = runs.set_index("label")
+    full, cont = by.loc["full", "run"], by.loc["continued", "run"]
+    assert all(d.startswith("cuda") for d in runs.device)
+    m_cont = metrics[metrics.run == cont].drop(columns="run").reset_index(drop=True)
+    m_full = metrics[(metrics.run == full) & (metrics.step >= m_cont.step.min())].drop(columns="run")
+    assert m_full.reset_index(drop=True).equals(m_cont)
+    post = {"name": "post", "source": {"study": str(out)}, "members": "pairs",
+            "base": {"evaluators": ["disagreement"], "device": "cuda"}}
+    assert main(["run", str(write_study(post, "post.yaml")), "--out", str(tmp_path / "p")]) == 0
+    assert len(stored(tmp_path / "p")[1]) == 2
