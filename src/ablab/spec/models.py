@@ -149,8 +149,9 @@ class Corrupt(_Strict):
 class Compute(_Strict):
     """How the arithmetic runs (these can change the last bits, so they are part of the run).
 
-    ``precision: bf16`` autocasts convolutions and matmuls to bfloat16 while norm layers and the
-    loss stay in float32; ``channels_last`` stores image activations NHWC (faster convolutions on
+    ``precision: bf16`` autocasts convolutions and matmuls to bfloat16 under PyTorch's own autocast
+    policy: norm layers keep float32 parameters, statistics and arithmetic (BatchNorm's output is
+    rounded to bfloat16), and the model output and the loss are float32; ``channels_last`` stores image activations NHWC (faster convolutions on
     GPUs); ``compile`` wraps the model in ``torch.compile`` (compiled code is cached and reused by
     later runs of the same architecture in one worker process).
     """
