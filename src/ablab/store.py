@@ -460,7 +460,15 @@ class Store:
 
 def _connect(db: Path, readonly: bool = False) -> sqlite3.Connection:
     if readonly:
-        return sqlite3.connect(f"file:{db.resolve()}?mode=ro", uri=True, timeout=30)
+        conn = sqlite3.connect(f"file:{db.resolve()}?mode=ro", uri=True, timeout=30)
+        try:
+            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
+            return conn
+        except sqlite3.OperationalError:
+            # a WAL database in a folder this user cannot write (a read-only mount, another user's study):
+            # read it as an immutable file, which needs no -shm file
+            conn.close()
+            return sqlite3.connect(f"file:{db.resolve()}?mode=ro&immutable=1", uri=True, timeout=30)
     conn = sqlite3.connect(db, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")

@@ -9,6 +9,7 @@ be built. It also estimates the disk the study's artifacts will take.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 
@@ -42,6 +43,7 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
 
     datasets: dict[str, object] = {}
     built: dict[str, tuple[int, int, dict]] = {}
+    plans: dict[str, tuple[RunSpec, int, dict]] = {}  # run id -> (spec, planned epochs, parameter shapes)
     estimate = Estimate()
     for v in variants:
         spec = v.spec
@@ -80,7 +82,8 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
             params = sum(p.numel() for p in parts.model.parameters())
             buffers = sum(b.numel() for b in parts.model.buffers())
             sizes = {s: len(data.splits[s]) * int(data.out_dim or 1) * 4 for s in data.splits}
-            built[key] = (params, buffers, {"epochs": parts.plan.epochs, "sizes": sizes})
+            shapes = {k: tuple(t.shape) for k, t in parts.model.state_dict().items()}
+            built[key] = (params, buffers, {"epochs": parts.plan.epochs, "sizes": sizes, "shapes": shapes})
             for ev in parts.evaluators:
                 for split in ev.splits_for(spec.record.eval_splits):
                     if split not in data.splits:
@@ -88,6 +91,11 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
                                              f"{', '.join(data.splits)}"), "base.record.evaluators")
         params, buffers, facts = built[key]
         _add_estimate(estimate, spec, params, buffers, facts)
+        plans[v.id] = (spec, facts["epochs"], facts["shapes"])
+    for v in variants:
+        if isinstance(v.spec, RunSpec) and v.spec.init_from is not None:
+            where = f" (variant '{v.label}')" if v.axes else ""
+            _check_continuation(v.spec, plans, file, where)
     if estimate.total > max_artifact_gb * 1e9:
         raise SpecError(
             f"the study's artifacts would take about {estimate.total / 1e9:.1f} GB (checkpoints "
@@ -95,6 +103,51 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
             f"limit of {max_artifact_gb:g} GB; save fewer checkpoints or raise --max-artifact-gb", file=file,
             field="base.record.checkpoints")
     return estimate
+
+
+def _check_continuation(spec: RunSpec, plans: dict, file: str, where: str) -> None:
+    """A continued run trains past its source's epoch, from a checkpoint its source saves, with a model the
+    checkpoint fits."""
+    init = spec.init_from
+    _, epochs, shapes = plans[spec.id]
+    if epochs <= init.epoch:
+        raise SpecError(f"the run continues from epoch {init.epoch} but its duration ends at epoch {epochs}: "
+                        "nothing would be trained (its epochs/steps/budget_epochs are totals)" + where, file=file,
+                        field="base.init_from.epoch")
+    if init.study is None:
+        source, source_epochs, source_shapes = plans[init.run]
+        ck = source.record.checkpoints
+        if not ck.due(init.epoch, source_epochs) or init.epoch > source_epochs:
+            raise SpecError(f"the source run saves no checkpoint at epoch {init.epoch} (it trains {source_epochs} "
+                            "epochs; set its record.checkpoints)" + where, file=file, field="base.init_from.epoch")
+    else:
+        source_shapes = _stored_shapes(init.study, init.run)
+    if source_shapes is not None and source_shapes != shapes:
+        diff = next((k for k in sorted(set(shapes) | set(source_shapes)) if shapes.get(k) != source_shapes.get(k)), "")
+        raise SpecError(f"the source run's checkpoint does not fit this run's model ({diff}: "
+                        f"{source_shapes.get(diff)} in the source, {shapes.get(diff)} here)" + where, file=file,
+                        field="base.model")
+
+
+@functools.lru_cache(maxsize=64)
+def _stored_shapes(study: str, run: str) -> dict | None:
+    """Parameter and buffer shapes of a stored source run's model (meta device), or None if unknown."""
+    from ablab.store import Store
+    from ablab.train.loop import PartError, build_run, load_run_data
+
+    store = Store.open(study, readonly=True)
+    try:
+        row = store.runs().set_index("run").spec.get(run)
+    finally:
+        store.close()
+    if row is None:
+        return None
+    source = RunSpec.model_validate(row)
+    try:
+        parts = build_run(source, data=load_run_data(source), meta=True)
+    except PartError:
+        return None
+    return {k: tuple(t.shape) for k, t in parts.model.state_dict().items()}
 
 
 def _loss(spec: RunSpec):

@@ -331,3 +331,74 @@ def test_on_cuda_a_continued_run_equals_the_uninterrupted_one_and_post_hoc_units
             "base": {"evaluators": ["disagreement"], "device": "cuda"}}
     assert main(["run", str(write_study(post, "post.yaml")), "--out", str(tmp_path / "p")]) == 0
     assert len(stored(tmp_path / "p")[1]) == 2
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"epochs": None, "steps": 5}, "nothing would be trained"),
+    ({"model": {"name": "mlp", "widths": [8], "dropout": 0.2}}, "does not fit this run's model"),
+])
+def test_a_continuation_that_cannot_train_or_load_is_refused_before_anything_runs(write_study, tmp_path, capsys,
+                                                                                   change, message):
+    src = tmp_path / "src"
+    assert main(["run", str(write_study(_study(name="src"), "src.yaml")), "--out", str(src)]) == 0
+    study = _study(name="cont")
+    study["base"]["init_from"] = {"study": str(src), "run": {}, "epoch": 2}
+    study["base"].update(change)
+    study["base"] = {k: v for k, v in study["base"].items() if v is not None}
+    out = tmp_path / "cont"
+    assert main(["run", str(write_study(study, "cont.yaml")), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("error:") == 1
+    assert not out.exists()
+
+
+def test_in_study_sources_are_checked_against_their_plan(write_study, tmp_path, capsys):
+    # a steps-based source with a checkpoint every epoch can be continued at epoch 1 ...
+    study = _study(zip={"label": ["full", "continued"], "init_from": [None, {"run": {"label": "full"}, "epoch": 1}]})
+    study["base"].pop("epochs")
+    study["base"]["steps"] = 30
+    study["base"]["record"]["checkpoints"] = {"every_epochs": 1}
+    assert main(["validate", str(write_study(study))]) == 0
+    # ... but not at an epoch it never reaches
+    study["zip"]["init_from"][1]["epoch"] = 7
+    study["zip"]["steps"] = [30, 300]  # the continued run would train on; its source stops at epoch 3
+    study["base"]["record"]["checkpoints"] = {"epochs": [7], "final": True}
+    capsys.readouterr()
+    assert main(["validate", str(write_study(study))]) == 2
+    assert "saves no checkpoint at epoch 7" in capsys.readouterr().err
+
+
+def test_workers_die_with_their_driver(write_study, tmp_path):
+    import signal
+    import time
+
+    study = _study(seeds={"replicates": 4})
+    study["base"]["epochs"] = 200
+    spec, out = write_study(study), tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "ablab", "run", str(spec), "--out", str(out), "--workers", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children: list[int] = []
+    deadline = time.time() + 120
+    while time.time() < deadline and len(children) < 2:
+        try:
+            children = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        except OSError:
+            children = []
+        time.sleep(0.2)
+    assert len(children) >= 2, "no worker processes appeared"
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 20
+    alive = children
+    while alive and time.time() < deadline:
+        alive = [p for p in children if Path(f"/proc/{p}").exists() and "Z" not in _state(p)]
+        time.sleep(0.2)
+    assert not alive, f"workers {alive} outlived their driver"
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "X"

@@ -16,6 +16,7 @@ Then workers come from a ``forkserver`` that preloads the same modules; where ne
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue as queue_mod
 import signal
 import sys
@@ -86,8 +87,25 @@ def warm_driver() -> None:
         importlib.import_module(name)
 
 
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this worker when its parent (the driver, or the forkserver that dies
+    with it) exits, however it exits (kill -9, OOM), so no worker outlives a study."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+
 def _init_worker(progress_queue: Any, threads: int) -> None:
     global _progress_queue
+    _die_with_parent()
     _progress_queue = progress_queue
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     close_inherited_locks()  # a forked worker must not keep the study's lock alive after the driver

@@ -21,7 +21,7 @@ from ablab.errors import SpecError
 from ablab.seeding import STREAMS
 from ablab.spec.labels import make_label
 from ablab.spec.loading import _spec_error, set_path
-from ablab.spec.models import EvalSpec, Groups, Member, RunSpec, Study, Variant, _Strict
+from ablab.spec.models import EvalSpec, Groups, Member, MetricRef, RunSpec, Study, Variant, _Strict
 from ablab.selectors import matches
 
 MAX_RUNS = 100_000  # a study larger than this is almost surely a typo (raise with --max-runs)
@@ -30,7 +30,7 @@ MAX_RUNS = 100_000  # a study larger than this is almost surely a typo (raise wi
 class Selection(_Strict):
     """Continue the ``k`` best finished runs of a stored study by the final value of ``metric``."""
 
-    metric: str
+    metric: MetricRef
     k: PositiveInt
     mode: Optional[str] = None  # "min" | "max"; default: the direction the metric's evaluator declared
 
@@ -213,16 +213,11 @@ def _pick_one(selector: Any, candidates: list[_Candidate], replicate: int, file:
 
 
 def _check_planned_checkpoint(c: _Candidate, epoch: int, file: str, where: str) -> None:
-    spec: RunSpec = c.model
-    if spec.init_from is not None:
+    """An in-study source continues no run itself (whether it saves that epoch is checked with its plan,
+    in validation)."""
+    if c.model.init_from is not None:
         raise SpecError(f"the source run '{c.label}' continues another run itself; chain through a stored study"
                         + where, file=file, field="base.init_from")
-    last = spec.epochs
-    ok = spec.record.checkpoints.due(epoch, last) if last is not None else (
-        epoch in spec.record.checkpoints.epochs or spec.record.checkpoints.final)
-    if not ok:
-        raise SpecError(f"the source run '{c.label}' saves no checkpoint at epoch {epoch} "
-                        "(set its record.checkpoints)" + where, file=file, field="base.init_from.epoch")
 
 
 def _open_source(path: str, file: str, field: str):
@@ -303,38 +298,58 @@ def _expand_post_hoc(study: Study, file: str) -> list[Variant]:
                                   spec=RunSpec.model_validate(c.spec)))
     finally:
         store.close()
-    units = _units(members, study.members, file)
+    units, left_out = _units(members, study.members, file)
     path = str(Path(src.study).resolve())
+    internal = sorted(set(study.base) & {"kind", "members", "source_study", "replicate"})
+    if internal:
+        raise SpecError(f"'{internal[0]}' is set by the study's source and members, not in base", file=file,
+                        field=f"base.{internal[0]}")
     out = []
     named = frozenset(k for group in study.zip if "label" in group for k in group)
     for axes in _axis_combinations(study):
-        label = make_label(axes, named)
-        for i, unit in enumerate(units):
+        axes_label = make_label(axes, named) if axes else ""
+        count: dict[str, int] = {}
+        for unit in units:
+            label = ", ".join(x for x in (_unit_label(unit), axes_label) if x)
+            index = count[label] = count.get(label, -1) + 1
             raw = copy.deepcopy(study.base)
             for p, value in axes.items():
                 if p != "label":
                     set_path(raw, p, copy.deepcopy(value), where=p)
-            raw.update(source_study=path, members=[m.model_dump() for m in unit], replicate=i)
+            raw.update(source_study=path, members=[m.model_dump() for m in unit], replicate=index)
             try:
                 spec = EvalSpec.model_validate(raw)
             except pydantic.ValidationError as err:
                 e = _spec_error(err, file, prefix="base")
                 raise SpecError(e.message, field=e.field, file=file) from None
-            origin = {"members": [m.label for m in unit], "member_runs": [m.run for m in unit], "epochs": [m.epoch for m in unit]}
-            out.append(Variant(spec=spec, label=label, axes=axes, replicate=i, origin=origin))
+            origin = {"members": [m.label for m in unit], "member_runs": [m.run for m in unit],
+                      "epochs": [m.epoch for m in unit], "left_out": left_out}
+            out.append(Variant(spec=spec, label=label, axes=axes, replicate=index, origin=origin))
     return out
 
 
-def _units(members: list[Member], kind: Any, file: str) -> list[list[Member]]:
+def _unit_label(unit: list[Member]) -> str:
+    """What a unit evaluates, by the source variants: ``a``, ``a × b`` (a pair), ``a + b + …`` (a group)."""
+    variants = [m.label.rsplit(" #", 1)[0] for m in unit]
+    if len(unit) == 1:
+        return variants[0]
+    if len(unit) == 2:
+        return f"{variants[0]} × {variants[1]}"
+    return " + ".join(sorted(set(variants)))
+
+
+def _units(members: list[Member], kind: Any, file: str) -> tuple[list[list[Member]], list[str]]:
+    """The units, and the labels of runs left out (groups that do not divide the runs)."""
     if kind == "single":
-        return [[m] for m in members]
+        return [[m] for m in members], []
     if kind == "pairs":
         if len(members) < 2:
             raise SpecError(f"pairs need at least 2 runs; the source has {len(members)}", file=file, field="members")
-        return [[a, b] for a in members for b in members if a.run != b.run]
+        return [[a, b] for a in members for b in members if a.run != b.run], []
     assert isinstance(kind, Groups)
     n = kind.groups
     if len(members) < n:
         raise SpecError(f"groups of {n} need at least {n} runs; the source has {len(members)}", file=file,
                         field="members.groups")
-    return [members[i: i + n] for i in range(0, len(members) - n + 1, n)]
+    k = len(members) // n * n
+    return [members[i: i + n] for i in range(0, k, n)], [m.label for m in members[k:]]

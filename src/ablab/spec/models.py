@@ -330,7 +330,8 @@ class EvalSpec(_Strict):
 
     @property
     def id(self) -> str:
-        return _run_id(self)
+        """The unit's id: its members and settings, not its position in the study (``replicate``)."""
+        return _run_id(self.model_copy(update={"replicate": 0}))
 
 
 UnitSpec = Union[RunSpec, EvalSpec]

@@ -396,5 +396,7 @@ def _train(spec: RunSpec, progress: Optional[Progress], run_id: str, started: fl
 
 
 def _optimizer_key(spec: RunSpec) -> str:
-    """The optimizer state of a checkpoint is loaded only by a run with the same optimizer and decay groups."""
-    return json.dumps([spec.optimizer, spec.weight_decay.model_dump()], sort_keys=True)
+    """The optimizer state of a checkpoint is loaded by a run with the same optimizer over the same parameter
+    groups; its hyperparameters (the lr, momentum) may differ: the state is a function of the gradients."""
+    wd = spec.weight_decay
+    return json.dumps([spec.optimizer["name"], wd.value > 0, wd.params, wd.mode], sort_keys=True)

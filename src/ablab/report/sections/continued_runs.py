@@ -54,6 +54,7 @@ class ContinuedRuns(ReportSection):
                 "source_run": init["run"], "source": source or labels.get(init["run"], ""),
                 "epoch": int(init["epoch"]), "source_study": init.get("study") or "(this study)",
                 "restored_streams": " ".join(restored) if restored is not None else "",
+                "optimizer_state": "fresh" if info.get("optimizer_state") else "restored",
                 "rank": sel.get("rank"), "metric": sel.get("metric"), "value": sel.get("value"),
             })
         table = pd.DataFrame(rows)
@@ -64,7 +65,7 @@ class ContinuedRuns(ReportSection):
             head = (f"<p>Selected the {e(selection['k'])} runs with the {'lowest' if selection['mode'] == 'min' else 'highest'} "
                     f"final <code>{e(selection['metric'])}</code> of {e(selection['pool'])} finished runs in "
                     f"<code>{e(selection['study'])}</code>; each continues with its source's seeds.</p>\n")
-        cols = ["variant", "replicate", "source", "source_run", "epoch", "restored_streams"]
+        cols = ["variant", "replicate", "source", "source_run", "epoch", "restored_streams", "optimizer_state"]
         if selection:
             cols += ["rank", "metric", "value"]
         body = "\n".join("<tr>" + "".join(f"<td>{e(_cell(row[c]))}</td>" for c in cols) + "</tr>" for row in rows)

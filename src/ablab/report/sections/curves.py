@@ -17,7 +17,8 @@ class Curves(ReportSection):
     order = 30
 
     def applies(self, ctx: ReportContext) -> bool:
-        return bool(curve_refs(ctx))
+        post_hoc = bool((ctx.study.get("spec") or {}).get("source"))  # one evaluation per unit: no curve
+        return not post_hoc and bool(curve_refs(ctx))
 
     def render(self, ctx: ReportContext) -> Part:
         part = Part("")

@@ -37,6 +37,9 @@ class PostHocUnits(ReportSection):
         body = "\n".join(f"<tr><td>{e(x['variant'])}</td><td class=\"num\">{x['unit']}</td><td>{e(x['members'])}</td>"
                          f"<td>{e(x['epochs'])}</td><td>{e(x['status'])}</td></tr>" for x in shown)
         more = f"<p class=\"note\">First 200 of {len(rows)} units; all are in tables/units.csv.</p>" if len(rows) > 200 else ""
+        left = (origins(ctx.runs)[0].get("left_out") or []) if len(ctx.runs) else []
+        if left:
+            more += f"<p class=\"note\">Left out (the groups do not divide the runs): {e(', '.join(left))}.</p>"
         return Part(
             "<h2>Post-hoc evaluation</h2>\n"
             f"<p>Stored runs of <code>{e(source['study'])}</code> (selector {e(source.get('runs') or 'all finished runs')}, "
