@@ -399,3 +399,86 @@ def test_methods_on_cuda(ds, name):
         x1, x2 = ones_zeros(device="cuda")
         mixed, w = aug.mix_pairs(x1, x2, gen(2, "cuda"))
         assert torch.equal(mixed.mean((1, 2, 3)), w)
+
+
+# ---- layouts: where x₁ is kept, and where x₂'s patch comes from
+
+
+def _grid_masks(h: int, w: int):
+    """Every (r, c) cut of an h×w image: masks rows<r, cols<c and the mixed-concat grid, with their cuts."""
+    r = torch.arange(h + 1).view(-1, 1, 1, 1)
+    c = torch.arange(w + 1).view(1, -1, 1, 1)
+    top = torch.arange(h).view(1, 1, h, 1) < r
+    left = torch.arange(w).view(1, 1, 1, w) < c
+    return r.flatten(), c.flatten(), top.expand(h + 1, w + 1, h, w), left.expand(h + 1, w + 1, h, w)
+
+
+@pytest.mark.parametrize("name", ["vertical_concat", "horizontal_concat", "mixed_concat"])
+@pytest.mark.parametrize("cut", ["floor_beta", "uniform_index"])
+def test_concat_layouts_and_the_mixed_concat_weight(ds, name, cut):
+    _, h, w = SHAPE
+    x1, x2 = ones_zeros(b=256)
+    mixed, weight = AUGMENTATIONS.create({"name": name, "cut": cut}, dataset=ds).mix_pairs(x1, x2, gen(2))
+    kept = mixed[:, 0] == 1
+    rs, cs, top, left = _grid_masks(h, w)
+    grid = {"vertical_concat": top, "horizontal_concat": left, "mixed_concat": top == left}[name]
+    cuts = []
+    for m, wt in zip(kept, weight):
+        hits = (grid == m).flatten(2).all(2).nonzero()
+        assert len(hits) > 0, "the mask is not a concat of this kind"
+        r, c = (int(v) for v in hits[0])  # all-x₁ and all-x₂ grids have two readings: the smaller cut
+        cuts.append(r if name != "horizontal_concat" else c)
+        if name == "mixed_concat":  # L404: a₁a₂ + (1 − a₁)(1 − a₂), the realised fractions
+            a1, a2 = r / h, c / w
+            assert float(wt) == pytest.approx(a1 * a2 + (1 - a1) * (1 - a2), abs=1e-6)
+    size = w if name == "horizontal_concat" else h
+    if cut == "uniform_index":  # the code's U{0..H−1}: never all of x₁
+        assert max(cuts) < size and min(cuts) == 0
+    assert len(set(cuts)) >= size - 1
+
+
+@pytest.mark.parametrize("name,dim", [("random_row_interval", 2), ("random_column_interval", 3)])
+def test_intervals_replace_one_band_by_a_band_of_x2(ds, name, dim):
+    _, h, w = SHAPE
+    n = h if dim == 2 else w
+    x1 = torch.full((256, *SHAPE), -1.0)
+    x2 = torch.arange(h * w, dtype=torch.float32).view(1, 1, h, w).expand(256, *SHAPE).contiguous()
+    mixed, weight = AUGMENTATIONS.create(name, dataset=ds).mix_pairs(x1, x2, gen(3))
+    band = (mixed[:, 0] != -1).any(dim=-1 if dim == 2 else -2)  # (B, n): the replaced rows (columns)
+    lengths, moved = band.sum(1), 0
+    for m, b, wt, length in zip(mixed[:, 0], band, weight, lengths):
+        idx = b.nonzero().flatten()
+        if len(idx) == 0:
+            continue
+        assert int(idx[-1] - idx[0]) + 1 == len(idx)  # one contiguous band
+        src = m[idx[0]] if dim == 2 else m[:, idx[0]]
+        start = int(src[0]) // w if dim == 2 else int(src[0]) % w  # where in x₂ the band starts
+        want = x2[0, 0, start:start + len(idx)] if dim == 2 else x2[0, 0, :, start:start + len(idx)]
+        got = m[idx[0]:idx[-1] + 1] if dim == 2 else m[:, idx[0]:idx[-1] + 1]
+        assert torch.equal(got, want)
+        moved += start != int(idx[0])
+    torch.testing.assert_close(weight, (n - lengths).float() / n, rtol=0, atol=0)
+    assert moved > 50 and int(lengths.min()) == 0 and int(lengths.max()) >= n - 1
+
+
+def test_random_square_replaces_a_clipped_square_by_a_patch_of_x2_from_elsewhere(ds):
+    _, h, w = SHAPE
+    side = 4
+    x1 = torch.full((256, *SHAPE), -1.0)
+    x2 = torch.arange(h * w, dtype=torch.float32).view(1, 1, h, w).expand(256, *SHAPE).contiguous()
+    aug = AUGMENTATIONS.create({"name": "random_square", "size": side}, dataset=ds)
+    mixed, weight = aug.mix_pairs(x1, x2, gen(4))
+    moved = 0
+    for m, wt in zip(mixed[:, 0], weight):
+        rows = (m != -1).any(1).nonzero().flatten()
+        cols = (m != -1).any(0).nonzero().flatten()
+        r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        assert bool((m[r0:r1, c0:c1] != -1).all()) and int((m != -1).sum()) == (r1 - r0) * (c1 - c0)
+        assert r1 - r0 == side or r0 == 0 or r1 == h  # smaller only where clipped by the border
+        assert c1 - c0 == side or c0 == 0 or c1 == w
+        s = int(m[r0, c0])
+        sr, sc = divmod(s, w)
+        assert torch.equal(m[r0:r1, c0:c1], x2[0, 0, sr:sr + r1 - r0, sc:sc + c1 - c0])
+        assert float(wt) == pytest.approx(1 - (r1 - r0) * (c1 - c0) / (h * w), abs=1e-7)
+        moved += (sr, sc) != (r0, c0)
+    assert moved > 200
