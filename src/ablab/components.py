@@ -7,6 +7,7 @@ import ablab.models.mlp  # noqa: F401
 import ablab.norm  # noqa: F401
 import ablab.optim  # noqa: F401
 import ablab.data.augment  # noqa: F401
+import ablab.data.mixing  # noqa: F401
 import ablab.data.datasets  # noqa: F401
 import ablab.data.obesity  # noqa: F401
 import ablab.train.probes  # noqa: F401
