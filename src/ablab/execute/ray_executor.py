@@ -31,7 +31,8 @@ def import_ray() -> Any:
     return ray
 
 
-def _train_task(spec_json: str, run_id: str, threads: int, staging: str, study_dir: str) -> RunResult:
+def _train_task(spec_json: str, run_id: str, threads: int, staging: str | None = None,
+                study_dir: str | None = None) -> RunResult:
     """Runs on a Ray worker: the same code path as a local worker process. On another node without
     the study folder, artifacts travel back in the result."""
     import torch
@@ -40,7 +41,8 @@ def _train_task(spec_json: str, run_id: str, threads: int, staging: str, study_d
     from ablab.train.posthoc import run_unit
 
     torch.set_num_threads(threads)
-    return run_unit(parse_unit(spec_json), run_id=run_id, staging=Path(staging), study_dir=Path(study_dir))
+    return run_unit(parse_unit(spec_json), run_id=run_id, staging=Path(staging) if staging else None,
+                    study_dir=Path(study_dir) if study_dir else None)
 
 
 def run_ray(
