@@ -11,12 +11,13 @@ from pydantic import BaseModel
 
 from ablab.errors import SpecError, split_located
 from ablab.spec.models import EvalSpec, RunSpec, Study
+from ablab.spec.yaml_safe import load_yaml
 
 def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
     """Read and validate a study YAML; ``overrides`` are ``path=value`` strings on ``base``."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except FileNotFoundError:
         raise SpecError("file not found", file=str(path)) from None
     except (OSError, UnicodeDecodeError) as err:
@@ -32,8 +33,10 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
         if not sep or not key:
             raise SpecError(f"an override is PATH=VALUE, got {item!r}", file="--set")
         try:
-            parsed = yaml.safe_load(value)
-        except yaml.YAMLError:
+            parsed = load_yaml(value)
+        except yaml.YAMLError as err:
+            if "finite" in str(err):
+                raise SpecError(f"{value!r} is not a finite number", file="--set", field=key) from None
             parsed = value
         # paths start at the study (seeds.replicates, report.selection, base.seeds.init);
         # any other path is a setting of the base run (optimizer.lr, data.path)
