@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ablab-installed
 WORKERS ?= 2
 
-.PHONY: demo test bench clean test-gpu gpu-tests gpu-study
+.PHONY: demo test test-fast bench clean test-gpu gpu-tests gpu-study
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -17,8 +17,13 @@ demo: $(STAMP)
 	$(VENV)/bin/ablab run studies/quickstart.yaml --workers $(WORKERS)
 	$(VENV)/bin/ablab report results/quickstart
 
+# the whole suite: about 20 minutes on 2 cores (the slow tests train studies, start Ray, kill drivers)
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# without the tests marked slow: about 8 minutes on 2 cores
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 # On a machine with a CUDA GPU: the gpu-marked tests, then the seed-001 CPU study on cuda (into a
 # temporary results folder unless GPU_RESULTS names one) and its report. `make -k test-gpu` runs the
