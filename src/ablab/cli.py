@@ -1,18 +1,57 @@
 """The ``ablab`` command: run | validate | status | report | list.
 
 Exit codes: 0 everything finished (done or diverged), 1 some run failed, 2 bad input,
-130 interrupted (a rerun of the same command resumes).
+130 interrupted by Ctrl-C, 143 stopped by SIGTERM (after either, a rerun of the same command resumes).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
+from typing import Iterator
 
 from ablab.errors import AblabError
 
 EXIT_OK, EXIT_FAILED_RUNS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, the shell's code for a process ended by SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM raised where Ctrl-C would be, so a stopped study is put back exactly as after Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While the command runs, SIGTERM raises ``Terminated`` in this process (the previous handler after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    driver = os.getpid()
+
+    def on_sigterm(signum, frame) -> None:
+        if os.getpid() != driver:  # a forked worker inherits the handler: it dies, the driver cleans up
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(stop: KeyboardInterrupt, what: str) -> int:
+    """One line on stderr for Ctrl-C or SIGTERM; the exit code that tells them apart."""
+    cause = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+    print(f"\n{cause}{what}", file=sys.stderr)
+    return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -92,9 +131,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         summary = run_study(study, args.spec, variants, out, workers=args.workers, executor=args.executor, threads=args.threads,
                             address=args.address, max_retries=args.max_retries)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; run the same command again to resume ({out})", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as stop:
+        return _interrupted(stop, f"; run the same command again to resume ({out})")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
     print(f"{study.name}: {counts} -> {out}")
     if args.report:
@@ -197,15 +235,18 @@ COMMANDS = {"run": cmd_run, "validate": cmd_validate, "status": cmd_status, "rep
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except AblabError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except BrokenPipeError:  # output piped into `head` and closed: not an error of ours
-        sys.stderr.close()
-        return EXIT_OK
+    with _sigterm_as_interrupt():
+        try:
+            args = _parser().parse_args(argv)  # the parser imports the registries (torch): seconds
+            return COMMANDS[args.command](args)
+        except AblabError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except BrokenPipeError:  # output piped into `head` and closed: not an error of ours
+            sys.stderr.close()
+            return EXIT_OK
+        except KeyboardInterrupt as stop:  # before anything was written (a run catches its own)
+            return _interrupted(stop, "")
 
 
 if __name__ == "__main__":

@@ -55,6 +55,9 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
                 return SpecError(e.message + where, field=e.field, file=file)
             return SpecError(f"{err}{where}", field=field, file=file)
 
+        problem = _device_problem(spec.device)
+        if problem:
+            raise fail(SpecError(problem), "base.device")
         if isinstance(spec, EvalSpec):
             _check_unit(spec, fail)
             continue
@@ -103,6 +106,25 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
             f"limit of {max_artifact_gb:g} GB; save fewer checkpoints or raise --max-artifact-gb", file=file,
             field="base.record.checkpoints")
     return estimate
+
+
+def _device_problem(device: str) -> str | None:
+    """Why ``device`` cannot be used on this machine, or None (``auto`` always can)."""
+    import torch
+
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        suffix = device.partition(":")[2]
+        if ":" in device and not suffix.isdigit():
+            return f"device '{device}': expected cuda or cuda:N with N a device number"
+        index = int(suffix or 0)
+        if count == 0:
+            return f"device '{device}' but this machine has no CUDA device (torch {torch.__version__}); use auto or cpu"
+        if index >= count:
+            return f"device '{device}' but this machine has {count} CUDA device(s): cuda:0..cuda:{count - 1}"
+    if device == "mps" and not torch.backends.mps.is_available():
+        return "device 'mps' but Apple's MPS backend is not available here; use auto or cpu"
+    return None
 
 
 def _check_continuation(spec: RunSpec, plans: dict, file: str, where: str) -> None:

@@ -353,6 +353,29 @@ def test_csv_missing_values(table):
         datasets.load_csv(path, target="level", task="classification")
 
 
+@pytest.mark.parametrize("column, text, target, task", [
+    ("height", "inf", "level", "classification"),
+    ("weight", "-inf", "level", "classification"),
+    ("height", "1e999", "level", "classification"),  # overflows to inf when parsed
+    ("weight", "inf", "weight", "regression"),  # the target too
+])
+def test_csv_infinite_values_are_refused(table, column, text, target, task):
+    path, df = table
+    df[column] = df[column].astype(object)
+    df.loc[4, column] = text
+    df.to_csv(path, index=False)
+    with pytest.raises(DataError, match=rf"infinite value -?inf in column '{column}' \(1 row\(s\), the first data row 5\)"):
+        datasets.load_csv(path, target=target, task=task, drop=["note"])
+
+
+def test_csv_infinite_values_in_a_dropped_column_are_ignored(table):
+    path, df = table
+    df["note"] = np.inf
+    df.to_csv(path, index=False)
+    ds = datasets.load_csv(path, target="level", task="classification", drop=["note"])
+    assert all(torch.isfinite(s.x).all() for s in ds.splits.values())
+
+
 # ---- bundled and generated data ----------------------------------------------------------------
 
 @pytest.mark.parametrize("name, n, features, out_dim, task", [

@@ -179,7 +179,9 @@ def test_forkserver_workers_with_two_threads_match_sequential(write_study, tmp_p
     capsys.readouterr()
 
 
-def _child_pids() -> list[int]:
+def _child_pids(parent: int | None = None) -> list[int]:
+    """Pids of the live children of ``parent`` (default: this process), Python's resource tracker aside."""
+    parent = parent or os.getpid()
     pids = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -187,7 +189,7 @@ def _child_pids() -> list[int]:
             cmdline = (stat.parent / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(fields[1]) == os.getpid() and b"resource_tracker" not in cmdline:
+        if int(fields[1]) == parent and fields[0] != "Z" and b"resource_tracker" not in cmdline:
             pids.append(int(stat.parent.name))
     return pids
 
@@ -231,8 +233,17 @@ def _ablab(*args, **kw):
                             stderr=subprocess.PIPE, text=True, preexec_fn=interruptible, **kw)
 
 
-@pytest.mark.parametrize("sig,workers", [(signal.SIGKILL, 1), (signal.SIGINT, 1), (signal.SIGINT, 2)],
-                         ids=["kill-9", "ctrl-c", "ctrl-c-2-workers"])
+def _alive(pid: int) -> bool:
+    """``pid`` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("sig,workers", [(signal.SIGKILL, 1), (signal.SIGINT, 1), (signal.SIGINT, 2),
+                                         (signal.SIGTERM, 1), (signal.SIGTERM, 2)],
+                         ids=["kill-9", "ctrl-c", "ctrl-c-2-workers", "sigterm", "sigterm-2-workers"])
 def test_resume_after_the_driver_is_killed(sig, workers, write_study, tmp_path):
     study = tiny_study(grid={"optimizer.lr": [0.1, 0.05, 0.02]}, seeds={"replicates": 2})
     study["base"]["epochs"] = 8 * workers  # with 2 workers, the study must still be going at the signal
@@ -241,13 +252,19 @@ def test_resume_after_the_driver_is_killed(sig, workers, write_study, tmp_path):
     db = out / "ablab.db"
     proc = _ablab("run", str(path), "--out", str(out), "--workers", str(workers), "--threads", "1")
     wait_for_done(db, 2, proc)
+    workers_seen = _child_pids(proc.pid) if Path("/proc/self/stat").exists() else []
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     counts = status_counts(db)
     assert 2 <= counts.get("done", 0) < 6
-    if sig == signal.SIGINT:
-        assert proc.returncode == 130 and "resume" in err
+    if sig in (signal.SIGINT, signal.SIGTERM):
+        assert proc.returncode == (130 if sig == signal.SIGINT else 143) and "resume" in err, err
+        assert "Traceback" not in err
         assert "running" not in counts  # interrupted runs were put back to pending
+        if workers > 1:
+            assert workers_seen
+            time.sleep(0.5)  # a dying worker may take a moment to be reaped
+            assert not [pid for pid in workers_seen if _alive(pid)]  # the driver stopped its workers
     else:
         assert proc.returncode == -signal.SIGKILL
     before = stored(out)[1].set_index("run")

@@ -331,6 +331,7 @@ def load_csv(
     if empty:
         raise DataError(f"{path}: missing values in column {', '.join(map(repr, empty))}; "
                         f"fill them or drop the column")
+    _refuse_infinite(path, df, [target, *chosen])
 
     blocks, names, numeric = [], [], []
     for c in chosen:
@@ -367,6 +368,17 @@ def load_csv(
         val_fraction=val_fraction, standardize=np.asarray(numeric),
         standardize_target=standardize_target, meta=meta,
     )
+
+
+def _refuse_infinite(path: Path, df: pd.DataFrame, columns: list[str]) -> None:
+    """A DataError naming the first numeric column holding ±inf (``inf``, ``-inf`` or an overflowing 1e999)."""
+    for c in columns:
+        if pd.api.types.is_numeric_dtype(df[c]):
+            values = df[c].to_numpy(np.float64)
+            bad = np.flatnonzero(np.isinf(values))
+            if len(bad):
+                raise DataError(f"{path}: infinite value {values[bad[0]]} in column '{c}' ({len(bad)} row(s), the first "
+                                f"data row {bad[0] + 1}); replace them or drop the column")
 
 
 def _sorted_values(col: pd.Series) -> list:

@@ -9,7 +9,7 @@ from typing import Literal
 
 from ablab.execute.progress import ProgressView
 from ablab.spec import Study, Variant
-from ablab.store import Store, StudyLock
+from ablab.store import Store, StudyLock, remove_stale_temp_files
 
 
 @dataclass
@@ -52,6 +52,7 @@ def _run_locked(study, file, variants, out, workers, executor, tty, threads, add
     try:
         store.sync_study(study, file, variants)
         store.prepare_staging()  # leftovers of a killed invocation go before anything runs
+        remove_stale_temp_files(out)
         todo_ids = set(store.run_ids_to_do())
         todo = [v for v in variants if v.id in todo_ids]
         view = ProgressView(total=len(variants), already_done=len(variants) - len(todo), tty=tty)
