@@ -98,13 +98,15 @@ def _limits(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-runs", type=int, default=MAX_RUNS, help=f"refuse a study of more runs (default {MAX_RUNS})")
 
 
-def _load(spec: str, overrides: list[str], max_artifact_gb: float | None = None, max_runs: int | None = None):
+def _load(spec: str, overrides: list[str], max_artifact_gb: float | None = None, max_runs: int | None = None,
+          local_devices: bool = True):
     from ablab.spec import MAX_RUNS, expand, load_study
     from ablab.validate import DEFAULT_MAX_ARTIFACT_GB, check_variants
 
     study = load_study(spec, overrides)
     variants = expand(study, file=spec, max_runs=max_runs or MAX_RUNS)
-    estimate = check_variants(variants, file=spec, max_artifact_gb=max_artifact_gb or DEFAULT_MAX_ARTIFACT_GB)
+    estimate = check_variants(variants, file=spec, max_artifact_gb=max_artifact_gb or DEFAULT_MAX_ARTIFACT_GB,
+                              local_devices=local_devices)
     return study, variants, estimate
 
 
@@ -126,7 +128,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.max_artifact_gb <= 0:
         raise AblabError(f"--max-artifact-gb must be positive, got {args.max_artifact_gb}")
     # everything validated before anything is written
-    study, variants, _ = _load(args.spec, args.overrides, args.max_artifact_gb, args.max_runs)
+    on_cluster = args.executor == "ray" and bool(args.address or os.environ.get("RAY_ADDRESS"))
+    study, variants, _ = _load(args.spec, args.overrides, args.max_artifact_gb, args.max_runs,
+                               local_devices=not on_cluster)  # a cluster's nodes have their own devices
     out = Path(args.out) if args.out else Path("results") / study.name
     try:
         summary = run_study(study, args.spec, variants, out, workers=args.workers, executor=args.executor, threads=args.threads,

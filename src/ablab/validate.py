@@ -36,9 +36,11 @@ class Estimate:
         return self.checkpoints + self.predictions
 
 
-def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = DEFAULT_MAX_ARTIFACT_GB) -> Estimate:
+def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = DEFAULT_MAX_ARTIFACT_GB,
+                   local_devices: bool = True) -> Estimate:
     """Raise one ``SpecError`` (file, field, variant) for the first run that cannot be built; returns the
-    artifact estimate, refused when above ``max_artifact_gb``."""
+    artifact estimate, refused when above ``max_artifact_gb``. ``local_devices``: the runs' devices must
+    exist on this machine (False for runs sent to a Ray cluster, whose nodes have their own)."""
     from ablab.train.loop import PartError, build_run, load_run_data
 
     datasets: dict[str, object] = {}
@@ -55,7 +57,7 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
                 return SpecError(e.message + where, field=e.field, file=file)
             return SpecError(f"{err}{where}", field=field, file=file)
 
-        problem = _device_problem(spec.device)
+        problem = _device_problem(spec.device) if local_devices else None
         if problem:
             raise fail(SpecError(problem), "base.device")
         if isinstance(spec, EvalSpec):

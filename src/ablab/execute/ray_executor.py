@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,7 @@ def run_ray(
     ray = import_ray()
     address = address or os.environ.get("RAY_ADDRESS") or None  # a running instance saves ~5 s of start-up
     started_here = not ray.is_initialized()
+    sigterm = signal.getsignal(signal.SIGTERM)
     if started_here:
         common = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
         if address:
@@ -71,6 +74,8 @@ def run_ray(
                 address="local", num_cpus=workers * max(1, math.ceil(resources.cpus)),
                 num_gpus=_local_gpus() if resources.gpus > 0 else 0, _node_ip_address="127.0.0.1", **common,
             )
+    if started_here and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, sigterm)  # ray.init replaces it; SIGTERM stops a study like Ctrl-C
     remote = ray.remote(_train_task).options(
         num_cpus=resources.cpus, num_gpus=resources.gpus, max_retries=max_retries, retry_exceptions=False
     )
