@@ -5,7 +5,7 @@ PROTOCOL_VERSION = 2  # bump when a change alters the numbers a RunSpec produces
 
 
 def load(path):
-    """Open a study directory: ``ablab.load("results/x").metrics()`` returns a DataFrame."""
+    """Open a study directory to read (never changing a file): ``ablab.load("results/x").metrics()``."""
     from ablab.store import Store
 
-    return Store.open(path)
+    return Store.open(path, readonly=True)

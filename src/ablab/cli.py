@@ -1,23 +1,31 @@
 """The ``ablab`` command: run | validate | status | report | list.
 
-Exit codes: 0 everything finished (done or diverged), 1 some run failed, 2 bad input,
-130 interrupted by Ctrl-C, 143 stopped by SIGTERM (after either, a rerun of the same command resumes).
+Exit codes: 0 everything finished (done or diverged), 1 some run failed, 2 bad input (a spec, a
+flag, or a path that is not what the command needs: ``--out`` naming a file, a folder without a
+store, an empty ``ablab.db``), 74 I/O failure (EX_IOERR: a damaged ``ablab.db``, a read-only results
+directory, a full disk; the message names the path and what to do; a rerun resumes), 130 interrupted
+by Ctrl-C, 143 stopped by SIGTERM (after either, a rerun of the same command resumes).
+
+``status`` and ``report`` open the store read-only: they never change ``ablab.db`` (``report``
+writes only its ``report/`` folder).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import signal
+import sqlite3
 import sys
 import threading
 from pathlib import Path
 from typing import Iterator
 
-from ablab.errors import AblabError
+from ablab.errors import AblabError, StoreIOError
 
-EXIT_OK, EXIT_FAILED_RUNS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED_RUNS, EXIT_BAD_INPUT, EXIT_IO_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 74, 130
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, the shell's code for a process ended by SIGTERM
 
 
@@ -52,6 +60,8 @@ def _interrupted(stop: KeyboardInterrupt, what: str) -> int:
     cause = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
     print(f"\n{cause}{what}", file=sys.stderr)
     return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
+# OS errors that are the disk's or the permissions' (not a bug of ours): reported as I/O failures
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -176,7 +186,7 @@ def _size(n: float) -> str:
 def cmd_status(args: argparse.Namespace) -> int:
     from ablab.store import Store
 
-    store = Store.open(args.results)
+    store = Store.open(args.results, readonly=True)
     try:
         runs = store.runs()
         study = store.study()
@@ -203,7 +213,7 @@ def _print_report(results: str | Path) -> None:
     from ablab.report import write_report
     from ablab.store import Store
 
-    store = Store.open(results)
+    store = Store.open(results, readonly=True)
     try:
         result = write_report(store)
     finally:
@@ -240,9 +250,13 @@ COMMANDS = {"run": cmd_run, "validate": cmd_validate, "status": cmd_status, "rep
 
 def main(argv: list[str] | None = None) -> int:
     with _sigterm_as_interrupt():
+        args = None
         try:
             args = _parser().parse_args(argv)  # the parser imports the registries (torch): seconds
             return COMMANDS[args.command](args)
+        except StoreIOError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_IO_ERROR
         except AblabError as err:
             print(f"error: {err}", file=sys.stderr)
             return EXIT_BAD_INPUT
@@ -251,6 +265,16 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         except KeyboardInterrupt as stop:  # before anything was written (a run catches its own)
             return _interrupted(stop, "")
+        except (OSError, sqlite3.DatabaseError) as err:
+            # a failure the store did not see coming (a damaged page met while reading, report/ on a full disk)
+            from ablab.store_io import io_error, is_io_failure
+
+            if not is_io_failure(err) or (isinstance(err, OSError) and err.errno not in _DISK_ERRNOS):
+                raise
+            where = (getattr(err, "filename", None) or getattr(args, "results", None) or getattr(args, "out", None)
+                     or ".")
+            print(f"error: {io_error(where, err)}", file=sys.stderr)
+            return EXIT_IO_ERROR
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Errors that ablab reports to the user as one clear message (exit code 2)."""
+"""Errors that ablab reports to the user as one clear message (exit code 2; 74 for ``StoreIOError``)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,10 @@ class DataError(AblabError):
 
 class StoreError(AblabError):
     """A results directory is missing or is not an ablab store."""
+
+
+class StoreIOError(StoreError):
+    """A results directory cannot be read or written as it is (damaged, read-only, disk full): exit 74."""
 
 
 def split_located(field: str | None, message: str) -> tuple[str | None, str]:

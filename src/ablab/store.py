@@ -33,6 +33,7 @@ import pandas as pd
 
 from ablab import PROTOCOL_VERSION
 from ablab.errors import StoreError
+from ablab.store_io import failing_as_io, io_error
 
 if TYPE_CHECKING:
     from ablab.train.result import RunResult
@@ -108,8 +109,10 @@ class StudyLock:
         import fcntl
         import socket
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        _require_directory(self.path.parent)
+        with failing_as_io(self.path.parent):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -117,8 +120,13 @@ class StudyLock:
             os.close(fd)
             raise StoreError(f"{self.path.parent}: another 'ablab run' is writing this study ({holder}); "
                              "wait for it to finish or stop it, then run again") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        try:
+            with failing_as_io(self.path):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        except StoreError:
+            os.close(fd)
+            raise
         self._fd = fd
         _HELD_LOCKS.add(fd)
         return self
@@ -203,34 +211,45 @@ class Store:
 
     @classmethod
     def create(cls, path: str | Path) -> "Store":
+        """The store in ``path`` to write, made if missing; one clear error when the path or disk refuses."""
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        conn = _connect(path / DB_NAME)
-        with conn:
-            conn.executescript(_SCHEMA)
-            conn.execute("INSERT OR IGNORE INTO meta VALUES ('protocol', ?)", (str(PROTOCOL_VERSION),))
-
-        store = cls(path, conn)
-        store._migrate()
+        db = path / DB_NAME
+        _require_directory(path)
+        if db.is_dir():
+            raise StoreError(f"{db}: is a directory, not a results database; move it away or choose another --out")
+        with failing_as_io(path):
+            path.mkdir(parents=True, exist_ok=True)
+        with failing_as_io(db):
+            conn = _connect(db)
+            try:
+                with conn:
+                    conn.executescript(_SCHEMA)
+                    conn.execute("INSERT OR IGNORE INTO meta VALUES ('protocol', ?)", (str(PROTOCOL_VERSION),))
+                store = cls(path, conn)
+                store._migrate()
+            except BaseException:
+                conn.close()
+                raise
         return store
 
     @classmethod
-    def open(cls, path: str | Path, readonly: bool = False) -> "Store":
-        """An existing store; ``readonly`` never changes a file (source studies of other studies)."""
+    def open(cls, path: str | Path, readonly: bool = True) -> "Store":
+        """An existing store; read-only by default, which never changes a file (``readonly=False`` migrates)."""
         path = Path(path)
         db = path / DB_NAME
-        if not db.is_file():
-            raise StoreError(f"{path}: not an ablab results directory (no {DB_NAME}); run 'ablab run SPEC' first")
-        try:
+        _require_store_file(path, db)
+        with failing_as_io(db):
             conn = _connect(db, readonly=readonly)
-            conn.execute("SELECT 1 FROM runs LIMIT 1")
-        except sqlite3.DatabaseError as err:
-            raise StoreError(f"{db}: cannot read the results database: {err}") from None
-        store = cls(path, conn)
-        if not readonly:
-            with conn:
-                conn.executescript(_SCHEMA)  # tables added since the store was written
-            store._migrate()
+            try:
+                _check_is_store(db, conn)
+                store = cls(path, conn)
+                if not readonly:
+                    with conn:
+                        conn.executescript(_SCHEMA)  # tables added since the store was written
+                    store._migrate()
+            except BaseException:
+                conn.close()
+                raise
         return store
 
     def _migrate(self) -> None:
@@ -240,6 +259,10 @@ class Store:
             with self._conn:
                 self._conn.execute("ALTER TABLE runs ADD COLUMN origin_json TEXT")
 
+    @property
+    def db(self) -> Path:
+        return self.path / DB_NAME
+
     def close(self) -> None:
         self._conn.close()
 
@@ -248,7 +271,7 @@ class Store:
     def sync_study(self, study: Any, file: str, variants: list[Any]) -> None:
         """Record the study and its runs; runs already stored keep their status and results."""
         version = code_version()
-        with self._conn:
+        with failing_as_io(self.db), self._conn:
             self._conn.execute("DELETE FROM study")
             self._conn.execute(
                 "INSERT INTO study VALUES (?,?,?,?,?,?,?)",
@@ -267,7 +290,7 @@ class Store:
             self._conn.executemany("INSERT INTO study_runs VALUES (?,?)", list(enumerate(v.id for v in variants)))
 
     def mark_running(self, run_id: str) -> None:
-        with self._conn:
+        with failing_as_io(self.db), self._conn:
             self._conn.execute(
                 "UPDATE runs SET status='running', started=?, attempts=attempts+1 WHERE id=?",
                 (time.time(), run_id),
@@ -275,7 +298,7 @@ class Store:
 
     def mark_pending(self, run_ids: Iterable[str]) -> None:
         """Runs interrupted before a result came back run again next time."""
-        with self._conn:
+        with failing_as_io(self.db), self._conn:
             self._conn.executemany(
                 "UPDATE runs SET status='pending' WHERE id=? AND status='running'", [(r,) for r in run_ids]
             )
@@ -285,13 +308,18 @@ class Store:
         return self.path / STAGING / run_id
 
     def prepare_staging(self) -> None:
-        """Remove what a killed invocation left: the staging folder, and files of runs not stored.
+        """Remove what a killed or failed invocation left: ``running`` statuses, staging, files of runs not stored.
 
-        A run without a final status has no artifacts in the database; any file in its folder
-        came from an interrupted commit and is removed (it is written again when the run reruns).
+        Called under the study lock, so no run is really running: a ``running`` row was left by an
+        invocation that died (killed, disk full) and goes back to ``pending``. A run without a final
+        status has no artifacts in the database; any file in its folder came from an interrupted
+        commit and is removed (it is written again when the run reruns).
         """
+        with failing_as_io(self.db), self._conn:
+            self._conn.execute("UPDATE runs SET status='pending' WHERE status='running'")
         shutil.rmtree(self.path / STAGING, ignore_errors=True)
-        (self.path / STAGING).mkdir(parents=True, exist_ok=True)
+        with failing_as_io(self.path / STAGING):
+            (self.path / STAGING).mkdir(parents=True, exist_ok=True)
         unfinished = {r[0] for r in self._conn.execute("SELECT id FROM runs WHERE status NOT IN (?, ?)", FINAL)}
         runs_dir = self.path / "runs"
         if runs_dir.is_dir():
@@ -309,17 +337,19 @@ class Store:
         spec_json = self._conn.execute("SELECT spec_json FROM runs WHERE id=?", (result.run_id,)).fetchone()
         if spec_json is None:
             raise StoreError(f"run {result.run_id} is not part of this study")
-        write_atomic(run_dir / "spec.json", json.dumps(
-            {"spec": json.loads(spec_json[0]), "code_version": code_version()}, indent=2).encode())
+        with failing_as_io(run_dir / "spec.json"):
+            write_atomic(run_dir / "spec.json", json.dumps(
+                {"spec": json.loads(spec_json[0]), "code_version": code_version()}, indent=2).encode())
         records = result.artifacts.records() if hasattr(result.artifacts, "records") else []
         for art in records:
             target = run_dir / art.name
-            if art.path is not None and Path(art.path).is_file():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(art.path, target)
-            else:
-                write_atomic(target, art.read())
-        with self._conn:
+            with failing_as_io(target):
+                if art.path is not None and Path(art.path).is_file():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(art.path, target)
+                else:
+                    write_atomic(target, art.read())
+        with failing_as_io(self.db), self._conn:
             self._conn.execute("DELETE FROM metrics WHERE run=?", (result.run_id,))
             self._conn.execute("DELETE FROM artifacts WHERE run=?", (result.run_id,))
             self._conn.executemany(
@@ -385,7 +415,13 @@ class Store:
         df["value"] = df["value"].astype(float)
         return df
 
+    def _has_table(self, name: str) -> bool:
+        """Stores of earlier versions, opened read-only (not migrated), may lack a table."""
+        return self._conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() is not None
+
     def failures(self) -> pd.DataFrame:
+        if not self._has_table("failures"):
+            return pd.DataFrame(columns=["run", "at", "error"])
         return pd.read_sql_query("SELECT run, at, error FROM failures ORDER BY at", self._conn)
 
     def status_counts(self) -> dict[str, int]:
@@ -414,6 +450,8 @@ class Store:
     def artifacts(self, run: str | None = None) -> pd.DataFrame:
         """The artifact index ``(run, name, kind, epoch, split, size, sha256)``, of one run or all."""
         query = "SELECT run, name, kind, epoch, split, size, sha256 FROM artifacts"
+        if not self._has_table("artifacts"):
+            return pd.DataFrame(columns=["run", "name", "kind", "epoch", "split", "size", "sha256"])
         params: tuple = ()
         if run is not None:
             query += " WHERE run = ?"
@@ -422,6 +460,8 @@ class Store:
 
     def artifact_bytes(self) -> int:
         """Disk used by the recorded artifact files, in bytes."""
+        if not self._has_table("artifacts"):
+            return 0
         return int(self._conn.execute("SELECT COALESCE(SUM(size), 0) FROM artifacts").fetchone()[0])
 
     def read_artifact(self, run: str, name: str) -> bytes:
@@ -492,6 +532,8 @@ class Store:
         return row[0] if row else None
 
     def directions(self) -> dict[str, str]:
+        if not self._has_table("directions"):
+            return {}
         return dict(self._conn.execute("SELECT name, direction FROM directions").fetchall())
 
     def final_values(self, split: str, name: str) -> dict[str, float]:
@@ -504,17 +546,62 @@ class Store:
         return out
 
 
-def _connect(db: Path, readonly: bool = False) -> sqlite3.Connection:
-    if readonly:
-        conn = sqlite3.connect(f"file:{db.resolve()}?mode=ro", uri=True, timeout=30)
+def _require_directory(path: Path) -> None:
+    """A results directory must be a folder or not exist yet (``--out`` naming a file is bad input)."""
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise StoreError(f"{path}: {part} is a file, not a folder; choose a results directory (--out) "
+                                 "that is a folder or does not exist yet")
+            return
+
+
+def _require_store_file(path: Path, db: Path) -> None:
+    """``path`` holds a non-empty ``ablab.db`` file, or one message says what it holds instead."""
+    if db.is_dir():
+        raise StoreError(f"{db}: is a directory, not a results database; name a results directory written by 'ablab run'")
+    if not db.is_file():
+        raise StoreError(f"{path}: not an ablab results directory (no {DB_NAME}); run 'ablab run SPEC' first")
+    if db.stat().st_size == 0:
+        raise StoreError(f"{db}: is empty (0 bytes), not an ablab store; remove it, or run the study into this "
+                         "directory again")
+
+
+def _check_is_store(db: Path, conn: sqlite3.Connection) -> None:
+    """Reading the runs table proves an ablab store; an SQLite file without it is someone else's."""
+    try:
+        conn.execute("SELECT 1 FROM runs LIMIT 1")
+    except sqlite3.OperationalError as err:
+        if "no such table" not in str(err):
+            raise
+        raise StoreError(f"{db}: an SQLite database but not an ablab store (no runs table); "
+                         "name a results directory written by 'ablab run'") from None
+
+
+def _connect_readonly(db: Path) -> sqlite3.Connection:
+    """Open ``db`` to read without changing or creating any file, even where this user cannot write.
+
+    Without a ``-wal`` file a WAL database holds everything in its main file: it is read as
+    immutable, since a plain read-only open would create ``-wal`` and ``-shm`` files and leave them
+    behind. (A run that starts meanwhile writes into its own ``-wal``; the main file changes only at
+    a checkpoint, after 1000 pages or when the run ends.) With a ``-wal`` file (a run is writing, or
+    was killed) the reader goes through it to see the newest commits; where the folder refuses the
+    ``-shm`` file (a read-only mount) it falls back to immutable and sees the main file only.
+    """
+    uri = db.resolve().as_uri()
+    if db.with_name(db.name + "-wal").exists():
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30)
         try:
             conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
             return conn
         except sqlite3.OperationalError:
-            # a WAL database in a folder this user cannot write (a read-only mount, another user's study):
-            # read it as an immutable file, which needs no -shm file
             conn.close()
-            return sqlite3.connect(f"file:{db.resolve()}?mode=ro&immutable=1", uri=True, timeout=30)
+    return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, timeout=30)
+
+
+def _connect(db: Path, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        return _connect_readonly(db)
     conn = sqlite3.connect(db, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")

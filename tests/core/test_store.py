@@ -103,7 +103,7 @@ def test_open_errors(tmp_path):
     with pytest.raises(StoreError, match="not an ablab results directory"):
         Store.open(tmp_path)
     (tmp_path / "ablab.db").write_bytes(b"this is not sqlite at all" * 100)
-    with pytest.raises(StoreError, match="cannot read"):
+    with pytest.raises(StoreError, match="damaged"):
         Store.open(tmp_path)
 
 

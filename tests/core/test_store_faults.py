@@ -1,0 +1,265 @@
+"""Store and disk failures: one message naming the path (exit 2 bad input, 74 I/O); readers change no file."""
+
+import errno
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import ablab
+import ablab.store
+from ablab.cli import EXIT_BAD_INPUT, EXIT_IO_ERROR, main
+from ablab.store import Store
+from conftest import same_metrics, stored, tiny_study
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """A finished two-run study (spec file, results directory), written once and copied by each test."""
+    import yaml
+
+    root = tmp_path_factory.mktemp("reference")
+    spec = root / "study.yaml"
+    spec.write_text(yaml.safe_dump(tiny_study()))
+    assert main(["run", str(spec), "--out", str(root / "results")]) == 0
+    return spec, root / "results"
+
+
+@pytest.fixture
+def results(reference, tmp_path):
+    """A private copy of the reference results directory."""
+    copy = tmp_path / "results"
+    shutil.copytree(reference[1], copy)
+    return copy
+
+
+def _cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, err
+
+
+def _one_error(err: str) -> str:
+    """The single error line, last on stderr (a run's progress lines may precede it)."""
+    lines = err.strip().splitlines()
+    errors = [line for line in lines if "error" in line.lower()]
+    assert errors == [lines[-1]] and lines[-1].startswith("error: "), err
+    return lines[-1]
+
+
+def _files(folder: Path) -> dict:
+    """Every file under ``folder`` except the report: its bytes and modification time."""
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file() and "report" not in p.relative_to(folder).parts}
+
+
+def _wal_files(folder: Path) -> list:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(("-wal", "-shm", "-journal")))
+
+
+# ---- item 6: readers never change a file
+
+
+def test_status_report_and_load_change_no_file_of_an_older_store(results, capsys):
+    # a store of an earlier version (no origin column, no directions table): opening it to write would migrate it
+    con = sqlite3.connect(results / "ablab.db")
+    con.execute("ALTER TABLE runs DROP COLUMN origin_json")
+    con.execute("DROP TABLE directions")
+    con.commit()
+    con.close()
+    before = _files(results)
+    assert _wal_files(results) == []
+    code, err = _cli(capsys, "status", results)
+    assert code == 0, err
+    code, err = _cli(capsys, "report", results)
+    assert code == 0, err
+    store = ablab.load(results)
+    assert sorted(store.runs().status) == ["done", "done"] and not store.metrics().empty
+    store.close()
+    assert (results / "report" / "index.html").is_file()
+    assert _files(results) == before
+    assert _wal_files(results) == []
+
+
+def test_read_only_open_creates_no_wal_or_shm_file(results):
+    before = _files(results)
+    store = Store.open(results, readonly=True)
+    assert len(store.runs()) == 2
+    store.close()
+    assert _wal_files(results) == [] and _files(results) == before
+
+
+def test_reader_sees_the_commits_of_a_live_writer(results, reference):
+    writer = Store.create(results)
+    run = writer.runs().run.iloc[0]
+    writer.mark_running(run)  # committed to the -wal file, not yet to the main file
+    try:
+        assert (results / "ablab.db-wal").exists()
+        reader = Store.open(results, readonly=True)
+        assert reader.run_status(run) == "running"
+        reader.close()
+    finally:
+        writer.close()
+
+
+def test_status_of_an_empty_database_file_leaves_it_empty(tmp_path, capsys):
+    (tmp_path / "ablab.db").write_bytes(b"")
+    code, err = _cli(capsys, "status", tmp_path)
+    assert code == EXIT_BAD_INPUT
+    line = _one_error(err)
+    assert str(tmp_path / "ablab.db") in line and "empty" in line
+    assert (tmp_path / "ablab.db").read_bytes() == b"" and _wal_files(tmp_path) == []
+
+
+# ---- item 5: store and disk errors are one message and exit 2 or 74
+
+
+def _truncated(db: Path) -> None:
+    data = db.read_bytes()
+    db.write_bytes(data[: 2 * 4096])
+
+
+def _garbage(db: Path) -> None:
+    db.write_bytes(b"definitely not sqlite " * 500)
+
+
+def _header_overwritten(db: Path) -> None:
+    data = bytearray(db.read_bytes())
+    data[:16] = b"X" * 16
+    db.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [_truncated, _garbage, _header_overwritten])
+@pytest.mark.parametrize("command", ["status", "report", "run"])
+def test_a_damaged_database_is_one_io_error(damage, command, results, reference, capsys):
+    db = results / "ablab.db"
+    damage(db)
+    before = db.read_bytes()
+    argv = ["run", reference[0], "--out", results] if command == "run" else [command, results]
+    code, err = _cli(capsys, *argv)
+    assert code == EXIT_IO_ERROR, err
+    line = _one_error(err)
+    assert str(db) in line and "restore it from a copy" in line
+    assert db.read_bytes() == before
+
+
+@pytest.mark.parametrize("command", ["status", "report", "run"])
+def test_a_directory_named_ablab_db_is_bad_input(command, tmp_path, reference, capsys):
+    (tmp_path / "res" / "ablab.db").mkdir(parents=True)
+    argv = ["run", reference[0], "--out", tmp_path / "res"] if command == "run" else [command, tmp_path / "res"]
+    code, err = _cli(capsys, *argv)
+    assert code == EXIT_BAD_INPUT
+    line = _one_error(err)
+    assert str(tmp_path / "res" / "ablab.db") in line and "is a directory" in line
+    assert list((tmp_path / "res" / "ablab.db").iterdir()) == []
+
+
+def test_out_naming_a_file_is_bad_input(tmp_path, reference, capsys):
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    code, err = _cli(capsys, "run", reference[0], "--out", target)
+    assert code == EXIT_BAD_INPUT
+    assert str(target) in _one_error(err) and "not a folder" in err
+    assert target.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_a_read_only_results_directory_is_one_io_error(results, reference, capsys, monkeypatch):
+    # tests run as root, who ignores permissions: refuse the way a read-only folder refuses a non-root user
+    real_open = ablab.store.os.open
+
+    def refusing_open(path, *args, **kwargs):
+        if Path(path).parent == results:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(ablab.store.os, "open", refusing_open)
+    before = _files(results)
+    code, err = _cli(capsys, "run", reference[0], "--out", results)
+    assert code == EXIT_IO_ERROR
+    line = _one_error(err)
+    assert str(results) in line and "cannot write here" in line and "--out" in line
+    monkeypatch.undo()
+    assert _files(results) == before
+
+
+def _unfinished(results):
+    """Forget the stored results of both runs (files, metrics, statuses); returns their ids."""
+    ids = list(stored(results)[1].run)
+    for run in ids:
+        shutil.rmtree(results / "runs" / run)
+    con = sqlite3.connect(results / "ablab.db")
+    con.execute("DELETE FROM metrics")
+    con.execute("DELETE FROM artifacts")
+    con.execute("UPDATE runs SET status='pending'")
+    con.commit()
+    con.close()
+    return ids
+
+
+def test_disk_full_in_an_artifact_write_is_one_io_error_and_the_rerun_completes(results, reference, capsys, monkeypatch):
+    spec, ref_dir = reference
+    ids = _unfinished(results)
+    real_write = ablab.store.write_atomic
+
+    def full_on_second_run(path, data):
+        if ids[1] in Path(path).parts:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(path, data)
+
+    monkeypatch.setattr(ablab.store, "write_atomic", full_on_second_run)
+    code, err = _cli(capsys, "run", spec, "--out", results)
+    assert code == EXIT_IO_ERROR
+    line = _one_error(err)
+    assert str(results / "runs" / ids[1]) in line and "disk is full" in line and "No space left" in line
+    metrics, runs = stored(results)
+    assert runs.set_index("run").status.to_dict() == {ids[0]: "done", ids[1]: "running"}
+    assert set(metrics.run) == {ids[0]}
+
+    monkeypatch.undo()
+    store = Store.create(results)  # the next start puts the run the failure left running back to pending
+    store.prepare_staging()
+    assert store.run_status(ids[1]) == "pending"
+    store.close()
+    code, err = _cli(capsys, "run", spec, "--out", results)
+    assert code == 0, err
+    metrics, runs = stored(results)
+    assert set(runs.status) == {"done"}
+    assert same_metrics(metrics, stored(ref_dir)[0])  # nothing lost, nothing duplicated, same numbers
+
+
+class _FullDiskConnection:
+    """A connection whose metric inserts fail as SQLite fails on a full disk."""
+
+    def __init__(self, conn):
+        self._conn = conn
+
+    def executemany(self, sql, rows):
+        if sql.startswith("INSERT INTO metrics"):
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._conn.executemany(sql, rows)
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+    def __enter__(self):
+        return self._conn.__enter__()
+
+    def __exit__(self, *exc):
+        return self._conn.__exit__(*exc)
+
+
+def test_database_full_in_a_commit_is_one_io_error_and_stores_no_half_run(results, reference, capsys, monkeypatch):
+    spec, _ = reference
+    ids = _unfinished(results)
+    real_connect = ablab.store._connect
+    monkeypatch.setattr(ablab.store, "_connect", lambda db, readonly=False: _FullDiskConnection(real_connect(db, readonly)))
+    code, err = _cli(capsys, "run", spec, "--out", results)
+    assert code == EXIT_IO_ERROR
+    line = _one_error(err)
+    assert str(results / "ablab.db") in line and "disk is full" in line
+    monkeypatch.undo()
+    metrics, runs = stored(results)
+    assert metrics.empty  # the failed transaction left no metric row
+    assert runs.set_index("run").status.to_dict() == {ids[0]: "running", ids[1]: "pending"}
