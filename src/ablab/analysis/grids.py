@@ -102,11 +102,12 @@ def grid_table(
     cols: str,
     metric: str,
     facets: list[str] | None = None,
+    directions: dict[str, str] | None = None,
 ) -> list[FacetTable]:
     """One pivot (rows × cols) of the mean ``metric`` over repeats per facet combination.
 
     ``facets`` None: every varied axis other than ``rows`` and ``cols``. The best cell of each
-    facet is the lowest mean for loss-like metrics and the highest otherwise (``higher_is_better``).
+    facet is the highest or lowest mean as the metric's evaluator declared (``higher_is_better``).
     """
     axes = varied_axes(runs)
     for name, what in [(rows, "rows"), (cols, "cols"), *((f, "facets") for f in facets or [])]:
@@ -117,7 +118,7 @@ def grid_table(
     facets = [a for a in axes if a not in (rows, cols)] if facets is None else list(facets)
     frame = per_run[["run", "status", metric]].merge(_axis_frame(runs, axes), on="run")
     row_order, col_order = list(pd.unique(frame[rows])), list(pd.unique(frame[cols]))
-    up = higher_is_better(metric)
+    up = higher_is_better(metric, directions)
     out = []
     groups = frame.groupby(facets, sort=False) if facets else [((), frame)]
     for key, part in groups:
@@ -198,6 +199,7 @@ def best_configurations(
     metric: str,
     k: int = 5,
     baseline: dict[str, Any] | None = None,
+    directions: dict[str, str] | None = None,
 ) -> BestConfigurations:
     """The k best variants by mean ``metric``, the best tested against the runner-up and the baseline.
 
@@ -208,7 +210,7 @@ def best_configurations(
     """
     _check_metric(per_run, metric, "metric")
     axes = varied_axes(runs)
-    up = higher_is_better(metric)
+    up = higher_is_better(metric, directions)
     frame = per_run[["run", "label", "status", metric]].merge(_axis_frame(runs, axes), on="run")
     rows, samples = [], {}
     for label, group in frame.groupby("label", sort=False):

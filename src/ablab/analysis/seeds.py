@@ -18,18 +18,23 @@ SPLIT_ORDER = ("train", "val", "test")
 _LOWER_IS_BETTER = ("loss", "mse", "mae", "rmse", "nll", "error", "err")
 
 
-def higher_is_better(metric: str) -> bool:
-    """Direction of a metric from its name: loss/mse/mae/rmse/nll/error are minimised, the rest maximised."""
-    name = metric.rsplit(".", 1)[-1].lower()
+def higher_is_better(metric: str, directions: dict[str, str] | None = None) -> bool:
+    """Is a higher ``metric`` (``split.name``) better? As its evaluator declared it (``directions``: name ->
+    ``min``/``max``, ``Store.directions()``); only for a store without declarations, from the name
+    (loss/mse/mae/rmse/nll/error are minimised, the rest maximised)."""
+    name = metric.rsplit(".", 1)[-1]
+    if directions and name in directions:
+        return directions[name] == "max"
+    name = name.lower()
     return not any(name == word or name.endswith(f"_{word}") for word in _LOWER_IS_BETTER)
 
 
-def describe_selection(selection: str, select_on: str | None) -> str:
+def describe_selection(selection: str, select_on: str | None, directions: dict[str, str] | None = None) -> str:
     """The selection rule in words, as the report tables state it."""
     if selection == "final":
         return "final epoch"
     if selection == "best":
-        direction = "highest" if higher_is_better(select_on) else "lowest"
+        direction = "highest" if higher_is_better(select_on, directions) else "lowest"
         return f"epoch with best {select_on} ({direction})"
     raise ValueError(f"selection must be 'final' or 'best', got {selection!r}")
 
@@ -41,12 +46,13 @@ def evaluations(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def select_final(
-    metrics: pd.DataFrame, runs: pd.DataFrame, selection: str = "final", select_on: str | None = None
+    metrics: pd.DataFrame, runs: pd.DataFrame, selection: str = "final", select_on: str | None = None,
+    directions: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """One row per run: every evaluated metric at the selected epoch, and that ``epoch``.
 
     final: the last evaluated epoch of the run (a diverged run: the epoch where it diverged).
-    best: the epoch where ``select_on`` is best (max, or min for loss-like names), earliest on
+    best: the epoch where ``select_on`` is best (in its declared direction), earliest on
     ties, finite values only; epoch 0 (before training) counts only for a run with no later one.
     Runs without metrics (failed, pending) get NaN values and a missing epoch.
     """
@@ -54,7 +60,7 @@ def select_final(
     if selection == "final":
         chosen = evals.groupby("run")["epoch"].max()
     elif selection == "best":
-        chosen = _best_epochs(evals, select_on)
+        chosen = _best_epochs(evals, select_on, directions)
     else:
         raise ValueError(f"selection must be 'final' or 'best', got {selection!r}")
 
@@ -132,7 +138,7 @@ def x_axis(split: str) -> str:
     return "step" if split == BATCH_SPLIT else "epoch"
 
 
-def _best_epochs(evals: pd.DataFrame, select_on: str | None) -> pd.Series:
+def _best_epochs(evals: pd.DataFrame, select_on: str | None, directions: dict[str, str] | None = None) -> pd.Series:
     if select_on is None:
         raise ValueError("selection 'best' needs select_on, e.g. 'val.accuracy'")
     if len(evals) and not (evals["metric"] == select_on).any():
@@ -144,7 +150,7 @@ def _best_epochs(evals: pd.DataFrame, select_on: str | None) -> pd.Series:
     if sel.empty:
         return pd.Series([], dtype="int64", index=pd.Index([], name="run"), name="epoch")
     grouped = sel.groupby("run")["value"]
-    best_rows = grouped.idxmax() if higher_is_better(select_on) else grouped.idxmin()
+    best_rows = grouped.idxmax() if higher_is_better(select_on, directions) else grouped.idxmin()
     return sel.loc[best_rows.to_numpy()].set_index("run")["epoch"]
 
 

@@ -57,6 +57,11 @@ class ReportContext:
         return self.store.metrics()
 
     @cached_property
+    def directions(self) -> dict[str, str]:
+        """Metric name -> ``min``/``max`` as the evaluators declared (empty for a store without them)."""
+        return self.store.directions() if hasattr(self.store, "directions") else {}
+
+    @cached_property
     def settings(self) -> dict[str, Any]:
         """The study's ``report`` block."""
         return self.study.get("report") or {}
@@ -98,12 +103,12 @@ class ReportContext:
     @cached_property
     def rule(self) -> str:
         """How each run's final value was chosen, in words."""
-        return describe_selection(self._selection, self._select_on)
+        return describe_selection(self._selection, self._select_on, self.directions)
 
     @cached_property
     def per_run(self) -> pd.DataFrame:
         """One row per run: its selected epoch and every metric's value there (``select_final``)."""
-        return select_final(self.metrics, self.runs, self._selection, self._select_on)
+        return select_final(self.metrics, self.runs, self._selection, self._select_on, self.directions)
 
     @cached_property
     def recorded(self) -> list[str]:

@@ -12,7 +12,7 @@ import copy
 import itertools
 import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import pydantic
 from pydantic import NonNegativeInt, PositiveInt
@@ -32,7 +32,7 @@ class Selection(_Strict):
 
     metric: MetricRef
     k: PositiveInt
-    mode: Optional[str] = None  # "min" | "max"; default: the direction the metric's evaluator declared
+    mode: Optional[Literal["min", "max"]] = None  # default: the direction the metric's evaluator declared
 
 
 class InitFromSpec(_Strict):

@@ -59,6 +59,16 @@ Seeds = create_model(
 )
 
 
+def _evaluator_list(values: list[Component]) -> list[dict[str, Any]]:
+    if not values:
+        raise ValueError("give at least one evaluator (default: [standard])")
+    return _components(EVALUATORS, values)
+
+
+Evaluators = Annotated[list[Component], AfterValidator(_evaluator_list)]
+"""``record.evaluators`` of a run, ``base.evaluators`` of a post-hoc study: at least one, each validated."""
+
+
 class Checkpoints(_Strict):
     """When a run saves its full training state: at ``epochs``, every ``every_epochs``, and/or at the end.
 
@@ -90,7 +100,7 @@ class Record(_Strict):
     eval_splits: list[Literal["train", "val", "test"]] = ["train", "val", "test"]
     eval_every_epochs: PositiveInt = 1
     eval_batch_size: PositiveInt = 1024
-    evaluators: list[Component] = ["standard"]
+    evaluators: Evaluators = ["standard"]
     checkpoints: Checkpoints = Checkpoints()
     probes: list[Component] = []
 
@@ -111,12 +121,6 @@ class Record(_Strict):
     def _probes(cls, v: list[Component]) -> list[dict[str, Any]]:
         return _components(PROBES, v)
 
-    @field_validator("evaluators")
-    @classmethod
-    def _evaluators(cls, v: list[Component]) -> list[dict[str, Any]]:
-        if not v:
-            raise ValueError("a run needs at least one evaluator (default: [standard])")
-        return _components(EVALUATORS, v)
 
 
 class WeightDecay(_Strict):
@@ -306,19 +310,13 @@ class EvalSpec(_Strict):
     kind: Literal["evaluate"] = "evaluate"
     source_study: str
     members: list[Member] = Field(min_length=1)
-    evaluators: list[Component] = ["standard"]
+    evaluators: Evaluators = ["standard"]
     eval_splits: list[Literal["train", "val", "test"]] = ["test"]
     eval_batch_size: PositiveInt = 1024
     device: str = "auto"
     deterministic: bool = True
     replicate: int = Field(0, ge=0)
 
-    @field_validator("evaluators")
-    @classmethod
-    def _evaluators(cls, v: list[Component]) -> list[dict[str, Any]]:
-        if not v:
-            raise ValueError("a post-hoc study needs at least one evaluator")
-        return _components(EVALUATORS, v)
 
     @field_validator("device")
     @classmethod

@@ -39,7 +39,7 @@ class Best(ReportSection):
         runs = axes_in_study_order(ctx.runs, ctx.study.get("spec") or {})
         metric = cfg["metric"]
         try:
-            best = best_configurations(ctx.per_run, runs, metric, cfg.get("k", 5), cfg.get("baseline"))
+            best = best_configurations(ctx.per_run, runs, metric, cfg.get("k", 5), cfg.get("baseline"), ctx.directions)
         except SpecError as err:
             return Part(f"<h2>Best configurations by {e(metric)}</h2>\n"
                         f"<p class=\"flag\">{e(err.located(prefix='report.best').render())}</p>")

@@ -48,7 +48,7 @@ class Grids(ReportSection):
         for i, cfg in enumerate(ctx.settings["grids"]):
             try:
                 facets = grid_table(ctx.per_run, runs, cfg["rows"], cfg["cols"], cfg.get("metric", "test.loss"),
-                                    cfg.get("facets"))
+                                    cfg.get("facets"), ctx.directions)
             except SpecError as err:
                 html.append(f"<p class=\"flag\">{e(err.located(prefix=f'report.grids.{i}').render())}</p>")
                 continue
