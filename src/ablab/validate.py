@@ -13,6 +13,8 @@ import functools
 import json
 from dataclasses import dataclass
 
+import pydantic
+
 from ablab.errors import AblabError, SpecError
 from ablab.spec import EvalSpec, RunSpec, Variant
 
@@ -166,7 +168,10 @@ def _stored_shapes(study: str, run: str) -> dict | None:
         store.close()
     if row is None:
         return None
-    source = RunSpec.model_validate(row)
+    try:
+        source = RunSpec.model_validate(row)
+    except pydantic.ValidationError:  # stored by another version: the worker's restore says what differs
+        return None
     try:
         parts = build_run(source, data=load_run_data(source), meta=True)
     except PartError:

@@ -318,6 +318,8 @@ def test_on_cuda_a_continued_run_equals_the_uninterrupted_one_and_post_hoc_units
     """Deterministic kernels: the CUDA augment generator and stochastic state are restored too."""
     study = _study(zip=_continue())
     study["base"]["device"] = "cuda"
+    study["base"]["record"]["evaluators"] = ["standard", {"name": "predictions", "splits": ["test"]},
+                                             {"name": "sharpness", "batches": 1, "hessian_iters": 2}]
     out = tmp_path / "r"
     assert main(["run", str(write_study(study)), "--out", str(out)]) == 0
     metrics, runs = stored(out)
@@ -328,9 +330,15 @@ def test_on_cuda_a_continued_run_equals_the_uninterrupted_one_and_post_hoc_units
     m_full = metrics[(metrics.run == full) & (metrics.step >= m_cont.step.min())].drop(columns="run")
     assert m_full.reset_index(drop=True).equals(m_cont)
     post = {"name": "post", "source": {"study": str(out)}, "members": "pairs",
-            "base": {"evaluators": ["disagreement"], "device": "cuda"}}
+            "base": {"evaluators": ["disagreement", "ensemble"], "device": "cuda"}}
     assert main(["run", str(write_study(post, "post.yaml")), "--out", str(tmp_path / "p")]) == 0
     assert len(stored(tmp_path / "p")[1]) == 2
+    store = Store.open(out)
+    try:  # logits stored from the GPU: float32 and finite
+        pred = store.load_predictions(full, "test")
+        assert pred.dtype == np.float32 and np.isfinite(pred).all()
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize("change, message", [

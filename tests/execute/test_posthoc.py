@@ -159,3 +159,23 @@ def test_units_are_labelled_by_source_variants_and_keep_their_ids_when_the_pool_
     groups = expand(load_study(write_study(_posthoc(source, members={"groups": 3},
                                                     base={"evaluators": ["ensemble"]}), "c.yaml")))
     assert len(groups) == 1 and len(groups[0].origin["left_out"]) == 1
+
+
+def test_a_source_stored_by_another_version_is_one_clear_error(source, write_study, tmp_path, capsys):
+    import json
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(source, old)
+    con = sqlite3.connect(old / "ablab.db")
+    with con:  # a run written when SAM was still a 'sam' block
+        spec = json.loads(con.execute("SELECT spec_json FROM runs LIMIT 1").fetchone()[0])
+        spec["sam"] = {"rho": 0.05}
+        con.execute("UPDATE runs SET spec_json=? WHERE id=(SELECT id FROM runs LIMIT 1)", (json.dumps(spec),))
+    con.close()
+    study = _posthoc(old, members="single", base={"evaluators": ["standard"], "device": "cpu"})
+    out = tmp_path / "p"
+    assert main(["run", str(write_study(study)), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "stored by another version of ablab" in err and "Traceback" not in err and err.count("error:") == 1
+    assert not out.exists()

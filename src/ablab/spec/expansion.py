@@ -295,7 +295,7 @@ def _expand_post_hoc(study: Study, file: str) -> list[Variant]:
                 raise SpecError(f"run {c.id} ('{c.label}') of {src.study} has no {what} (it has: {have or 'none'}; "
                                 "record.checkpoints of the source study decides)", file=file, field="source.checkpoint")
             members.append(Member(run=c.id, epoch=epoch, label=f"{c.label} #{c.replicate}",
-                                  spec=RunSpec.model_validate(c.spec)))
+                                  spec=_stored_spec(c, src.study, file)))
     finally:
         store.close()
     units, left_out = _units(members, study.members, file)
@@ -336,6 +336,16 @@ def _unit_label(unit: list[Member]) -> str:
     if len(unit) == 2:
         return f"{variants[0]} × {variants[1]}"
     return " + ".join(sorted(set(variants)))
+
+
+def _stored_spec(c: _Candidate, study: str, file: str) -> RunSpec:
+    """A stored run's spec as this version of ablab reads it; one error when it no longer can."""
+    try:
+        return RunSpec.model_validate(c.spec)
+    except pydantic.ValidationError as err:
+        e = _spec_error(err, file)
+        raise SpecError(f"run {c.id} ('{c.label}') of {study} was stored by another version of ablab and cannot be "
+                        f"read as a run of this one ({e.field}: {e.message})", file=file, field="source.study") from None
 
 
 def _units(members: list[Member], kind: Any, file: str) -> tuple[list[list[Member]], list[str]]:
