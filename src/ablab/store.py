@@ -479,11 +479,10 @@ class Store:
         return data
 
     def checkpoint_epochs(self, run: str) -> list[int]:
-        try:
-            rows = self._conn.execute(
-                "SELECT epoch FROM artifacts WHERE run=? AND kind='checkpoint' ORDER BY epoch", (run,)).fetchall()
-        except sqlite3.OperationalError:  # a read-only store from a version without artifacts
+        if not self._has_table("artifacts"):
             return []
+        rows = self._conn.execute(
+            "SELECT epoch FROM artifacts WHERE run=? AND kind='checkpoint' ORDER BY epoch", (run,)).fetchall()
         return [int(r[0]) for r in rows]
 
     def final_epoch(self, run: str) -> int | None:
@@ -525,11 +524,7 @@ class Store:
 
     def metric_direction(self, split: str, name: str) -> str | None:
         """``min`` or ``max`` as the evaluator that recorded ``name`` declared it; None if undeclared."""
-        try:
-            row = self._conn.execute("SELECT direction FROM directions WHERE name=?", (name,)).fetchone()
-        except sqlite3.OperationalError:  # a read-only store from a version without declarations
-            return None
-        return row[0] if row else None
+        return self.directions().get(name)
 
     def directions(self) -> dict[str, str]:
         if not self._has_table("directions"):
