@@ -9,3 +9,24 @@ def load(path):
     from ablab.store import Store
 
     return Store.open(path, readonly=True)
+
+
+# Registering one's own components, with the decorators ablab's own use (docs/components.md):
+# ``@ablab.register_model("mynet")`` in a module the study lists under ``imports:``.
+from ablab.registry import (  # noqa: E402  (after the constants the registries' users import)
+    ACTIVATIONS, AUGMENTATIONS, DATASETS, EVALUATORS, LOSSES, MODELS, NORMS, OBJECTIVES, OPTIMIZERS, PROBES,
+    REPORT_SECTIONS, SCHEDULES,
+)
+
+register_dataset = DATASETS.register
+register_model = MODELS.register
+register_norm = NORMS.register
+register_activation = ACTIVATIONS.register
+register_optimizer = OPTIMIZERS.register
+register_schedule = SCHEDULES.register
+register_loss = LOSSES.register
+register_augmentation = AUGMENTATIONS.register
+register_probe = PROBES.register
+register_objective = OBJECTIVES.register
+register_evaluator = EVALUATORS.register
+register_report_section = REPORT_SECTIONS.register

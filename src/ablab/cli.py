@@ -96,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="every registered component, by kind")
     ls.add_argument("kind", nargs="?", help="only this kind (dataset, model, optimizer, …)")
+    ls.add_argument("--params", action="store_true", help="each component's parameters, with their types and defaults")
     return p
 
 
@@ -242,7 +243,30 @@ def cmd_list(args: argparse.Namespace) -> int:
         width = max((len(n) for n in reg.list_names()), default=0)
         for entry in reg.list_entries():
             print(f"  {entry.name:<{width}}  {entry.description}")
+            if args.params:
+                for line in _parameter_lines(reg, entry.name):
+                    print(f"      {line}")
     return EXIT_OK
+
+
+def _parameter_lines(reg, name: str) -> list[str]:
+    """``name: type = default`` per spec-settable parameter (``required`` where there is no default)."""
+    import inspect
+
+    params = reg.get_parameters(name)
+    if not params:
+        return ["(no parameters)"]
+    lines = []
+    for key, p in params.items():
+        kind = f": {_annotation_text(p.annotation)}" if p.annotation is not inspect.Parameter.empty else ""
+        value = "  (required)" if p.default is inspect.Parameter.empty else f" = {p.default!r}"
+        lines.append(f"{key}{kind}{value}")
+    return lines
+
+
+def _annotation_text(annotation) -> str:
+    """A parameter's type as written in its source (annotations are strings under postponed evaluation)."""
+    return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
 
 
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "status": cmd_status, "report": cmd_report, "list": cmd_list}

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable
 
 import pydantic
 
-from ablab.errors import SpecError, split_located
+from ablab.errors import AblabError, SpecError, split_located
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,11 @@ class Registry:
         """Decorator: register ``factory`` under ``name``; the docstring's first line describes it."""
 
         def decorate(factory: Callable) -> Callable:
-            if name in self._entries:
-                raise ValueError(f"{self.kind} '{name}' is registered twice")
+            old = self._entries.get(name)
+            if old is not None and _definition(old.factory) != _definition(factory):  # a re-imported definition replaces
+                raise RegistrationError(
+                    f"{self.kind} '{name}' is registered twice: by {_origin(old.factory)} and by {_origin(factory)}; "
+                    f"choose another name for yours (`ablab list {self.kind}` shows the names taken)")
             doc = description or (inspect.getdoc(factory) or "").strip().splitlines()
             text = doc if isinstance(doc, str) else (doc[0] if doc else "")
             self._entries[name] = Entry(name, factory, text)
@@ -70,18 +74,24 @@ class Registry:
 
     def get_entry(self, name: str) -> Entry:
         if name not in self._entries:
-            raise SpecError(
-                f"unknown {self.kind} '{name}'.{closest_names(name, self.list_names())}",
-                field="name",
-            )
+            raise SpecError(self._unknown(name), field="name")
         return self._entries[name]
+
+    def _unknown(self, name: str) -> str:
+        """Why ``name`` names nothing: an import path is explained, a typo gets the closest name."""
+        if isinstance(name, str) and re.fullmatch(r"[A-Za-z_][\w.]*[:.][A-Za-z_][\w.]*", name):
+            return (f"unknown {self.kind} '{name}': a component is named by its registered name, never by an "
+                    f"import path. Register it in your module with @ablab.register_{self.kind}('{_short(name)}') "
+                    f"and list the module under the study's 'imports:' (imports: [{_module_part(name)}]); "
+                    "see docs/components.md")
+        return f"unknown {self.kind} '{name}'.{closest_names(name, self.list_names())}"
 
     def name_type(self) -> Any:
         """An annotation for a parameter holding a name of this kind, checked during validation."""
 
         def check(name: str) -> str:
             if name not in self._entries:
-                raise ValueError(f"unknown {self.kind} '{name}'.{closest_names(name, self.list_names())}")
+                raise ValueError(self._unknown(name))
             return name
 
         return Annotated[str, pydantic.AfterValidator(check)]
@@ -144,6 +154,31 @@ class Registry:
         return self.get(name)(**context, **spec)
 
 
+class RegistrationError(AblabError, ValueError):
+    """Two different components registered under one name of one kind."""
+
+
+def _origin(factory: Callable) -> str:
+    """Where a factory is defined: ``module.qualname``."""
+    return f"{getattr(factory, '__module__', '?')}.{getattr(factory, '__qualname__', repr(factory))}"
+
+
+def _definition(factory: Callable) -> tuple[str, int]:
+    """Where a factory is defined, to the line: a module imported again (a reload) defines the same ones."""
+    code = getattr(factory, "__code__", None) or getattr(getattr(factory, "__init__", None), "__code__", None)
+    return _origin(factory), getattr(code, "co_firstlineno", -1)
+
+
+def _short(path: str) -> str:
+    """``mymodels:Net`` → ``net``: a registered name suggested for an import path."""
+    return re.split(r"[:.]", path)[-1].lower() or "mine"
+
+
+def _module_part(path: str) -> str:
+    """``mymodels:Net`` → ``mymodels``; ``pkg.models.Net`` → ``pkg.models``."""
+    return path.split(":")[0] if ":" in path else path.rpartition(".")[0]
+
+
 def _coerce(key: str, value: Any, hint: Any) -> Any:
     """Validate one parameter value against its annotation (pydantic, lax mode)."""
     if hint is None:
@@ -192,7 +227,10 @@ ALL_REGISTRIES: dict[str, Registry] = {
 
 
 def load_components() -> dict[str, Registry]:
-    """Import every module that registers components; returns the registries by kind."""
+    """Import every module that registers components, then installed plug-ins; returns the registries by kind."""
     import ablab.components  # noqa: F401  (registers on import)
+    from ablab.plugins import load_entry_points
+
+    load_entry_points()  # after the built-ins, so a plug-in reusing a built-in name is the error
 
     return ALL_REGISTRIES

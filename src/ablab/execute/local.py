@@ -29,6 +29,7 @@ import torch
 
 from ablab.execute.progress import ProgressView
 from ablab.execute.schedule import WorkerDied, finish_run, note_for, run_all, start_run  # noqa: F401  (re-exported)
+from ablab.plugins import add_search_path, search_path
 from ablab.spec import Variant, parse_unit
 from ablab.store import Store, close_inherited_locks
 from ablab.train.posthoc import run_unit
@@ -103,9 +104,10 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def _init_worker(progress_queue: Any, threads: int) -> None:
+def _init_worker(progress_queue: Any, threads: int, folders: list[str]) -> None:
     global _progress_queue
     _die_with_parent()
+    add_search_path(*folders)  # a spawned worker finds the study's own modules where the driver did
     _progress_queue = progress_queue
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     close_inherited_locks()  # a forked worker must not keep the study's lock alive after the driver
@@ -186,7 +188,7 @@ class _Pool:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=self.ctx, initializer=_init_worker,
-                                   initargs=(self.progress_queue, self.threads))
+                                   initargs=(self.progress_queue, self.threads, search_path()))
 
     def submit(self, v: Variant) -> Future:
         args = (_run_in_worker, v.spec.canonical_json(), v.id, str(self.store.staging_dir(v.id)), str(self.store.path))

@@ -17,6 +17,7 @@ from typing import Any
 from ablab.errors import AblabError
 from ablab.execute.progress import ProgressView
 from ablab.execute.schedule import run_all
+from ablab.plugins import search_path
 from ablab.spec import Resources, Variant
 from ablab.store import Store
 from ablab.train.result import RunResult
@@ -34,15 +35,18 @@ def import_ray() -> Any:
 
 
 def _train_task(spec_json: str, run_id: str, threads: int, staging: str | None = None,
-                study_dir: str | None = None) -> RunResult:
+                study_dir: str | None = None, search_path: tuple[str, ...] = ()) -> RunResult:
     """Runs on a Ray worker: the same code path as a local worker process. On another node without
-    the study folder, artifacts travel back in the result."""
+    the study folder, artifacts travel back in the result; the study's own modules must be importable
+    there too (installed, or the spec's folder on a shared file system)."""
     import torch
 
+    from ablab.plugins import add_search_path
     from ablab.spec import parse_unit
     from ablab.train.posthoc import run_unit
 
     torch.set_num_threads(threads)
+    add_search_path(*(p for p in search_path if os.path.isdir(p)))
     return run_unit(parse_unit(spec_json), run_id=run_id, staging=Path(staging) if staging else None,
                     study_dir=Path(study_dir) if study_dir else None)
 
@@ -103,7 +107,7 @@ class _RayTasks:
 
     def submit(self, v: Variant) -> Any:
         ref = self.remote.remote(v.spec.canonical_json(), v.id, self.threads, str(self.store.staging_dir(v.id)),
-                                 str(self.store.path))
+                                 str(self.store.path), tuple(search_path()))
         self.submitted.add(ref)
         return ref
 

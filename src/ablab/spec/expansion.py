@@ -78,6 +78,7 @@ def expand(study: Study, file: str = "", max_runs: int = MAX_RUNS) -> list[Varia
 
 
 def _expand_training(study: Study, file: str) -> list[Variant]:
+    _check_no_imports(study, file)
     combos = _axis_combinations(study)
     n = len(combos) * study.seeds.replicates
     if n > MAX_RUNS * 10:  # refuse before building millions of dicts
@@ -102,6 +103,8 @@ def _expand_training(study: Study, file: str) -> list[Variant]:
 
 def _raw_run(study: Study, axes: dict[str, Any], r: int, file: str) -> dict[str, Any]:
     raw = copy.deepcopy(study.base)
+    if study.imports:
+        raw["imports"] = list(study.imports)
     for path, value in axes.items():
         if path != "label":
             set_path(raw, path, copy.deepcopy(value), where=path)
@@ -112,6 +115,16 @@ def _raw_run(study: Study, axes: dict[str, Any], r: int, file: str) -> dict[str,
     raw["seeds"] = {**seeds, **{k: v for k, v in raw["seeds"].items() if k not in study.seeds.vary}}
     raw["replicate"] = r
     return raw
+
+
+def _check_no_imports(study: Study, file: str) -> None:
+    """The modules to import are the study's, the same for every run: not a base setting, not an axis."""
+    axes = [*study.grid, *(k for group in study.zip for k in group)]
+    for where, keys in (("base", study.base), ("grid", axes)):
+        if "imports" in keys or "code" in keys:
+            key = "imports" if "imports" in keys else "code"
+            raise SpecError(f"'{key}' is not a run setting: list the modules to import at the top of the study "
+                            "(imports: [my_package.models])", file=file, field=f"{where}.{key}")
 
 
 def _in_study_source(raw: dict[str, Any]) -> bool:
@@ -300,6 +313,7 @@ def _expand_post_hoc(study: Study, file: str) -> list[Variant]:
         store.close()
     units, left_out = _units(members, study.members, file)
     path = str(Path(src.study).resolve())
+    _check_no_imports(study, file)
     internal = sorted(set(study.base) & {"kind", "members", "source_study", "replicate"})
     if internal:
         raise SpecError(f"'{internal[0]}' is set by the study's source and members, not in base", file=file,
@@ -317,6 +331,8 @@ def _expand_post_hoc(study: Study, file: str) -> list[Variant]:
                 if p != "label":
                     set_path(raw, p, copy.deepcopy(value), where=p)
             raw.update(source_study=path, members=[m.model_dump() for m in unit], replicate=index)
+            if study.imports:
+                raw["imports"] = list(study.imports)
             try:
                 spec = EvalSpec.model_validate(raw)
             except pydantic.ValidationError as err:

@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel
 
 from ablab.errors import SpecError, split_located
+from ablab.plugins import add_search_path, import_modules
 from ablab.spec.models import EvalSpec, RunSpec, Study
 from ablab.spec.yaml_safe import load_yaml
 
@@ -46,10 +47,24 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
             set_path(raw["base"], key, parsed, where=f"--set {key}")
         else:
             raise SpecError("the study has no 'base' mapping to override", file=str(path))
+    _import_own_modules(raw.get("imports"), path)
     try:
         return Study.model_validate(raw)
     except pydantic.ValidationError as err:
         raise _spec_error(err, str(path)) from None
+
+
+def _import_own_modules(imports: Any, path: Path) -> None:
+    """Import the study's ``imports`` (its folder first on ``sys.path``) before anything is validated."""
+    if imports is None:
+        return
+    if not isinstance(imports, list):
+        raise SpecError(f"'imports' is a list of module names, got {imports!r}", field="imports", file=str(path))
+    add_search_path(path.resolve().parent)
+    try:
+        import_modules(imports)
+    except SpecError as err:
+        raise err.located(file=str(path)) from None
 
 
 def _spec_error(err: pydantic.ValidationError, file: str, prefix: str = "") -> SpecError:

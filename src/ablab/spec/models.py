@@ -12,10 +12,11 @@ import json
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationInfo,
-                      create_model, field_validator, model_validator)
+                      create_model, field_validator, model_serializer, model_validator)
 
 from ablab import PROTOCOL_VERSION
 from ablab.errors import SpecError
+from ablab.plugins import check_module_name, code_of, import_modules
 from ablab.optim.groups import Rule, RunMode
 from ablab.registry import (AUGMENTATIONS, DATASETS, EVALUATORS, LOSSES, MODELS, OBJECTIVES, OPTIMIZERS, PROBES,
                             SCHEDULES, Registry, load_components)
@@ -47,6 +48,47 @@ def _components(registry: Registry, values: list[Component]) -> list[dict[str, A
         except SpecError as err:
             raise ValueError(err.located(prefix=str(i)).render()) from None
     return out
+
+
+ModuleName = Annotated[str, AfterValidator(check_module_name)]
+"""A dotted module name listed under ``imports`` (never code, never ``module:attribute``)."""
+
+
+class _OwnCode(_Strict):
+    """What a unit needs of the researcher's own code: modules to import and the source it ran.
+
+    ``imports`` are imported before the unit is validated (in the driver and in every worker);
+    ``code`` maps each outside top-level package the unit uses to a hash of its source, filled in
+    when the unit is built, so an edit of that code changes the unit's id. Both are left out of the
+    canonical form when empty: a run of built-in components keeps the id it had before they existed.
+    """
+
+    imports: list[ModuleName] = []
+    code: dict[str, str] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _import_first(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("imports"), list):
+            try:
+                import_modules(data["imports"])
+            except SpecError as err:
+                raise ValueError(err.render()) from None
+        return data
+
+    @model_validator(mode="after")
+    def _fill_code(self) -> "_OwnCode":
+        if "code" not in self.model_fields_set:
+            self.code = code_of(self.model_dump(mode="json"), self.imports)
+        return self
+
+    @model_serializer(mode="wrap")
+    def _drop_empty(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        for key in ("imports", "code"):
+            if not data.get(key):
+                data.pop(key, None)
+        return data
 
 
 _REGISTRY_OF = {"data": DATASETS, "model": MODELS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "loss": LOSSES,
@@ -177,7 +219,7 @@ class InitFrom(_Strict):
     study: Optional[str] = None
 
 
-class RunSpec(_Strict):
+class RunSpec(_OwnCode):
     """Everything that changes a run's numbers; two runs with the same id are the same experiment."""
 
     data: Component
@@ -300,7 +342,7 @@ class Member(_Strict):
     spec: RunSpec
 
 
-class EvalSpec(_Strict):
+class EvalSpec(_OwnCode):
     """A post-hoc unit: stored checkpoints of one or more runs, evaluated without training.
 
     ``members`` is one run (single), an ordered pair or a disjoint group; ``source_study`` is the
@@ -440,6 +482,7 @@ class Study(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
+    imports: list[ModuleName] = []  # the researcher's modules that register components (ablab.plugins)
     base: dict[str, Any] = {}
     source: Optional[Source] = None
     members: Union[Literal["single", "pairs"], Groups] = "single"
