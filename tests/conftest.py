@@ -84,3 +84,29 @@ def write_study(tmp_path: Path):
         return path
 
     return write
+
+
+@pytest.fixture
+def own_code_sandbox(tmp_path: Path):
+    """Registries, ``sys.path`` and imported modules as they were before the test: a test that imports
+    a researcher's module (``imports:``, a plug-in) leaves no component and no module behind."""
+    import sys
+
+    from ablab import plugins
+    from ablab.registry import ALL_REGISTRIES
+
+    entries = {kind: dict(reg._entries) for kind, reg in ALL_REGISTRIES.items()}
+    path, search, loaded = list(sys.path), list(plugins._SEARCH_PATH), set(plugins._LOADED_ENTRY_POINTS)
+    before = set(sys.modules)
+    yield tmp_path
+    for kind, reg in ALL_REGISTRIES.items():
+        reg._entries.clear()
+        reg._entries.update(entries[kind])
+    sys.path[:] = path
+    plugins._SEARCH_PATH[:] = search
+    plugins._LOADED_ENTRY_POINTS.clear()
+    plugins._LOADED_ENTRY_POINTS.update(loaded)
+    for name in set(sys.modules) - before:
+        file = getattr(sys.modules[name], "__file__", None) or ""
+        if file.startswith(str(tmp_path)) or "examples" in Path(file).parts:
+            del sys.modules[name]

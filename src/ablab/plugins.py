@@ -103,16 +103,17 @@ def source_hash(package: str) -> str:
 
 
 def code_of(spec_data: dict[str, Any], imports: Iterable[str]) -> dict[str, str]:
-    """Top-level package → source hash, for each imported module and each outside component the run names."""
+    """Top-level package → source hash, for each imported module and each package that registered a
+    component the run names (a string of the spec equal to its name: at worst a package too many)."""
     from ablab.registry import ALL_REGISTRIES
 
     strings = set(_strings(spec_data))
     packages = {name.split(".")[0] for name in imports}
     for registry in ALL_REGISTRIES.values():
         for entry in registry.list_entries():
-            module = getattr(entry.factory, "__module__", None) or ""
-            if entry.name in strings and module.split(".")[0] not in ("ablab", ""):
-                packages.add(module.split(".")[0])
+            package = entry.module.split(".")[0]
+            if entry.name in strings and package not in ("ablab", ""):
+                packages.add(package)
     return {p: source_hash(p) for p in sorted(packages)}
 
 

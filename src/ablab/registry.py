@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import re
+import sys
 import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable
@@ -25,6 +26,7 @@ class Entry:
     name: str
     factory: Callable[..., Any]
     description: str
+    module: str = ""  # the module that registered it (whose package's source a run using it records)
 
 
 def closest_names(name: str, known: list[str]) -> str:
@@ -54,7 +56,8 @@ class Registry:
                     f"choose another name for yours (`ablab list {self.kind}` shows the names taken)")
             doc = description or (inspect.getdoc(factory) or "").strip().splitlines()
             text = doc if isinstance(doc, str) else (doc[0] if doc else "")
-            self._entries[name] = Entry(name, factory, text)
+            registrant = sys._getframe(1).f_globals.get("__name__", "")  # where the decorator was applied
+            self._entries[name] = Entry(name, factory, text, registrant)
             return factory
 
         return decorate
