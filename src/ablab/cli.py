@@ -116,7 +116,7 @@ def _load(spec: str, overrides: list[str], max_artifact_gb: float | None = None,
     study = load_study(spec, overrides)
     variants = expand(study, file=spec, max_runs=max_runs or MAX_RUNS)
     estimate = check_variants(variants, file=spec, max_artifact_gb=max_artifact_gb or DEFAULT_MAX_ARTIFACT_GB,
-                              local_devices=local_devices)
+                              local_devices=local_devices, study=study)
     return study, variants, estimate
 
 
