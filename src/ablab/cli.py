@@ -1,4 +1,4 @@
-"""The ``ablab`` command: run | validate | status | report | list.
+"""The ``ablab`` command: run | validate | status | show | export | report | list.
 
 Exit codes: 0 everything finished (done or diverged), 1 some run failed, 2 bad input (a spec, a
 flag, or a path that is not what the command needs: ``--out`` naming a file, a folder without a
@@ -89,7 +89,20 @@ def _parser() -> argparse.ArgumentParser:
     _limits(val)
 
     st = sub.add_parser("status", help="done / running / failed / diverged counts, per run")
-    st.add_argument("results", help="study results directory")
+    st.add_argument("results", help="study results directory, or the study's spec file (results/<name>)")
+    st.add_argument("--failed", action="store_true", help="also print each failed run's stored traceback")
+
+    sh = sub.add_parser("show", help="one run: spec, status, final metrics, error")
+    sh.add_argument("run", help="run id (or its unique start), as `ablab status` lists it")
+    sh.add_argument("results", nargs="?", default=None,
+                    help="study results directory or spec file (default: the one study under results/ holding it)")
+
+    ex = sub.add_parser("export", help="every metric as CSV or Parquet, or TensorBoard event files")
+    ex.add_argument("results", help="study results directory, or the study's spec file")
+    ex.add_argument("--format", choices=["csv", "parquet"], default="csv", help="table format (default csv)")
+    ex.add_argument("--out", help="table file (default: <results>/export/metrics.<format>)")
+    ex.add_argument("--tensorboard", metavar="OUTDIR", help="write TensorBoard event files, one folder per run, "
+                    "instead of a table (tensorboard --logdir OUTDIR)")
 
     rep = sub.add_parser("report", help="write report/index.html with figures and tables; print the table")
     rep.add_argument("results", help="study results directory")
@@ -184,8 +197,10 @@ def _size(n: float) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from ablab.cli_inspect import failed_runs_text, results_dir
     from ablab.store import Store
 
+    args.results = str(results_dir(args.results))
     store = Store.open(args.results, readonly=True)
     try:
         runs = store.runs()
@@ -206,6 +221,50 @@ def cmd_status(args: argparse.Namespace) -> int:
         if status == "running":
             status = "running (or interrupted)"
         print(f"{r.run:<16}  {r.label:<{width}}  {r.replicate:>3}  {status:<8}  {t:>7}")
+    if args.failed:
+        print()
+        print(failed_runs_text(runs))
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from ablab.cli_inspect import find_run, results_dir, show_text
+    from ablab.store import Store
+
+    folders = [results_dir(args.results)] if args.results else sorted(p.parent for p in Path("results").glob("*/ablab.db"))
+    for folder in folders:
+        store = Store.open(folder, readonly=True)
+        try:
+            runs = store.runs()
+            if args.results is None and not runs["run"].str.startswith(args.run).any():
+                continue
+            run = find_run(runs, args.run)
+            print(show_text(run, store.metrics(run["run"])))
+            return EXIT_OK
+        finally:
+            store.close()
+    raise AblabError(f"no run '{args.run}' in any study under results/; give the results directory")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ablab.cli_inspect import results_dir
+    from ablab.export import export_table, export_tensorboard
+    from ablab.store import Store
+
+    folder = results_dir(args.results)
+    store = Store.open(folder, readonly=True)
+    try:
+        if args.tensorboard:
+            files = export_tensorboard(store, Path(args.tensorboard))
+            print(f"{len(files)} runs -> {args.tensorboard} (tensorboard --logdir {args.tensorboard})")
+            return EXIT_OK
+        out = Path(args.out) if args.out else folder / "export" / f"metrics.{args.format}"
+        if out.is_dir():
+            raise AblabError(f"--out {out} is a directory; give a file name")
+        rows = export_table(store, args.format, out)
+    finally:
+        store.close()
+    print(f"{rows} metric values -> {out}")
     return EXIT_OK
 
 
@@ -245,7 +304,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "status": cmd_status, "report": cmd_report, "list": cmd_list}
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "status": cmd_status, "show": cmd_show, "export": cmd_export,
+            "report": cmd_report, "list": cmd_list}
 
 
 def main(argv: list[str] | None = None) -> int:
