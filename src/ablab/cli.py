@@ -83,8 +83,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--report", action="store_true", help="write the report when the study finishes")
     _limits(run)
 
-    val = sub.add_parser("validate", help="check a study spec and list its runs; writes nothing")
+    val = sub.add_parser("validate", help="check a study spec, count its runs (and those stored), estimate the "
+                         "cost; writes nothing")
     val.add_argument("spec")
+    val.add_argument("--out", help="results directory to count stored runs in (default: results/<study name>)")
+    val.add_argument("--no-timing", action="store_true",
+                     help="skip measuring a few training steps of the first run (no cost estimate)")
     val.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE")
     _limits(val)
 
@@ -180,12 +184,52 @@ def cmd_validate(args: argparse.Namespace) -> int:
     else:
         print(f"{args.spec}: study '{study.name}' is valid: {len(variants)} runs = {len(labels)} variants × "
               f"{len(variants) // max(1, len(labels))} replicates")
+    stored = _stored_ids(Path(args.out) if args.out else Path("results") / study.name)
+    to_do = [v for v in variants if v.id not in stored]
+    print(f"  stored: {len(variants) - len(to_do)} of {len(variants)} runs already have a final result; "
+          f"{len(to_do)} to run")
     if estimate.total:
         print(f"  artifacts: about {_size(estimate.total)} (checkpoints {_size(estimate.checkpoints)}, "
               f"predictions {_size(estimate.predictions)})")
+    if not study.post_hoc and to_do and not args.no_timing:
+        print("  " + _cost_line(to_do, estimate.steps))
     for label in labels:
         print(f"  {label}")
     return EXIT_OK
+
+
+def _stored_ids(folder: Path) -> set[str]:
+    """Ids of the runs in ``folder``'s store with a final result (done, diverged); none without a store."""
+    from ablab.store import FINAL, Store
+
+    if not (folder / "ablab.db").is_file():
+        return set()
+    store = Store.open(folder, readonly=True)
+    try:
+        runs = store.runs(all_runs=True)
+    finally:
+        store.close()
+    return set(runs.loc[runs["status"].isin(FINAL), "run"])
+
+
+def _cost_line(to_do: list, steps: dict[str, int]) -> str:
+    """Training steps still to run × the measured time of one step of the first run to do."""
+    from ablab.step_time import TIMED_STEPS, measure_step_seconds
+
+    first = to_do[0].spec
+    per_step = measure_step_seconds(first)
+    total = sum(steps.get(v.id, 0) for v in to_do)
+    return (f"cost: about {_duration(total * per_step)} of training = {total:,} steps × {per_step * 1e3:.3g} ms "
+            f"(measured: {TIMED_STEPS} steps of '{to_do[0].label}' on {first.device}; evaluation not included; "
+            "divide by --workers when the machine has the cores)")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _size(n: float) -> str:

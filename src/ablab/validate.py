@@ -32,6 +32,10 @@ class Estimate:
 
     checkpoints: int = 0
     predictions: int = 0
+    steps: dict = None  # run id -> training steps it will take (a continued run: after its start)
+
+    def __post_init__(self) -> None:
+        self.steps = {} if self.steps is None else self.steps
 
     @property
     def total(self) -> int:
@@ -94,7 +98,9 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
             buffers = sum(b.numel() for b in parts.model.buffers())
             sizes = {s: len(data.splits[s]) * int(data.out_dim or 1) * 4 for s in data.splits}
             shapes = {k: tuple(t.shape) for k, t in parts.model.state_dict().items()}
-            built[key] = (params, buffers, {"epochs": parts.plan.epochs, "sizes": sizes, "shapes": shapes})
+            built[key] = (params, buffers, {"epochs": parts.plan.epochs, "sizes": sizes, "shapes": shapes,
+                                            "total_steps": parts.plan.total_steps,
+                                            "steps_per_epoch": parts.plan.steps_per_epoch})
             for ev in parts.evaluators:
                 for split in ev.splits_for(spec.record.eval_splits):
                     if split not in data.splits:
@@ -104,6 +110,8 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
         params, buffers, facts = built[key]
         _add_estimate(estimate, spec, params, buffers, facts)
         plans[v.id] = (spec, facts["epochs"], facts["shapes"])
+        start = spec.init_from.epoch * facts["steps_per_epoch"] if spec.init_from is not None else 0
+        estimate.steps[v.id] = max(0, facts["total_steps"] - start)
     for v in variants:
         if isinstance(v.spec, RunSpec) and v.spec.init_from is not None:
             where = f" (variant '{v.label}')" if v.axes else ""
