@@ -56,7 +56,7 @@ def show_text(run: pd.Series, metrics: pd.DataFrame) -> str:
     """One run: what it is, how it ended, its final value of every metric, its spec and its error."""
     lines = [f"run {run['run']}: {run['label']} #{run['replicate']}",
              f"status: {run['status']}" + (f" in {run['duration_s']:.1f}s" if _number(run["duration_s"]) else ""),
-             f"device: {run['device'] or '—'}   code version: {run['code_version'] or '—'}"]
+             f"device: {_text(run['device'])}   code version: {_text(run['code_version'])}"]
     if run["axes"]:
         lines.append("axes: " + ", ".join(f"{k}={json.dumps(v)}" for k, v in run["axes"].items()))
     if not metrics.empty:
@@ -72,6 +72,10 @@ def show_text(run: pd.Series, metrics: pd.DataFrame) -> str:
         lines.append("error:")
         lines.append(str(run["error"]).rstrip())
     return "\n".join(lines)
+
+
+def _text(x) -> str:
+    return x if isinstance(x, str) and x else "—"  # a run not started yet has NaN there
 
 
 def _number(x) -> bool:
