@@ -89,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("--out", help="results directory to count stored runs in (default: results/<study name>)")
     val.add_argument("--no-timing", action="store_true",
                      help="skip measuring a few training steps of the first run (no cost estimate)")
+    val.add_argument("--workers", type=int, default=1, help="workers the estimate assumes (as for ablab run)")
+    val.add_argument("--threads", type=int, help="CPU threads per run for the measured steps (default: cores // workers)")
     val.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE")
     _limits(val)
 
@@ -192,7 +194,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"  artifacts: about {_size(estimate.total)} (checkpoints {_size(estimate.checkpoints)}, "
               f"predictions {_size(estimate.predictions)})")
     if not study.post_hoc and to_do and not args.no_timing:
-        print("  " + _cost_line(to_do, estimate.steps))
+        if args.workers < 1 or (args.threads is not None and args.threads < 1):
+            raise AblabError("--workers and --threads must be at least 1")
+        threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
+        print("  " + _cost_line(to_do, estimate.steps, args.workers, threads))
     for label in labels:
         print(f"  {label}")
     return EXIT_OK
@@ -212,16 +217,17 @@ def _stored_ids(folder: Path) -> set[str]:
     return set(runs.loc[runs["status"].isin(FINAL), "run"])
 
 
-def _cost_line(to_do: list, steps: dict[str, int]) -> str:
-    """Training steps still to run × the measured time of one step of the first run to do."""
-    from ablab.step_time import TIMED_STEPS, measure_step_seconds
+def _cost_line(to_do: list, steps: dict[str, int], workers: int, threads: int) -> str:
+    """Training steps still to run × the measured time of one step of the first run to do (÷ workers)."""
+    from ablab import step_time
 
     first = to_do[0].spec
-    per_step = measure_step_seconds(first)
+    per_step = step_time.measure_step_seconds(first, threads=threads)
     total = sum(steps.get(v.id, 0) for v in to_do)
-    return (f"cost: about {_duration(total * per_step)} of training = {total:,} steps × {per_step * 1e3:.3g} ms "
-            f"(measured: {TIMED_STEPS} steps of '{to_do[0].label}' on {first.device}; evaluation not included; "
-            "divide by --workers when the machine has the cores)")
+    wall = f", about {_duration(total * per_step / workers)} with {workers} workers" if workers > 1 else ""
+    return (f"cost: about {_duration(total * per_step)} of training = {total:,} steps × {per_step * 1e3:.3g} ms{wall} "
+            f"(measured: {step_time.TIMED_STEPS} steps of '{to_do[0].label}' on {first.device}, {threads} "
+            "thread(s) per run; evaluation not included)")
 
 
 def _duration(seconds: float) -> str:

@@ -17,8 +17,19 @@ WARMUP_STEPS = 2  # first steps pay for allocation, kernel selection and caches
 TIMED_STEPS = 5
 
 
-def measure_step_seconds(spec: RunSpec, timed: int = TIMED_STEPS) -> float:
-    """Mean wall time of ``timed`` optimizer steps after ``WARMUP_STEPS``, on the spec's device."""
+def measure_step_seconds(spec: RunSpec, timed: int = TIMED_STEPS, threads: int | None = None) -> float:
+    """Mean wall time of ``timed`` optimizer steps after ``WARMUP_STEPS``, on the spec's device, with
+    ``threads`` intra-op CPU threads (a run's own count: cores ÷ workers; None: this process's)."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _timed_steps(spec, timed)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _timed_steps(spec: RunSpec, timed: int) -> float:
     from ablab.train.loop import build_run
 
     run = build_run(spec)

@@ -15,7 +15,7 @@ STEPS_PER_EPOCH = {False: math.ceil(1257 / 128), True: 1257 // 128}
 @pytest.fixture
 def fixed_step(monkeypatch):
     """Every measured step takes 10 ms, so the printed estimate is known exactly."""
-    monkeypatch.setattr(ablab.step_time, "measure_step_seconds", lambda spec, timed=5: 0.010)
+    monkeypatch.setattr(ablab.step_time, "measure_step_seconds", lambda spec, timed=5, threads=None: 0.010)
 
 
 @pytest.mark.parametrize("drop_last", [False, True])
@@ -67,3 +67,25 @@ def test_the_step_time_is_measured_on_real_steps(monkeypatch):
     seconds = ablab.step_time.measure_step_seconds(spec, timed=3)
     assert len(calls) == ablab.step_time.WARMUP_STEPS + 3
     assert 0 < seconds < 60
+
+
+def test_the_estimate_divides_by_workers_and_measures_with_their_threads(monkeypatch, write_study, tmp_path, capsys):
+    seen = []
+    monkeypatch.setattr(ablab.step_time, "measure_step_seconds",
+                        lambda spec, timed=5, threads=None: seen.append(threads) or 0.010)
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    path = str(write_study(tiny_study()))  # 2 runs × 2 epochs × 10 steps
+    assert main(["validate", path, "--workers", "2", "--out", str(tmp_path / "none")]) == 0
+    assert "= 40 steps × 10 ms, about 0.2 s with 2 workers" in capsys.readouterr().out
+    assert main(["validate", path, "--threads", "3", "--out", str(tmp_path / "none")]) == 0
+    assert "3 thread(s) per run" in capsys.readouterr().out
+    assert seen == [4, 3]  # cores ÷ workers, as ablab run gives each run; or --threads
+
+
+def test_measuring_restores_the_thread_count():
+    import torch
+    from ablab.spec import RunSpec
+
+    before = torch.get_num_threads()
+    ablab.step_time.measure_step_seconds(RunSpec.model_validate(tiny_study()["base"]), timed=1, threads=1)
+    assert torch.get_num_threads() == before
