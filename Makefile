@@ -2,18 +2,28 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ablab-installed
+DEMO_STAMP := $(VENV)/.ablab-demo-installed
 WORKERS ?= 2
+TORCH := torch==2.13.0
 
 .PHONY: demo test test-fast bench clean test-gpu gpu-tests gpu-study
 
+# the test environment: the package with its test extras (pytest, selenium, Ray, pyarrow)
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	# torch first, pinned to the CPU build this machine has offline; a bare `torch` pulls CUDA
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
-demo: $(STAMP)
+# the demo needs only the package and its base dependencies: no test extras
+$(DEMO_STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e .
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(VENV)/bin/ablab run studies/quickstart.yaml --workers $(WORKERS)
 	$(VENV)/bin/ablab report results/quickstart
 

@@ -1,4 +1,4 @@
-"""The ``ablab`` command: run | validate | status | report | list.
+"""The ``ablab`` command: run | validate | status | show | export | report | list.
 
 Exit codes: 0 everything finished (done or diverged), 1 some run failed, 2 bad input (a spec, a
 flag, or a path that is not what the command needs: ``--out`` naming a file, a folder without a
@@ -83,13 +83,32 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--report", action="store_true", help="write the report when the study finishes")
     _limits(run)
 
-    val = sub.add_parser("validate", help="check a study spec and list its runs; writes nothing")
+    val = sub.add_parser("validate", help="check a study spec, count its runs (and those stored), estimate the "
+                         "cost; writes nothing")
     val.add_argument("spec")
+    val.add_argument("--out", help="results directory to count stored runs in (default: results/<study name>)")
+    val.add_argument("--no-timing", action="store_true",
+                     help="skip measuring a few training steps of the first run (no cost estimate)")
+    val.add_argument("--workers", type=int, default=1, help="workers the estimate assumes (as for ablab run)")
+    val.add_argument("--threads", type=int, help="CPU threads per run for the measured steps (default: cores // workers)")
     val.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE")
     _limits(val)
 
     st = sub.add_parser("status", help="done / running / failed / diverged counts, per run")
-    st.add_argument("results", help="study results directory")
+    st.add_argument("results", help="study results directory, or the study's spec file (results/<name>)")
+    st.add_argument("--failed", action="store_true", help="also print each failed run's stored traceback")
+
+    sh = sub.add_parser("show", help="one run: spec, status, final metrics, error")
+    sh.add_argument("run", help="run id (or its unique start), as `ablab status` lists it")
+    sh.add_argument("results", nargs="?", default=None,
+                    help="study results directory or spec file (default: the one study under results/ holding it)")
+
+    ex = sub.add_parser("export", help="every metric as CSV or Parquet, or TensorBoard event files")
+    ex.add_argument("results", help="study results directory, or the study's spec file")
+    ex.add_argument("--format", choices=["csv", "parquet"], default="csv", help="table format (default csv)")
+    ex.add_argument("--out", help="table file (default: <results>/export/metrics.<format>)")
+    ex.add_argument("--tensorboard", metavar="OUTDIR", help="write TensorBoard event files, one folder per run, "
+                    "instead of a table (tensorboard --logdir OUTDIR)")
 
     rep = sub.add_parser("report", help="write report/index.html with figures and tables; print the table")
     rep.add_argument("results", help="study results directory")
@@ -117,7 +136,7 @@ def _load(spec: str, overrides: list[str], max_artifact_gb: float | None = None,
     study = load_study(spec, overrides)
     variants = expand(study, file=spec, max_runs=max_runs or MAX_RUNS)
     estimate = check_variants(variants, file=spec, max_artifact_gb=max_artifact_gb or DEFAULT_MAX_ARTIFACT_GB,
-                              local_devices=local_devices)
+                              local_devices=local_devices, study=study)
     return study, variants, estimate
 
 
@@ -168,12 +187,56 @@ def cmd_validate(args: argparse.Namespace) -> int:
     else:
         print(f"{args.spec}: study '{study.name}' is valid: {len(variants)} runs = {len(labels)} variants × "
               f"{len(variants) // max(1, len(labels))} replicates")
+    stored = _stored_ids(Path(args.out) if args.out else Path("results") / study.name)
+    to_do = [v for v in variants if v.id not in stored]
+    print(f"  stored: {len(variants) - len(to_do)} of {len(variants)} runs already have a final result; "
+          f"{len(to_do)} to run")
     if estimate.total:
         print(f"  artifacts: about {_size(estimate.total)} (checkpoints {_size(estimate.checkpoints)}, "
               f"predictions {_size(estimate.predictions)})")
+    if not study.post_hoc and to_do and not args.no_timing:
+        if args.workers < 1 or (args.threads is not None and args.threads < 1):
+            raise AblabError("--workers and --threads must be at least 1")
+        threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
+        print("  " + _cost_line(to_do, estimate.steps, args.workers, threads))
     for label in labels:
         print(f"  {label}")
     return EXIT_OK
+
+
+def _stored_ids(folder: Path) -> set[str]:
+    """Ids of the runs in ``folder``'s store with a final result (done, diverged); none without a store."""
+    from ablab.store import FINAL, Store
+
+    if not (folder / "ablab.db").is_file():
+        return set()
+    store = Store.open(folder, readonly=True)
+    try:
+        runs = store.runs(all_runs=True)
+    finally:
+        store.close()
+    return set(runs.loc[runs["status"].isin(FINAL), "run"])
+
+
+def _cost_line(to_do: list, steps: dict[str, int], workers: int, threads: int) -> str:
+    """Training steps still to run × the measured time of one step of the first run to do (÷ workers)."""
+    from ablab import step_time
+
+    first = to_do[0].spec
+    per_step = step_time.measure_step_seconds(first, threads=threads)
+    total = sum(steps.get(v.id, 0) for v in to_do)
+    wall = f", about {_duration(total * per_step / workers)} with {workers} workers" if workers > 1 else ""
+    return (f"cost: about {_duration(total * per_step)} of training = {total:,} steps × {per_step * 1e3:.3g} ms{wall} "
+            f"(measured: {step_time.TIMED_STEPS} steps of '{to_do[0].label}' on {first.device}, {threads} "
+            "thread(s) per run; evaluation not included)")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _size(n: float) -> str:
@@ -185,8 +248,10 @@ def _size(n: float) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from ablab.cli_inspect import failed_runs_text, results_dir
     from ablab.store import Store
 
+    args.results = str(results_dir(args.results))
     store = Store.open(args.results, readonly=True)
     try:
         runs = store.runs()
@@ -207,6 +272,50 @@ def cmd_status(args: argparse.Namespace) -> int:
         if status == "running":
             status = "running (or interrupted)"
         print(f"{r.run:<16}  {r.label:<{width}}  {r.replicate:>3}  {status:<8}  {t:>7}")
+    if args.failed:
+        print()
+        print(failed_runs_text(runs))
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from ablab.cli_inspect import find_run, results_dir, show_text
+    from ablab.store import Store
+
+    folders = [results_dir(args.results)] if args.results else sorted(p.parent for p in Path("results").glob("*/ablab.db"))
+    for folder in folders:
+        store = Store.open(folder, readonly=True)
+        try:
+            runs = store.runs()
+            if args.results is None and not runs["run"].str.startswith(args.run).any():
+                continue
+            run = find_run(runs, args.run)
+            print(show_text(run, store.metrics(run["run"])))
+            return EXIT_OK
+        finally:
+            store.close()
+    raise AblabError(f"no run '{args.run}' in any study under results/; give the results directory")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ablab.cli_inspect import results_dir
+    from ablab.export import export_table, export_tensorboard
+    from ablab.store import Store
+
+    folder = results_dir(args.results)
+    store = Store.open(folder, readonly=True)
+    try:
+        if args.tensorboard:
+            files = export_tensorboard(store, Path(args.tensorboard))
+            print(f"{len(files)} runs -> {args.tensorboard} (tensorboard --logdir {args.tensorboard})")
+            return EXIT_OK
+        out = Path(args.out) if args.out else folder / "export" / f"metrics.{args.format}"
+        if out.is_dir():
+            raise AblabError(f"--out {out} is a directory; give a file name")
+        rows = export_table(store, args.format, out)
+    finally:
+        store.close()
+    print(f"{rows} metric values -> {out}")
     return EXIT_OK
 
 
@@ -269,7 +378,8 @@ def _annotation_text(annotation) -> str:
     return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "status": cmd_status, "report": cmd_report, "list": cmd_list}
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "status": cmd_status, "show": cmd_show, "export": cmd_export,
+            "report": cmd_report, "list": cmd_list}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -404,8 +404,16 @@ class Store:
     def _has_origin(self) -> bool:
         return "origin_json" in {r[1] for r in self._conn.execute("PRAGMA table_info(runs)")}
 
-    def metrics(self, run: str | None = None) -> pd.DataFrame:
-        """Long-format metrics ``(run, step, epoch, split, name, value)`` of the study's runs."""
+    def metrics(self, run: str | None = None, with_axes: bool = False) -> pd.DataFrame:
+        """Long-format metrics ``(run, step, epoch, split, name, value)`` of the study's runs.
+
+        ``with_axes``: also ``label``, ``replicate``, ``status`` and one column per axis path, so a plot
+        needs no merge (see ``with_run_columns``).
+        """
+        frame = self._metrics(run)
+        return with_run_columns(frame, self.runs()) if with_axes else frame
+
+    def _metrics(self, run: str | None = None) -> pd.DataFrame:
         query = "SELECT m.run, m.step, m.epoch, m.split, m.name, m.value FROM metrics m JOIN study_runs s ON s.run = m.run"
         params: tuple = ()
         if run is not None:
@@ -539,6 +547,28 @@ class Store:
         for run, value in rows:
             out[run] = float(value) if value is not None else float("nan")
         return out
+
+
+def with_run_columns(metrics: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """``metrics`` with each run's label, replicate, status and axis values (one column per axis path).
+
+    Scalar axis values are kept as they are (numbers stay numbers); a mapping or list (a whole
+    component, ``optimizer: {name: sgd, lr: 0.1}``) is written as in labels (``sgd(lr=0.1)``).
+    An axis whose path is already a column (``label``) is left out: the column holds it.
+    """
+    from ablab.labels import label_value
+
+    paths = list(dict.fromkeys(p for axes in runs["axes"] for p in axes))
+    columns = {"label": runs["label"], "replicate": runs["replicate"], "status": runs["status"]}
+    for path in paths:
+        if path not in columns and path not in metrics.columns:
+            columns[path] = runs["axes"].map(lambda axes, p=path: _cell(axes.get(p), label_value))
+    per_run = pd.DataFrame({"run": runs["run"], **columns})
+    return metrics.merge(per_run, on="run", how="left", validate="many_to_one")
+
+
+def _cell(value: Any, label_value) -> Any:
+    return label_value(value) if isinstance(value, (dict, list)) else value
 
 
 def _require_directory(path: Path) -> None:

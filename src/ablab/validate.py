@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pydantic
 
 from ablab.errors import AblabError, SpecError
-from ablab.spec import EvalSpec, RunSpec, Variant
+from ablab.spec import EvalSpec, RunSpec, Study, Variant
 
 DEFAULT_MAX_ARTIFACT_GB = 20.0
 _OPTIMIZER_SLOTS = 2  # state tensors per parameter assumed for the estimate (Adam's two; SGD momentum has one)
@@ -32,6 +32,10 @@ class Estimate:
 
     checkpoints: int = 0
     predictions: int = 0
+    steps: dict = None  # run id -> training steps it will take (a continued run: after its start)
+
+    def __post_init__(self) -> None:
+        self.steps = {} if self.steps is None else self.steps
 
     @property
     def total(self) -> int:
@@ -39,16 +43,19 @@ class Estimate:
 
 
 def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = DEFAULT_MAX_ARTIFACT_GB,
-                   local_devices: bool = True) -> Estimate:
+                   local_devices: bool = True, study: Study | None = None) -> Estimate:
     """Raise one ``SpecError`` (file, field, variant) for the first run that cannot be built; returns the
     artifact estimate, refused when above ``max_artifact_gb``. ``local_devices``: the runs' devices must
-    exist on this machine (False for runs sent to a Ray cluster, whose nodes have their own)."""
+    exist on this machine (False for runs sent to a Ray cluster, whose nodes have their own). With
+    ``study``, its report block is checked against what the runs record (``ablab.validate_report``)."""
     from ablab.train.loop import PartError, build_run, load_run_data
+    from ablab.validate_report import check_report, recorded_by
 
     datasets: dict[str, object] = {}
     built: dict[str, tuple[int, int, dict]] = {}
     plans: dict[str, tuple[RunSpec, int, dict]] = {}  # run id -> (spec, planned epochs, parameter shapes)
     estimate = Estimate()
+    recorded: set[str] = set()  # split.name of every metric some run records
     for v in variants:
         spec = v.spec
         where = f" (variant '{v.label}')" if v.axes else ""
@@ -64,6 +71,7 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
             raise fail(SpecError(problem), "base.device")
         if isinstance(spec, EvalSpec):
             _check_unit(spec, fail)
+            recorded |= _unit_records(spec)
             continue
         dkey = _key([spec.data, spec.corrupt])
         if dkey not in datasets:
@@ -90,19 +98,26 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
             buffers = sum(b.numel() for b in parts.model.buffers())
             sizes = {s: len(data.splits[s]) * int(data.out_dim or 1) * 4 for s in data.splits}
             shapes = {k: tuple(t.shape) for k, t in parts.model.state_dict().items()}
-            built[key] = (params, buffers, {"epochs": parts.plan.epochs, "sizes": sizes, "shapes": shapes})
+            built[key] = (params, buffers, {"epochs": parts.plan.epochs, "sizes": sizes, "shapes": shapes,
+                                            "total_steps": parts.plan.total_steps,
+                                            "steps_per_epoch": parts.plan.steps_per_epoch})
             for ev in parts.evaluators:
                 for split in ev.splits_for(spec.record.eval_splits):
                     if split not in data.splits:
                         raise fail(SpecError(f"evaluator asks for split '{split}'; the dataset has "
                                              f"{', '.join(data.splits)}"), "base.record.evaluators")
+            recorded |= recorded_by(parts.evaluators, spec.record.eval_splits, parts.classification, training=True)
         params, buffers, facts = built[key]
         _add_estimate(estimate, spec, params, buffers, facts)
         plans[v.id] = (spec, facts["epochs"], facts["shapes"])
+        start = spec.init_from.epoch * facts["steps_per_epoch"] if spec.init_from is not None else 0
+        estimate.steps[v.id] = max(0, facts["total_steps"] - start)
     for v in variants:
         if isinstance(v.spec, RunSpec) and v.spec.init_from is not None:
             where = f" (variant '{v.label}')" if v.axes else ""
             _check_continuation(v.spec, plans, file, where)
+    if study is not None:
+        check_report(study, variants, recorded, file)
     if estimate.total > max_artifact_gb * 1e9:
         raise SpecError(
             f"the study's artifacts would take about {estimate.total / 1e9:.1f} GB (checkpoints "
@@ -194,6 +209,13 @@ def _add_estimate(estimate: Estimate, spec: RunSpec, params: int, buffers: int, 
             epochs = e.get("epochs")
             times = 1 if epochs == "last" else (len(epochs) if isinstance(epochs, list) else facts["epochs"] + 1)
             estimate.predictions += times * sum(facts["sizes"].get(s, 0) for s in splits)
+
+
+def _unit_records(spec: EvalSpec) -> set[str]:
+    from ablab.registry import EVALUATORS
+    from ablab.validate_report import recorded_by
+
+    return recorded_by([EVALUATORS.create(e) for e in spec.evaluators], spec.eval_splits, None, training=False)
 
 
 def _check_unit(spec: EvalSpec, fail) -> None:

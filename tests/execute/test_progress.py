@@ -31,3 +31,18 @@ def test_terminal_line_shows_runs_epochs_and_eta():
     view.finished("a", "sgd", 1, "diverged", 2.0)
     assert "diverged sgd #1" in out.getvalue()  # non-done results are logged above the bar
     assert "\r\x1b[2K" in out.getvalue()
+
+
+def test_close_ends_the_terminal_output_on_a_new_line():
+    """What follows the summary (the CLI's ``study: 6 done``) starts a line of its own (issue 12)."""
+    out = io.StringIO()
+    view = ProgressView(total=1, stream=out, tty=True)
+    view.started("a", "sgd", 0)
+    view.finished("a", "sgd", 0, "done", 1.0)
+    view.close()
+    text = out.getvalue()
+    assert text.endswith("1/1 stored\n")
+    last = text.rsplit("\r\x1b[2K", 1)[1]  # what the terminal shows after the last line clear
+    assert last.startswith("1 runs finished in ") and last.count("\n") == 1
+    view.epoch("a", 1, 1)  # a late event draws nothing after the summary
+    assert out.getvalue() == text

@@ -36,6 +36,7 @@ class ProgressView:
         self.active: dict[str, _Active] = {}
         self.start = time.monotonic()
         self._last_draw = 0.0
+        self._closed = False  # after close() the status line is never drawn again
         if not self.tty:
             self._log(f"{self.todo} of {total} runs to do ({already_done} already stored)")
 
@@ -60,8 +61,8 @@ class ProgressView:
         self._draw(force=True)
 
     def close(self) -> None:
-        if self.tty:
-            self.stream.write("\r\x1b[2K")
+        """Replace the status line with the summary line; the cursor ends at the start of an empty line."""
+        self._closed = True
         elapsed = time.monotonic() - self.start
         self._log(f"{self.finished_now} runs finished in {_clock(elapsed)}; {self.done}/{self.total} stored")
         self.stream.flush()
@@ -86,7 +87,7 @@ class ProgressView:
         return " | ".join(parts)
 
     def _draw(self, force: bool = False) -> None:
-        if not self.tty:
+        if not self.tty or self._closed:
             return
         now = time.monotonic()
         if not force and now - self._last_draw < 0.2:

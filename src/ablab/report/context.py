@@ -138,7 +138,15 @@ class ReportContext:
 
     @cached_property
     def baselines(self) -> dict[str, str]:
-        return dict(self.settings.get("baselines") or {})
+        """Role -> variant label or family; baselines written as axis values are resolved to those."""
+        from ablab.report.baselines import baseline_names
+
+        written = dict(self.settings.get("baselines") or {})
+        if all(isinstance(v, str) for v in written.values()):
+            return written  # labels and families are used as written (a missing one is stated)
+        rows = [(r.label, getattr(r, "axes", None) or {}, getattr(r, "spec", None) or {}, int(r.replicate))
+                for r in self.runs.itertuples()]
+        return baseline_names(written, rows)
 
     @cached_property
     def colours(self) -> dict[str, str]:

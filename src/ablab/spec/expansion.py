@@ -112,7 +112,12 @@ def _raw_run(study: Study, axes: dict[str, Any], r: int, file: str) -> dict[str,
     raw.setdefault("seeds", {})
     if not isinstance(raw["seeds"], dict):
         raise SpecError("base.seeds must be a mapping of stream: int", file=file, field="base.seeds")
-    raw["seeds"] = {**seeds, **{k: v for k, v in raw["seeds"].items() if k not in study.seeds.vary}}
+    varied = sorted(set(raw["seeds"]) & set(study.seeds.vary))
+    if varied:  # the replicate's seed would silently replace the written one
+        raise SpecError(f"base.seeds.{varied[0]} is set, but seeds.vary makes '{varied[0]}' the replicate's seed "
+                        f"(seeds.base + replicate); remove it from seeds.vary to fix it, or from base.seeds",
+                        file=file, field=f"base.seeds.{varied[0]}")
+    raw["seeds"] = {**seeds, **raw["seeds"]}
     raw["replicate"] = r
     return raw
 

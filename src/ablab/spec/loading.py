@@ -28,6 +28,7 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
     if not isinstance(raw, dict):
         raise SpecError("a study is a YAML mapping with keys name, base, grid, zip, seeds, report", file=str(path))
     raw.setdefault("name", path.stem)
+    base_paths: list[str] = []  # what the overrides set in the base run
     for item in overrides or []:
         key, sep, value = item.partition("=")
         key = key.strip()
@@ -43,11 +44,15 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
         # any other path is a setting of the base run (optimizer.lr, data.path)
         if key.split(".")[0] in Study.model_fields:
             set_path(raw, key, parsed, where=f"--set {key}")
+            if key.startswith("base."):
+                base_paths.append(key[len("base."):])
         elif isinstance(raw.get("base"), dict):
             set_path(raw["base"], key, parsed, where=f"--set {key}")
+            base_paths.append(key)
         else:
             raise SpecError("the study has no 'base' mapping to override", file=str(path))
     _import_own_modules(raw.get("imports"), path)
+    _check_shadowed(raw, base_paths)
     try:
         return Study.model_validate(raw)
     except pydantic.ValidationError as err:
@@ -65,6 +70,24 @@ def _import_own_modules(imports: Any, path: Path) -> None:
         import_modules(imports)
     except SpecError as err:
         raise err.located(file=str(path)) from None
+
+
+def _check_shadowed(raw: dict[str, Any], base_paths: list[str]) -> None:
+    """An override of a base setting that a grid or zip axis sets in every run would change nothing: refuse it.
+
+    Shadowed: the axis is the same path, a parent (axis ``optimizer`` replaces ``optimizer.lr``) or a
+    child (axis ``optimizer.lr`` overrides part of ``--set optimizer={...}``).
+    """
+    zips = raw.get("zip") or []
+    groups = [raw.get("grid") or {}, *([zips] if isinstance(zips, dict) else zips)]
+    axes = [k for g in groups if isinstance(g, dict) for k in g if k != "label"]
+    for key in base_paths:
+        for axis in axes:
+            if axis == key or key.startswith(axis + ".") or axis.startswith(key + "."):
+                where = "grid" if axis in (raw.get("grid") or {}) else "zip"
+                raise SpecError(f"'{key}' is set by the {where} axis '{axis}' in every run, so this override would be "
+                                f"ignored; change the axis values in the spec instead",
+                                file="--set", field=key)
 
 
 def _spec_error(err: pydantic.ValidationError, file: str, prefix: str = "") -> SpecError:

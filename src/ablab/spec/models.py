@@ -424,7 +424,19 @@ class BestSettings(_Strict):
 
     metric: MetricRef
     k: PositiveInt = 5
-    baseline: Optional[dict[str, Any]] = None
+    baseline: Optional[Union[str, dict[str, Any]]] = None
+
+    @field_validator("baseline")
+    @classmethod
+    def _baseline(cls, v: Any) -> Any:
+        """A label string is the selector ``{label: ...}``, so both spellings select alike."""
+        if isinstance(v, str):
+            if not v.strip():
+                raise ValueError("a baseline names a variant label or axis values; got an empty name")
+            return {"label": v}
+        if v is not None and not v:
+            raise ValueError("a baseline names a variant label or axis values; got an empty mapping")
+        return v
 
 
 class ReportSettings(_Strict):
@@ -437,14 +449,15 @@ class ReportSettings(_Strict):
     grids: list[GridTable] = []  # heatmap tables over two axes (ablab.report.grids)
     best: Optional[BestSettings] = None  # best configurations with p-values (ablab.report.grids)
     # role (lower, upper) → variant label, or the first part of labels (a family: ``vanilla`` for
-    # ``vanilla, lr_scale=10``); the final table gets Δ to each, the curves draw them black and grey
-    baselines: dict[Literal["lower", "upper"], str] = {}
+    # ``vanilla, lr_scale=10``), or axis values ``{model.norm: none}`` (ablab.report.baselines);
+    # the final table gets Δ to each, the curves draw them black and grey
+    baselines: dict[Literal["lower", "upper"], Union[str, dict[str, Any]]] = {}
 
     @field_validator("baselines")
     @classmethod
-    def _baselines(cls, v: dict[str, str]) -> dict[str, str]:
-        if any(not str(name).strip() for name in v.values()):
-            raise ValueError("a baseline names a variant label; got an empty name")
+    def _baselines(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if any(not (name.strip() if isinstance(name, str) else name) for name in v.values()):
+            raise ValueError("a baseline names a variant label or axis values; got an empty one")
         return v
 
 

@@ -1,0 +1,91 @@
+"""``ablab validate`` counts the runs, those already stored, and estimates the cost (issue 12)."""
+
+import math
+
+import pytest
+
+import ablab.step_time
+from ablab.cli import main
+from conftest import tiny_study
+
+# digits: 1257 training examples = 10 batches of 128 per epoch (9 with drop_last)
+STEPS_PER_EPOCH = {False: math.ceil(1257 / 128), True: 1257 // 128}
+
+
+@pytest.fixture
+def fixed_step(monkeypatch):
+    """Every measured step takes 10 ms, so the printed estimate is known exactly."""
+    monkeypatch.setattr(ablab.step_time, "measure_step_seconds", lambda spec, timed=5, threads=None: 0.010)
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_cost_is_training_steps_times_the_step_time(drop_last, fixed_step, write_study, tmp_path, capsys):
+    study = tiny_study(grid={"optimizer.lr": [0.1, 0.05]})  # 2 variants × 2 replicates × 2 epochs
+    study["base"]["drop_last"] = drop_last
+    steps = 4 * 2 * STEPS_PER_EPOCH[drop_last]
+    assert main(["validate", str(write_study(study)), "--out", str(tmp_path / "none")]) == 0
+    out = capsys.readouterr().out
+    assert "  stored: 0 of 4 runs already have a final result; 4 to run" in out
+    assert f"  cost: about {steps * 0.01:.1f} s of training = {steps} steps × 10 ms (measured: 5 steps of " in out
+
+
+def test_stored_runs_are_counted_and_left_out_of_the_cost(fixed_step, write_study, tmp_path, capsys):
+    out_dir = tmp_path / "r"
+    study = tiny_study(seeds={"replicates": 1})
+    study["base"]["epochs"] = 1
+    assert main(["run", str(write_study(study)), "--out", str(out_dir)]) == 0
+    capsys.readouterr()
+    assert main(["validate", str(write_study(study)), "--out", str(out_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "stored: 1 of 1 runs already have a final result; 0 to run" in out and "cost:" not in out
+    more = tiny_study(seeds={"replicates": 3})
+    more["base"]["epochs"] = 1
+    assert main(["validate", str(write_study(more)), "--out", str(out_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "stored: 1 of 3 runs already have a final result; 2 to run" in out
+    assert f"= {2 * STEPS_PER_EPOCH[False]} steps × 10 ms" in out
+
+
+def test_validate_counts_in_the_default_results_directory(fixed_step, write_study, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    study = tiny_study(name="counted", seeds={"replicates": 1})
+    study["base"]["epochs"] = 1
+    assert main(["run", str(write_study(study))]) == 0  # into results/counted
+    capsys.readouterr()
+    assert main(["validate", str(write_study(study)), "--no-timing"]) == 0
+    assert "stored: 1 of 1 runs" in capsys.readouterr().out
+
+
+def test_the_step_time_is_measured_on_real_steps(monkeypatch):
+    from ablab.spec import RunSpec
+    from ablab.train import objectives
+
+    calls = []
+    real = objectives.Standard.step
+    monkeypatch.setattr(objectives.Standard, "step", lambda self, *a: calls.append(1) or real(self, *a))
+    spec = RunSpec.model_validate(tiny_study()["base"])
+    seconds = ablab.step_time.measure_step_seconds(spec, timed=3)
+    assert len(calls) == ablab.step_time.WARMUP_STEPS + 3
+    assert 0 < seconds < 60
+
+
+def test_the_estimate_divides_by_workers_and_measures_with_their_threads(monkeypatch, write_study, tmp_path, capsys):
+    seen = []
+    monkeypatch.setattr(ablab.step_time, "measure_step_seconds",
+                        lambda spec, timed=5, threads=None: seen.append(threads) or 0.010)
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    path = str(write_study(tiny_study()))  # 2 runs × 2 epochs × 10 steps
+    assert main(["validate", path, "--workers", "2", "--out", str(tmp_path / "none")]) == 0
+    assert "= 40 steps × 10 ms, about 0.2 s with 2 workers" in capsys.readouterr().out
+    assert main(["validate", path, "--threads", "3", "--out", str(tmp_path / "none")]) == 0
+    assert "3 thread(s) per run" in capsys.readouterr().out
+    assert seen == [4, 3]  # cores ÷ workers, as ablab run gives each run; or --threads
+
+
+def test_measuring_restores_the_thread_count():
+    import torch
+    from ablab.spec import RunSpec
+
+    before = torch.get_num_threads()
+    ablab.step_time.measure_step_seconds(RunSpec.model_validate(tiny_study()["base"]), timed=1, threads=1)
+    assert torch.get_num_threads() == before

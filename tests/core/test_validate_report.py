@@ -1,0 +1,127 @@
+"""Everything a study's report and overrides name is checked before the first run (issue 12):
+one error naming the field, exit 2, nothing written."""
+
+import pytest
+
+from ablab.cli import main
+from ablab.report.baselines import baseline_name
+from conftest import tiny_study
+
+NORM_BY_LR = {"model.norm": ["none", "batchnorm"], "optimizer.lr": [0.1, 0.05]}
+
+
+def _refused(write_study, study, tmp_path, capsys, *extra) -> str:
+    path = write_study(study)
+    out = tmp_path / "results"
+    code = main(["run", str(path), "--out", str(out), *extra])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert not out.exists(), "bad input must write nothing"
+    assert err.startswith(f"error: {path}: ") or err.startswith("error: --set: "), err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def _report(**report) -> dict:
+    return tiny_study(grid=NORM_BY_LR, report=report)
+
+
+def _split_base(splits: list[str]) -> dict:
+    study = tiny_study(report={"metrics": ["test.accuracy"]})
+    study["base"]["record"]["eval_splits"] = splits
+    return study
+
+
+BAD = [
+    ("metric typo", _report(metrics=["test.acc"]), "report.metrics.0", "Did you mean 'test.accuracy'"),
+    ("split not evaluated", _split_base(["train", "val"]), "report.metrics.0", "add it to record.eval_splits"),
+    ("curve typo", _report(curves=["train.loss", "val.acuracy"]), "report.curves.1", "no run records 'val.acuracy'"),
+    ("mse on classification", _report(metrics=["test.mse"]), "report.metrics.0", "no run records 'test.mse'"),
+    ("select_on unknown", _report(selection="best", select_on="val.err"), "report.select_on", "'val.err'"),
+    ("grid metric unknown", _report(grids=[{"rows": "model.norm", "cols": "optimizer.lr", "metric": "test.los"}]),
+     "report.grids.0.metric", "Did you mean 'test.loss'"),
+    ("best metric unknown", _report(best={"metric": "val.sam_sharpness"}), "report.best.metric",
+     "'val.sam_sharpness'"),
+    ("baseline label", _report(baselines={"lower": "vanilla"}), "report.baselines.lower", "names no variant"),
+    ("baseline axis value", _report(baselines={"upper": {"model.norm": "layernorm"}}), "report.baselines.upper",
+     "matches no variant"),
+    ("baseline no family", _report(baselines={"lower": {"optimizer.lr": 0.1}}), "report.baselines.lower",
+     "no family"),
+    ("best.baseline not an axis", _report(best={"metric": "test.loss", "baseline": {"objective": "standard"}}),
+     "report.best.baseline.objective", "not an axis"),
+    ("best.baseline no match", _report(best={"metric": "test.loss", "baseline": {"model.norm": "group"}}),
+     "report.best.baseline", "matches no variant"),
+    ("seed shadowed by vary", tiny_study(base={**tiny_study()["base"], "seeds": {"init": 4}}), "base.seeds.init",
+     "seeds.vary"),
+]
+
+
+@pytest.mark.parametrize("case, study, field, text", BAD, ids=[c[0] for c in BAD])
+def test_report_errors_before_the_first_run(case, study, field, text, write_study, tmp_path, capsys):
+    err = _refused(write_study, study, tmp_path, capsys)
+    assert f": {field}: " in err, err
+    assert text in err, err
+
+
+GOOD = [
+    ("recorded names", _report(metrics=["test.accuracy", "val.loss", "batch.lr"], curves=["batch.loss"])),
+    ("baseline label", _report(baselines={"lower": "model.norm=none, optimizer.lr=0.1"})),
+    ("baseline family", _report(baselines={"lower": "model.norm=none"})),
+    ("baseline axis values, family", _report(baselines={"lower": {"model.norm": "none"}})),
+    ("baseline axis values, one", _report(baselines={"upper": {"model.norm": "batchnorm", "optimizer.lr": 0.05}})),
+    ("best.baseline by label", _report(best={"metric": "test.loss", "baseline": "model.norm=none, optimizer.lr=0.1"})),
+    ("best.baseline under an axis", tiny_study(grid={"optimizer": [{"name": "sgd", "lr": 0.1}, {"name": "adam", "lr": 0.01}]},
+                                               report={"best": {"metric": "test.loss", "baseline": {"optimizer.name": "sgd"}}})),
+    ("explicit seed not varied", tiny_study(base={**tiny_study()["base"], "seeds": {"init": 4}},
+                                            seeds={"replicates": 2, "vary": ["shuffle"]})),
+]
+
+
+@pytest.mark.parametrize("case, study", GOOD, ids=[c[0] for c in GOOD])
+def test_valid_report_settings_pass(case, study, write_study, capsys):
+    code = main(["validate", str(write_study(study))])
+    assert code == 0, capsys.readouterr().err
+
+
+def test_default_report_settings_need_not_be_recorded(write_study, capsys):
+    """The defaults name test.accuracy; a regression study does not record it and is still valid."""
+    study = tiny_study()
+    study["base"].update(data="diabetes", loss="mse")
+    assert main(["validate", str(write_study(study))]) == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override, grid", [
+    ("optimizer.lr=0.01", {"optimizer": [{"name": "sgd", "lr": 0.1}, {"name": "adam", "lr": 0.01}]}),  # parent axis
+    ("optimizer.lr=0.01", {"optimizer.lr": [0.1, 0.05]}),  # the same path
+    ("optimizer={name: adam, lr: 0.01}", {"optimizer.lr": [0.1, 0.05]}),  # a child axis
+    ("base.optimizer.lr=0.01", {"optimizer": ["sgd", "adam"]}),  # spelled from the study
+])
+def test_an_override_a_grid_axis_shadows_is_an_error(override, grid, write_study, tmp_path, capsys):
+    err = _refused(write_study, tiny_study(grid=grid), tmp_path, capsys, "--set", override)
+    assert "grid axis" in err and "would be ignored" in err, err
+
+
+def test_an_override_a_zip_axis_shadows_is_an_error(write_study, tmp_path, capsys):
+    study = tiny_study(zip={"label": ["a", "b"], "optimizer.lr": [0.1, 0.05]})
+    err = _refused(write_study, study, tmp_path, capsys, "--set", "optimizer.lr=0.3")
+    assert "zip axis 'optimizer.lr'" in err, err
+
+
+def test_an_override_beside_the_axes_applies(write_study, capsys):
+    path = write_study(tiny_study(grid={"optimizer.lr": [0.1, 0.05]}))
+    assert main(["validate", str(path), "--set", "optimizer.momentum=0.5", "--set", "epochs=1"]) == 0
+
+
+ROWS = [(f"model.norm={n}, optimizer.lr={lr}", {"model.norm": n, "optimizer.lr": lr}, {}, r)
+        for n in ("none", "batchnorm") for lr in (0.1, 0.05) for r in (0, 1)]
+
+
+def test_baseline_names_by_label_family_or_axis_values():
+    assert baseline_name({"model.norm": "none"}, ROWS) == "model.norm=none"
+    assert baseline_name({"model.norm": "none", "optimizer.lr": 0.05}, ROWS) == "model.norm=none, optimizer.lr=0.05"
+    assert baseline_name({"label": "model.norm=batchnorm, optimizer.lr=0.1"}, ROWS) == "model.norm=batchnorm, optimizer.lr=0.1"
+    assert baseline_name("model.norm=batchnorm", ROWS) == "model.norm=batchnorm"
+    with pytest.raises(ValueError, match="2 variants that are no family"):
+        baseline_name({"optimizer.lr": 0.1}, ROWS)
+    with pytest.raises(ValueError, match="names no variant"):
+        baseline_name("batchnorm", ROWS)
