@@ -110,15 +110,32 @@ def test_predictions_are_the_model_outputs_in_split_order():
     model = _model()
     x, y = torch.randn(20, 4), torch.randint(0, 3, (20,))
     out = EVALUATORS.create("predictions").evaluate(_ctx([ModelView(model, model)]), "test", _Split(x, y), 3)
-    (name, (kind, data)), = out.artifacts.items()
-    assert name == "predictions_test_e0003.npy" and kind == "predictions"
+    assert sorted(out.artifacts) == ["labels_test_e0003.npy", "predictions_test_e0003.npy"]
+    kind, data = out.artifacts["predictions_test_e0003.npy"]
+    assert kind == "predictions" and out.artifacts["labels_test_e0003.npy"][0] == "labels"
     import io
 
     got = np.load(io.BytesIO(data), allow_pickle=False)
+    labels = np.load(io.BytesIO(out.artifacts["labels_test_e0003.npy"][1]), allow_pickle=False)
+    np.testing.assert_array_equal(labels, y.numpy())
+    assert labels.dtype == np.int64
     model.eval()
     with torch.no_grad():
         np.testing.assert_allclose(got, model(x).numpy(), rtol=1e-6, atol=1e-7)
     assert got.dtype == np.float32 and model.training is False  # the model's mode is left as found
+
+
+def test_predictions_store_soft_labels_as_their_argmax_and_regression_no_labels():
+    import io
+
+    model = _model()
+    x, y = torch.randn(9, 4), torch.softmax(torch.randn(9, 3), dim=1)
+    out = EVALUATORS.create("predictions").evaluate(_ctx([ModelView(model, model)]), "test", _Split(x, y), 1)
+    labels = np.load(io.BytesIO(out.artifacts["labels_test_e0001.npy"][1]), allow_pickle=False)
+    np.testing.assert_array_equal(labels, y.argmax(1).numpy())
+    out = EVALUATORS.create("predictions").evaluate(_ctx([ModelView(model, model)], classification=False), "test",
+                                                    _Split(x, torch.randn(9, 3)), 1)
+    assert sorted(out.artifacts) == ["predictions_test_e0001.npy"]
 
 
 def test_ensemble_and_disagreement_against_direct_computation():
@@ -172,7 +189,8 @@ def test_evaluators_run_at_the_epochs_they_ask_for():
                                                                "epochs": [1, 3]}]})
     r = train(spec)
     assert sorted({row[1] for row in r.metrics if row[2] == "val"}) == [0, 2, 3]  # every 2nd epoch, 0 and the last
-    assert sorted(r.artifacts) == ["predictions_test_e0001.npy", "predictions_test_e0003.npy"]
+    assert sorted(r.artifacts) == ["labels_test_e0001.npy", "labels_test_e0003.npy",
+                                   "predictions_test_e0001.npy", "predictions_test_e0003.npy"]
     recs = {a.name: a for a in r.artifacts.records()}
     assert recs["predictions_test_e0003.npy"].split == "test" and recs["predictions_test_e0003.npy"].epoch == 3
 

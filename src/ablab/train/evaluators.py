@@ -173,9 +173,23 @@ def predictions_name(split: str, epoch: int) -> str:
     return f"predictions_{split}_e{epoch:04d}.npy"
 
 
+def labels_name(split: str, epoch: int) -> str:
+    """The artifact name of a split's class labels stored beside its predictions at an epoch."""
+    return f"labels_{split}_e{epoch:04d}.npy"
+
+
+def hard_labels(y: torch.Tensor) -> np.ndarray:
+    """Class indices int64 [N]: the labels themselves, or the arg-max of soft labels."""
+    return (y.argmax(dim=-1) if y.is_floating_point() else y).cpu().numpy().astype(np.int64)
+
+
 @EVALUATORS.register("predictions")
 class Predictions(Evaluator):
-    """The per-example outputs (logits) of a split as float32, stored as an artifact (N × classes)."""
+    """The per-example outputs (logits) of a split as float32 (N × classes), and its class labels, as artifacts.
+
+    The labels (int64 [N], classification only) make the stored logits self-contained: accuracy, loss and
+    ensembles of stored runs are computed from the artifacts alone (``ablab.analysis.variability``).
+    """
 
     def __init__(self, splits: Optional[list[SplitName]] = ["test"], epochs: Epochs = "last"):  # noqa: B006
         super().__init__(splits, epochs)
@@ -186,7 +200,10 @@ class Predictions(Evaluator):
     def evaluate(self, ctx: EvalContext, split_name: str, split: Split, epoch: int) -> Evaluation:
         m = ctx.model
         logits = outputs(m.forward, m.module, split, ctx.batch_size, ctx.transforms).cpu().numpy().astype(np.float32)
-        return Evaluation(artifacts={predictions_name(split_name, epoch): ("predictions", npy_bytes(logits))})
+        stored = {predictions_name(split_name, epoch): ("predictions", npy_bytes(logits))}
+        if ctx.classification:
+            stored[labels_name(split_name, epoch)] = ("labels", npy_bytes(hard_labels(split.y)))
+        return Evaluation(artifacts=stored)
 
 
 @EVALUATORS.register("sharpness")
