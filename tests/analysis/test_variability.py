@@ -240,3 +240,23 @@ def test_cka_matrix_equals_pairwise_calls():
             assert m[i, j] == pytest.approx(v.linear_cka(feats[i], feats[j], debiased), rel=1e-12)
     with pytest.raises(ValueError, match="same examples"):
         v.cka_matrix([feats[0], feats[1][:10]])
+
+
+def test_average_ranks_equal_scipy_rankdata_with_ties():
+    from scipy.stats import rankdata
+
+    values = np.random.default_rng(6).integers(0, 5, size=(4, 30)).astype(np.float32)  # many ties
+    np.testing.assert_array_equal(v.average_ranks(values), rankdata(values, axis=1))
+
+
+def test_pairwise_metrics_with_tied_logits_equal_the_naive_loop():
+    # integer logits: ties within examples (argmax takes the first class) and across the flattened vectors
+    rng = np.random.default_rng(8)
+    logits = rng.integers(0, 3, size=(5, 50, 4)).astype(np.float32)
+    labels = rng.integers(0, 4, 50)
+    acc = v.accuracy_percent(logits, labels)
+    delta, rho = v.pair_ensemble_delta(logits, labels), v.pair_spearman(logits)
+    for i, j in itertools.combinations(range(5), 2):
+        ens = 100.0 * np.mean((logits[i] + logits[j]).argmax(-1) == labels)
+        assert delta[i, j] == pytest.approx(ens - (acc[i] + acc[j]) / 2, abs=1e-12)
+        assert rho[i, j] == pytest.approx(spearmanr(logits[i].ravel(), logits[j].ravel())[0], abs=1e-12)
