@@ -138,6 +138,27 @@ def test_predictions_store_soft_labels_as_their_argmax_and_regression_no_labels(
     assert sorted(out.artifacts) == ["predictions_test_e0001.npy"]
 
 
+def test_activations_are_the_chosen_layers_outputs_on_the_first_examples():
+    from ablab.artifacts import load_npz
+
+    model = _model()
+    x, y = torch.randn(20, 4), torch.randint(0, 3, (20,))  # 15 examples in batches of 7: 7, 7, 1
+    ev = EVALUATORS.create({"name": "activations", "layers": ["1", "3"], "examples": 15})
+    out = ev.evaluate(_ctx([ModelView(model, model)]), "test", _Split(x, y), 2)
+    (name, (kind, data)), = out.artifacts.items()
+    assert name == "activations_test_e0002.npz" and kind == "activations"
+    arrays, meta = load_npz(data)
+    model.eval()
+    with torch.no_grad():
+        hidden = model[1](model[0](x[:15]))
+        np.testing.assert_allclose(arrays["1"], hidden.numpy(), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(arrays["3"], model(x[:15]).numpy(), rtol=1e-6, atol=1e-7)
+    assert meta == {"layers": ["1", "3"], "examples": 15} and model.training is False
+    with pytest.raises(ValueError, match="no layer 'fc9'.*it has: 0, 1, 2, 3"):
+        EVALUATORS.create({"name": "activations", "layers": ["fc9"]}).evaluate(
+            _ctx([ModelView(model, model)]), "test", _Split(x, y), 2)
+
+
 def test_ensemble_and_disagreement_against_direct_computation():
     a, b = _model().eval(), _model().eval()
     with torch.no_grad():

@@ -49,8 +49,18 @@ def _direct(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     }
 
 
+def _direct_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Biased linear CKA from the paper's formula: tr(KHLH) / √(tr(KHKH) tr(LHLH)), K = XXᵀ."""
+    h = np.eye(len(x)) - 1.0 / len(x)
+    k, l = x.astype(np.float64) @ x.T.astype(np.float64), y.astype(np.float64) @ y.T.astype(np.float64)
+    hsic = lambda a, b: np.trace(a @ h @ b @ h)  # noqa: E731
+    return hsic(k, l) / np.sqrt(hsic(k, k) * hsic(l, l))
+
+
 def test_the_variability_table_equals_numpy_on_the_stored_files(write_study, tmp_path):
-    study = {"name": "var", "base": BASE, "seeds": {"replicates": 4, "vary": ["init"]},
+    record = {**BASE["record"], "evaluators": ["standard", "predictions",
+                                              {"name": "activations", "layers": ["act0", "fc1"], "examples": 60}]}
+    study = {"name": "var", "base": {**BASE, "record": record}, "seeds": {"replicates": 4, "vary": ["init"]},
              "zip": {"label": ["fast", "slow"], "optimizer.lr": [0.1, 0.02]},
              "report": {"baselines": {"lower": "fast"}}}
     out = _run_and_report(write_study, tmp_path, study)
@@ -76,6 +86,20 @@ def test_the_variability_table_equals_numpy_on_the_stored_files(write_study, tmp
     assert np.isfinite(table.loc[table["variant"] == "slow", "vr_lower"].iloc[0])
     page = (out / "report" / "index.html").read_text()
     assert "Run-to-run variability" in page and "VR % vs fast" in page
+    # CKA per layer: the mean over pairs of the paper's formula on the stored activation files
+    from ablab.artifacts import load_npz
+
+    cka = read_csv_exact(out / "report" / "tables" / "cka.csv")
+    assert sorted(zip(cka["variant"], cka["layer"])) == [("fast", "act0"), ("fast", "fc1"), ("slow", "act0"), ("slow", "fc1")]
+    for label, group in runs.groupby("label"):
+        acts = [load_npz(str(out / "runs" / r / "activations_test_e0001.npz"))[0] for r in group["run"]]
+        for layer in ("act0", "fc1"):
+            expected = np.mean([_direct_cka(a[layer], b[layer]) for a, b in itertools.combinations(acts, 2)])
+            row = cka[(cka["variant"] == label) & (cka["layer"] == layer)].iloc[0]
+            assert row["n"] == 4 and row["examples"] == 60
+            assert row["cka"] == pytest.approx(expected, rel=1e-9)
+            assert 0 < row["cka_debiased"] <= 1 and row["cka_err"] >= 0
+    assert "Representation similarity (linear CKA)" in page and (out / "report" / "figures" / "cka.png").is_file()
 
 
 def test_one_replicate_has_n_1_and_no_sd(write_study, tmp_path):

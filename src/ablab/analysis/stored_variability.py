@@ -138,3 +138,39 @@ def onset_epoch(spec: dict) -> int:
     """The epoch from which a run's sources vary: its ``init_from.epoch`` (0 for a run trained from scratch)."""
     init = (spec or {}).get("init_from") or {}
     return int(init.get("epoch", 0))
+
+
+# ---- linear CKA per layer across a variant's runs (seed 002 Fig. 5.1) -------------------------------
+
+CKA_MODELS = 25  # the seed averages CKA over the pairs of 25 models per source (cost: R · n² per layer)
+
+
+def cka_table(store: Any, runs: pd.DataFrame, split: str = "test", models: int = CKA_MODELS) -> pd.DataFrame:
+    """Per variant and layer: mean linear CKA (biased and debiased) over the pairs of its first ``models`` runs.
+
+    From the ``activations`` evaluator's files at each run's latest epoch; errors: jackknife over runs.
+    """
+    from ablab.analysis.variability import cka_matrix, jackknife_pair_error, mean_over_pairs
+    from ablab.artifacts import ACTIVATIONS_KIND, load_npz
+
+    rows = []
+    arts = store.artifacts()
+    arts = arts[(arts["kind"] == ACTIVATIONS_KIND) & (arts["split"] == split)]
+    for label, group in runs.groupby("label", sort=False):
+        group = group[group["status"].isin(USED_STATUSES)]
+        stored = []
+        for run in group["run"]:
+            mine = arts[arts["run"] == run].sort_values("epoch")
+            if len(mine) and len(stored) < models:
+                stored.append(load_npz(store.read_artifact(run, mine.iloc[-1]["name"]))[0])
+        layers = [name for name in (stored[0] if stored else {}) if all(name in s for s in stored)]
+        for layer in layers:
+            features = [s[layer] for s in stored]
+            row = {"variant": label, "layer": layer, "n": len(features), "examples": len(features[0])}
+            if len(features) >= 2 and all(np.isfinite(f).all() for f in features):
+                for form, debiased in (("cka", False), ("cka_debiased", True)):
+                    matrix = cka_matrix(features, debiased)
+                    row[form], row[f"{form}_err"] = mean_over_pairs(matrix), jackknife_pair_error(matrix)
+            rows.append(row)
+    columns = ["variant", "layer", "n", "examples", "cka", "cka_err", "cka_debiased", "cka_debiased_err"]
+    return pd.DataFrame(rows).reindex(columns=columns)

@@ -206,6 +206,60 @@ class Predictions(Evaluator):
         return Evaluation(artifacts=stored)
 
 
+@EVALUATORS.register("activations")
+class Activations(Evaluator):
+    """Chosen layers' outputs on the first ``examples`` examples of a split, flattened per example (float32 .npz).
+
+    For representation similarity across runs (linear CKA, seed 002 Fig. 5.1): eval mode, split order,
+    one array [examples, features] per layer named as in ``model.named_modules()``.
+    """
+
+    def __init__(self, layers: list[str], examples: PositiveInt = 500, splits: Optional[list[SplitName]] = ["test"],  # noqa: B006
+                 epochs: Epochs = "last"):
+        super().__init__(splits, epochs)
+        if not layers:
+            raise ValueError("activations needs at least one layer name (model.named_modules())")
+        self.layers, self.examples = list(layers), examples
+
+    def directions(self, classification: bool) -> dict[str, str]:
+        return {}
+
+    def evaluate(self, ctx: EvalContext, split_name: str, split: Split, epoch: int) -> Evaluation:
+        from ablab.artifacts import ACTIVATIONS_KIND, activations_name, save_npz
+
+        m = ctx.model
+        modules = dict(m.module.named_modules())
+        unknown = [name for name in self.layers if name not in modules]
+        if unknown:
+            raise ValueError(f"activations: no layer {', '.join(map(repr, unknown))} in the model; it has: "
+                             f"{', '.join(n for n in modules if n)}")
+        captured: dict[str, list[torch.Tensor]] = {name: [] for name in self.layers}
+        hooks = [modules[name].register_forward_hook(
+            lambda _m, _i, out, name=name: captured[name].append(out.detach().flatten(1).float().cpu()))
+            for name in self.layers]
+        try:
+            outputs(m.forward, m.module, _First(split, self.examples), ctx.batch_size, ctx.transforms)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        arrays = {name: torch.cat(parts).numpy() for name, parts in captured.items()}
+        meta = {"layers": self.layers, "examples": min(self.examples, len(split))}
+        return Evaluation(artifacts={activations_name(split_name, epoch): (ACTIVATIONS_KIND, save_npz(arrays, meta))})
+
+
+class _First:
+    """The first ``k`` rows of a split, as ``batches`` reads a split."""
+
+    def __init__(self, split: Split, k: int):
+        self.split, self.k = split, min(k, len(split))
+
+    def __len__(self) -> int:
+        return self.k
+
+    def rows(self, index: slice):
+        return self.split.rows(slice(index.start, min(index.stop, self.k)))
+
+
 @EVALUATORS.register("sharpness")
 class SharpnessEvaluator(Evaluator):
     """SAM-sharpness and the top Hessian eigenvalue on the first training batches, in a fixed order."""
