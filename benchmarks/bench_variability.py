@@ -81,7 +81,8 @@ def main() -> None:
     rows.append(["naive loop / whole call (wall)", f"{naive / whole:.0f}x", ""])
     print_table(f"R = {runs}, N = {examples}, C = {classes}; median of {rounds} round(s), seconds",
                 ["part", "wall s", "CPU s"], rows)
-    verdict = Verdict("bench_variability", f"variability() over R={runs} x {examples} x {classes}", whole, TARGET_S, "s")
+    what = f"variability() over R={runs} x {examples} x {classes}"
+    verdict = Verdict("bench_variability", what, whole, TARGET_S, "s")
     print(f"\n   whole call {whole:.2f} s wall ({cpu['whole variability() call']:.2f} s CPU), "
           f"target <= {TARGET_S:g} s: {verdict.result}")
     write_summary(args.summary_json, [verdict])

@@ -88,7 +88,8 @@ def test_spearman_is_the_authors_rank_formula_without_ties():
 def test_cross_entropy_matches_a_direct_computation():
     logits, labels = _random_logits(r=3)
     z = logits.astype(np.float64)
-    direct = [np.mean([np.log(np.exp(z[r, n]).sum()) - z[r, n, labels[n]] for n in range(len(labels))]) for r in range(3)]
+    direct = [np.mean([np.log(np.exp(z[r, n]).sum()) - z[r, n, labels[n]] for n in range(len(labels))])
+              for r in range(3)]
     np.testing.assert_allclose(v.cross_entropy(logits, labels), direct, rtol=1e-12)
 
 

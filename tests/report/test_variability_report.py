@@ -90,7 +90,8 @@ def test_the_variability_table_equals_numpy_on_the_stored_files(write_study, tmp
     from ablab.artifacts import load_npz
 
     cka = read_csv_exact(out / "report" / "tables" / "cka.csv")
-    assert sorted(zip(cka["variant"], cka["layer"])) == [("fast", "act0"), ("fast", "fc1"), ("slow", "act0"), ("slow", "fc1")]
+    assert sorted(zip(cka["variant"], cka["layer"])) == [
+        ("fast", "act0"), ("fast", "fc1"), ("slow", "act0"), ("slow", "fc1")]
     for label, group in runs.groupby("label"):
         acts = [load_npz(str(out / "runs" / r / "activations_test_e0001.npz"))[0] for r in group["run"]]
         for layer in ("act0", "fc1"):
@@ -120,7 +121,8 @@ def test_the_onset_figure_reads_init_from_epochs(write_study, tmp_path):
     assert dict(zip(onset["variant"], onset["onset_epoch"])) == {"scratch": 0, "late": 1}
     table = read_csv_exact(out / "report" / "tables" / "variability.csv")
     for label in ("scratch", "late"):
-        assert onset.loc[onset["variant"] == label, "acc_sd"].iloc[0] == table.loc[table["variant"] == label, "acc_sd"].iloc[0]
+        sd = table.loc[table["variant"] == label, "acc_sd"].iloc[0]
+        assert onset.loc[onset["variant"] == label, "acc_sd"].iloc[0] == sd
     assert (out / "report" / "figures" / "variability_onset.png").stat().st_size > 0
 
 

@@ -90,7 +90,8 @@ def _common_labels(variant: VariantLogits, labels: list[np.ndarray | None]) -> n
         variant.problem = "some runs stored no labels: accuracy, loss and ensemble Δ are not computed"
         return None
     if any(not np.array_equal(y, labels[0]) for y in labels[1:]):
-        variant.problem = "the runs' stored labels differ (different test sets): accuracy, loss and ensemble Δ are not computed"
+        variant.problem = ("the runs' stored labels differ (different test sets): accuracy, loss and ensemble Δ "
+                           "are not computed")
         return None
     return labels[0]
 

@@ -214,8 +214,8 @@ class Activations(Evaluator):
     one array [examples, features] per layer named as in ``model.named_modules()``.
     """
 
-    def __init__(self, layers: list[str], examples: PositiveInt = 500, splits: Optional[list[SplitName]] = ["test"],  # noqa: B006
-                 epochs: Epochs = "last"):
+    def __init__(self, layers: list[str], examples: PositiveInt = 500,
+                 splits: Optional[list[SplitName]] = ["test"], epochs: Epochs = "last"):  # noqa: B006
         super().__init__(splits, epochs)
         if not layers:
             raise ValueError("activations needs at least one layer name (model.named_modules())")
