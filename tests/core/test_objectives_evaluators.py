@@ -258,3 +258,17 @@ def test_the_asam_objective_scales_weights_only_by_default_as_the_official_code(
     for a, b in zip(after["all"], model.parameters()):
         torch.testing.assert_close(a, b.detach())
     assert any(not torch.equal(a, b) for a, b in zip(after["weights"], after["all"]))
+
+
+def test_an_unknown_activations_layer_is_a_validation_error(write_study, tmp_path, capsys):
+    from ablab.cli import main
+
+    study = {"name": "acts", "base": {"data": "digits", "model": {"name": "mlp", "widths": [8]},
+                                      "optimizer": {"name": "sgd", "lr": 0.1}, "epochs": 1, "batch_size": 64,
+                                      "device": "cpu", "record": {"eval_splits": ["test"], "evaluators": [
+                                          "standard", {"name": "activations", "layers": ["act0", "nope"]}]}}}
+    out = tmp_path / "r"
+    assert main(["run", str(write_study(study)), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "base.record.evaluators: activations: no layer 'nope' in the model; it has: flatten, fc0, act0, fc1" in err
+    assert not out.exists()

@@ -224,15 +224,20 @@ class Activations(Evaluator):
     def directions(self, classification: bool) -> dict[str, str]:
         return {}
 
-    def evaluate(self, ctx: EvalContext, split_name: str, split: Split, epoch: int) -> Evaluation:
-        from ablab.artifacts import ACTIVATIONS_KIND, activations_name, save_npz
-
-        m = ctx.model
-        modules = dict(m.module.named_modules())
+    def check_model(self, model: nn.Module) -> None:
+        """One clear error (at validation) for a layer name the model lacks."""
+        modules = dict(model.named_modules())
         unknown = [name for name in self.layers if name not in modules]
         if unknown:
             raise ValueError(f"activations: no layer {', '.join(map(repr, unknown))} in the model; it has: "
                              f"{', '.join(n for n in modules if n)}")
+
+    def evaluate(self, ctx: EvalContext, split_name: str, split: Split, epoch: int) -> Evaluation:
+        from ablab.artifacts import ACTIVATIONS_KIND, activations_name, save_npz
+
+        m = ctx.model
+        self.check_model(m.module)
+        modules = dict(m.module.named_modules())
         captured: dict[str, list[torch.Tensor]] = {name: [] for name in self.layers}
         hooks = [modules[name].register_forward_hook(
             lambda _m, _i, out, name=name: captured[name].append(out.detach().flatten(1).float().cpu()))
