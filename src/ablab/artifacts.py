@@ -13,6 +13,12 @@ import numpy as np
 
 NORM_PARAMS_FILE = "probe_norm_params.npz"  # γ and β of every norm layer over steps (probe norm_params)
 RELU_SPARSITY_FILE = "probe_relu_sparsity.npz"  # zeroed fraction of every ReLU over steps (probe relu_sparsity)
+ACTIVATIONS_KIND = "activations"  # chosen layers' outputs on a split's first examples (evaluator activations)
+
+
+def activations_name(split: str, epoch: int) -> str:
+    """The artifact name of the ``activations`` evaluator's file: one array [K, features] per layer, plus meta."""
+    return f"activations_{split}_e{epoch:04d}.npz"
 
 
 def save_npz(arrays: dict[str, np.ndarray], meta: dict) -> bytes:

@@ -518,12 +518,24 @@ class Store:
 
     def load_predictions(self, run: str, split: str = "test", epoch: int | str = "final") -> np.ndarray:
         """A run's stored outputs on ``split`` at ``epoch`` (``final``: the latest stored), float32 [N, ...]."""
+        return self._load_npy(run, "predictions", split, epoch)
+
+    def load_labels(self, run: str, split: str = "test", epoch: int | str = "final") -> np.ndarray:
+        """The class labels (int64 [N]) the ``predictions`` evaluator stored beside a run's outputs."""
+        return self._load_npy(run, "labels", split, epoch)
+
+    def prediction_epochs(self, run: str, split: str = "test") -> list[int]:
+        """The epochs at which a run stored its outputs on ``split``."""
         rows = self.artifacts(run)
-        rows = rows[(rows.kind == "predictions") & (rows.split == split)]
+        return sorted(int(e) for e in rows[(rows.kind == "predictions") & (rows.split == split)]["epoch"])
+
+    def _load_npy(self, run: str, kind: str, split: str, epoch: int | str) -> np.ndarray:
+        rows = self.artifacts(run)
+        rows = rows[(rows.kind == kind) & (rows.split == split)]
         if epoch != "final":
             rows = rows[rows.epoch == epoch]
         if rows.empty:
-            raise StoreError(f"{self.path}: run {run} has no stored predictions on '{split}' at epoch {epoch} "
+            raise StoreError(f"{self.path}: run {run} has no stored {kind} on '{split}' at epoch {epoch} "
                              "(record.evaluators: [standard, predictions])")
         name = rows.sort_values("epoch").iloc[-1]["name"]
         return np.load(io.BytesIO(self.read_artifact(run, name)), allow_pickle=False)

@@ -102,6 +102,11 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
                                             "total_steps": parts.plan.total_steps,
                                             "steps_per_epoch": parts.plan.steps_per_epoch})
             for ev in parts.evaluators:
+                if hasattr(ev, "check_model"):  # an evaluator that names parts of the model checks them now
+                    try:
+                        ev.check_model(parts.model)
+                    except ValueError as err:
+                        raise fail(SpecError(str(err)), "base.record.evaluators") from None
                 for split in ev.splits_for(spec.record.eval_splits):
                     if split not in data.splits:
                         raise fail(SpecError(f"evaluator asks for split '{split}'; the dataset has "

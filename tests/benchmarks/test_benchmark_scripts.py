@@ -50,3 +50,14 @@ def test_bench_artifacts_quick_reports_every_cost(tmp_path):
         assert row in out, out[-3000:]
     entries = json.loads(summary.read_text())
     assert len(entries) == 5 and all(e["target"] is None and e["value"] > 0 for e in entries)
+
+
+@pytest.mark.slow
+def test_bench_variability_quick_times_every_part(tmp_path):
+    summary = tmp_path / "summary.json"
+    out = _run("bench_variability.py", "--quick", "--summary-json", str(summary), timeout=300)
+    for row in ("pairwise Spearman matrix", "pairwise ensemble delta matrix", "whole variability() call",
+                "naive double loop over the 190 pairs"):
+        assert row in out, out[-3000:]
+    (entry,) = json.loads(summary.read_text())
+    assert entry["target"] == 10.0 and entry["value"] > 0

@@ -110,15 +110,53 @@ def test_predictions_are_the_model_outputs_in_split_order():
     model = _model()
     x, y = torch.randn(20, 4), torch.randint(0, 3, (20,))
     out = EVALUATORS.create("predictions").evaluate(_ctx([ModelView(model, model)]), "test", _Split(x, y), 3)
-    (name, (kind, data)), = out.artifacts.items()
-    assert name == "predictions_test_e0003.npy" and kind == "predictions"
+    assert sorted(out.artifacts) == ["labels_test_e0003.npy", "predictions_test_e0003.npy"]
+    kind, data = out.artifacts["predictions_test_e0003.npy"]
+    assert kind == "predictions" and out.artifacts["labels_test_e0003.npy"][0] == "labels"
     import io
 
     got = np.load(io.BytesIO(data), allow_pickle=False)
+    labels = np.load(io.BytesIO(out.artifacts["labels_test_e0003.npy"][1]), allow_pickle=False)
+    np.testing.assert_array_equal(labels, y.numpy())
+    assert labels.dtype == np.int64
     model.eval()
     with torch.no_grad():
         np.testing.assert_allclose(got, model(x).numpy(), rtol=1e-6, atol=1e-7)
     assert got.dtype == np.float32 and model.training is False  # the model's mode is left as found
+
+
+def test_predictions_store_soft_labels_as_their_argmax_and_regression_no_labels():
+    import io
+
+    model = _model()
+    x, y = torch.randn(9, 4), torch.softmax(torch.randn(9, 3), dim=1)
+    out = EVALUATORS.create("predictions").evaluate(_ctx([ModelView(model, model)]), "test", _Split(x, y), 1)
+    labels = np.load(io.BytesIO(out.artifacts["labels_test_e0001.npy"][1]), allow_pickle=False)
+    np.testing.assert_array_equal(labels, y.argmax(1).numpy())
+    out = EVALUATORS.create("predictions").evaluate(_ctx([ModelView(model, model)], classification=False), "test",
+                                                    _Split(x, torch.randn(9, 3)), 1)
+    assert sorted(out.artifacts) == ["predictions_test_e0001.npy"]
+
+
+def test_activations_are_the_chosen_layers_outputs_on_the_first_examples():
+    from ablab.artifacts import load_npz
+
+    model = _model()
+    x, y = torch.randn(20, 4), torch.randint(0, 3, (20,))  # 15 examples in batches of 7: 7, 7, 1
+    ev = EVALUATORS.create({"name": "activations", "layers": ["1", "3"], "examples": 15})
+    out = ev.evaluate(_ctx([ModelView(model, model)]), "test", _Split(x, y), 2)
+    (name, (kind, data)), = out.artifacts.items()
+    assert name == "activations_test_e0002.npz" and kind == "activations"
+    arrays, meta = load_npz(data)
+    model.eval()
+    with torch.no_grad():
+        hidden = model[1](model[0](x[:15]))
+        np.testing.assert_allclose(arrays["1"], hidden.numpy(), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(arrays["3"], model(x[:15]).numpy(), rtol=1e-6, atol=1e-7)
+    assert meta == {"layers": ["1", "3"], "examples": 15} and model.training is False
+    with pytest.raises(ValueError, match="no layer 'fc9'.*it has: 0, 1, 2, 3"):
+        EVALUATORS.create({"name": "activations", "layers": ["fc9"]}).evaluate(
+            _ctx([ModelView(model, model)]), "test", _Split(x, y), 2)
 
 
 def test_ensemble_and_disagreement_against_direct_computation():
@@ -172,7 +210,8 @@ def test_evaluators_run_at_the_epochs_they_ask_for():
                                                                "epochs": [1, 3]}]})
     r = train(spec)
     assert sorted({row[1] for row in r.metrics if row[2] == "val"}) == [0, 2, 3]  # every 2nd epoch, 0 and the last
-    assert sorted(r.artifacts) == ["predictions_test_e0001.npy", "predictions_test_e0003.npy"]
+    assert sorted(r.artifacts) == ["labels_test_e0001.npy", "labels_test_e0003.npy",
+                                   "predictions_test_e0001.npy", "predictions_test_e0003.npy"]
     recs = {a.name: a for a in r.artifacts.records()}
     assert recs["predictions_test_e0003.npy"].split == "test" and recs["predictions_test_e0003.npy"].epoch == 3
 
@@ -219,3 +258,17 @@ def test_the_asam_objective_scales_weights_only_by_default_as_the_official_code(
     for a, b in zip(after["all"], model.parameters()):
         torch.testing.assert_close(a, b.detach())
     assert any(not torch.equal(a, b) for a, b in zip(after["weights"], after["all"]))
+
+
+def test_an_unknown_activations_layer_is_a_validation_error(write_study, tmp_path, capsys):
+    from ablab.cli import main
+
+    study = {"name": "acts", "base": {"data": "digits", "model": {"name": "mlp", "widths": [8]},
+                                      "optimizer": {"name": "sgd", "lr": 0.1}, "epochs": 1, "batch_size": 64,
+                                      "device": "cpu", "record": {"eval_splits": ["test"], "evaluators": [
+                                          "standard", {"name": "activations", "layers": ["act0", "nope"]}]}}}
+    out = tmp_path / "r"
+    assert main(["run", str(write_study(study)), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "base.record.evaluators: activations: no layer 'nope' in the model; it has: flatten, fc0, act0, fc1" in err
+    assert not out.exists()

@@ -24,8 +24,8 @@ from ablab.store import write_atomic
 from conftest import TINY_BASE
 from fakestore import FakeStore, parse_html, read_csv_exact
 
-PAGE_ORDER = ["header", "continued_runs", "post_hoc_units", "variants", "curves", "final_table", "grids", "best", "sharpness", "norm_params",
-              "relu_sparsity", "budget", "problems", "spec"]
+PAGE_ORDER = ["header", "continued_runs", "post_hoc_units", "variants", "curves", "final_table", "grids", "best", "sharpness",
+              "variability", "cka", "norm_params", "relu_sparsity", "budget", "problems", "spec"]
 
 
 def _store(path: Path) -> FakeStore:

@@ -173,9 +173,23 @@ def predictions_name(split: str, epoch: int) -> str:
     return f"predictions_{split}_e{epoch:04d}.npy"
 
 
+def labels_name(split: str, epoch: int) -> str:
+    """The artifact name of a split's class labels stored beside its predictions at an epoch."""
+    return f"labels_{split}_e{epoch:04d}.npy"
+
+
+def hard_labels(y: torch.Tensor) -> np.ndarray:
+    """Class indices int64 [N]: the labels themselves, or the arg-max of soft labels."""
+    return (y.argmax(dim=-1) if y.is_floating_point() else y).cpu().numpy().astype(np.int64)
+
+
 @EVALUATORS.register("predictions")
 class Predictions(Evaluator):
-    """The per-example outputs (logits) of a split as float32, stored as an artifact (N × classes)."""
+    """The per-example outputs (logits) of a split as float32 (N × classes), and its class labels, as artifacts.
+
+    The labels (int64 [N], classification only) make the stored logits self-contained: accuracy, loss and
+    ensembles of stored runs are computed from the artifacts alone (``ablab.analysis.variability``).
+    """
 
     def __init__(self, splits: Optional[list[SplitName]] = ["test"], epochs: Epochs = "last"):  # noqa: B006
         super().__init__(splits, epochs)
@@ -186,7 +200,69 @@ class Predictions(Evaluator):
     def evaluate(self, ctx: EvalContext, split_name: str, split: Split, epoch: int) -> Evaluation:
         m = ctx.model
         logits = outputs(m.forward, m.module, split, ctx.batch_size, ctx.transforms).cpu().numpy().astype(np.float32)
-        return Evaluation(artifacts={predictions_name(split_name, epoch): ("predictions", npy_bytes(logits))})
+        stored = {predictions_name(split_name, epoch): ("predictions", npy_bytes(logits))}
+        if ctx.classification:
+            stored[labels_name(split_name, epoch)] = ("labels", npy_bytes(hard_labels(split.y)))
+        return Evaluation(artifacts=stored)
+
+
+@EVALUATORS.register("activations")
+class Activations(Evaluator):
+    """Chosen layers' outputs on the first ``examples`` examples of a split, flattened per example (float32 .npz).
+
+    For representation similarity across runs (linear CKA, seed 002 Fig. 5.1): eval mode, split order,
+    one array [examples, features] per layer named as in ``model.named_modules()``.
+    """
+
+    def __init__(self, layers: list[str], examples: PositiveInt = 500,
+                 splits: Optional[list[SplitName]] = ["test"], epochs: Epochs = "last"):  # noqa: B006
+        super().__init__(splits, epochs)
+        if not layers:
+            raise ValueError("activations needs at least one layer name (model.named_modules())")
+        self.layers, self.examples = list(layers), examples
+
+    def directions(self, classification: bool) -> dict[str, str]:
+        return {}
+
+    def check_model(self, model: nn.Module) -> None:
+        """One clear error (at validation) for a layer name the model lacks."""
+        modules = dict(model.named_modules())
+        unknown = [name for name in self.layers if name not in modules]
+        if unknown:
+            raise ValueError(f"activations: no layer {', '.join(map(repr, unknown))} in the model; it has: "
+                             f"{', '.join(n for n in modules if n)}")
+
+    def evaluate(self, ctx: EvalContext, split_name: str, split: Split, epoch: int) -> Evaluation:
+        from ablab.artifacts import ACTIVATIONS_KIND, activations_name, save_npz
+
+        m = ctx.model
+        self.check_model(m.module)
+        modules = dict(m.module.named_modules())
+        captured: dict[str, list[torch.Tensor]] = {name: [] for name in self.layers}
+        hooks = [modules[name].register_forward_hook(
+            lambda _m, _i, out, name=name: captured[name].append(out.detach().flatten(1).float().cpu()))
+            for name in self.layers]
+        try:
+            outputs(m.forward, m.module, _First(split, self.examples), ctx.batch_size, ctx.transforms)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        arrays = {name: torch.cat(parts).numpy() for name, parts in captured.items()}
+        meta = {"layers": self.layers, "examples": min(self.examples, len(split))}
+        return Evaluation(artifacts={activations_name(split_name, epoch): (ACTIVATIONS_KIND, save_npz(arrays, meta))})
+
+
+class _First:
+    """The first ``k`` rows of a split, as ``batches`` reads a split."""
+
+    def __init__(self, split: Split, k: int):
+        self.split, self.k = split, min(k, len(split))
+
+    def __len__(self) -> int:
+        return self.k
+
+    def rows(self, index: slice):
+        return self.split.rows(slice(index.start, min(index.stop, self.k)))
 
 
 @EVALUATORS.register("sharpness")

@@ -33,7 +33,7 @@ Rules a section keeps:
 - a setting that names something the study lacks is a message in the section, not a crash.
 
 Orders in use: header 10, variants 20, curves 30, final_table 40, grids 50, best 60,
-sharpness 70, norm_params 80, relu_sparsity 90, budget 100, problems 110, spec 120.
+sharpness 70, variability 75, cka 77, norm_params 80, relu_sparsity 90, budget 100, problems 110, spec 120.
 """
 
 from __future__ import annotations

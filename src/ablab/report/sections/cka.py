@@ -1,0 +1,72 @@
+"""Linear CKA between the runs of each variant, per layer (seed 002 Fig. 5.1), from stored activations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from ablab.analysis.stored_variability import CKA_MODELS, cka_table
+from ablab.artifacts import ACTIVATIONS_KIND
+from ablab.registry import REPORT_SECTIONS
+from ablab.report.context import Part, ReportContext, ReportSection
+from ablab.report.exact_csv import to_csv
+from ablab.report.figures import plain_text, save_png, shorten
+from ablab.report.html import e
+from ablab.store import write_atomic
+
+SPLIT = "test"
+TABLE, FIGURE = "cka.csv", "cka.png"
+
+
+@REPORT_SECTIONS.register("cka")
+class Cka(ReportSection):
+    """Mean linear CKA over pairs of runs, per layer and variant, from the activations evaluator's files."""
+
+    order = 77  # after variability (75), before norm_params (80)
+
+    def applies(self, ctx: ReportContext) -> bool:
+        if not hasattr(ctx.store, "artifacts") or not len(ctx.runs):
+            return False
+        arts = ctx.store.artifacts()
+        return bool(((arts["kind"] == ACTIVATIONS_KIND) & (arts["split"] == SPLIT)).any())
+
+    def render(self, ctx: ReportContext) -> Part:
+        table = cka_table(ctx.store, ctx.runs, SPLIT)
+        csv_path = ctx.table_path(TABLE)
+        write_atomic(csv_path, to_csv(table).encode())
+        head = "<h2>Representation similarity (linear CKA)</h2>\n"
+        note = (f"Linear CKA (Kornblith et al. 2019) between the {SPLIT}-split activations the runs stored "
+                f"(evaluator <code>activations</code>), averaged over the pairs of each variant's first "
+                f"{CKA_MODELS} usable runs ± a jackknife error over runs; biased form in the figure, both forms "
+                f"in the <a href=\"tables/{TABLE}\">CSV</a> (seed 002 Fig. 5.1).")
+        path = ctx.figure_path(FIGURE)
+        if not plot_cka(table, ctx.colours, path):
+            return Part(head + f"<p class=\"note\">{note} No variant has two runs with finite activations of a "
+                        "common layer.</p>", tables=[csv_path])
+        return Part(head + f"<p class=\"note\">{note}</p>\n<figure><img src=\"figures/{FIGURE}\" "
+                    f"alt=\"{e('linear CKA per layer')}\"></figure>", figures=[path], tables=[csv_path])
+
+
+def plot_cka(table: pd.DataFrame, colours: dict[str, str], path: Path) -> bool:
+    """Mean CKA ± error per layer (x, in stored order), one line per variant; False when nothing to draw."""
+    drawn = table[np.isfinite(table["cka"].astype(float))]
+    if drawn.empty:
+        return False
+    layers = list(dict.fromkeys(drawn["layer"]))
+    fig = Figure(figsize=(max(5.0, 0.9 * len(layers) + 2.5), 4.0), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for label, rows in drawn.groupby("variant", sort=False):
+        x = [layers.index(layer) for layer in rows["layer"]]
+        ax.errorbar(x, rows["cka"], yerr=rows["cka_err"].fillna(0.0), marker="o", capsize=3,
+                    color=colours.get(label), label=plain_text(shorten(label)))
+    ax.set_xticks(range(len(layers)), [plain_text(shorten(name, 20)) for name in layers], rotation=30, ha="right")
+    ax.set_ylabel("mean linear CKA over pairs of runs")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small", frameon=False)
+    save_png(fig, path)
+    return True
