@@ -41,6 +41,7 @@ BASELINE_COLOURS = {"lower": "#000000", "upper": "#8c8c8c"}  # black and grey; t
 _GREYS = {"tab10": (7,), "tab20": (14, 15)}
 BAND_ALPHA = 0.18
 _CLIP_SPANS = 1.0  # a diverged curve is clipped this many y-spans of the mean curves beyond them
+_CLIP_LOG_SPANS = 0.25  # on a log axis, of the span in decades: 1 would add as many empty decades
 
 
 def variant_colours(labels: list[str], baselines: dict[str, str] | None = None) -> dict[str, str]:
@@ -213,14 +214,16 @@ def _family_key(labels: list[str], baselines: dict[str, str]) -> dict[str, str]:
 
 
 def _clip_bounds(means: pd.Series, values: pd.Series, log: bool) -> tuple[float, float]:
-    """Where diverged curves are clipped: ``_CLIP_SPANS`` spans of the means beyond them (in log10 on a log axis)."""
+    """Where diverged curves are clipped: ``_CLIP_SPANS`` spans of the means beyond them (``_CLIP_LOG_SPANS``
+    of the span in log10 on a log axis)."""
     means = means.to_numpy(dtype=float)
     means = means[np.isfinite(means) & ((means > 0) if log else True)]
     lo, hi = (float(means.min()), float(means.max())) if len(means) else _finite_range(values, positive=log)
     if log:
         lo, hi = np.log10(lo), np.log10(hi)
     span = (hi - lo) or 1.0
-    lo, hi = lo - _CLIP_SPANS * span, hi + _CLIP_SPANS * span
+    spans = _CLIP_LOG_SPANS if log else _CLIP_SPANS
+    lo, hi = lo - spans * span, hi + spans * span
     return (float(10.0 ** lo), float(10.0 ** hi)) if log else (lo, hi)
 
 
