@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import numpy as np
-import pytest
 
 from ablab.analysis.grids import best_configurations, grid_table
 from ablab.report.grid_tables import (

@@ -7,8 +7,6 @@ mean ± SD rounded by the standard error (``ablab.report.numbers``), the best ce
 
 from __future__ import annotations
 
-import math
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -122,10 +120,6 @@ def describe_tests(best: BestConfigurations) -> list[str]:
                 out.append(f"best ({top}) vs {what} ({cmp.against}): difference of means {cmp.delta:+.3g}, "
                            f"Welch t = {cmp.t:.3g}, p = {format_p(cmp.p)} (n = {cmp.n[0]} vs {cmp.n[1]})")
     return out + best.note
-
-
-def _finite(x: Any) -> bool:
-    return x is not None and not pd.isna(x) and math.isfinite(float(x))
 
 
 def _md(text: str) -> str:

@@ -85,7 +85,8 @@ def _best_html(best: BestConfigurations, baseline: dict[str, Any] | None) -> str
     return (
         f"<h2>Best configurations by {e(best.metric)}</h2>\n"
         f"<p class=\"note\">Top {best.k} of {len(best.ranking)} variants by mean ({direction} first), "
-        f"mean ± SD over finished repeats, rounded to the second significant digit of the standard error SD/√n. Tests: Welch's two-sided t-test on the per-run values.{base}</p>\n"
+        "mean ± SD over finished repeats, rounded to the second significant digit of the standard error "
+        f"SD/√n. Tests: Welch's two-sided t-test on the per-run values.{base}</p>\n"
         f"<table class=\"best\"><tr>{head}</tr>\n" + "\n".join(body) + "\n</table>\n"
         + (f"<dl>{''.join(p_values)}</dl>\n" if p_values else "")
         + f"<ul>{sentences}</ul>\n"

@@ -77,7 +77,8 @@ def _grid_html(facets: list[FacetTable], index: int) -> str:
         f"<p class=\"note\">Mean over the finished repeats of each cell; colour from worst (red) to best "
         f"(green) over all facets of this grid ({format_value(lo, scientific=sci)} … "
         f"{format_value(hi, scientific=sci)}); the boxed cell is the facet's best ({direction} mean); each mean is "
-        f"rounded to the second significant digit of its standard error SD/√n. Hover a cell for its SD and n; the SD table is under each facet. "
+        "rounded to the second significant digit of its standard error SD/√n. Hover a cell for its SD and n; "
+        "the SD table is under each facet. "
         f"Also as <a href=\"tables/grid_{index}.csv\">CSV</a>, <a href=\"tables/grid_{index}.md\">Markdown</a> "
         f"and <a href=\"tables/grid_{index}.tex\">LaTeX</a>.</p>",
     ]
@@ -99,7 +100,8 @@ def _facet_html(t: FacetTable, lo: float, hi: float, sci: bool) -> str:
             tip = f"{format_mean_sd(mean, sd, n, sci)}, n={n}" + (f", {bad} diverged or failed" if bad else "")
             best = t.best == (str(r), str(c))
             style = _cell_style(mean, lo, hi, t.higher_is_better)
-            text = e(format_value(mean, se, sci)) + (" ★" if best else "") + (f" <span class=\"pbad\">({bad}✗)</span>" if bad else "")
+            text = e(format_value(mean, se, sci)) + (" ★" if best else "")
+            text += f" <span class=\"pbad\">({bad}✗)</span>" if bad else ""
             cells.append(f"<td class=\"cell{' best' if best else ''}\"{style} title=\"{e(tip)}\">{text}</td>")
             sd_cells.append(f"<td class=\"num\">{e(format_value(sd, se, sci))} (n={n})</td>")
         body.append(f"<tr><th>{e(r)}</th>{''.join(cells)}</tr>")

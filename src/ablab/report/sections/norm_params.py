@@ -124,7 +124,8 @@ def _trajectory_html(ctx: ReportContext, per_run: pd.DataFrame, part: Part) -> s
     return (
         "<h3>Trajectory statistics</h3>\n"
         "<p class=\"note\">Per variant, norm layer and learned parameter, mean ± SD over the finished seeds "
-        "(n), rounded to the second significant digit of the standard error SD/√n: the final mean and median over features; activity, the mean |γ − 1| or |β| at the end; "
+        "(n), rounded to the second significant digit of the standard error SD/√n: the final mean and "
+        "median over features; activity, the mean |γ − 1| or |β| at the end; "
         "crossings, how often a feature's trajectory changes sides of the neutral value (1 for γ, 0 for β; "
         "touching it is no crossing), averaged over features; within ±tol, the fraction of features that "
         f"stay within {e(f'{TOL:g}')} of the neutral value for the whole run.</p>\n"
