@@ -20,7 +20,8 @@ body { font: 15px/1.45 system-ui, sans-serif; color: #222; max-width: 1100px; ma
 h1 { margin-bottom: 0.2em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; margin: 0.8em 0; display: block; max-width: 100%; overflow-x: auto; }
 th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; vertical-align: top; }
-th { background: #f4f4f4; text-align: left; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th { background: #f4f4f4; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .swatch { display: inline-block; width: 0.9em; height: 0.9em; margin-right: 0.4em; vertical-align: -0.1em; }
 .flag { color: #b00020; font-weight: 600; }
 .note { color: #555; } figure { margin: 1.2em 0; } figure img { max-width: 100%; height: auto; }
