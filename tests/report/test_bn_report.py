@@ -17,6 +17,7 @@ from ablab.report import write_report
 from ablab.report.context import ReportContext
 from ablab.report.figures import BASELINE_COLOURS, curve_panels, line_widths, variant_colours
 from ablab.report.norm_figures import colour_limits, contour_figure, contour_matrix
+from ablab.report.numbers import format_p, format_value
 from ablab.report.tables import resolve_baselines, split_label
 from fakestore import FakeStore, parse_html as parse
 
@@ -158,8 +159,13 @@ def test_section_is_in_the_page_and_every_image_exists(report):
     for label, params in [("bn_gamma_beta, lr_scale=1", "gamma beta"), ("bn_beta, lr_scale=1", "beta"),
                           (f"{EVIL}, lr_scale=1", "gamma beta"), ("bn_none, lr_scale=1", ""),
                           ("bn_gamma_beta, lr_scale=10", "gamma beta"), ("bn_beta, lr_scale=10", "beta")]:
-        expected += [f"bn_contour_{labels.index(label):02d}_{p}.png" for p in params.split()]
-    assert contours == sorted(expected)  # no figure for vanilla (no BN) nor for bn_none (nothing learned)
+        expected += [f"bn_contour_{labels.index(label):02d}_r{rep:02d}_{p}.png"
+                     for rep in range(len(FINAL[label])) for p in params.split()]
+    assert contours == sorted(expected)  # every seed; none for vanilla (no BN) nor bn_none (nothing learned)
+    folded = "".join(part.split("</details>", 1)[0] for part in page.split("<details>")[1:])
+    for name in expected:  # the first seed on the page, the other seeds folded under it
+        assert (f"figures/{name}" in folded) == ("_r00_" not in name), name
+        assert f"<a href=\"figures/{name}\"" in page  # linked to the full-size PNG
     assert "figures/bn_sparsity.png" in srcs
     assert set(result.figures) >= {result.path.parent / s for s in srcs}
 
@@ -237,8 +243,16 @@ def test_delta_cells_in_page_and_terminal(report):
     text = "".join(parse(result.path.read_text(encoding="utf-8")).text)
     assert "Δ vs lower" in text and "Δ vs upper" in text and "Welch's t-test" in text
     line = next(line for line in result.table_text.splitlines() if line.startswith("bn_beta, lr_scale=1 "))
-    delta = np.mean(FINAL["bn_beta, lr_scale=1"]) - np.mean(FINAL["vanilla, lr_scale=1"])
-    assert f"{delta:+.3g} (p=" in line
+    mine, lower = FINAL["bn_beta, lr_scale=1"], FINAL["vanilla, lr_scale=1"]
+    delta = np.mean(mine) - np.mean(lower)
+    se = np.sqrt(np.var(mine, ddof=1) / 3 + np.var(lower, ddof=1) / 3)
+    csv = pd.read_csv(result.path.parent / "tables" / "final.csv").set_index("label").loc["bn_beta, lr_scale=1"]
+    assert csv["test.accuracy.se_delta_lower"] == pytest.approx(se) and csv["test.accuracy.n_baseline_lower"] == 3
+    holm = csv["test.accuracy.p_holm_lower"]
+    assert csv["test.accuracy.p_lower"] <= holm <= 1
+    # Δ rounded by its standard error, the raw and the Holm-adjusted p, and the n of both sides
+    assert f"{format_value(delta, se, sign=True)} (p={format_p(_welch(mine, lower))}, Holm {format_p(holm)}; n=3 vs 3)" in line
+    assert "Holm–Bonferroni-adjusted over all" in result.table_text
     base = next(line for line in result.table_text.splitlines() if line.startswith("vanilla, lr_scale=1 "))
     assert "baseline" in base
     md = (result.path.parent / "tables" / "final.md").read_text(encoding="utf-8")

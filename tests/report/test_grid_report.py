@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ablab.report import write_report
+from ablab.report.numbers import format_mean_sd, format_value
 from ablab.spec import make_label
 from fakestore import FakeStore
 
@@ -122,10 +123,13 @@ def test_heatmap_tables_one_per_facet_with_the_best_cell_marked(tmp_path):
     adam = parser.tables[2]["cells"]
     cell = next(c for c in adam if (c["row"], c["col"]) == ("0.01", 1))
     values = [_loss("adam", 0.01, 0.001, False, r) for r in range(3)]
-    assert cell["text"].startswith(f"{np.mean(values):#.4g}")
-    assert cell["title"] == f"{np.mean(values):#.4g} ± {np.std(values, ddof=1):#.2g}, n=3"
+    mean, sd = np.mean(values), np.std(values, ddof=1)
+    se = sd / np.sqrt(3)
+    assert cell["text"].startswith(format_value(mean, se))  # rounded by the cell's standard error
+    assert abs(float(cell["text"].split()[0]) - mean) <= se / 20
+    assert cell["title"] == f"{format_mean_sd(mean, sd, 3)}, n=3"
     # the same numbers in the SD companion table, and the table files beside the page
-    assert f"{np.std(values, ddof=1):#.4g} (n=3)" in page
+    assert f"{format_value(sd, se)} (n=3)" in page
     names = {p.name for p in result.tables}
     assert {"grid_0.csv", "grid_0.md", "grid_0.tex", "best.csv", "best.md", "best.tex"} <= names
     assert all(p.is_file() for p in result.tables)
@@ -134,7 +138,8 @@ def test_heatmap_tables_one_per_facet_with_the_best_cell_marked(tmp_path):
 def test_best_configurations_show_p_values_and_the_baseline(tmp_path):
     page = write_report(make_store(tmp_path, GRID)).path.read_text()
     assert "<h2>Best configurations by test.loss</h2>" in page  # a section of its own
-    assert page.count('<dd class="p-value">') == 2  # vs runner-up and vs the SGD baseline
+    assert page.count('class="p-value"') == 2  # vs runner-up and vs the SGD baseline
+    assert page.count("Holm over these 2 tests") == 2 and page.count("n = 3 vs 3") >= 2
     assert '<tr class="baseline">' in page  # the baseline row is added below the top 3
     assert "Welch t = " in page
 

@@ -33,4 +33,4 @@ def test_final_markdown_table_has_no_raw_html_and_one_cell_per_column():
         cells = re.split(r"(?<!\\)\|", row)[1:-1]  # a table cell ends at an unescaped |
         assert len(cells) == 5, row
         assert _unescape(cells[0].strip()) == label
-        assert cells[1].strip() == "0.50 ± 0.10"
+        assert cells[1].strip() == "0.500 ± 0.100"  # SE 0.1/√2 = 0.071: three decimals

@@ -226,11 +226,11 @@ def test_matplotlib_global_state_untouched(tmp_path):
 @pytest.mark.parametrize("mean, sd, n_values, n, text", [
     (0.87403, 0.033891, 3, 3, "0.874 ± 0.034"),
     (0.68, 0.00094944, 2, 2, "0.68000 ± 0.00095"),
-    (123.456, 12.3, 3, 3, "123 ± 12"),
-    (0.5, float("nan"), 1, 1, "0.5 ± —"),
-    (0.5, 0.1, 2, 3, "0.50 ± 0.10 (n=2)"),
+    (123.456, 12.3, 3, 3, "123.5 ± 12.3"),  # SE 7.1: one decimal
+    (0.5, float("nan"), 1, 1, "0.5000 ± —"),
+    (0.5, 0.1, 2, 3, "0.500 ± 0.100 (n=2)"),  # SE 0.071
     (float("nan"), float("nan"), 0, 0, "—"),
-    (2.5e-5, 1.2e-6, 3, 3, "2.500e-05 ± 1.2e-06"),
+    (2.5e-5, 1.2e-6, 3, 3, "0.00002500 ± 0.00000120"),  # a lone cell; a column of such is scientific
 ])
 def test_mean_sd_formatting(mean, sd, n_values, n, text):
     assert format_mean_sd(mean, sd, n_values, n) == text

@@ -1,10 +1,16 @@
-"""The report in a real browser: images load, nothing from the store runs as code.
+"""The report in a real browser: images load, nothing from the store runs as code, the layout holds.
 
-Needs selenium plus Debian's ``chromium`` and ``chromium-driver``; skipped when they are absent.
+Needs selenium plus Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them);
+skipped when they are absent. The layout tests run small versions of the quickstart and of the
+bn_dissect CPU study, check the rendered page (no horizontal overflow of the page, every image
+loaded, wide tables scrolling inside their box) and save full-page screenshots under the test's
+``artifacts`` folder, and also under ``$ABLAB_SCREENSHOTS`` when it is set, to be compared by eye.
 """
 
 from __future__ import annotations
 
+import base64
+import os
 import shutil
 from pathlib import Path
 
@@ -12,8 +18,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import yaml
+
 from ablab.report import write_report
 from fakestore import FakeStore
+
+REPO = Path(__file__).resolve().parents[2]
+WINDOW = (1280, 900)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path(shutil.which("chromedriver") or "/usr/bin/chromedriver")
@@ -70,6 +81,7 @@ def driver(tmp_path):
     service = webdriver.ChromeService(executable_path=str(CHROMEDRIVER))
     browser = webdriver.Chrome(options=options, service=service)
     browser.set_page_load_timeout(30)
+    browser.set_window_size(*WINDOW)
     try:
         yield browser
     finally:
@@ -99,3 +111,77 @@ def test_report_in_headless_chromium(driver, tmp_path):
     text = driver.find_element(By.TAG_NAME, "body").text
     assert EVIL in text
     assert driver.title.startswith(EVIL)
+
+
+# ---- the layout of real studies' reports -----------------------------------------------------
+
+def run_small_study(spec_file: str, out: Path, change) -> Path:
+    """Run a shipped study, made small by ``change(spec)``, through the CLI with ``--report``; its page."""
+    from ablab.cli import main
+
+    spec = yaml.safe_load((REPO / spec_file).read_text(encoding="utf-8"))
+    change(spec)
+    path = out / Path(spec_file).name
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    assert main(["run", str(path), "--out", str(out / "results"), "--threads", "1", "--report"]) == 0
+    return out / "results" / "report" / "index.html"
+
+
+def _quickstart(spec: dict) -> None:
+    spec["base"]["epochs"] = 3
+
+
+def _bn_dissect(spec: dict) -> None:
+    spec["base"]["epochs"] = 1
+    spec["grid"]["lr_scale"] = [1, 10]  # ×10: vanilla diverges, so the page shows a problem row too
+
+
+LAYOUT = """
+const root = document.documentElement;
+const tables = Array.from(document.querySelectorAll('table')).map(t => {
+  const box = t.getBoundingClientRect();
+  return {wide: t.scrollWidth > t.clientWidth + 1, overflow: getComputedStyle(t).overflowX,
+          right: box.right, hidden: box.width === 0};
+});
+const images = Array.from(document.images).map(i => ({src: i.getAttribute('src'), complete: i.complete,
+  width: i.naturalWidth, link: i.parentElement.tagName === 'A' ? i.parentElement.getAttribute('href') : null}));
+return {page: root.scrollWidth, view: root.clientWidth, tables: tables, images: images};
+"""
+
+
+def save_screenshot(driver, path: Path) -> Path:
+    """A PNG of the whole page (not only the window), through the DevTools protocol."""
+    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 30000), "scale": 1}})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(base64.b64decode(shot["data"]))
+    extra = os.environ.get("ABLAB_SCREENSHOTS")
+    if extra:
+        Path(extra).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(extra) / path.name)
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, spec_file, change, wide_tables", [
+    ("quickstart", "studies/quickstart.yaml", _quickstart, 0),
+    ("bn_dissect_cpu", "studies/bn_dissect/cpu.yaml", _bn_dissect, 1),
+])
+def test_layout_of_a_real_report(driver, tmp_path, name, spec_file, change, wide_tables):
+    page = run_small_study(spec_file, tmp_path, change)
+    driver.get(page.resolve().as_uri())
+    layout = driver.execute_script(LAYOUT)
+    shot = save_screenshot(driver, tmp_path / "artifacts" / f"report_{name}.png")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    assert layout["page"] <= layout["view"], "the page scrolls sideways"  # nothing overflows the body
+    assert layout["images"], "no figure on the page"
+    for image in layout["images"]:  # every figure loaded and linked to its full-size PNG
+        assert image["complete"] and image["width"] > 0, image
+        assert image["link"] == image["src"], image
+    wide = [t for t in layout["tables"] if t["wide"] and not t["hidden"]]
+    assert len(wide) >= wide_tables  # bn_dissect's final table (Δ, p, Holm, n per baseline) is wider than the page
+    for table in wide:  # a wide table scrolls inside its own box, within the page
+        assert table["overflow"] in ("auto", "scroll") and table["right"] <= layout["view"] + 1, table

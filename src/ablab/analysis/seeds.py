@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from ablab.errors import SpecError
 
@@ -131,6 +132,18 @@ def run_curves(
     chosen = runs.loc[runs["status"].isin(statuses), ["run", "label", "replicate"]]
     rows = metrics[(metrics["split"] == split) & (metrics["name"] == name)].merge(chosen, on="run")
     return rows[["run", "label", "replicate", x, "value"]].sort_values(["run", x], kind="stable").reset_index(drop=True)
+
+
+def ci_halfwidth(sd, n, level: float = 0.95) -> np.ndarray:
+    """Half-width of the t-based confidence interval of a mean over ``n`` seeds; NaN where n < 2.
+
+    half = t_{(1+level)/2, n−1} · sd / √n (sd with ddof=1): Student's t interval for the mean of n
+    independent runs. At n = 2, t = 12.7, so two seeds give a wide band — as they should.
+    """
+    sd, n = np.asarray(sd, dtype=float), np.asarray(n, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = stats.t.ppf(0.5 + level / 2, n - 1) * sd / np.sqrt(n)
+    return np.where(n >= 2, half, np.nan)
 
 
 def x_axis(split: str) -> str:

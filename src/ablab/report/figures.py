@@ -1,4 +1,8 @@
-"""Learning-curve figures: mean over seeds with a ±SD band per variant, diverged runs drawn alone.
+"""Learning-curve figures: mean over seeds with a 95 % CI band per variant, diverged runs drawn alone.
+
+Scales and limits follow ``ablab.report.plot_scale``: a log y-axis where the means span decades,
+limits that hold every drawn value with a margin, bands of the t-based 95 % confidence interval
+of the mean (none where n = 1), clipped to the axis.
 
 Figures are built on ``matplotlib.figure.Figure`` with an Agg canvas, never through pyplot,
 so writing a report changes no global matplotlib state (backend, current figure).
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -22,9 +27,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from ablab.analysis.seeds import curves, run_curves, x_axis
+from ablab.report.plot_scale import ci_band, data_limits, use_log_scale
 from ablab.report.tables import names_a_family, split_label
 
 DIVERGED_STYLE = dict(linewidth=0.8, alpha=0.8, linestyle="--")
@@ -32,7 +39,9 @@ LINE_WIDTH = 1.8
 BASELINE_LINE_WIDTH = 3.0
 BASELINE_COLOURS = {"lower": "#000000", "upper": "#8c8c8c"}  # black and grey; the palettes skip greys
 _GREYS = {"tab10": (7,), "tab20": (14, 15)}
+BAND_ALPHA = 0.18
 _CLIP_SPANS = 1.0  # a diverged curve is clipped this many y-spans of the mean curves beyond them
+_CLIP_LOG_SPANS = 0.25  # on a log axis, of the span in decades: 1 would add as many empty decades
 
 
 def variant_colours(labels: list[str], baselines: dict[str, str] | None = None) -> dict[str, str]:
@@ -104,54 +113,88 @@ def plot_curve(
     metrics: pd.DataFrame, runs: pd.DataFrame, ref: str, colours: dict[str, str], path: Path,
     widths: dict[str, float] | None = None, panels: dict[str, list[str]] | None = None,
 ) -> bool:
-    """Draw one metric (``"split.name"``) for every variant into a PNG; False when there is nothing to draw.
+    """Draw one metric (``"split.name"``) for every variant into a PNG; False when there is nothing to draw."""
+    fig = curve_figure(metrics, runs, ref, colours, widths, panels)
+    if fig is None:
+        return False
+    save_png(fig, path)
+    return True
+
+
+def curve_figure(
+    metrics: pd.DataFrame, runs: pd.DataFrame, ref: str, colours: dict[str, str],
+    widths: dict[str, float] | None = None, panels: dict[str, list[str]] | None = None,
+) -> Figure | None:
+    """One metric's learning curves: mean per variant, its 95 % CI band, diverged runs alone; None if empty.
 
     ``widths``: line width per label (baselines thicker); ``panels``: label → panel titles
-    (``curve_panels``), one subplot per panel side by side.
+    (``curve_panels``), one subplot per panel side by side. The y-axis is logarithmic where the
+    means span decades and zoomed to what is drawn (``ablab.report.plot_scale``).
     """
     split, _, name = ref.partition(".")
     x = x_axis(split)
     mean = curves(metrics, runs, split, name)
     diverged = run_curves(metrics, runs, split, name, statuses=("diverged",))
     if mean.empty and diverged.empty:
-        return False
+        return None
+    log = use_log_scale(mean["mean"] if len(mean) else diverged["value"])
 
     layout = panel_order(panels, list(runs["label"])) if panels else [("", list(dict.fromkeys(runs["label"])))]
     fig = Figure(figsize=(7.5 if len(layout) == 1 else min(3.6 * len(layout) + 2.2, 18.0), 4.2), dpi=110)
     FigureCanvasAgg(fig)
-    legend: dict[str, tuple[Line2D, str]] = {}
+    legend: dict[str, tuple[Any, str]] = {}
     axes = []
     for i, (title, members) in enumerate(layout):
         ax = fig.add_subplot(1, len(layout), i + 1)
         axes.append(ax)
+        if log:
+            ax.set_yscale("log")
         part, part_div = mean[mean["label"].isin(members)], diverged[diverged["label"].isin(members)]
+        drawn = list(part["mean"])
         for label, group in part.groupby("label", sort=False):
             colour, width = colours[label], (widths or {}).get(label, LINE_WIDTH)
-            xs, ys, sd = group[x].to_numpy(), group["mean"].to_numpy(), group["sd"].fillna(0.0).to_numpy()
-            ax.fill_between(xs, ys - sd, ys + sd, color=colour, alpha=0.18, linewidth=0)
-            (line,) = ax.plot(xs, ys, color=colour, linewidth=width, zorder=2.5 if width > LINE_WIDTH else 2)
+            (line,) = ax.plot(group[x].to_numpy(), group["mean"].to_numpy(), color=colour, linewidth=width,
+                              zorder=2.5 if width > LINE_WIDTH else 2)
             shown = legend_name(label, panels)
             n = int(group["n"].max())
             legend.setdefault(shown, (line, f"{plain_text(shorten(shown))}" + ("" if panels else f" (n={n})")))
         if not part_div.empty:
-            _plot_diverged(ax, part_div, x, colours, have_mean=not part.empty)
+            drawn += _plot_diverged(ax, part_div, x, colours, _clip_bounds(part["mean"], part_div["value"], log), log)
             legend.setdefault("\0diverged", (Line2D([], [], color="0.35", marker="x", **DIVERGED_STYLE),
                                               "diverged run (× where it stopped)"))
+        ax.set_ylim(*data_limits(drawn, log))
+        if _draw_bands(ax, part, x, colours):
+            legend.setdefault("\0band", (Patch(color="0.5", alpha=BAND_ALPHA), "95 % CI of the mean (t)"))
         ax.set_title(plain_text(f"{ref}: {title}" if title else ref), fontsize="medium")
         ax.set_xlabel(x)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
-    axes[0].set_ylabel(plain_text(ref))
-    diverged_entry = legend.pop("\0diverged", None)
-    entries = list(legend.values()) + ([diverged_entry] if diverged_entry else [])
+    axes[0].set_ylabel(plain_text(ref + (" (log scale)" if log else "")))
+    special = [legend.pop(k) for k in ("\0band", "\0diverged") if k in legend]
+    entries = list(legend.values()) + special
     handles, texts = [h for h, _ in entries], [t for _, t in entries]
     # explicit handles and labels: a label starting with "_" would otherwise be hidden
     axes[-1].legend(handles, texts, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small",
                     frameon=False, ncol=1 if len(texts) <= 14 else 2)
     if panels:
         fig.tight_layout()
-    save_png(fig, path)
-    return True
+    return fig
+
+
+def _draw_bands(ax, part: pd.DataFrame, x: str, colours: dict[str, str]) -> bool:
+    """Each variant's 95 % CI band, clipped to the axis (a band is no value; the means set the limits)."""
+    lo, hi = ax.get_ylim()
+    any_band = False
+    for label, group in part.groupby("label", sort=False):
+        lower, upper = ci_band(group["mean"], group["sd"], group["n"])
+        has = np.isfinite(lower) & np.isfinite(upper)
+        if has.any():
+            ax.fill_between(group[x].to_numpy(dtype=float), np.clip(np.where(has, lower, lo), lo, hi),
+                            np.clip(np.where(has, upper, lo), lo, hi), where=has, color=colours[label],
+                            alpha=BAND_ALPHA, linewidth=0, zorder=1)
+            any_band = True
+    ax.set_ylim(lo, hi)  # fill_between must not widen the axis
+    return any_band
 
 
 def _palette(n: int, skip_greys: bool = False) -> list[str]:
@@ -170,21 +213,40 @@ def _family_key(labels: list[str], baselines: dict[str, str]) -> dict[str, str]:
     return {label: split_label(label)[0] if by_family else label for label in labels}
 
 
-def _plot_diverged(ax, diverged: pd.DataFrame, x: str, colours: dict[str, str], have_mean: bool) -> None:
-    """Thin curves that stop where each run diverged, an × at that point; huge values are clipped."""
-    lo, hi = ax.get_ylim() if have_mean else _finite_range(diverged["value"])
+def _clip_bounds(means: pd.Series, values: pd.Series, log: bool) -> tuple[float, float]:
+    """Where diverged curves are clipped: ``_CLIP_SPANS`` spans of the means beyond them (``_CLIP_LOG_SPANS``
+    of the span in log10 on a log axis)."""
+    means = means.to_numpy(dtype=float)
+    means = means[np.isfinite(means) & ((means > 0) if log else True)]
+    lo, hi = (float(means.min()), float(means.max())) if len(means) else _finite_range(values, positive=log)
+    if log:
+        lo, hi = np.log10(lo), np.log10(hi)
     span = (hi - lo) or 1.0
-    lo, hi = lo - _CLIP_SPANS * span, hi + _CLIP_SPANS * span
+    spans = _CLIP_LOG_SPANS if log else _CLIP_SPANS
+    lo, hi = lo - spans * span, hi + spans * span
+    return (float(10.0 ** lo), float(10.0 ** hi)) if log else (lo, hi)
+
+
+def _plot_diverged(ax, diverged: pd.DataFrame, x: str, colours: dict[str, str], bounds: tuple[float, float],
+                   log: bool) -> list[float]:
+    """Thin curves that stop where each run diverged, an × at that point; values clipped to ``bounds``.
+
+    Returns every y drawn, so the axis limits can hold them.
+    """
+    lo, hi = bounds
+    drawn: list[float] = []
     for _, run in diverged.groupby("run", sort=False):
         colour = colours[run["label"].iloc[0]]
         xs, ys = run[x].to_numpy(dtype=float), run["value"].to_numpy(dtype=float)
-        finite = np.isfinite(ys)
-        stop = _stop_height(ys, lo, hi)
+        finite = np.isfinite(ys) & ((ys > 0) if log else True)  # a log axis cannot show 0 or less
+        stop = _stop_height(np.where(finite | np.isinf(ys), ys, np.nan), lo, hi)
         line_x, line_y = xs[finite], np.clip(ys[finite], lo, hi)
         if not finite[-1]:  # run the line on up to the × so the jump is visible
             line_x, line_y = np.append(line_x, xs[-1]), np.append(line_y, stop)
         ax.plot(line_x, line_y, color=colour, **DIVERGED_STYLE)
         ax.plot([xs[-1]], [stop], color=colour, marker="x", markersize=8, markeredgewidth=2, linestyle="none")
+        drawn += [*line_y, stop]
+    return drawn
 
 
 def _stop_height(ys: np.ndarray, lo: float, hi: float) -> float:
@@ -200,11 +262,11 @@ def _stop_height(ys: np.ndarray, lo: float, hi: float) -> float:
     return float(np.clip(last, lo, hi))
 
 
-def _finite_range(values: pd.Series) -> tuple[float, float]:
+def _finite_range(values: pd.Series, positive: bool = False) -> tuple[float, float]:
     finite = values.to_numpy(dtype=float)
-    finite = finite[np.isfinite(finite)]
+    finite = finite[np.isfinite(finite) & ((finite > 0) if positive else True)]
     if not len(finite):
-        return 0.0, 1.0
+        return (0.1, 10.0) if positive else (0.0, 1.0)
     return float(finite.min()), float(np.quantile(finite, 0.9))  # the top decile is where runs blow up
 
 

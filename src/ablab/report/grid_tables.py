@@ -2,33 +2,29 @@
 
 ``ablab.analysis.grids`` computes the frames (``FacetTable``, ``BestConfigurations``); this
 module only formats them. CSV keeps every float exactly (``exact_csv``); Markdown and LaTeX show
-mean ± SD with the mean to 4 significant digits and the SD to 2, the best cell in bold.
+mean ± SD rounded by the standard error (``ablab.report.numbers``), the best cell in bold.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ablab.analysis.grids import MISSING, BestConfigurations, FacetTable
+from ablab.report import numbers
 from ablab.report.exact_csv import to_csv
+from ablab.report.numbers import format_p, is_scientific
 
 
-def format_mean_sd(mean: float, sd: float) -> str:
-    """``1.234 ± 0.056``: mean to 4 significant digits, SD to 2; — for a missing value."""
-    if not _finite(mean):
-        return MISSING
-    return f"{mean:#.4g} ± {sd:#.2g}" if _finite(sd) else f"{mean:#.4g} ± {MISSING}"
+def format_mean_sd(mean: float, sd: float, n: int, scientific: bool = False) -> str:
+    """``1.234 ± 0.056`` rounded by the standard error SD/√n (``ablab.report.numbers``); — for a missing value."""
+    return numbers.format_mean_sd(mean, sd, n, scientific)
 
 
-def format_p(p: float) -> str:
-    """A p-value to 2 significant digits (scientific below 0.001); n/a when it could not be computed."""
-    if not _finite(p):
-        return "n/a"
-    return f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}"
+def grid_is_scientific(tables: list[FacetTable]) -> bool:
+    """One notation for every cell of a grid (all its facets)."""
+    return is_scientific(np.concatenate([t.mean.to_numpy(dtype=float).ravel() for t in tables]) if tables else [])
 
 
 def grids_to_csv(tables: list[FacetTable]) -> str:
@@ -43,20 +39,20 @@ def grids_to_csv(tables: list[FacetTable]) -> str:
     return to_csv(pd.DataFrame(records))
 
 
-def grid_to_markdown(table: FacetTable) -> str:
+def grid_to_markdown(table: FacetTable, scientific: bool = False) -> str:
     """The facet as a Markdown table of mean ± SD; the best cell in bold; ``|`` escaped."""
     head = [f"{table.rows} \\ {table.cols}", *map(str, table.mean.columns)]
     lines = [f"**{_md(table.title)}**", "", _md_row(head), "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for r in table.mean.index:
         cells = [str(r)]
         for c in table.mean.columns:
-            text = format_mean_sd(table.mean.loc[r, c], table.sd.loc[r, c])
+            text = format_mean_sd(table.mean.loc[r, c], table.sd.loc[r, c], int(table.n.loc[r, c]), scientific)
             cells.append(f"**{text}**" if table.best == (str(r), str(c)) else text)
         lines.append(_md_row(cells))
     return "\n".join(lines) + "\n"
 
 
-def grid_to_latex(table: FacetTable) -> str:
+def grid_to_latex(table: FacetTable, scientific: bool = False) -> str:
     """The facet as a LaTeX ``tabular`` (no packages needed); the best cell in bold."""
     ncols = len(table.mean.columns)
     lines = ["\\begin{tabular}{l" + "r" * ncols + "}",
@@ -66,7 +62,7 @@ def grid_to_latex(table: FacetTable) -> str:
     for r in table.mean.index:
         cells = [_tex(str(r))]
         for c in table.mean.columns:
-            text = _tex_mean_sd(table.mean.loc[r, c], table.sd.loc[r, c])
+            text = _tex_mean_sd(table.mean.loc[r, c], table.sd.loc[r, c], int(table.n.loc[r, c]), scientific)
             cells.append(f"\\textbf{{{text}}}" if table.best == (str(r), str(c)) else text)
         lines.append(" & ".join(cells) + " \\\\")
     lines += ["\\hline", "\\end{tabular}"]
@@ -92,9 +88,10 @@ def best_to_markdown(best: BestConfigurations) -> str:
     axes = best.axes or ["label"]
     head = ["rank", *(a if a != "label" else "variant" for a in axes), best.metric, "n"]
     lines = [_md_row(head), "|" + "|".join(["---:"] + ["---"] * len(axes) + ["---:", "---:"]) + "|"]
+    sci = is_scientific(best.table["mean"])
     for _, row in best.table.iterrows():
         lines.append(_md_row([str(row["rank"]), *(str(row[a]) for a in axes),
-                              format_mean_sd(row["mean"], row["sd"]), str(row["n"])]))
+                              format_mean_sd(row["mean"], row["sd"], row["n"], sci), str(row["n"])]))
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {_md(s)}" for s in describe_tests(best)) + "\n"
 
 
@@ -104,9 +101,10 @@ def best_to_latex(best: BestConfigurations) -> str:
     lines = ["\\begin{tabular}{r" + "l" * len(axes) + "rr}", "\\hline",
              " & ".join(["rank", *(_tex(a if a != "label" else "variant") for a in axes), _tex(best.metric), "n"])
              + " \\\\", "\\hline"]
+    sci = is_scientific(best.table["mean"])
     for _, row in best.table.iterrows():
         lines.append(" & ".join([str(row["rank"]), *(_tex(str(row[a])) for a in axes),
-                                 _tex_mean_sd(row["mean"], row["sd"]), str(row["n"])]) + " \\\\")
+                                 _tex_mean_sd(row["mean"], row["sd"], row["n"], sci), str(row["n"])]) + " \\\\")
     lines += ["\\hline", "\\end{tabular}"] + [f"% {_tex_comment(s)}" for s in describe_tests(best)]
     return "\n".join(lines) + "\n"
 
@@ -122,10 +120,6 @@ def describe_tests(best: BestConfigurations) -> list[str]:
                 out.append(f"best ({top}) vs {what} ({cmp.against}): difference of means {cmp.delta:+.3g}, "
                            f"Welch t = {cmp.t:.3g}, p = {format_p(cmp.p)} (n = {cmp.n[0]} vs {cmp.n[1]})")
     return out + best.note
-
-
-def _finite(x: Any) -> bool:
-    return x is not None and not pd.isna(x) and math.isfinite(float(x))
 
 
 def _md(text: str) -> str:
@@ -149,5 +143,5 @@ def _tex_comment(text: str) -> str:
     return str(text).replace("\n", " ")
 
 
-def _tex_mean_sd(mean: float, sd: float) -> str:
-    return format_mean_sd(mean, sd).replace(" ± ", r" $\pm$ ").replace(MISSING, "--")
+def _tex_mean_sd(mean: float, sd: float, n: int, scientific: bool) -> str:
+    return format_mean_sd(mean, sd, n, scientific).replace(" ± ", r" $\pm$ ").replace(MISSING, "--")

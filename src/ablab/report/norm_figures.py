@@ -23,11 +23,13 @@ from matplotlib.lines import Line2D
 
 from ablab.analysis.trajectories import NEUTRAL, finite_rows
 from ablab.report.figures import DIVERGED_STYLE, LINE_WIDTH, legend_name, panel_order, plain_text, save_png, shorten
+from ablab.report.plot_scale import zoom_to_lines
 
 CMAP = "RdBu_r"  # diverging: blue below the neutral value, white at it, red above
 SYMBOL = {"gamma": "γ", "beta": "β"}
 MAX_ROWS = 400  # contour rows drawn per panel; longer trajectories are subsampled evenly (last row kept)
 _LEVELS = 21
+MAX_COLUMNS = 3  # panels per row: a wider figure shrinks below legible on a 1100-px page
 
 
 # ---- data for the figures ----------------------------------------------------------------------
@@ -75,7 +77,7 @@ def contour_figure(arrays: dict[str, np.ndarray], meta: dict, param: str, title:
     norm = Normalize(vmin=vmin, vmax=vmax)
     levels = np.linspace(vmin, vmax, _LEVELS)
 
-    ncols = len(layers) if len(layers) <= 5 else 4
+    ncols = min(len(layers), MAX_COLUMNS)
     nrows = math.ceil(len(layers) / ncols)
     fig = Figure(figsize=(3.3 * ncols + 1.2, 2.7 * nrows + 0.8), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
@@ -116,6 +118,18 @@ def plot_sparsity(
     series: dict[str, list[tuple[str, np.ndarray, np.ndarray, list[str]]]], colours: dict[str, str],
     widths: dict[str, float], panels: dict[str, list[str]] | None, path: Path,
 ) -> bool:
+    """Write ``sparsity_figure`` as a PNG; False (nothing written) when the records name no ReLU layer."""
+    fig = sparsity_figure(series, colours, widths, panels)
+    if fig is None:
+        return False
+    save_png(fig, path)
+    return True
+
+
+def sparsity_figure(
+    series: dict[str, list[tuple[str, np.ndarray, np.ndarray, list[str]]]], colours: dict[str, str],
+    widths: dict[str, float], panels: dict[str, list[str]] | None,
+) -> Figure | None:
     """A panel per ReLU layer (columns) and group (rows): zeroed fraction over steps, one line per variant.
 
     ``series``: label → [(status, steps [T], sparsity [T, L], layer names)] per run. Finished runs
@@ -123,7 +137,7 @@ def plot_sparsity(
     """
     layer_names = list(dict.fromkeys(n for runs in series.values() for _, _, _, names in runs for n in names))
     if not layer_names:
-        return False
+        return None
     rows = panel_order(panels, list(series))
     fig = Figure(figsize=(2.9 * len(layer_names) + 2.4, 2.5 * len(rows) + 0.6), dpi=100)
     FigureCanvasAgg(fig)
@@ -138,7 +152,7 @@ def plot_sparsity(
                 if line is not None:
                     shown = legend_name(label, panels)
                     legend.setdefault(shown, (line, plain_text(shorten(shown))))
-            ax.set_ylim(-0.02, 1.02)
+            zoom_to_lines(ax)  # the differences, not 0-1: a value is never clipped (issue 12)
             ax.grid(True, alpha=0.3)
             ax.tick_params(labelsize="x-small")
             if r == 0:
@@ -154,8 +168,7 @@ def plot_sparsity(
                fontsize="small", frameon=False)
     fig.suptitle("Fraction of activations each ReLU zeroes (training batches)", fontsize="medium")
     fig.tight_layout()
-    save_png(fig, path)
-    return True
+    return fig
 
 
 def _sparsity_line(ax, runs, layer: str, colour: str, width: float) -> tuple[Line2D | None, bool]:

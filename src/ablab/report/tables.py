@@ -1,5 +1,7 @@
 """The final-metrics table: mean ± SD over seeds per variant, as CSV, Markdown and terminal text.
 
+Numbers are rounded by their standard error (``ablab.report.numbers``); the CSV keeps them exact.
+
 With ``report.baselines`` (role → variant, e.g. ``{lower: vanilla, upper: bn_gamma_beta}``) every
 metric also gets, per role, the difference of each variant's mean to its baseline's mean and the
 p-value of Welch's t-test (``add_baseline_deltas``). A baseline names a variant label, or the first
@@ -18,25 +20,29 @@ import numpy as np
 import pandas as pd
 
 from ablab.analysis.grids import welch_test
-from ablab.report.grid_tables import format_p
-
-MISSING = "—"
+from ablab.analysis.multiple_tests import holm_adjust
+from ablab.report import numbers
+from ablab.report.numbers import MISSING, format_p, format_value, is_number, is_scientific
 BASELINE_ROLES = ("lower", "upper")
 
 
 def caption(rule: str, agg: pd.DataFrame | None = None) -> str:
     """What the table shows and how the numbers were selected; with baselines, what Δ and p are."""
     text = (
-        f"Selection: {rule}. Values are mean ± SD over the n finished seeds (SD with ddof=1); "
-        "diverged and failed runs are counted but excluded from mean and SD."
+        f"Selection: {rule}. Values are mean ± SD over the n finished seeds (SD with ddof=1), rounded to the "
+        "second significant digit of the standard error SD/√n; diverged and failed runs are counted but "
+        "excluded from mean and SD."
     )
     names = _baseline_names(agg) if agg is not None else {}
     if names:
         named = "; ".join(f"{role}: {name}" for role, name in names.items())
+        tests = int(agg.attrs.get("tests", 0))
         text += (
             f" Δ vs a baseline ({named}): the variant's mean minus the baseline's mean, the baseline "
             "taken from the variant's own group (the rest of its label, e.g. the same lr_scale); p: "
-            "two-sided Welch's t-test on the per-run values when both have n ≥ 2."
+            "two-sided Welch's t-test on the per-run values when both have n ≥ 2, with the numbers of "
+            f"runs compared (n = variant vs baseline); Holm: the p-value Holm–Bonferroni-adjusted over all "
+            f"{tests} tests of this table."
         )
         for role in agg.attrs.get("baselines_unmatched", []):
             text += f" report.baselines.{role} ({names[role]!r}) names no variant and no family of variants."
@@ -80,10 +86,12 @@ def resolve_baselines(labels: list[str], baselines: dict[str, str]) -> dict[str,
 def add_baseline_deltas(
     agg: pd.DataFrame, per_run: pd.DataFrame, refs: list[str], baselines: dict[str, str], by: str = "label"
 ) -> pd.DataFrame:
-    """``agg`` plus, per role, ``baseline_<role>`` and per metric ``<ref>.delta_<role>``, ``<ref>.p_<role>``.
+    """``agg`` plus, per role, ``baseline_<role>`` and per metric ``<ref>.<x>_<role>`` for x in delta,
+    se_delta, p, p_holm, n_baseline.
 
-    Δ = mean(variant) − mean(baseline) over finished runs with a finite value; p from Welch's
-    t-test (scipy ``ttest_ind(equal_var=False)``, two-sided), NaN unless both sides have n ≥ 2.
+    Δ = mean(variant) − mean(baseline) over finished runs with a finite value, its standard error
+    √(s_a²/n_a + s_b²/n_b); p from Welch's t-test (scipy ``ttest_ind(equal_var=False)``, two-sided),
+    NaN unless both sides have n ≥ 2; p_holm: p Holm–Bonferroni-adjusted over every test of the table.
     """
     roles = [r for r in BASELINE_ROLES if r in baselines] + [r for r in baselines if r not in BASELINE_ROLES]
     if not roles or agg.empty:
@@ -99,29 +107,48 @@ def add_baseline_deltas(
     for role in roles:
         out[f"baseline_{role}"] = [resolved[label][role] for label in labels]
         for ref in refs:
-            deltas, ps = [], []
-            for label in labels:
-                base = resolved[label][role]
-                a = samples[(label, ref)]
-                b = samples.get((base, ref), np.array([])) if base is not None else np.array([])
-                deltas.append(a.mean() - b.mean() if len(a) and len(b) else np.nan)
-                with warnings.catch_warnings():  # equal constant samples: p is NaN, not an error
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    ps.append(welch_test(a, b)[1] if base != label else np.nan)
-            out[f"{ref}.delta_{role}"], out[f"{ref}.p_{role}"] = deltas, ps
+            columns = [_compare(samples[(label, ref)], samples.get((resolved[label][role], ref), np.array([])),
+                                resolved[label][role] == label) for label in labels]
+            for name, values in zip(("delta", "se_delta", "p", "n_baseline"), zip(*columns)):
+                out[f"{ref}.{name}_{role}"] = values
+    p_columns = [f"{ref}.p_{role}" for role in roles for ref in refs]
+    adjusted = holm_adjust(out[p_columns].to_numpy(dtype=float)).reshape(len(out), len(p_columns))
+    for i, column in enumerate(p_columns):
+        out[column.replace(".p_", ".p_holm_")] = adjusted[:, i]
+    out.attrs["tests"] = int(np.isfinite(adjusted).sum())
     out.attrs["baselines"] = {r: baselines[r] for r in roles}
     out.attrs["baselines_unmatched"] = [r for r in roles if all(resolved[label][r] is None for label in labels)]
     return out
 
 
-def format_delta(delta: float, p: float, is_baseline: bool = False) -> str:
-    """``+0.0123 (p=0.041)``; ``baseline`` for the baseline itself; — when there is nothing to compare."""
-    if is_baseline:
+def _compare(a: np.ndarray, b: np.ndarray, itself: bool) -> tuple[float, float, float, int]:
+    """(Δ of means, its standard error, Welch p, n of the baseline) of samples ``a`` vs baseline ``b``.
+
+    The baseline against itself (``itself``) gets Δ = 0 and no test."""
+    delta = a.mean() - b.mean() if len(a) and len(b) else np.nan
+    se = math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)) if len(a) > 1 and len(b) > 1 else np.nan
+    with warnings.catch_warnings():  # equal constant samples: p is NaN, not an error
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = welch_test(a, b)[1] if not itself else np.nan
+    return delta, se, p, len(b)
+
+
+def format_delta(row: pd.Series, ref: str, role: str, scientific: bool = False) -> str:
+    """``+0.012 (p=0.041, Holm 0.33; n=3 vs 3)``; ``baseline`` for the baseline itself; — when nothing compares.
+
+    Δ is rounded by its standard error (``ablab.report.numbers``).
+    """
+    if row[f"baseline_{role}"] == row["label"]:
         return "baseline"
-    if not _is_number(delta):
+    delta = row[f"{ref}.delta_{role}"]
+    if not is_number(delta):
         return MISSING
-    text = f"{float(delta):+.3g}"
-    return f"{text} (p={format_p(p)})" if _is_number(p) else text
+    text = format_value(delta, row[f"{ref}.se_delta_{role}"], scientific=scientific, sign=True)
+    n = f"n={int(row[f'{ref}.n'])} vs {int(row[f'{ref}.n_baseline_{role}'])}"
+    p = row[f"{ref}.p_{role}"]
+    if not is_number(p):
+        return f"{text} ({n})"
+    return f"{text} (p={format_p(p)}, Holm {format_p(row[f'{ref}.p_holm_{role}'])}; {n})"
 
 
 def _baseline_roles(agg: pd.DataFrame) -> list[str]:
@@ -138,43 +165,33 @@ def _finite(values: pd.Series) -> np.ndarray:
     return values[np.isfinite(values)]
 
 
-def format_mean_sd(mean: float, sd: float, n_values: int, n: int) -> str:
-    """``0.951 ± 0.031``: SD to two significant digits, the mean to the same decimal place.
-
-    SD shows as — with fewer than two values; ``(n=k)`` follows when only k of n runs have the value.
-    """
-    if not _is_number(mean):
-        return MISSING
-    text = _mean_sd(float(mean), float(sd)) if _is_number(sd) else f"{_num(mean)} ± {MISSING}"
-    return text if n_values == n else f"{text} (n={n_values})"
-
-
-def _mean_sd(mean: float, sd: float) -> str:
-    if sd == 0:
-        return f"{_num(mean)} ± 0"
-    scale = max(abs(mean), sd)
-    if scale >= 1e6 or scale < 1e-3:
-        return f"{mean:.3e} ± {sd:.1e}"
-    decimals = min(max(0, 1 - math.floor(math.log10(sd))), 8)
-    return f"{mean:.{decimals}f} ± {sd:.{decimals}f}"
+def format_mean_sd(mean: float, sd: float, n_values: int, n: int, scientific: bool = False) -> str:
+    """``0.951 ± 0.031`` rounded by the standard error (``ablab.report.numbers.format_mean_sd``);
+    ``(n=k)`` follows when only k of the n finished runs have the value."""
+    text = numbers.format_mean_sd(mean, sd, n_values, scientific)
+    return text if text == MISSING or n_values == n else f"{text} (n={n_values})"
 
 
 def table_rows(agg: pd.DataFrame, refs: list[str], by: str = "label") -> tuple[list[str], list[list[str]]]:
-    """Header and string cells: variant, per metric its mean ± SD (then Δ per baseline), n, diverged, failed."""
+    """Header and string cells: variant, per metric its mean ± SD (then Δ per baseline), n, diverged, failed.
+
+    Each metric's column (and each Δ column) is in one notation, scientific or not (``is_scientific``).
+    """
     roles = _baseline_roles(agg)
     header = ["variant"]
     for ref in refs:
         header += [ref, *(f"Δ vs {role}" for role in roles if f"{ref}.delta_{role}" in agg)]
     header += ["n", "diverged", "failed"]
+    sci = {ref: is_scientific(agg[f"{ref}.mean"]) for ref in refs}
+    sci_delta = {(ref, role): is_scientific(agg[f"{ref}.delta_{role}"])
+                 for ref in refs for role in roles if f"{ref}.delta_{role}" in agg}
     rows = []
     for _, row in agg.iterrows():
         cells = [str(row[by])]
         for ref in refs:
-            cells.append(format_mean_sd(row[f"{ref}.mean"], row[f"{ref}.sd"], int(row[f"{ref}.n"]), int(row["n"])))
-            for role in roles:
-                if f"{ref}.delta_{role}" in agg:
-                    cells.append(format_delta(row[f"{ref}.delta_{role}"], row[f"{ref}.p_{role}"],
-                                              row[f"baseline_{role}"] == row[by]))
+            cells.append(format_mean_sd(row[f"{ref}.mean"], row[f"{ref}.sd"], int(row[f"{ref}.n"]), int(row["n"]),
+                                        sci[ref]))
+            cells += [format_delta(row, ref, role, sci_delta[(ref, role)]) for role in roles if (ref, role) in sci_delta]
         cells += [str(int(row["n"])), str(int(row["n_diverged"])), str(int(row["n_failed"]))]
         rows.append(cells)
     return header, rows
@@ -213,17 +230,12 @@ def escape_markdown(text: str) -> str:
 
 
 def to_csv_frame(agg: pd.DataFrame, refs: list[str], rule: str, by: str = "label") -> pd.DataFrame:
-    """The numbers behind the table: counts, then mean, sd, n per metric, and the selection rule."""
+    """The numbers behind the table: counts, then mean, sd, n per metric, Δ and its tests, and the selection rule."""
     columns = [by, "n", "n_diverged", "n_failed"] + [f"{r}.{s}" for r in refs for s in ("mean", "sd", "n")]
     roles = _baseline_roles(agg)
     columns += [f"baseline_{role}" for role in roles]
-    columns += [f"{r}.{s}_{role}" for r in refs for role in roles for s in ("delta", "p") if f"{r}.delta_{role}" in agg]
+    columns += [f"{r}.{s}_{role}" for r in refs for role in roles
+                for s in ("delta", "se_delta", "p", "p_holm", "n_baseline") if f"{r}.delta_{role}" in agg]
     return agg[columns].assign(selection=rule)
 
 
-def _is_number(x) -> bool:
-    return x is not None and not pd.isna(x) and math.isfinite(float(x))
-
-
-def _num(x: float) -> str:
-    return f"{float(x):.4g}"

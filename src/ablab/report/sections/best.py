@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from ablab.analysis.grids import BestConfigurations, axes_in_study_order, axis_label, best_configurations
+from ablab.analysis.multiple_tests import holm_adjust
 from ablab.errors import SpecError
 from ablab.registry import REPORT_SECTIONS
 from ablab.report.context import Part, ReportContext, ReportSection
@@ -20,6 +21,7 @@ from ablab.report.grid_tables import (
     format_p,
 )
 from ablab.report.html import e
+from ablab.report.numbers import is_scientific
 from ablab.store import write_atomic
 
 _CSS = "table.best tr.baseline td { background: #eef4ff; }\n"
@@ -62,28 +64,32 @@ def _best_html(best: BestConfigurations, baseline: dict[str, Any] | None) -> str
     if best.baseline_label is not None and best.baseline_label not in set(best.table["label"]):
         rows.append(best.ranking[best.ranking["label"] == best.baseline_label])
     body = []
-    for _, row in pd.concat(rows).iterrows():
+    shown = pd.concat(rows)
+    sci = is_scientific(shown["mean"])
+    for _, row in shown.iterrows():
         is_base = row["label"] == best.baseline_label
         tds = [f"<td class=\"num\">{int(row['rank'])}</td>"]
         tds += [f"<td title=\"{e(row['label'])}\">{e(row[a])}</td>" for a in axes]
-        tds += [f"<td class=\"num\">{e(format_mean_sd(row['mean'], row['sd']))}</td>",
+        tds += [f"<td class=\"num\">{e(format_mean_sd(row['mean'], row['sd'], row['n'], sci))}</td>",
                 f"<td class=\"num\">{int(row['n'])}</td>", f"<td>{'baseline' if is_base else ''}</td>"]
         body.append(("<tr class=\"baseline\">" if is_base else "<tr>") + "".join(tds) + "</tr>")
     direction = "highest" if best.higher_is_better else "lowest"
-    tests = "".join(f"<li>{e(s)}</li>" for s in describe_tests(best))
+    sentences = "".join(f"<li>{e(s)}</li>" for s in describe_tests(best))
     p_values = []
     versus = "vs best non-baseline" if best.best_is_baseline else "vs baseline"
-    for name, cmp in (("vs runner-up", best.runner_up), (versus, best.baseline)):
-        if cmp is not None:
-            p_values.append(f"<dt>p {name}</dt><dd class=\"p-value\">{e(format_p(cmp.p))}</dd>")
+    tests = [(name, cmp) for name, cmp in (("vs runner-up", best.runner_up), (versus, best.baseline)) if cmp is not None]
+    for (name, cmp), holm in zip(tests, holm_adjust([cmp.p for _, cmp in tests])):
+        p_values.append(f"<dt>p {name}</dt><dd><span class=\"p-value\">{e(format_p(cmp.p))}</span> "
+                        f"(Holm over these {len(tests)} tests: {e(format_p(holm))}; n = {cmp.n[0]} vs {cmp.n[1]})</dd>")
     base = f" Baseline: the best variant with {e(_baseline_text(baseline))}." if baseline else ""
     return (
         f"<h2>Best configurations by {e(best.metric)}</h2>\n"
         f"<p class=\"note\">Top {best.k} of {len(best.ranking)} variants by mean ({direction} first), "
-        f"mean ± SD over finished repeats. Tests: Welch's two-sided t-test on the per-run values.{base}</p>\n"
+        "mean ± SD over finished repeats, rounded to the second significant digit of the standard error "
+        f"SD/√n. Tests: Welch's two-sided t-test on the per-run values.{base}</p>\n"
         f"<table class=\"best\"><tr>{head}</tr>\n" + "\n".join(body) + "\n</table>\n"
         + (f"<dl>{''.join(p_values)}</dl>\n" if p_values else "")
-        + f"<ul>{tests}</ul>\n"
+        + f"<ul>{sentences}</ul>\n"
         "<p class=\"note\">Also as <a href=\"tables/best.csv\">CSV</a> (every variant), "
         "<a href=\"tables/best.md\">Markdown</a> and <a href=\"tables/best.tex\">LaTeX</a>.</p>"
     )

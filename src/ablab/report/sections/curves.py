@@ -1,4 +1,4 @@
-"""Learning curves: one figure per metric, mean ± SD over seeds per variant, diverged runs alone."""
+"""Learning curves: one figure per metric, mean and its 95 % CI over seeds per variant, diverged runs alone."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import re
 from ablab.registry import REPORT_SECTIONS
 from ablab.report.context import Part, ReportContext, ReportSection
 from ablab.report.figures import plot_curve
-from ablab.report.html import e
+from ablab.report.html import e, figure_html
+from ablab.report.plot_scale import BAND_TEXT, LOG_RATIO
 
 
 @REPORT_SECTIONS.register("curves")
@@ -23,14 +24,17 @@ class Curves(ReportSection):
     def render(self, ctx: ReportContext) -> Part:
         part = Part("")
         html = ["<h2>Learning curves</h2>",
-                "<p class=\"note\">Lines: mean over the finished seeds of each variant; band: ±1 SD. "
-                "A diverged run is drawn as its own thin dashed curve that stops where it diverged (×).</p>"]
+                f"<p class=\"note\">Lines: mean over the finished seeds of each variant; {e(BAND_TEXT)}. "
+                "A y-axis is logarithmic where the means span more than a factor of "
+                f"{LOG_RATIO:g}, and zoomed to the drawn values. "
+                "A diverged run is drawn as its own thin dashed curve that stops where it diverged (×). "
+                "Click a figure for its full size.</p>"]
         for i, ref in enumerate(curve_refs(ctx)):
             name = f"curve_{i:02d}_{_slug(ref)}.png"
             path = ctx.figure_path(name)
             if plot_curve(ctx.metrics, ctx.runs, ref, ctx.colours, path, widths=ctx.widths, panels=ctx.panels):
                 part.figures.append(path)
-                html.append(f"<figure><img src=\"figures/{e(name)}\" alt=\"learning curve of {e(ref)}\"></figure>")
+                html.append(figure_html(name, f"learning curve of {ref}"))
             else:
                 html.append(f"<p class=\"note\">{e(ref)}: not recorded.</p>")
         part.html = "\n".join(html)

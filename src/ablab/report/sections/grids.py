@@ -17,9 +17,9 @@ from ablab.analysis.grids import FacetTable, axes_in_study_order, grid_table
 from ablab.errors import SpecError
 from ablab.registry import REPORT_SECTIONS
 from ablab.report.context import Part, ReportContext, ReportSection
-from ablab.report.grid_tables import format_mean_sd, grid_to_latex, grid_to_markdown, grids_to_csv
+from ablab.report.grid_tables import format_mean_sd, grid_is_scientific, grid_to_latex, grid_to_markdown, grids_to_csv
 from ablab.report.html import e
-from ablab.report.tables import MISSING
+from ablab.report.numbers import format_value, standard_error
 from ablab.store import write_atomic
 
 _CMAP = "RdYlGn"  # red (worst) → green (best)
@@ -61,28 +61,32 @@ class Grids(ReportSection):
 def _write_files(ctx: ReportContext, facets: list[FacetTable], index: int) -> list[Path]:
     paths = [ctx.table_path(f"grid_{index}.{ext}") for ext in ("csv", "md", "tex")]
     write_atomic(paths[0], grids_to_csv(facets).encode())
-    write_atomic(paths[1], "\n".join(grid_to_markdown(t) for t in facets).encode())
-    write_atomic(paths[2], "\n".join(grid_to_latex(t) for t in facets).encode())
+    sci = grid_is_scientific(facets)
+    write_atomic(paths[1], "\n".join(grid_to_markdown(t, sci) for t in facets).encode())
+    write_atomic(paths[2], "\n".join(grid_to_latex(t, sci) for t in facets).encode())
     return paths
 
 
 def _grid_html(facets: list[FacetTable], index: int) -> str:
     first = facets[0]
     lo, hi = _range(facets)
+    sci = grid_is_scientific(facets)
     direction = "highest" if first.higher_is_better else "lowest"
     parts = [
         f"<h3>{e(first.metric)}: {e(first.rows)} × {e(first.cols)}</h3>",
         f"<p class=\"note\">Mean over the finished repeats of each cell; colour from worst (red) to best "
-        f"(green) over all facets of this grid ({_num(lo)} … {_num(hi)}); the boxed cell is the facet's best "
-        f"({direction} mean). Hover a cell for its SD and n; the SD table is under each facet. "
+        f"(green) over all facets of this grid ({format_value(lo, scientific=sci)} … "
+        f"{format_value(hi, scientific=sci)}); the boxed cell is the facet's best ({direction} mean); each mean is "
+        "rounded to the second significant digit of its standard error SD/√n. Hover a cell for its SD and n; "
+        "the SD table is under each facet. "
         f"Also as <a href=\"tables/grid_{index}.csv\">CSV</a>, <a href=\"tables/grid_{index}.md\">Markdown</a> "
         f"and <a href=\"tables/grid_{index}.tex\">LaTeX</a>.</p>",
     ]
-    parts.append("<div class=\"facets\">" + "\n".join(_facet_html(t, lo, hi) for t in facets) + "</div>")
+    parts.append("<div class=\"facets\">" + "\n".join(_facet_html(t, lo, hi, sci) for t in facets) + "</div>")
     return "\n".join(parts)
 
 
-def _facet_html(t: FacetTable, lo: float, hi: float) -> str:
+def _facet_html(t: FacetTable, lo: float, hi: float, sci: bool) -> str:
     facet = ", ".join(f"{e(k)} = {e(v)}" for k, v in t.facet.items())
     corner = f"{t.rows.rsplit('.', 1)[-1]} \\ {t.cols.rsplit('.', 1)[-1]}"  # the full paths are in the heading
     head = (f"<tr><th class=\"corner\" title=\"rows: {e(t.rows)}; columns: {e(t.cols)}\">{e(corner)}</th>"
@@ -92,12 +96,14 @@ def _facet_html(t: FacetTable, lo: float, hi: float) -> str:
         cells, sd_cells = [], []
         for c in t.mean.columns:
             mean, sd, n, bad = t.mean.loc[r, c], t.sd.loc[r, c], int(t.n.loc[r, c]), int(t.n_bad.loc[r, c])
-            tip = f"{format_mean_sd(mean, sd)}, n={n}" + (f", {bad} diverged or failed" if bad else "")
+            se = standard_error(sd, n)
+            tip = f"{format_mean_sd(mean, sd, n, sci)}, n={n}" + (f", {bad} diverged or failed" if bad else "")
             best = t.best == (str(r), str(c))
             style = _cell_style(mean, lo, hi, t.higher_is_better)
-            text = _num(mean) + (" ★" if best else "") + (f" <span class=\"pbad\">({bad}✗)</span>" if bad else "")
+            text = e(format_value(mean, se, sci)) + (" ★" if best else "")
+            text += f" <span class=\"pbad\">({bad}✗)</span>" if bad else ""
             cells.append(f"<td class=\"cell{' best' if best else ''}\"{style} title=\"{e(tip)}\">{text}</td>")
-            sd_cells.append(f"<td class=\"num\">{e(_num(sd))} (n={n})</td>")
+            sd_cells.append(f"<td class=\"num\">{e(format_value(sd, se, sci))} (n={n})</td>")
         body.append(f"<tr><th>{e(r)}</th>{''.join(cells)}</tr>")
         sd_body.append(f"<tr><th>{e(r)}</th>{''.join(sd_cells)}</tr>")
     caption = f"<caption>{facet}</caption>" if facet else ""
@@ -121,7 +127,3 @@ def _cell_style(value: float, lo: float, hi: float, up: bool) -> str:
     rgba = matplotlib.colormaps[_CMAP](x if up else 1.0 - x)
     light = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] > 0.5
     return f" style=\"background:{to_hex(rgba)};color:{'#111' if light else '#fff'}\""
-
-
-def _num(x: float) -> str:
-    return f"{float(x):#.4g}" if x is not None and np.isfinite(float(x)) else MISSING

@@ -1,7 +1,7 @@
 """γ and β of the norm layers over training (probe ``norm_params``): contours and trajectory statistics.
 
 - one contour figure per (variant, parameter) with a panel per norm layer
-  (``ablab.report.norm_figures.contour_figure``), drawn from the first seed of each variant;
+  (``ablab.report.norm_figures.contour_figure``) for every seed: the first shown, the others folded;
 - trajectory statistics (``ablab.analysis.trajectories``) as mean ± SD over the finished seeds,
   with every run's statistics in a CSV beside.
 
@@ -21,8 +21,9 @@ from ablab.registry import REPORT_SECTIONS
 from ablab.report.context import Part, ReportContext, ReportSection
 from ablab.report.exact_csv import to_csv
 from ablab.report.figures import shorten
-from ablab.report.html import e, swatch
+from ablab.report.html import e, figure_html, swatch
 from ablab.report.norm_figures import SYMBOL, plot_contours
+from ablab.report.numbers import is_scientific
 from ablab.report.tables import format_mean_sd
 from ablab.store import write_atomic
 
@@ -52,12 +53,10 @@ class NormParams(ReportSection):
 
 
 def _contours_and_stats(ctx: ReportContext, part: Part) -> tuple[str, pd.DataFrame]:
-    """Contour figures of each variant's first seed, and every run's trajectory statistics."""
-    mine = ctx.runs[ctx.runs["run"].isin(ctx.runs_with(NORM_PARAMS_FILE))]
-    first = mine.sort_values("replicate", kind="stable").drop_duplicates("label")
-    first_run = dict(zip(first["label"], first["run"]))
+    """Contour figures of every seed (the first shown, the others folded), and every run's trajectory statistics."""
+    mine = ctx.runs[ctx.runs["run"].isin(ctx.runs_with(NORM_PARAMS_FILE))].sort_values("replicate", kind="stable")
     index = {label: i for i, label in enumerate(dict.fromkeys(ctx.runs["label"]))}
-    figures: dict[str, list[str]] = {}
+    figures: dict[str, list[list[str]]] = {}  # label → per seed, its figures
     frames = []
     for row in mine.itertuples():
         loaded = ctx.artifact(row.run, NORM_PARAMS_FILE)
@@ -65,17 +64,23 @@ def _contours_and_stats(ctx: ReportContext, part: Part) -> tuple[str, pd.DataFra
             continue
         frames.append(trajectory_stats(*loaded, tol=TOL).assign(
             run=row.run, label=row.label, replicate=row.replicate, status=row.status))
-        if first_run.get(row.label) == row.run:
-            figures[row.label] = _contour_figures(ctx, row, loaded, index[row.label], part)
+        figures.setdefault(row.label, []).append(_contour_figures(ctx, row, loaded, index[row.label], part))
     html = [
         "<h3>γ and β over training</h3>",
         "<p class=\"note\">One figure per variant and parameter, a panel per norm layer: x the features "
         "sorted by their final value, y the training step, colour the value (blue below, red above the "
         "neutral value: γ = 1, β = 0) on one symmetric scale shared by all layers of the figure, so "
-        "figures of different variants have different scales. Drawn from the first seed of each "
-        "variant; a parameter that no layer learns is not drawn.</p>",
+        "figures of different variants have different scales. The first seed of each variant is shown; "
+        "the other seeds are folded below it. A parameter that no layer learns is not drawn. Click a "
+        "figure for its full size.</p>",
     ]
-    html += [f for label in index for f in figures.get(label, [])]  # variant order, whatever the run order
+    for label in index:  # variant order, whatever the run order
+        seeds = [f for f in figures.get(label, []) if f]
+        if seeds:
+            html += seeds[0]
+        if len(seeds) > 1:
+            html.append(f"<details><summary>Other seeds of {e(label)} ({len(seeds) - 1})</summary>\n"
+                        + "\n".join(f for seed in seeds[1:] for f in seed) + "\n</details>")
     if not any(figures.values()):
         html.append("<p class=\"note\">No variant learns γ or β.</p>")
     stats = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=_STAT_COLUMNS)
@@ -87,15 +92,14 @@ def _contour_figures(ctx: ReportContext, row, loaded, index: int, part: Part) ->
     """γ and β contours of one run (those some layer learns), as ``<figure>`` elements."""
     html = []
     for param in PARAMS:
-        name = f"bn_contour_{index:02d}_{param}.png"
+        name = f"bn_contour_{index:02d}_r{int(row.replicate):02d}_{param}.png"
         path = ctx.figure_path(name)
         title = f"{SYMBOL[param]}: {shorten(row.label, 80)} (replicate {int(row.replicate)}, {row.status})"
         if plot_contours(*loaded, param, title, path):
             part.figures.append(path)
-            html.append(
-                f"<figure><img src=\"figures/{e(name)}\" alt=\"{e(SYMBOL[param])} contours of "
-                f"{e(row.label)}\"><figcaption>{e(SYMBOL[param])} of {e(row.label)}, replicate "
-                f"{e(int(row.replicate))} (run <code>{e(row.run)}</code>)</figcaption></figure>")
+            caption = (f"{e(SYMBOL[param])} of {e(row.label)}, replicate {e(int(row.replicate))} "
+                       f"(run <code>{e(row.run)}</code>)")
+            html.append(figure_html(name, f"{SYMBOL[param]} contours of {row.label}", caption))
     return html
 
 
@@ -107,19 +111,21 @@ def _trajectory_html(ctx: ReportContext, per_run: pd.DataFrame, part: Part) -> s
     head = "".join(f"<th>{e(h)}</th>" for h in ["variant", "layer", "param", "features", "n",
                                                  *(_STAT_TITLES[s] for s in STATS)])
     body = []
+    sci = {s: is_scientific(shown[f"{s}.mean"]) for s in STATS}
     for _, row in shown.iterrows():
         n = int(row["n"])
         cells = [f"<td>{swatch(ctx.colours, row['label'])}{e(row['label'])}</td>", f"<td>{e(row['layer'])}</td>",
                  f"<td class=\"param\">{e(SYMBOL.get(row['param'], row['param']))}</td>",
                  f"<td class=\"num\">{e(int(row['features']))}</td>", f"<td class=\"num\">{n}</td>"]
-        cells += [f"<td class=\"num\">{e(format_mean_sd(row[f'{s}.mean'], row[f'{s}.sd'], n, n))}</td>" for s in STATS]
+        cells += [f"<td class=\"num\">{e(format_mean_sd(row[f'{s}.mean'], row[f'{s}.sd'], n, n, sci[s]))}</td>" for s in STATS]
         body.append("<tr>" + "".join(cells) + "</tr>")
     table = (f"<table class=\"traj\"><tr>{head}</tr>\n" + "\n".join(body) + "\n</table>") if body else (
         "<p class=\"note\">No learned γ or β in a finished run.</p>")
     return (
         "<h3>Trajectory statistics</h3>\n"
         "<p class=\"note\">Per variant, norm layer and learned parameter, mean ± SD over the finished seeds "
-        "(n): the final mean and median over features; activity, the mean |γ − 1| or |β| at the end; "
+        "(n), rounded to the second significant digit of the standard error SD/√n: the final mean and "
+        "median over features; activity, the mean |γ − 1| or |β| at the end; "
         "crossings, how often a feature's trajectory changes sides of the neutral value (1 for γ, 0 for β; "
         "touching it is no crossing), averaged over features; within ±tol, the fraction of features that "
         f"stay within {e(f'{TOL:g}')} of the neutral value for the whole run.</p>\n"

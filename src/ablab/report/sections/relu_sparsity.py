@@ -5,6 +5,7 @@ from __future__ import annotations
 from ablab.artifacts import RELU_SPARSITY_FILE
 from ablab.registry import REPORT_SECTIONS
 from ablab.report.context import Part, ReportContext, ReportSection
+from ablab.report.html import figure_html
 from ablab.report.norm_figures import plot_sparsity
 
 FIGURE = "bn_sparsity.png"
@@ -36,7 +37,7 @@ class ReluSparsity(ReportSection):
             head + "<p class=\"note\">Fraction of the activations each ReLU sets to zero "
             "on the training batch, every k steps (probe relu_sparsity): mean over the finished seeds of "
             "each variant; a variant without a finished seed shows its diverged runs dashed, × where "
-            "they stopped.</p>\n"
-            f"<figure><img src=\"figures/{FIGURE}\" alt=\"ReLU sparsity per layer\"></figure>",
+            "they stopped. Each y-axis is zoomed to its values.</p>\n"
+            + figure_html(FIGURE, "ReLU sparsity per layer"),
             figures=[path],
         )

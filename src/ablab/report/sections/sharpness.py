@@ -13,7 +13,7 @@ from ablab.analysis.grids import axis_label, varied_axes
 from ablab.registry import REPORT_SECTIONS
 from ablab.report.context import Part, ReportContext, ReportSection
 from ablab.report.figures import plain_text, save_png, variant_colours
-from ablab.report.html import e
+from ablab.report.html import e, figure_html
 
 SHARPNESS = ("train.sam_sharpness", "train.hessian_top_eigenvalue")
 FIGURE = "sharpness.png"
@@ -39,7 +39,7 @@ class Sharpness(ReportSection):
         return Part(
             head + f"<p class=\"note\">{e(', '.join(refs))} measured on fixed training batches after the last "
             f"step against the final {e(target)}; one point per finished run.</p>\n"
-            f"<figure><img src=\"figures/{FIGURE}\" alt=\"sharpness vs final {e(target)}\"></figure>",
+            + figure_html(FIGURE, f"sharpness vs final {target}"),
             figures=[path],
         )
 

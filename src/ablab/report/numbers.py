@@ -1,0 +1,117 @@
+"""Numbers on the report's pages: precision set by the standard error, one notation per column.
+
+Every table of the page and its Markdown/LaTeX copies goes through these helpers (the CSV keeps
+full precision, ``exact_csv``):
+
+- ``format_mean_sd(mean, sd, n)``: ``0.944 ± 0.031``. The standard error SE = SD/√n is shown to
+  two significant digits, so the mean and the SD are rounded to the decimal place of SE's second
+  digit: the digits shown are those the seeds resolve, no more (rounding moves the mean by at
+  most SE/20). n = 1: the mean to 4 significant digits and ``± —``; SD = 0 (every seed equal):
+  the mean to 4 significant digits and ``(all equal)``, never ``1 ± 0``.
+- ``format_value(x, se)``: one number (a difference of means, a grid cell) by the same rule.
+- ``is_scientific(values)``: a column is in scientific notation as a whole, never mixed: when its
+  largest magnitude is ≥ 1e5 or below 1e-3. Scientific cells read ``(8.27 ± 0.29)e-04``.
+- ``format_p(p)``: a p-value to 2 significant digits.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import pandas as pd
+
+MISSING = "—"
+SCI_LOW, SCI_HIGH = 1e-3, 1e5  # magnitudes outside [SCI_LOW, SCI_HIGH) make a column scientific
+SE_DIGITS = 2  # significant digits of the standard error
+PLAIN_DIGITS = 4  # significant digits of a number without a standard error
+
+
+def is_number(x: Any) -> bool:
+    """A finite real number (not None, NaN or ±inf)."""
+    try:
+        return x is not None and not pd.isna(x) and math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def is_scientific(values: Iterable[Any]) -> bool:
+    """Whether a column of these values is shown in scientific notation (all of it, or none)."""
+    sizes = [abs(float(v)) for v in values if is_number(v) and float(v) != 0]
+    return bool(sizes) and (max(sizes) >= SCI_HIGH or max(sizes) < SCI_LOW)
+
+
+def standard_error(sd: Any, n: Any) -> float:
+    """SD/√n; NaN when either is unknown or n < 2."""
+    if not (is_number(sd) and is_number(n)) or int(n) < 2:
+        return math.nan
+    return float(sd) / math.sqrt(int(n))
+
+
+def format_mean_sd(mean: Any, sd: Any, n: Any, scientific: bool = False) -> str:
+    """``mean ± sd`` to the decimal place of the SE's second significant digit; — for a missing mean."""
+    if not is_number(mean):
+        return MISSING
+    mean = float(mean)
+    se = standard_error(sd, n)
+    exponent = _exponent(mean if mean != 0 else (float(sd) if is_number(sd) else 0.0)) if scientific else 0
+    scale = 10.0 ** exponent
+    m = mean / scale
+    if not is_number(se):  # one value (or no SD): nothing sets the precision
+        text, bare = f"{_significant(m)} ± {MISSING}", False
+    elif se == 0:
+        text, bare = f"{_significant(m)} (all equal)", True
+    else:
+        places = _places(se / scale)
+        text, bare = f"{_fixed(m, places)} ± {_fixed(float(sd) / scale, places)}", False
+    if not exponent:
+        return text
+    if bare:
+        return text.replace(" (all equal)", f"e{exponent:+03d} (all equal)")
+    return f"({text})e{exponent:+03d}"
+
+
+def format_value(x: Any, se: Any = math.nan, scientific: bool = False, sign: bool = False) -> str:
+    """One number: to the SE's second significant digit when an SE is known, else to 4 significant digits."""
+    if not is_number(x):
+        return MISSING
+    x = float(x)
+    exponent = _exponent(x) if scientific else 0
+    scale = 10.0 ** exponent
+    if is_number(se) and float(se) > 0:
+        text = _fixed(x / scale, _places(float(se) / scale))
+    else:
+        text = _significant(x / scale)
+    if sign and not text.startswith("-") and any(c in "123456789" for c in text):  # no "+0"
+        text = "+" + text
+    return f"{text}e{exponent:+03d}" if exponent else text
+
+
+def format_p(p: Any) -> str:
+    """A p-value to 2 significant digits (scientific below 0.001); n/a when it could not be computed."""
+    if not is_number(p):
+        return "n/a"
+    p = float(p)
+    return f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}"
+
+
+def _places(se: float) -> int:
+    """Decimal places that show ``se`` (> 0) to ``SE_DIGITS`` significant digits (negative: tens, hundreds …)."""
+    return SE_DIGITS - 1 - math.floor(math.log10(se))
+
+
+def _fixed(x: float, places: int) -> str:
+    """``x`` rounded to ``places`` decimals (negative: to tens, hundreds …), without an exponent."""
+    text = f"{round(x, places):.{max(places, 0)}f}"
+    return "0" + text[2:] if text.startswith("-0") and not any(c in "123456789" for c in text) else text
+
+
+def _significant(x: float) -> str:
+    """``x`` to ``PLAIN_DIGITS`` significant digits, trailing zeros kept (``1.000``), without an exponent."""
+    if x == 0:
+        return "0"
+    return _fixed(x, PLAIN_DIGITS - 1 - math.floor(math.log10(abs(x))))
+
+
+def _exponent(x: float) -> int:
+    return math.floor(math.log10(abs(x))) if x else 0
