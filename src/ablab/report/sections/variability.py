@@ -17,6 +17,7 @@ from ablab.report.exact_csv import to_csv
 from ablab.report.figures import plain_text, save_png, shorten
 from ablab.report.html import e, swatch
 from ablab.report.tables import MISSING, resolve_baselines
+from ablab.report.numbers import format_value, is_number
 from ablab.store import write_atomic
 
 SPLIT = "test"
@@ -100,11 +101,11 @@ def _fmt(value: float, spec: str) -> str:
 
 
 def _cell(row: pd.Series, column: str, spec: str) -> str:
+    """The value ± its error bar, both to the error's second significant digit (report/numbers.py)."""
     value, err = row[column], row[f"{column}_err"]
-    text = _fmt(value, spec)
-    if text != MISSING and math.isfinite(err):
-        text += f" ± {err:.2g}"
-    return f"<td class=\"num\">{e(text)}</td>"
+    if not (is_number(value) and is_number(err)):
+        return f"<td class=\"num\">{e(_fmt(value, spec))}</td>"
+    return f"<td class=\"num\">{e(format_value(value, err))} ± {e(format_value(err, err))}</td>"
 
 
 def _html_table(table: pd.DataFrame, roles: dict[str, tuple[str, str]], colours: dict[str, str]) -> str:
