@@ -482,3 +482,29 @@ def test_random_square_replaces_a_clipped_square_by_a_patch_of_x2_from_elsewhere
         assert float(wt) == pytest.approx(1 - (r1 - r0) * (c1 - c0) / (h * w), abs=1e-7)
         moved += (sr, sc) != (r0, c0)
     assert moved > 200
+
+
+# ---- the baseline arm
+
+
+def test_baseline_returns_the_batch_unchanged_and_its_pair_rule_is_the_first_image(ds):
+    x, y = batch(ds)
+    g = gen(0)
+    before = g.get_state()
+    out, labels = AUGMENTATIONS.create("baseline", dataset=ds)(x, y, g)
+    assert torch.equal(out, x) and torch.equal(labels, y) and labels.dtype == y.dtype  # indices stay indices
+    assert torch.equal(g.get_state(), before)  # no draw: a baseline run is a run without the step
+    first, w = AUGMENTATIONS.create("baseline", dataset=ds).mix_pairs(x[:4], x[4:8], g)
+    assert torch.equal(first, x[:4]) and torch.equal(w, torch.ones(4))
+
+
+def test_the_seventeen_arms_are_registered_in_table_order():
+    assert mixing.METHODS[0] == "baseline" and set(mixing.METHODS[1:]) == set(METHODS)
+    assert set(mixing.METHODS) <= set(AUGMENTATIONS.list_names())
+
+
+def test_baseline_works_on_tabular_data_too():
+    wine = load_wine()
+    x, y = wine.splits["train"].rows(slice(0, 8))
+    out, labels = AUGMENTATIONS.create("baseline", dataset=wine)(x, y, gen(0))
+    assert torch.equal(out, x) and torch.equal(labels, y)
