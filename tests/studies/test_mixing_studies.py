@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -104,3 +105,23 @@ def test_cifar_screen_and_continuation_validate_and_continue_each_arms_3_lowest_
         assert [v.spec.seeds for v in mine] == [runs.set_index("run").spec[r]["seeds"] for r in want.run]
         assert all(v.spec.augment[-1] == mine[0].spec.augment[-1] for v in mine)
         assert {v.origin["selection"]["pool"] for v in mine} == {3}
+
+
+@pytest.mark.slow
+def test_cpu_study_runs_one_epoch_one_seed_and_reports_every_arm(tmp_path, capsys):
+    out = tmp_path / "r"
+    code = main(["run", str(STUDIES / "cpu.yaml"), "--out", str(out), "--set", "epochs=1", "--set",
+                 "seeds.replicates=1", "--report"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    metrics, runs = stored(out)
+    assert runs.label.tolist() == list(METHODS) and (runs.status == "done").all()
+    assert [s["augment"][-1] for s in runs.spec] == list(METHODS)
+    acc = metrics[(metrics.split == "test") & (metrics.name == "accuracy")]
+    assert sorted(set(acc.epoch)) == [0, 1]
+    report = out / "report"
+    page = (report / "index.html").read_text()
+    assert "Mixed-example augmentation" in page and "Rows vs columns" in page
+    assert (report / "figures" / "mixing_examples.png").is_file()
+    table = pd.read_csv(report / "tables" / "mixing.csv")
+    assert sorted(table.method) == sorted(METHODS) and (table.n == 1).all()
