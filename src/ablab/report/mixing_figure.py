@@ -3,7 +3,7 @@
 Two test images of the study's dataset (the first, and the first of another class) go through the
 run's own augment steps up to the mix, deterministic ones only (``normalize``; the random crop and
 flip are left out so both images stay recognisable), then through the arm's registered method
-(``mix_pairs``: the same code and parameters the runs trained with) with a generator seeded 0.
+(``mix_pairs``: the same code and parameters the runs trained with) with a generator seeded ``FIGURE_SEED``.
 Tiles share one grey/colour scale, the two inputs' range, except BC+ and VH-BC+, whose outputs are
 zero-mean and rescaled: each of those is shown on its own range. The PNG is the tiles themselves,
 enlarged by pixel repetition, so a tile's pixels are the method's output.
@@ -25,7 +25,7 @@ from ablab.registry import AUGMENTATIONS, DATASETS
 OWN_RANGE = ("bc_plus", "vh_bc_plus")  # zero-mean, rescaled outputs: shown on their own range
 COLUMNS = 6
 GAP = 2  # background pixels between tiles (in source pixels, before enlarging)
-FIGURE_SEED = 0
+FIGURE_SEED = 1  # its first Beta(1, 1) draw on the CPU is λ ≈ 0.60: most tiles show both images
 
 
 def two_images(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
