@@ -74,6 +74,7 @@ def test_every_study_has_the_17_arms_in_table_order_and_the_seed_protocol(name):
         assert spec["zip"]["init_from.run.label"] == list(METHODS)
 
 
+@pytest.mark.slow  # 51 tiny screen runs and 340 + 51 validated ResNet variants: minutes on a shared CPU
 def test_cifar_screen_and_continuation_validate_and_continue_each_arms_3_lowest_losses(fake_cifar10, tmp_path, capsys):
     data = ["--set", f"data.path={fake_cifar10}", "--max-artifact-gb", "50"]
     assert main(["validate", str(STUDIES / "cifar10_screen.yaml"), *data]) == 0, capsys.readouterr().err
@@ -102,7 +103,7 @@ def test_cifar_screen_and_continuation_validate_and_continue_each_arms_3_lowest_
         mine = [v for v in variants if v.label == method]
         want = runs[runs.label == method].nsmallest(3, "final_loss")
         assert [v.spec.init_from.run for v in mine] == want.run.tolist()  # rank order: lowest first
-        assert [v.spec.seeds for v in mine] == [runs.set_index("run").spec[r]["seeds"] for r in want.run]
+        assert [v.spec.seeds.model_dump(mode="json") for v in mine] == [runs.set_index("run").spec[r]["seeds"] for r in want.run]
         assert all(v.spec.augment[-1] == mine[0].spec.augment[-1] for v in mine)
         assert {v.origin["selection"]["pool"] for v in mine} == {3}
 

@@ -106,7 +106,8 @@ def sort_like_the_thesis(table: pd.DataFrame) -> pd.DataFrame:
     """The baseline, then mixup and BC+ (prior work), then the rest by mean error, highest first (Tables 2.1–2.2)."""
     group = table["method"].map(lambda m: 0 if m == "baseline" else 1 + PRIOR_WORK.index(m) if m in PRIOR_WORK else 9)
     key = table.assign(_group=group, _error=-table["error_mean"].fillna(-np.inf))
-    return key.sort_values(["_group", "_error"], kind="stable").drop(columns=["_group", "_error"]).reset_index(drop=True)
+    ordered = key.sort_values(["_group", "_error"], kind="stable")
+    return ordered.drop(columns=["_group", "_error"]).reset_index(drop=True)
 
 
 def row_column_pairs(per_run: pd.DataFrame, runs: pd.DataFrame, metric: str = ERROR_FROM) -> pd.DataFrame:

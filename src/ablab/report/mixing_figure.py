@@ -40,18 +40,21 @@ def _name(step: Any) -> str:
     return step if isinstance(step, str) else step.get("name", "")
 
 
+def _prepared(x: torch.Tensor, augment: list, dataset: Dataset) -> torch.Tensor:
+    """One image (1, C, H, W) through the deterministic steps before the mix (``normalize``)."""
+    steps = create_augmentation([s for s in augment[:-1] if _name(s) == "normalize"], dataset)
+    return steps(x[None], torch.zeros(1, dtype=torch.long), torch.Generator())[0]
+
+
 def tiles(arms: list[tuple[str, str, list]], dataset: Dataset) -> tuple[list[str], list[torch.Tensor], list[bool]]:
-    """(titles, tiles (C, H, W), own-range flags): image 1, image 2, then each arm (label, method, augment list)."""
+    """(titles, tiles (C, H, W), own-range flags): image 1, image 2 as the first arm's mix sees them, then each arm."""
     x1, x2 = two_images(dataset)
-    titles, out, own = ["image 1", "image 2"], [x1, x2], [False, False]
+    first = arms[0][2] if arms else [None]
+    out = [_prepared(x1, first, dataset)[0], _prepared(x2, first, dataset)[0]]
+    titles, own = ["image 1", "image 2"], [False, False]
     for label, method, augment in arms:
-        before = [s for s in augment[:-1] if _name(s) == "normalize"]
-        pre = create_augmentation(before, dataset)
-        a, _ = pre(x1[None], torch.zeros(1, dtype=torch.long), torch.Generator())
-        b, _ = pre(x2[None], torch.zeros(1, dtype=torch.long), torch.Generator())
-        if not titles[2:]:  # the inputs as the mix sees them
-            out[0], out[1] = a[0], b[0]
         mix = AUGMENTATIONS.create(augment[-1], dataset=dataset)
+        a, b = _prepared(x1, augment, dataset), _prepared(x2, augment, dataset)
         mixed, _ = mix.mix_pairs(a, b, torch.Generator().manual_seed(FIGURE_SEED))
         titles.append(label)
         out.append(mixed[0])

@@ -6,8 +6,9 @@ import math
 
 import pandas as pd
 
-from ablab.analysis.mixing import ERROR_FROM, THESIS_ERROR, dataset_of, error_table, has_mixing_axis, methods_by_label, \
-    row_column_pairs
+from ablab.analysis.mixing import (
+    ERROR_FROM, THESIS_ERROR, dataset_of, error_table, has_mixing_axis, methods_by_label, row_column_pairs,
+)
 from ablab.errors import AblabError
 from ablab.registry import REPORT_SECTIONS
 from ablab.report.context import Part, ReportContext, ReportSection
@@ -71,7 +72,8 @@ class Mixing(ReportSection):
             rows.append(cells + ([_num(r.thesis_error, 1)] if has_thesis else []))
         first = [f"{swatch(ctx.colours, label)}{e(label)}" for label in table["label"]]
         epochs = sorted({int(x) for x in ctx.per_run["epoch"].dropna()})
-        return (f"<p>Test error = 100·(1 − {e(ERROR_FROM)}) at the {e(ctx.rule)} (epoch {e(', '.join(map(str, epochs)))}); "
+        at = ", ".join(map(str, epochs))
+        return (f"<p>Test error = 100·(1 − {e(ERROR_FROM)}) at the {e(ctx.rule)} (epoch {e(at)}); "
                 "mean ± SD over finished seeds, Δ = mean − the baseline's mean in points, Welch's two-sided p. "
                 "Sorted as the thesis' Tables 2.1–2.2: the baseline, the prior work (mixup, BC+), then by error, "
                 "highest first" + (f"; the thesis column is its {e(dataset)} table (mean of 3 runs, final step)"
@@ -104,6 +106,7 @@ class Mixing(ReportSection):
         return ("<h3>What each arm makes of the same two images</h3>\n"
                 f"<figure><img src=\"figures/{FIGURE}\" alt=\"mixed examples per arm\"><figcaption>"
                 f"Row by row: {e(order)}. Drawn now by each arm's own code and parameters on two test images "
-                "(after the runs' normalisation, without crop and flip), with one fixed seed (the same draws for every arm), as the thesis' "
+                "(after the runs' normalisation, without crop and flip), with one fixed seed (the same draws for "
+                "every arm), as the thesis' "
                 "Fig. 2.2; one scale for all tiles except BC+ and VH-BC+ (each on its own range).</figcaption>"
                 "</figure>\n", [path])
