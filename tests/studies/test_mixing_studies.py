@@ -117,7 +117,7 @@ def test_cpu_study_runs_one_epoch_one_seed_and_reports_every_arm(tmp_path, capsy
     assert code == 0, captured.err
     metrics, runs = stored(out)
     assert runs.label.tolist() == list(METHODS) and (runs.status == "done").all()
-    assert [s["augment"][-1] for s in runs.spec] == list(METHODS)
+    assert [s["augment"][-1]["name"] for s in runs.spec] == list(METHODS)
     acc = metrics[(metrics.split == "test") & (metrics.name == "accuracy")]
     assert sorted(set(acc.epoch)) == [0, 1]
     report = out / "report"
