@@ -16,9 +16,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["bench_loop.py", "bench_augment.py", "bench_probes.py", "bench_artifacts.py", "bench_executors.py",
-              "bench_variability.py",
-              "bench_gpu.py"]
+BENCHMARKS = ["bench_loop.py", "bench_augment.py", "bench_mixing.py", "bench_probes.py", "bench_artifacts.py",
+              "bench_executors.py", "bench_variability.py", "bench_gpu.py"]
 
 
 def main() -> int:

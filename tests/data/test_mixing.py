@@ -482,3 +482,88 @@ def test_random_square_replaces_a_clipped_square_by_a_patch_of_x2_from_elsewhere
         assert float(wt) == pytest.approx(1 - (r1 - r0) * (c1 - c0) / (h * w), abs=1e-7)
         moved += (sr, sc) != (r0, c0)
     assert moved > 200
+
+
+# ---- the baseline arm
+
+
+def test_baseline_returns_the_batch_unchanged_and_its_pair_rule_is_the_first_image(ds):
+    x, y = batch(ds)
+    g = gen(0)
+    before = g.get_state()
+    out, labels = AUGMENTATIONS.create("baseline", dataset=ds)(x, y, g)
+    assert torch.equal(out, x) and torch.equal(labels, y) and labels.dtype == y.dtype  # indices stay indices
+    assert torch.equal(g.get_state(), before)  # no draw: a baseline run is a run without the step
+    first, w = AUGMENTATIONS.create("baseline", dataset=ds).mix_pairs(x[:4], x[4:8], g)
+    assert torch.equal(first, x[:4]) and torch.equal(w, torch.ones(4))
+
+
+def test_the_seventeen_arms_are_registered_in_table_order():
+    assert mixing.METHODS[0] == "baseline" and set(mixing.METHODS[1:]) == set(METHODS)
+    assert set(mixing.METHODS) <= set(AUGMENTATIONS.list_names())
+
+
+def test_baseline_works_on_tabular_data_too():
+    wine = load_wine()
+    x, y = wine.splits["train"].rows(slice(0, 8))
+    out, labels = AUGMENTATIONS.create("baseline", dataset=wine)(x, y, gen(0))
+    assert torch.equal(out, x) and torch.equal(labels, y)
+
+
+# ---- C2-5: the training loop mixes after crop and flip
+
+
+def _first_loss(spec, order):
+    """The first step's loss replayed by hand with the run's streams, the augment steps applied in ``order``."""
+    from ablab import seeding
+    from ablab.data.sampler import iterate_batches
+    from ablab.train.loop import build_run
+
+    run = build_run(spec)
+    idx = next(iterate_batches(len(run.data.splits["train"]), spec.batch_size, False,
+                               seeding.create_generator("shuffle", 0)))
+    x, y = run.data.splits["train"].rows(idx)
+    g = seeding.create_generator("augment", 0)
+    for i in order:
+        x, y = run.augments[i](x, y, g)
+    with torch.no_grad():
+        logp = torch.log_softmax(run.model(x).double(), dim=1)
+    return float(-(y.double() * logp).sum(1).mean())
+
+
+def test_the_training_loop_mixes_after_crop_and_flip():
+    from ablab.spec import RunSpec
+    from ablab.train.loop import train
+    from conftest import TINY_BASE
+
+    spec = RunSpec.model_validate({**TINY_BASE, "data": {"name": "digits", "size": 16}, "epochs": 1,
+                                   "augment": [{"name": "random_crop", "padding": 3}, "hflip", "vertical_concat"],
+                                   "record": {"every_steps": 1}})
+    result = train(spec)
+    first = [v for (s, _, sp, n, v) in result.metrics if sp == "batch" and n == "loss" and s == 1][0]
+    assert first == pytest.approx(_first_loss(spec, [0, 1, 2]), rel=1e-6)   # crop, flip, then the mix
+    swapped = _first_loss(spec, [2, 0, 1])                                      # the mix first
+    assert abs(swapped - first) > 1e-3 * abs(first)  # the order shows in the loss, so the check can fail
+
+
+
+# ---- bad input through the CLI: one line naming the field, exit 2, nothing written
+
+
+@pytest.mark.parametrize("data, step, field, words", [
+    ("{name: digits, size: 8}", "{name: vertical_mixup}", "base.augment.0", "unknown augmentation 'vertical_mixup'"),
+    ("{name: digits, size: 8}", "{name: random_square, size: 9}", "base.augment.0.size", "does not fit"),
+    ("wine", "random_rows", "base.augment.0", "needs images"),
+    ("{name: digits, size: 8}", "{name: vh_mixup, alpha: -1}", "base.augment.0.alpha", "greater than 0"),
+])
+def test_cli_bad_mixing_input_is_one_error_naming_the_field(tmp_path, capsys, data, step, field, words):
+    from ablab.cli import main
+
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(f"name: bad\nbase:\n  data: {data}\n  model: mlp\n  optimizer: {{name: sgd, lr: 0.1}}\n"
+                    f"  epochs: 1\n  batch_size: 32\n  augment: [{step}]\n")
+    out = tmp_path / "out"
+    assert main(["run", str(spec), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert field in err and words in err and err.count("\n") == 1, err
+    assert not out.exists()

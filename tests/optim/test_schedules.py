@@ -60,3 +60,30 @@ def test_period_given_in_two_units_or_shorter_than_a_step_is_an_error():
         SCHEDULES.validate({"name": "cosine", "t_max_steps": 10, "t_max_epochs": 1})
     with pytest.raises(SpecError, match="less than one step"):
         cosine(total_steps=100, steps_per_epoch=10, t_max_epochs=0.01)
+
+
+def test_piecewise_is_the_seed_002_cifar_schedule_at_every_boundary():
+    """L451: lr .01 for 400 steps (steps 0..399), then .1, ÷10 at 32k, 48k and 70k steps."""
+    f = SCHEDULES.create({"name": "piecewise", "boundaries_steps": [400, 32000, 48000, 70000],
+                          "factors": [0.1, 1, 0.1, 0.01, 0.001]}, total_steps=87_975, steps_per_epoch=391)
+    want = {0: 0.01, 399: 0.01, 400: 0.1, 31_999: 0.1, 32_000: 0.01, 47_999: 0.01, 48_000: 0.001,
+            69_999: 0.001, 70_000: 0.0001, 87_974: 0.0001}
+    assert {s: 0.1 * f(s) for s in want} == pytest.approx(want, rel=1e-12)
+
+
+def test_piecewise_in_epochs_rounds_to_steps():
+    f = SCHEDULES.create({"name": "piecewise", "boundaries_epochs": [1.5], "factors": [1, 0.5]},
+                         total_steps=100, steps_per_epoch=10)
+    assert [f(s) for s in (14, 15)] == [1, 0.5]
+
+
+@pytest.mark.parametrize("params, field", [
+    ({"factors": [1, 0.1]}, "boundaries_steps"),                                        # no boundaries
+    ({"factors": [1, 0.1], "boundaries_steps": [5], "boundaries_epochs": [1]}, "boundaries_epochs"),  # both
+    ({"factors": [1, 0.1], "boundaries_steps": [5, 5]}, "boundaries_steps"),           # not increasing
+    ({"factors": [1], "boundaries_steps": [5]}, "factors"),                             # one factor short
+])
+def test_piecewise_bad_settings_name_their_field(params, field):
+    with pytest.raises(SpecError) as err:
+        SCHEDULES.create({"name": "piecewise", **params}, total_steps=10, steps_per_epoch=1)
+    assert err.value.field == field

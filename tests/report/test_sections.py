@@ -24,8 +24,8 @@ from ablab.store import write_atomic
 from conftest import TINY_BASE
 from fakestore import FakeStore, parse_html, read_csv_exact
 
-PAGE_ORDER = ["header", "continued_runs", "post_hoc_units", "variants", "curves", "final_table", "grids", "best", "sharpness",
-              "variability", "cka", "norm_params", "relu_sparsity", "budget", "problems", "spec"]
+PAGE_ORDER = ["header", "continued_runs", "post_hoc_units", "variants", "curves", "final_table", "mixing", "grids", "best",
+              "sharpness", "variability", "cka", "norm_params", "relu_sparsity", "budget", "problems", "spec"]
 
 
 def _store(path: Path) -> FakeStore:
@@ -80,7 +80,7 @@ def test_the_page_is_the_sections_that_apply_in_order(tmp_path):
 class _Extra(ReportSection):
     """A test section: the number of runs per variant as a CSV, while the study has a setting for it."""
 
-    order = 45
+    order = 48
 
     def applies(self, ctx: ReportContext) -> bool:
         return bool(ctx.settings.get("extra"))

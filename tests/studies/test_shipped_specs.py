@@ -11,7 +11,8 @@ from fileformats import make_images, write_cifar_batch
 from obesity_csv import write_obesity_csv
 
 ROOT = Path(__file__).resolve().parents[2]
-STUDIES = sorted((ROOT / "studies").rglob("*.yaml"))
+# the seed 002 CIFAR mixing studies need a finished screen and a larger artifact limit: test_mixing_studies.py
+STUDIES = sorted(p for p in (ROOT / "studies").rglob("*.yaml") if not (p.parent.name == "mixing" and p.stem != "cpu"))
 NEEDS_DATA = {"cifar10_3c3d", "cifar100_3c3d", "cifar100_allcnnc"}
 
 

@@ -198,6 +198,30 @@ def noisy_mixup_images(x1: Tensor, x2: Tensor, lam: Tensor, noise: Tensor) -> Te
 # ---- registered methods
 
 
+def first_of_pair(x1: Tensor, x2: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """The baseline's pair rule: x̃ = x₁, label weight 1 (the authors' ``first_example``)."""
+    return x1, torch.ones(x1.shape[0], device=x1.device)
+
+
+@AUGMENTATIONS.register("baseline")
+def baseline(dataset: Dataset) -> Augmentation:
+    """The baseline arm (seed002.md §2.1, [code] ``first_example``): the first image of each pair, label unchanged.
+
+    With the random cyclic pairing every image of the batch is the first image of exactly one pair,
+    so the outputs are the batch itself, permuted; the batch is returned as it is (no draw, class
+    indices stay indices), so a baseline run is step for step a run without the step. An epoch is
+    N outputs, each training image once, as for every method. The authors' code takes the first of
+    consecutive pairs of the twice-repeated, shuffled data, so an image there appears 0, 1 or 2
+    times per epoch (once on average); ours shows each exactly once.
+    """
+
+    def keep(x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        return x, y
+
+    keep.mix_pairs = first_of_pair  # type: ignore[attr-defined]
+    return keep
+
+
 @AUGMENTATIONS.register("mixup")
 def mixup(dataset: Dataset, alpha: Alpha = 1.0) -> Augmentation:
     """Mixup (Eq. 2.3): x̃ = λx₁ + (1 − λ)x₂, label weight λ, λ ~ Beta(α, α) per pair."""
@@ -476,3 +500,14 @@ def noisy_mixup(dataset: Dataset, alpha: Alpha = 1.0,
         return noisy_mixup_images(x1, x2, lam, noise), lam
 
     return _pairwise(mix_pairs, dataset.num_classes)
+
+
+# The 17 arms of the thesis' tables (Table 2.1 order: the baseline, prior work, then ours) and their names there.
+TABLE_NAMES = {
+    "baseline": "Baseline", "mixup": "Mixup", "bc_plus": "BC+", "random_elements": "Rand. Elems.",
+    "random_pixels": "Rand. Pixels", "random_column_interval": "Rand. Col. Int.", "random_columns": "Rand. Cols",
+    "horizontal_concat": "Horiz. Concat.", "random_rows": "Rand. Rows", "noisy_mixup": "Noisy Mixup",
+    "random_row_interval": "Rand. Row Int.", "vertical_concat": "Vert. Concat.", "mixed_concat": "Mixed Concat.",
+    "random_square": "Rand. Square", "random_2x2": "Rand. 2×2", "vh_bc_plus": "VH-BC+", "vh_mixup": "VH-Mixup",
+}
+METHODS = tuple(TABLE_NAMES)

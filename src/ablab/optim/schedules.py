@@ -97,3 +97,28 @@ def cosine(
         return final_factor + (1.0 - final_factor) * 0.5 * (1.0 + math.cos(math.pi * t))
 
     return factor
+
+
+@SCHEDULES.register("piecewise")
+def piecewise(
+    total_steps: int,
+    steps_per_epoch: int,
+    factors: list[NonNegativeFloat],
+    boundaries_steps: Optional[list[PositiveInt]] = None,
+    boundaries_epochs: Optional[list[PositiveFloat]] = None,
+) -> Schedule:
+    """Piecewise-constant lr: factor factors[i] from boundary i − 1 (inclusive) to boundary i (TF's piecewise_constant).
+
+    factor(step) = factors[#{b ∈ boundaries : step ≥ b}], so len(factors) = len(boundaries) + 1.
+    Seed 002 ch. 2 (L451): base lr 0.1 with boundaries_steps [400, 32000, 48000, 70000] and factors
+    [0.1, 1, 0.1, 0.01, 0.001] is .01 for 400 steps (a constant warm-up level, not a ramp), then .1, ÷10 at each.
+    """
+    if (boundaries_steps is None) == (boundaries_epochs is None):
+        raise SpecError("give boundaries_steps or boundaries_epochs (one of them)", field="boundaries_steps")
+    field = "boundaries_steps" if boundaries_steps is not None else "boundaries_epochs"
+    marks = boundaries_steps if boundaries_steps is not None else [round(e * steps_per_epoch) for e in boundaries_epochs]
+    if any(b >= a for a, b in zip(marks[1:], marks)):
+        raise SpecError(f"{field} must increase strictly, got {marks}", field=field)
+    if len(factors) != len(marks) + 1:
+        raise SpecError(f"{len(marks)} boundaries need {len(marks) + 1} factors, got {len(factors)}", field="factors")
+    return lambda step: factors[sum(step >= m for m in marks)]

@@ -175,9 +175,10 @@ def _resolve_sources(written: InitFromSpec, raw: dict, replicate: int, file: str
                      where: str) -> list[tuple[dict, Optional[dict]]]:
     """[(resolved init_from, selection details or None)] for one raw run."""
     field = "base.init_from"
-    if (written.run is None) == (written.select is None):
-        raise SpecError("init_from needs exactly one of 'run' (an id or an axis selector) and 'select'" + where,
-                        file=file, field=field)
+    narrowed_select = written.study is not None and written.select is not None  # 'run' filters the pool
+    if (written.run is None) == (written.select is None) and not narrowed_select:
+        raise SpecError("init_from needs exactly one of 'run' (an id or an axis selector) and 'select' (with a "
+                        "stored 'study', a 'run' mapping may narrow the 'select')" + where, file=file, field=field)
     if written.study is None:
         if written.select is not None:
             raise SpecError("init_from.select chooses among the runs of a finished study: give its 'study' path"

@@ -12,7 +12,7 @@ imported here, so adding a section is one module with one decorated class, and n
     class Ensembles(ReportSection):
         '''Ensembles of stored runs against their members (post-hoc studies).'''  # `ablab list` shows it
 
-        order = 45  # after the final table (40), before the grids (50)
+        order = 48  # after the mixing section (45), before the grids (50)
 
         def applies(self, ctx: ReportContext) -> bool:
             return any(ctx.metrics["name"] == "ensemble_accuracy")
@@ -32,7 +32,7 @@ Rules a section keeps:
   ``ablab.report.exact_csv.to_csv``;
 - a setting that names something the study lacks is a message in the section, not a crash.
 
-Orders in use: header 10, variants 20, curves 30, final_table 40, grids 50, best 60,
+Orders in use: header 10, variants 20, curves 30, final_table 40, mixing 45, grids 50, best 60,
 sharpness 70, variability 75, cka 77, norm_params 80, relu_sparsity 90, budget 100, problems 110, spec 120.
 """
 

@@ -1,0 +1,103 @@
+"""The picture grid of seed 002's Fig. 2.2: what each mixing arm makes of the same two images, drawn at report time.
+
+Two test images of the study's dataset (the first, and the first of another class) go through the
+run's own augment steps up to the mix, deterministic ones only (``normalize``; the random crop and
+flip are left out so both images stay recognisable), then through the arm's registered method
+(``mix_pairs``: the same code and parameters the runs trained with) with a generator seeded ``FIGURE_SEED``.
+Tiles share one grey/colour scale, the two inputs' range, except BC+ and VH-BC+, whose outputs are
+zero-mean and rescaled: each of those is shown on its own range. The PNG is the tiles themselves,
+enlarged by pixel repetition, so a tile's pixels are the method's output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.image import imsave
+
+from ablab.data.augment import create_augmentation
+from ablab.data.base import Dataset
+from ablab.registry import AUGMENTATIONS, DATASETS
+
+OWN_RANGE = ("bc_plus", "vh_bc_plus")  # zero-mean, rescaled outputs: shown on their own range
+COLUMNS = 6
+GAP = 2  # background pixels between tiles (in source pixels, before enlarging)
+FIGURE_SEED = 1  # its first Beta(1, 1) draw on the CPU is λ ≈ 0.60: most tiles show both images
+
+
+def two_images(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first test image and the first later one of a different class (float, (C, H, W))."""
+    split = dataset.splits.get("test") or dataset.splits["train"]
+    x, y = split.rows(slice(0, min(len(split), 256)))
+    other = int(torch.nonzero(y != y[0])[0]) if bool((y != y[0]).any()) else 1
+    return x[0].float(), x[other].float()
+
+
+def _name(step: Any) -> str:
+    return step if isinstance(step, str) else step.get("name", "")
+
+
+def _prepared(x: torch.Tensor, augment: list, dataset: Dataset) -> torch.Tensor:
+    """One image (1, C, H, W) through the deterministic steps before the mix (``normalize``)."""
+    steps = create_augmentation([s for s in augment[:-1] if _name(s) == "normalize"], dataset)
+    return steps(x[None], torch.zeros(1, dtype=torch.long), torch.Generator())[0]
+
+
+def tiles(arms: list[tuple[str, str, list]], dataset: Dataset) -> tuple[list[str], list[torch.Tensor], list[bool]]:
+    """(titles, tiles (C, H, W), own-range flags): image 1, image 2 as the first arm's mix sees them, then each arm."""
+    x1, x2 = two_images(dataset)
+    first = arms[0][2] if arms else [None]
+    out = [_prepared(x1, first, dataset)[0], _prepared(x2, first, dataset)[0]]
+    titles, own = ["image 1", "image 2"], [False, False]
+    for label, method, augment in arms:
+        mix = AUGMENTATIONS.create(augment[-1], dataset=dataset)
+        a, b = _prepared(x1, augment, dataset), _prepared(x2, augment, dataset)
+        mixed, _ = mix.mix_pairs(a, b, torch.Generator().manual_seed(FIGURE_SEED))
+        titles.append(label)
+        out.append(mixed[0])
+        own.append(method in OWN_RANGE)
+    return titles, out, own
+
+
+def _display(tile: torch.Tensor, lo: float, hi: float) -> np.ndarray:
+    """(H, W, C) in [0, 1]: (tile − lo)/(hi − lo), clipped."""
+    scaled = ((tile.double() - lo) / max(hi - lo, 1e-12)).clamp(0, 1)
+    return scaled.permute(1, 2, 0).numpy()
+
+
+def compose(images: list[torch.Tensor], own: list[bool], scale: int) -> np.ndarray:
+    """The grid as one (rows·(H+gap)·scale, COLUMNS·(W+gap)·scale, C) array in [0, 1], white between tiles."""
+    lo = float(min(images[0].min(), images[1].min()))
+    hi = float(max(images[0].max(), images[1].max()))
+    c, h, w = images[0].shape
+    rows = -(-len(images) // COLUMNS)
+    grid = np.ones((rows * (h + GAP), COLUMNS * (w + GAP), c))
+    for i, (tile, alone) in enumerate(zip(images, own)):
+        r, k = divmod(i, COLUMNS)
+        shown = _display(tile, float(tile.min()), float(tile.max())) if alone else _display(tile, lo, hi)
+        grid[r * (h + GAP): r * (h + GAP) + h, k * (w + GAP): k * (w + GAP) + w] = shown
+    return grid.repeat(scale, 0).repeat(scale, 1)
+
+
+def tile_box(index: int, shape: tuple[int, int], scale: int) -> tuple[slice, slice]:
+    """Where tile ``index`` of (H, W) images lies in the saved PNG (rows, columns)."""
+    h, w = shape
+    r, k = divmod(index, COLUMNS)
+    return (slice(r * (h + GAP) * scale, (r * (h + GAP) + h) * scale),
+            slice(k * (w + GAP) * scale, (k * (w + GAP) + w) * scale))
+
+
+def draw(arms: list[tuple[str, str, list]], data_spec: Any, path: Path) -> tuple[list[str], int]:
+    """Write the grid PNG; (titles in grid order, row-major, and the enlargement factor)."""
+    dataset = DATASETS.create(data_spec)
+    titles, images, own = tiles(arms, dataset)
+    scale = max(1, 96 // images[0].shape[-1])
+    grid = compose(images, own, scale)
+    if grid.shape[2] == 1:
+        imsave(path, grid[:, :, 0], cmap="gray", vmin=0.0, vmax=1.0)
+    else:
+        imsave(path, grid)
+    return titles, scale
