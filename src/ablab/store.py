@@ -508,10 +508,14 @@ class Store:
 
         return load(self.read_checkpoint_bytes(run, epoch))
 
-    def load_predictions(self, run: str, split: str = "test", epoch: int | str = "final") -> np.ndarray:
-        """A run's stored outputs on ``split`` at ``epoch`` (``final``: the latest stored), float32 [N, ...]."""
+    def load_predictions(self, run: str, split: str = "test", epoch: int | str = "final",
+                         kind: str = "predictions") -> np.ndarray:
+        """A run's stored outputs on ``split`` at ``epoch`` (``final``: the latest stored), float32 [N, ...].
+
+        ``kind``: ``predictions`` (the model's logits, an ensemble's averaged logits) or a TTA
+        evaluator's averaged logits (``tta_flip_predictions``, ``tta_flip_crop_predictions``, …)."""
         rows = self.artifacts(run)
-        rows = rows[(rows.kind == "predictions") & (rows.split == split)]
+        rows = rows[(rows.kind == kind) & (rows.split == split)]
         if epoch != "final":
             rows = rows[rows.epoch == epoch]
         if rows.empty:
