@@ -50,3 +50,12 @@ def test_bench_artifacts_quick_reports_every_cost(tmp_path):
         assert row in out, out[-3000:]
     entries = json.loads(summary.read_text())
     assert len(entries) == 5 and all(e["target"] is None and e["value"] > 0 for e in entries)
+
+
+@pytest.mark.slow
+def test_bench_tta_quick_reports_every_ratio():
+    out = _run("bench_tta.py", "--quick", timeout=300)
+    for model in ("resnet14 / 3x32x32", "one_hidden_conv / 1x8x8"):
+        for name in ("tta_flip", "tta_flip_crop"):
+            assert f"| {model} | {name} |" in out, out[-3000:]
+    assert "stored test logits: T(with) / T(without) = " in out, out[-3000:]

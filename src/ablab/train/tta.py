@@ -68,14 +68,14 @@ def _batch_sum(forward, ctx: EvalContext, x: torch.Tensor, views: list[View], pa
     """Sum over ``views`` of the logits of one batch; at most ``ctx.batch_size`` images per forward pass."""
     padded = F.pad(x, (pad, pad, pad, pad)) if pad else x
     per_pass = max(1, ctx.batch_size // len(x))
-    total = torch.zeros(0)
+    total: Optional[torch.Tensor] = None
     for start in range(0, len(views), per_pass):
         chunk = views[start: start + per_pass]
         images = make_views(padded, chunk, pad)
         for transform in ctx.transforms:
             images, _ = transform(images, None, None)
         out = forward(images).float().reshape(len(chunk), len(x), -1).sum(0)
-        total = out if start == 0 else total + out
+        total = out if total is None else total + out
     return total
 
 
