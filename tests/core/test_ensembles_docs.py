@@ -4,11 +4,16 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
 from ablab.cli import main
+from ablab.registry import DATASETS, load_components
 from ablab.store import Store
+
+load_components()
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "ensembles.md"
 
@@ -43,11 +48,20 @@ def test_the_ensembles_page_examples_run_in_order(tmp_path, monkeypatch, capsys)
 
     stores = {e["name"]: Store.open(f"results/{e['name']}", readonly=True) for e in examples}
     try:
+        labels = DATASETS.create("digits").splits["test"].y
         pairs = stores["ens_pairs"].runs()
         assert len(pairs) == 2
         for unit in pairs.itertuples():  # the unit's predictions: the mean of its members' logits
             want = np.mean([_outputs(stores["ens_source"], m["run"], "final") for m in unit.spec["members"]], axis=0)
             np.testing.assert_allclose(stores["ens_pairs"].load_predictions(unit.run), want, rtol=1e-5, atol=1e-6)
+            # the loss is the cross-entropy of the averaged logits, not of the averaged probabilities
+            values = stores["ens_pairs"].metrics().query("run == @unit.run").set_index("name").value
+            logits = torch.tensor(want)
+            assert values["ensemble_loss"] == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-5)
+            probs = torch.stack([torch.tensor(_outputs(stores["ens_source"], m["run"], "final")).softmax(1)
+                                 for m in unit.spec["members"]]).mean(0)
+            assert abs(F.nll_loss(probs.log(), labels).item() - values["ensemble_loss"]) > 1e-4
+            assert values["ensemble_accuracy"] == (logits.argmax(1) == labels).double().mean().item()
         snaps = stores["snap_ensembles"].runs()
         assert len(snaps) == 2 and all([m["epoch"] for m in s["members"]] == [2, 4, 6] for s in snaps.spec)
         unit = snaps.iloc[0]
