@@ -1,6 +1,5 @@
 """Table 5.5 studies (seed 002 §5.5): the full-size specs validate; the CPU companion runs end to end."""
 
-import io
 from pathlib import Path
 
 import numpy as np

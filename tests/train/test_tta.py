@@ -1,5 +1,7 @@
 """Test-time augmentation: the views, the black padding, logit averaging, and bad input."""
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -85,7 +87,7 @@ def test_flip_tta_of_a_flip_invariant_model_is_the_plain_evaluation():
     ctx = _ctx([model], data, batch_size=50, norm=False)
     plain = outputs(model, model, split, 50)
     result = EVALUATORS.create({"name": "tta_flip", "store_logits": True}).evaluate(ctx, "test", split, 3)
-    stored = np.load(__import__("io").BytesIO(result.artifacts["predictions_tta_flip_test_e0003.npy"][1]))
+    stored = np.load(io.BytesIO(result.artifacts["predictions_tta_flip_test_e0003.npy"][1]))
     np.testing.assert_allclose(stored, plain.numpy(), rtol=0, atol=1e-6)
     standard = EVALUATORS.create("standard").evaluate(ctx, "test", split, 3).metrics
     assert result.metrics["tta_flip_accuracy"] == pytest.approx(standard["accuracy"], abs=1e-12)
