@@ -12,4 +12,5 @@ import ablab.data.datasets  # noqa: F401
 import ablab.data.obesity  # noqa: F401
 import ablab.train.probes  # noqa: F401
 import ablab.train.evaluators  # noqa: F401
+import ablab.train.tta  # noqa: F401
 import ablab.train.objectives  # noqa: F401

@@ -516,9 +516,13 @@ class Store:
 
         return load(self.read_checkpoint_bytes(run, epoch))
 
-    def load_predictions(self, run: str, split: str = "test", epoch: int | str = "final") -> np.ndarray:
-        """A run's stored outputs on ``split`` at ``epoch`` (``final``: the latest stored), float32 [N, ...]."""
-        return self._load_npy(run, "predictions", split, epoch)
+    def load_predictions(self, run: str, split: str = "test", epoch: int | str = "final",
+                         kind: str = "predictions") -> np.ndarray:
+        """A run's stored outputs on ``split`` at ``epoch`` (``final``: the latest stored), float32 [N, ...].
+
+        ``kind``: ``predictions`` (the model's logits, an ensemble's averaged logits) or a TTA
+        evaluator's averaged logits (``tta_flip_predictions``, ``tta_flip_crop_predictions``, …)."""
+        return self._load_npy(run, kind, split, epoch)
 
     def load_labels(self, run: str, split: str = "test", epoch: int | str = "final") -> np.ndarray:
         """The class labels (int64 [N]) the ``predictions`` evaluator stored beside a run's outputs."""

@@ -70,7 +70,7 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
         if problem:
             raise fail(SpecError(problem), "base.device")
         if isinstance(spec, EvalSpec):
-            _check_unit(spec, fail)
+            _check_unit(spec, fail, datasets)
             recorded |= _unit_records(spec)
             continue
         dkey = _key([spec.data, spec.corrupt])
@@ -162,8 +162,7 @@ def _check_continuation(spec: RunSpec, plans: dict, file: str, where: str) -> No
                         field="base.init_from.epoch")
     if init.study is None:
         source, source_epochs, source_shapes = plans[init.run]
-        ck = source.record.checkpoints
-        if not ck.due(init.epoch, source_epochs) or init.epoch > source_epochs:
+        if not source.checkpoint_due(init.epoch, source_epochs) or init.epoch > source_epochs:
             raise SpecError(f"the source run saves no checkpoint at epoch {init.epoch} (it trains {source_epochs} "
                             "epochs; set its record.checkpoints)" + where, file=file, field="base.init_from.epoch")
     else:
@@ -207,7 +206,7 @@ def _loss(spec: RunSpec):
 
 def _add_estimate(estimate: Estimate, spec: RunSpec, params: int, buffers: int, facts: dict) -> None:
     per_checkpoint = 4 * (params * (1 + _OPTIMIZER_SLOTS) + buffers)
-    estimate.checkpoints += per_checkpoint * spec.record.checkpoints.count(facts["epochs"])
+    estimate.checkpoints += per_checkpoint * spec.record.checkpoints.count(facts["epochs"], spec.snapshot_epochs)
     for e in spec.record.evaluators:
         if e["name"] == "predictions":
             splits = e.get("splits") or spec.record.eval_splits
@@ -223,10 +222,25 @@ def _unit_records(spec: EvalSpec) -> set[str]:
     return recorded_by([EVALUATORS.create(e) for e in spec.evaluators], spec.eval_splits, None, training=False)
 
 
-def _check_unit(spec: EvalSpec, fail) -> None:
+def _check_unit(spec: EvalSpec, fail, datasets: dict) -> None:
+    """The unit's members fit together and each evaluator can run on their dataset."""
+    from ablab.registry import EVALUATORS
+    from ablab.train.loop import load_run_data
     from ablab.train.posthoc import check_members
 
     try:
         check_members(spec)
     except ValueError as err:
         raise fail(err, "members") from None
+    first = spec.members[0].spec
+    dkey = _key([first.data, first.corrupt])
+    if dkey not in datasets:
+        try:
+            datasets[dkey] = load_run_data(first)
+        except AblabError as err:
+            raise fail(err, "source.study") from None
+    for i, e in enumerate(spec.evaluators):
+        try:
+            EVALUATORS.create(e).check(datasets[dkey])
+        except SpecError as err:
+            raise fail(err, f"base.evaluators.{i}") from None

@@ -61,3 +61,11 @@ def test_bench_variability_quick_times_every_part(tmp_path):
         assert row in out, out[-3000:]
     (entry,) = json.loads(summary.read_text())
     assert entry["target"] == 10.0 and entry["value"] > 0
+
+
+def test_bench_tta_quick_reports_every_ratio():
+    out = _run("bench_tta.py", "--quick", timeout=300)
+    for model in ("resnet14 / 3x32x32", "one_hidden_conv / 1x8x8"):
+        for name in ("tta_flip", "tta_flip_crop"):
+            assert f"| {model} | {name} |" in out, out[-3000:]
+    assert "stored test logits: T(with) / T(without) = " in out, out[-3000:]

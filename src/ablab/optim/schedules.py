@@ -122,3 +122,43 @@ def piecewise(
     if len(factors) != len(marks) + 1:
         raise SpecError(f"{len(marks)} boundaries need {len(marks) + 1} factors, got {len(factors)}", field="factors")
     return lambda step: factors[sum(step >= m for m in marks)]
+
+
+@SCHEDULES.register("snapshot_cosine")
+def snapshot_cosine(
+    total_steps: int,
+    steps_per_epoch: int,
+    cycles: PositiveInt = 5,
+    warmup_steps: Optional[NonNegativeInt] = None,
+    warmup_epochs: Optional[NonNegativeFloat] = None,
+) -> Schedule:
+    """Snapshot ensembles' cyclic schedule (Huang et al. 2017; seed 002 §5.5 "accelerated ensemble").
+
+    The run is ``cycles`` equal cycles of C steps. With t the step within its cycle, the factor
+    is (t + 1)/W during the cycle's warm-up of W steps, then ½·(1 + cos(π·(t + 1)/C)), the
+    cosine's phase counted from the cycle's start as in the authors' code. The last step of each
+    cycle has lr 0: there the model is a snapshot (``record.checkpoints.snapshots``).
+    """
+    if total_steps % cycles:
+        raise SpecError(f"{total_steps} steps do not split into {cycles} equal cycles; give 'epochs' divisible by "
+                        "'cycles'", field="cycles")
+    cycle = total_steps // cycles
+    warmup = _steps(warmup_steps, warmup_epochs, steps_per_epoch)
+    if warmup >= cycle:
+        raise SpecError(f"the warm-up ({warmup} steps) fills the whole cycle ({cycle} steps)", field="warmup_epochs")
+
+    def factor(step: int) -> float:
+        t = step % cycle
+        if t < warmup:
+            return (t + 1) / warmup
+        return 0.5 * (1.0 + math.cos(math.pi * (t + 1) / cycle))
+
+    return factor
+
+
+def cycle_end_epochs(schedule: dict, epochs: Optional[int]) -> list[int]:
+    """The epochs after which a cyclic schedule's cycles end (where snapshots are taken); [] otherwise."""
+    if schedule.get("name") != "snapshot_cosine" or not epochs:
+        return []
+    cycles = schedule["cycles"]
+    return [epochs // cycles * k for k in range(1, cycles + 1)]

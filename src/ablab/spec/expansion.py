@@ -3,7 +3,8 @@
 Training studies: the grid/zip axes applied to ``base``, times the seed replicates; an ``init_from``
 is resolved to a concrete source run and epoch (in this study or a stored one, read-only). A
 ``select`` in ``init_from`` continues the k best runs of a stored study. Post-hoc studies: the
-stored runs of ``source`` arranged into units (single runs, ordered pairs, disjoint groups).
+stored runs of ``source`` arranged into units (single runs, ordered pairs, disjoint groups, or each
+run's snapshots).
 """
 
 from __future__ import annotations
@@ -305,19 +306,12 @@ def _expand_post_hoc(study: Study, file: str) -> list[Variant]:
         if not pool:
             raise SpecError(f"no finished run of {src.study} matches {src.runs or 'anything'}", file=file,
                             field="source.runs")
-        members = []
-        for c in pool:
-            epoch = store.final_epoch(c.id) if src.checkpoint == "final" else src.checkpoint
-            have = store.checkpoint_epochs(c.id)
-            if epoch is None or epoch not in have:
-                what = "final checkpoint" if src.checkpoint == "final" else f"checkpoint at epoch {epoch}"
-                raise SpecError(f"run {c.id} ('{c.label}') of {src.study} has no {what} (it has: {have or 'none'}; "
-                                "record.checkpoints of the source study decides)", file=file, field="source.checkpoint")
-            members.append(Member(run=c.id, epoch=epoch, label=f"{c.label} #{c.replicate}",
-                                  spec=_stored_spec(c, src.study, file)))
+        if study.members == "snapshots":
+            units, left_out = [_snapshot_members(store, c, study, file) for c in pool], []
+        else:
+            units, left_out = _units([_final_or_fixed_member(store, c, src, file) for c in pool], study.members, file)
     finally:
         store.close()
-    units, left_out = _units(members, study.members, file)
     path = str(Path(src.study).resolve())
     _check_no_imports(study, file)
     internal = sorted(set(study.base) & {"kind", "members", "source_study", "replicate"})
@@ -350,9 +344,44 @@ def _expand_post_hoc(study: Study, file: str) -> list[Variant]:
     return out
 
 
+def _final_or_fixed_member(store, c: _Candidate, src, file: str) -> Member:
+    """A run's checkpoint at ``source.checkpoint`` (``final`` or an epoch) as a unit member."""
+    epoch = store.final_epoch(c.id) if src.checkpoint == "final" else src.checkpoint
+    have = store.checkpoint_epochs(c.id)
+    if epoch is None or epoch not in have:
+        what = "final checkpoint" if src.checkpoint == "final" else f"checkpoint at epoch {epoch}"
+        raise SpecError(f"run {c.id} ('{c.label}') of {src.study} has no {what} (it has: {have or 'none'}; "
+                        "record.checkpoints of the source study decides)", file=file, field="source.checkpoint")
+    return Member(run=c.id, epoch=epoch, label=f"{c.label} #{c.replicate}", spec=_stored_spec(c, src.study, file))
+
+
+def _snapshot_members(store, c: _Candidate, study: Study, file: str) -> list[Member]:
+    """One run's cycle-end checkpoints (its schedule's snapshots), in epoch order: one unit."""
+    src = study.source
+    if "checkpoint" in src.model_fields_set:
+        raise SpecError("members: snapshots takes the checkpoints at the end of each cycle of the run's schedule; "
+                        "leave source.checkpoint out", file=file, field="source.checkpoint")
+    spec = _stored_spec(c, src.study, file)
+    epochs = spec.snapshot_epochs
+    if not epochs:
+        raise SpecError(f"run {c.id} ('{c.label}') of {src.study} has no cyclic schedule (schedule "
+                        f"'{spec.schedule['name']}'); members: snapshots needs schedule snapshot_cosine",
+                        file=file, field="members")
+    have = store.checkpoint_epochs(c.id)
+    missing = [e for e in epochs if e not in have]
+    if missing:
+        raise SpecError(f"run {c.id} ('{c.label}') of {src.study} has no checkpoint at the cycle ends {missing} (it "
+                        f"has: {have or 'none'}; set record.checkpoints.snapshots: true in the source study)",
+                        file=file, field="members")
+    label = f"{c.label} #{c.replicate}"
+    return [Member(run=c.id, epoch=e, label=f"{label} @{e}", spec=spec) for e in epochs]
+
+
 def _unit_label(unit: list[Member]) -> str:
     """What a unit evaluates, by the source variants: ``a``, ``a × b`` (a pair), ``a + b + …`` (a group)."""
     variants = [m.label.rsplit(" #", 1)[0] for m in unit]
+    if len({m.run for m in unit}) == 1:  # one run's snapshots, or a single run
+        return variants[0]
     if len(unit) == 1:
         return variants[0]
     if len(unit) == 2:

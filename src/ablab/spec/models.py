@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Sequence, Union
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationInfo,
                       create_model, field_validator, model_serializer, model_validator)
@@ -121,14 +121,24 @@ class Checkpoints(_Strict):
     epochs: list[NonNegativeInt] = []
     every_epochs: Optional[PositiveInt] = None
     final: bool = False
+    snapshots: bool = False  # at the end of each cycle of a cyclic schedule (snapshot ensembles)
 
-    def due(self, epoch: int, last_epoch: int) -> bool:
-        """Is a checkpoint saved after ``epoch`` (0: before the first step)?"""
+    @model_serializer(mode="wrap")
+    def _omit_snapshots_off(self, handler):
+        # absent when off: runs stored before the field existed keep their ids
+        data = handler(self)
+        if not self.snapshots:
+            data.pop("snapshots", None)
+        return data
+
+    def due(self, epoch: int, last_epoch: int, cycle_ends: Sequence[int] = ()) -> bool:
+        """Is a checkpoint saved after ``epoch`` (0: before the first step)? ``cycle_ends``: the
+        schedule's cycle-end epochs, saved when ``snapshots`` is on."""
         return (epoch in self.epochs or (self.every_epochs is not None and epoch > 0 and epoch % self.every_epochs == 0)
-                or (self.final and epoch == last_epoch))
+                or (self.final and epoch == last_epoch) or (self.snapshots and epoch in cycle_ends))
 
-    def count(self, last_epoch: int) -> int:
-        return sum(self.due(e, last_epoch) for e in range(last_epoch + 1))
+    def count(self, last_epoch: int, cycle_ends: Sequence[int] = ()) -> int:
+        return sum(self.due(e, last_epoch, cycle_ends) for e in range(last_epoch + 1))
 
 
 class Record(_Strict):
@@ -296,6 +306,31 @@ class RunSpec(_OwnCode):
             raise ValueError(f"init_from starts at epoch {self.init_from.epoch}; 'epochs' ({self.epochs}) is the total "
                              "and must be larger")
         return self
+
+    @model_validator(mode="after")
+    def _whole_cycles(self) -> "RunSpec":
+        if self.schedule["name"] == "snapshot_cosine":
+            cycles = self.schedule["cycles"]
+            if self.epochs is None:
+                raise ValueError("schedule 'snapshot_cosine' cuts the run into cycles of whole epochs: give 'epochs'")
+            if self.epochs % cycles:
+                raise ValueError(f"schedule 'snapshot_cosine': {self.epochs} epochs do not split into {cycles} equal "
+                                 f"cycles; make 'epochs' a multiple of 'cycles'")
+        elif self.record.checkpoints.snapshots:
+            raise ValueError("record.checkpoints.snapshots saves the end of each cycle of a cyclic schedule; "
+                             f"schedule '{self.schedule['name']}' has none (use snapshot_cosine)")
+        return self
+
+    @property
+    def snapshot_epochs(self) -> list[int]:
+        """The epochs after which the schedule's cycles end (snapshots); [] without a cyclic schedule."""
+        from ablab.optim.schedules import cycle_end_epochs
+
+        return cycle_end_epochs(self.schedule, self.epochs)
+
+    def checkpoint_due(self, epoch: int, last_epoch: int) -> bool:
+        """Does the run save a checkpoint after ``epoch`` (its ``record.checkpoints``)?"""
+        return self.record.checkpoints.due(epoch, last_epoch, self.snapshot_epochs)
 
     def canonical_json(self) -> str:
         """The run's canonical form: sorted keys, no whitespace, every default filled in."""
@@ -490,7 +525,8 @@ class Study(_Strict):
 
     A post-hoc study's ``base`` holds the evaluation settings (``evaluators``, ``eval_splits``,
     ``eval_batch_size``, ``device``) and ``members`` says what one unit evaluates: each run
-    (``single``), every ordered pair (``pairs``), or disjoint groups (``{groups: N}``).
+    (``single``), every ordered pair (``pairs``), disjoint groups (``{groups: N}``), or the
+    cycle-end checkpoints of one run of a cyclic schedule (``snapshots``: a snapshot ensemble).
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -498,7 +534,7 @@ class Study(_Strict):
     imports: list[ModuleName] = []  # the researcher's modules that register components (ablab.plugins)
     base: dict[str, Any] = {}
     source: Optional[Source] = None
-    members: Union[Literal["single", "pairs"], Groups] = "single"
+    members: Union[Literal["single", "pairs", "snapshots"], Groups] = "single"
     grid: dict[str, list[Any]] = {}
     zip: Union[dict[str, list[Any]], list[dict[str, list[Any]]]] = []
     seeds: SeedAxis = SeedAxis()

@@ -95,6 +95,9 @@ class Evaluator:
     def evaluate(self, ctx: EvalContext, split_name: str, split: Split, epoch: int) -> Evaluation:
         raise NotImplementedError
 
+    def check(self, data) -> None:
+        """Raise ``SpecError`` if this evaluator cannot run on the ``Dataset`` (checked before any run)."""
+
 
 def batches(split: Split, batch_size: int, transforms: tuple = ()):
     """The split in order, in batches of ``batch_size`` (the last may be short), preprocessed."""
@@ -294,7 +297,7 @@ class SharpnessEvaluator(Evaluator):
 
 @EVALUATORS.register("ensemble")
 class Ensemble(Evaluator):
-    """Loss and accuracy of the members' averaged logits (an ensemble of a post-hoc group)."""
+    """Loss and accuracy of the members' averaged logits (an ensemble of a post-hoc group), and those logits."""
 
     members = None
 
@@ -304,14 +307,25 @@ class Ensemble(Evaluator):
     def directions(self, classification: bool) -> dict[str, str]:
         return {"ensemble_loss": MIN, "ensemble_accuracy": MAX}
 
+    def check(self, data) -> None:
+        if data.task != "classification":
+            from ablab.errors import SpecError
+
+            raise SpecError(f"the ensemble evaluator needs a classification task; dataset '{data.name}' is {data.task}",
+                            field="name")
+
     def evaluate(self, ctx: EvalContext, split_name: str, split: Split, epoch: int) -> Evaluation:
+        """Also stores the averaged logits as the unit's predictions: the ensemble is "one model" of
+        the variability metrics (seed 002 Table 5.5)."""
         if not ctx.classification:
             raise ValueError("the ensemble evaluator needs a classification task")
         mean = torch.stack([outputs(m.forward, m.module, split, ctx.batch_size, ctx.transforms)
                             for m in ctx.members]).mean(0)
         y = split.y
+        logits = npy_bytes(mean.cpu().numpy().astype(np.float32))
         return Evaluation({"ensemble_loss": ctx.loss_fn(mean, y).item(),
-                           "ensemble_accuracy": correct(mean, y).item() / max(1, len(split))})
+                           "ensemble_accuracy": correct(mean, y).item() / max(1, len(split))},
+                          {predictions_name(split_name, epoch): ("predictions", logits)})
 
 
 @EVALUATORS.register("disagreement")

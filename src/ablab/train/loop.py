@@ -198,6 +198,9 @@ def build_run(spec: RunSpec, data: Optional[Dataset] = None, meta: bool = False)
         probes = [PROBES.create(p, model=model) for p in spec.record.probes]
     with _part("record.evaluators"):
         evaluators = [EVALUATORS.create(e) for e in spec.record.evaluators]
+    for i, ev in enumerate(evaluators):
+        with _part(f"record.evaluators.{i}"):
+            ev.check(data)
     return RunParts(
         spec=spec, device=device, data=data, model=model, forward=forward, channels_last=channels_last,
         optimization=opt, objective=objective, base_lrs=base_lrs, plan=plan, schedule=schedule, loss_fn=loss_fn,
@@ -329,7 +332,7 @@ def _train(spec: RunSpec, progress: Optional[Progress], run_id: str, started: fl
         return finite
 
     def save_checkpoint(epoch: int) -> None:
-        if rec.checkpoints.due(epoch, plan.epochs) and not (spec.init_from is not None and epoch == epoch0):
+        if spec.checkpoint_due(epoch, plan.epochs) and not (spec.init_from is not None and epoch == epoch0):
             sink.put(ckpt.checkpoint_name(epoch), ckpt.capture(
                 model=model, optimizer=optimizer, step=step, epoch=epoch, seeds=seeds, shuffle=shuffle_gen,
                 augment=augment_gen, device=device, running=(running.loss, running.batches),

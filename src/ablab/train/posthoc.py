@@ -80,12 +80,14 @@ def _evaluate(spec: EvalSpec, run_id: str, started: float, sink: ArtifactSink) -
     augments = [AUGMENTATIONS.create(a, dataset=data) for a in first.augment]
     ctx = EvalContext(views, LOSSES.create(first.loss), data.task == "classification", spec.eval_batch_size,
                       first.batch_size, tuple(a for a in augments if getattr(a, "at_eval", False)), device)
-    epoch, step = spec.members[0].epoch, steps[0]
+    last = max(range(len(steps)), key=lambda i: spec.members[i].epoch)  # a snapshot ensemble: its last cycle
+    epoch, step = spec.members[last].epoch, steps[last]
     metrics: list[MetricRow] = []
     directions: dict[str, str] = {}
     with seeding.deterministic_kernels(spec.deterministic):
         for e in spec.evaluators:
             ev = EVALUATORS.create(e)
+            ev.check(data)
             directions.update(ev.directions(ctx.classification))
             for split_name in ev.splits_for(spec.eval_splits):
                 if split_name not in data.splits:
@@ -94,6 +96,7 @@ def _evaluate(spec: EvalSpec, run_id: str, started: float, sink: ArtifactSink) -
                 metrics.extend((step, epoch, split_name, name, value) for name, value in result.metrics.items())
                 for name, (kind, blob) in result.artifacts.items():
                     sink.put(name, blob, kind, epoch=epoch, split=split_name)
-    info = {"members": [m.run for m in spec.members], "epochs": epoch, "checkpoint_steps": steps}
+    info = {"members": [m.run for m in spec.members], "epochs": epoch, "checkpoint_steps": steps,
+            "member_epochs": [m.epoch for m in spec.members]}
     return RunResult(run_id, "done", metrics, sink.artifacts, device=str(device), duration_s=time.time() - started,
                      started=started, info=info, directions=directions)
