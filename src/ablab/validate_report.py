@@ -3,7 +3,7 @@
 The metrics a run records are known from its spec: each evaluator's declared metric names
 (``Evaluator.directions``) on the splits it evaluates, plus ``batch.loss``, ``batch.lr`` and (for
 classification) ``batch.accuracy`` from the training loop. A report that names anything else, a
-baseline that names no variant, or a ``best.baseline`` on a key that no axis sets would only show
+baseline that names no variant or gives a variant several (``ablab.report.baselines``), or a ``best.baseline`` on a key that no axis sets would only show
 up after the last run; here it is one ``SpecError``.
 """
 
@@ -63,13 +63,14 @@ def _rows(variants: list[Variant]) -> list[tuple[str, dict, dict, int]]:
 
 
 def _check_baselines(study: Study, variants: list[Variant], file: str) -> None:
-    from ablab.report.baselines import baseline_name
+    from ablab.report.baselines import check_baseline
     from ablab.selectors import matches
 
     rows = _rows(variants)
+    linked = [frozenset(group) for group in study.zip]
     for role, selector in study.report.baselines.items():
         try:
-            baseline_name(selector, rows)
+            check_baseline(selector, rows, linked)
         except ValueError as err:
             raise SpecError(str(err), file=file, field=f"report.baselines.{role}") from None
     best = study.report.best

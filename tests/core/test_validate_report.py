@@ -4,7 +4,7 @@ one error naming the field, exit 2, nothing written."""
 import pytest
 
 from ablab.cli import main
-from ablab.report.baselines import baseline_name
+from ablab.report.baselines import pairs_of
 from conftest import tiny_study
 
 NORM_BY_LR = {"model.norm": ["none", "batchnorm"], "optimizer.lr": [0.1, 0.05]}
@@ -45,8 +45,13 @@ BAD = [
     ("baseline label", _report(baselines={"lower": "vanilla"}), "report.baselines.lower", "names no variant"),
     ("baseline axis value", _report(baselines={"upper": {"model.norm": "layernorm"}}), "report.baselines.upper",
      "matches no variant"),
-    ("baseline no family", _report(baselines={"lower": {"optimizer.lr": 0.1}}), "report.baselines.lower",
-     "no family"),
+    ("baseline ambiguous", tiny_study(grid={"optimizer": [{"name": "sgd", "lr": 0.1}, {"name": "sgd", "lr": 0.05},
+                                                          {"name": "adam", "lr": 0.01}]},
+                                      report={"baselines": {"lower": {"optimizer.name": "sgd"}}}),
+     "report.baselines.lower", "gives 'optimizer=adam(lr=0.01)' 2 baselines with its other settings "
+     "('optimizer=sgd(lr=0.1)', 'optimizer=sgd(lr=0.05)')"),
+    ("baseline not an axis", _report(baselines={"lower": {"model.width": 64}}), "report.baselines.lower",
+     "'model.width' is not an axis"),
     ("best.baseline not an axis", _report(best={"metric": "test.loss", "baseline": {"objective": "standard"}}),
      "report.best.baseline.objective", "not an axis"),
     ("best.baseline no match", _report(best={"metric": "test.loss", "baseline": {"model.norm": "group"}}),
@@ -69,6 +74,7 @@ GOOD = [
     ("baseline family", _report(baselines={"lower": "model.norm=none"})),
     ("baseline axis values, family", _report(baselines={"lower": {"model.norm": "none"}})),
     ("baseline axis values, one", _report(baselines={"upper": {"model.norm": "batchnorm", "optimizer.lr": 0.05}})),
+    ("baseline on the second axis", _report(baselines={"lower": {"optimizer.lr": 0.1}})),
     ("best.baseline by label", _report(best={"metric": "test.loss", "baseline": "model.norm=none, optimizer.lr=0.1"})),
     ("best.baseline under an axis", tiny_study(grid={"optimizer": [{"name": "sgd", "lr": 0.1}, {"name": "adam", "lr": 0.01}]},
                                                report={"best": {"metric": "test.loss", "baseline": {"optimizer.name": "sgd"}}})),
@@ -116,12 +122,34 @@ ROWS = [(f"model.norm={n}, optimizer.lr={lr}", {"model.norm": n, "optimizer.lr":
         for n in ("none", "batchnorm") for lr in (0.1, 0.05) for r in (0, 1)]
 
 
-def test_baseline_names_by_label_family_or_axis_values():
-    assert baseline_name({"model.norm": "none"}, ROWS) == "model.norm=none"
-    assert baseline_name({"model.norm": "none", "optimizer.lr": 0.05}, ROWS) == "model.norm=none, optimizer.lr=0.05"
-    assert baseline_name({"label": "model.norm=batchnorm, optimizer.lr=0.1"}, ROWS) == "model.norm=batchnorm, optimizer.lr=0.1"
-    assert baseline_name("model.norm=batchnorm", ROWS) == "model.norm=batchnorm"
-    with pytest.raises(ValueError, match="2 variants that are no family"):
-        baseline_name({"optimizer.lr": 0.1}, ROWS)
+def test_baselines_pair_each_variant_with_its_other_settings():
+    """Axis values on either axis give each variant the matching variant with its own other axis values."""
+    def label(norm, lr):
+        return f"model.norm={norm}, optimizer.lr={lr}"
+
+    by_lr = pairs_of({"optimizer.lr": 0.1}, ROWS)  # the second axis: what a family of labels could not name
+    assert by_lr == {label(n, lr): label(n, 0.1) for n in ("none", "batchnorm") for lr in (0.1, 0.05)}
+    by_norm = pairs_of({"model.norm": "none"}, ROWS)
+    assert by_norm == {label(n, lr): label("none", lr) for n in ("none", "batchnorm") for lr in (0.1, 0.05)}
+    one = pairs_of({"model.norm": "none", "optimizer.lr": 0.05}, ROWS)
+    assert set(one.values()) == {label("none", 0.05)}
+    assert set(pairs_of({"label": label("batchnorm", 0.1)}, ROWS).values()) == {label("batchnorm", 0.1)}
+    # labels and families as written: unchanged
+    assert pairs_of("model.norm=batchnorm", ROWS)[label("none", 0.05)] == label("batchnorm", 0.05)
     with pytest.raises(ValueError, match="names no variant"):
-        baseline_name("batchnorm", ROWS)
+        pairs_of("batchnorm", ROWS)
+    with pytest.raises(ValueError, match="matches no variant"):
+        pairs_of({"optimizer.lr": 0.3}, ROWS)
+
+
+def test_a_variant_without_a_partner_has_no_baseline_and_zip_axes_move_together():
+    rows = [r for r in ROWS if r[0] != "model.norm=none, optimizer.lr=0.05"]  # an incomplete grid
+    pairs = pairs_of({"model.norm": "none"}, rows)
+    assert pairs["model.norm=batchnorm, optimizer.lr=0.05"] is None
+    assert pairs["model.norm=batchnorm, optimizer.lr=0.1"] == "model.norm=none, optimizer.lr=0.1"
+    zipped = [(f"{name}, lr={lr}", {"label": name, "model.norm": norm, "lr": lr}, {}, 0)
+              for name, norm in (("plain", "none"), ("bn", "batchnorm")) for lr in (0.1, 0.05)]
+    # naming model.norm names its zip group (the label too): each variant gets the 'plain' of its lr
+    pairs = pairs_of({"model.norm": "none"}, zipped, [frozenset({"label", "model.norm"})])
+    assert pairs == {"plain, lr=0.1": "plain, lr=0.1", "plain, lr=0.05": "plain, lr=0.05",
+                     "bn, lr=0.1": "plain, lr=0.1", "bn, lr=0.05": "plain, lr=0.05"}

@@ -297,6 +297,6 @@ def test_a_baseline_that_names_nothing_is_stated(tmp_path):
     store = make_store(tmp_path)
     store._study["report"]["baselines"] = {"lower": "nope", "upper": "bn_gamma_beta"}
     result = write_report(store)
-    assert "report.baselines.lower ('nope') names no variant" in result.table_text
+    assert "report.baselines.lower ('nope') compares nothing: 'nope' names no variant" in result.table_text
     csv = pd.read_csv(result.path.parent / "tables" / "final.csv")
     assert csv["test.accuracy.delta_lower"].isna().all() and csv["test.accuracy.delta_upper"].notna().any()

@@ -96,12 +96,13 @@ def _common_labels(variant: VariantLogits, labels: list[np.ndarray | None]) -> n
     return labels[0]
 
 
-def variability_table(variants: list[VariantLogits], baselines: dict[str, str] | None = None,
+def variability_table(variants: list[VariantLogits], baselines: dict[str, str | dict[str, str | None]] | None = None,
                       resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> pd.DataFrame:
     """One row per variant: n, left out, mean accuracy and CE, the five metrics ± errors, VR % per baseline role.
 
-    ``baselines``: role -> variant label (``report.baselines``); VR (seed002.md §5.1) of each variant
-    against that role's variant, NaN when either lacks a metric.
+    ``baselines``: role -> variant label, or role -> label -> its own baseline label (``report.baselines``
+    resolved per variant, ``ablab.report.baselines``); VR (seed002.md §5.1) of each variant against its
+    baseline variant, NaN when either lacks a metric or the variant has no baseline.
     """
     rows = []
     for v in variants:
@@ -121,13 +122,17 @@ def variability_table(variants: list[VariantLogits], baselines: dict[str, str] |
     return table
 
 
-def _reduction(table: pd.DataFrame, baseline: str) -> list[float]:
-    base = table[table["variant"] == baseline]
-    if base.empty:
-        return [np.nan] * len(table)
-    ref = {m: float(base.iloc[0][m]) for m in METRICS}
+def _reduction(table: pd.DataFrame, baseline: str | dict[str, str | None]) -> list[float]:
+    """VR % of each row against its baseline row (one label for all, or label -> label)."""
+    by_variant = {str(v): i for i, v in enumerate(table["variant"])}
     out = []
     for _, row in table.iterrows():
+        name = baseline if isinstance(baseline, str) else baseline.get(row["variant"])
+        if name not in by_variant:
+            out.append(np.nan)
+            continue
+        base = table.iloc[by_variant[name]]
+        ref = {m: float(base[m]) for m in METRICS}
         values = {m: float(row[m]) for m in METRICS}
         with np.errstate(divide="ignore", invalid="ignore"):
             vr = variability_reduction(values, ref)

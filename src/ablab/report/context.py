@@ -20,7 +20,16 @@ import pandas as pd
 
 from ablab.analysis.seeds import aggregate, describe_selection, select_final
 from ablab.artifacts import load_npz
-from ablab.report.figures import curve_panels, line_widths, variant_colours
+from ablab.report.baselines import baseline_pairs, baseline_variants, families, selector_text, zip_groups
+from ablab.report.figures import (
+    BASELINE_LINE_WIDTH,
+    LINE_WIDTH,
+    Panels,
+    curve_panels,
+    keyed_colours,
+    line_widths,
+    variant_colours,
+)
 from ablab.report.tables import add_baseline_deltas
 
 
@@ -128,7 +137,10 @@ class ReportContext:
     @cached_property
     def agg(self) -> pd.DataFrame:
         """Mean, SD and n per variant and metric, with Δ and p per ``report.baselines`` role."""
-        return add_baseline_deltas(self._aggregate, self.per_run, self.refs, self.baselines)
+        agg = add_baseline_deltas(self._aggregate, self.per_run, self.refs, self.baselines,
+                                  pairs=self.baseline_pairs)
+        agg.attrs["baselines_problems"] = self.baseline_problems
+        return agg
 
     @cached_property
     def _aggregate(self) -> pd.DataFrame:
@@ -138,27 +150,69 @@ class ReportContext:
 
     @cached_property
     def baselines(self) -> dict[str, str]:
-        """Role -> variant label or family; baselines written as axis values are resolved to those."""
-        from ablab.report.baselines import baseline_names
+        """Role -> the baseline's name as the report shows it: the label as written, axis values as ``k=v, …``."""
+        return {role: selector_text(s) for role, s in (self.settings.get("baselines") or {}).items()}
 
+    @cached_property
+    def baseline_pairs(self) -> dict[str, dict[str, str | None]]:
+        """Role -> label -> the variant it is compared with (``ablab.report.baselines``); every section uses these."""
+        return self._resolved_baselines[0]
+
+    @cached_property
+    def baseline_problems(self) -> dict[str, str]:
+        """Role -> why its baseline compares no variant (it names none, or gives a variant several)."""
+        return self._resolved_baselines[1]
+
+    @cached_property
+    def _resolved_baselines(self) -> tuple[dict[str, dict[str, str | None]], dict[str, str]]:
         written = dict(self.settings.get("baselines") or {})
-        if all(isinstance(v, str) for v in written.values()):
-            return written  # labels and families are used as written (a missing one is stated)
-        rows = [(r.label, getattr(r, "axes", None) or {}, getattr(r, "spec", None) or {}, int(r.replicate))
+        return baseline_pairs(written, self._rows, zip_groups(self.study.get("spec")))
+
+    @cached_property
+    def _rows(self) -> list[tuple[str, dict, dict, int]]:
+        """(label, axes, resolved spec, replicate) per run, as ``ablab.report.baselines`` reads them."""
+        return [(r.label, getattr(r, "axes", None) or {}, getattr(r, "spec", None) or {}, int(r.replicate))
                 for r in self.runs.itertuples()]
-        return baseline_names(written, rows)
 
     @cached_property
     def colours(self) -> dict[str, str]:
-        return variant_colours(list(self.runs["label"]), self.baselines)
+        if self._label_baselines:
+            return variant_colours(self._labels, self.baselines)
+        layout = self._families
+        key = layout[0] if layout else {label: label for label in self._labels}
+        return keyed_colours(self._labels, key, baseline_variants(self.baseline_pairs))
 
     @cached_property
     def widths(self) -> dict[str, float]:
-        return line_widths(list(self.runs["label"]), self.baselines)
+        if self._label_baselines:
+            return line_widths(self._labels, self.baselines)
+        roles = baseline_variants(self.baseline_pairs)
+        return {label: BASELINE_LINE_WIDTH if label in roles else LINE_WIDTH for label in self._labels}
 
     @cached_property
     def panels(self) -> dict[str, list[str]] | None:
-        return curve_panels(list(self.runs["label"]), self.baselines)
+        """Label → panels: one per group of other settings when a baseline has several variants."""
+        if self._label_baselines:
+            return curve_panels(self._labels, self.baselines)
+        layout = self._families
+        if layout is None or len(set(layout[1].values())) < 2:
+            return None
+        family, group = layout
+        return Panels({label: [group[label]] for label in self._labels}, family)
+
+    @property
+    def _labels(self) -> list[str]:
+        return list(self.runs["label"])
+
+    @property
+    def _label_baselines(self) -> bool:
+        """Every baseline written as a label or family: figures group variants by their labels."""
+        return all(isinstance(v, str) for v in (self.settings.get("baselines") or {}).values())
+
+    @cached_property
+    def _families(self) -> tuple[dict[str, str], dict[str, str]] | None:
+        written = dict(self.settings.get("baselines") or {})
+        return families(written, self.baseline_pairs, self._rows, zip_groups(self.study.get("spec")))
 
     @property
     def _selection(self) -> str:

@@ -44,6 +44,14 @@ _CLIP_SPANS = 1.0  # a diverged curve is clipped this many y-spans of the mean c
 _CLIP_LOG_SPANS = 0.25  # on a log axis, of the span in decades: 1 would add as many empty decades
 
 
+class Panels(dict):
+    """Label → the panel titles it is drawn in, and each label's name in the legend (``names``)."""
+
+    def __init__(self, titles: dict[str, list[str]], names: dict[str, str]):
+        super().__init__(titles)
+        self.names = names
+
+
 def variant_colours(labels: list[str], baselines: dict[str, str] | None = None) -> dict[str, str]:
     """One colour per variant, in order of first appearance, so every figure and table agrees.
 
@@ -53,8 +61,14 @@ def variant_colours(labels: list[str], baselines: dict[str, str] | None = None) 
     labels = list(dict.fromkeys(labels))
     if not baselines:
         return dict(zip(labels, _palette(len(labels))))
-    key = _family_key(labels, baselines)
-    fixed = {name: BASELINE_COLOURS[role] for role, name in baselines.items() if role in BASELINE_COLOURS}
+    return keyed_colours(labels, _family_key(labels, baselines), baseline_roles(labels, baselines))
+
+
+def keyed_colours(labels: list[str], key: dict[str, str], roles: dict[str, str]) -> dict[str, str]:
+    """Labels with one ``key`` share a colour; the key of a baseline variant (``roles``: label → role)
+    gets its role's ``BASELINE_COLOURS``, the others the palette without greys."""
+    labels = list(dict.fromkeys(labels))
+    fixed = {key[label]: BASELINE_COLOURS[role] for label, role in roles.items() if role in BASELINE_COLOURS}
     others = [k for k in dict.fromkeys(key[label] for label in labels) if k not in fixed]
     colours = {**dict(zip(others, _palette(len(others), skip_greys=True))), **fixed}
     return {label: colours[key[label]] for label in labels}
@@ -106,7 +120,10 @@ def panel_order(panels: dict[str, list[str]] | None, labels: list[str]) -> list[
 
 def legend_name(label: str, panels: dict[str, list[str]] | None) -> str:
     """A variant's name in a legend: its family when each panel is one group, else the whole label."""
-    return split_label(label)[0] if panels else label
+    if not panels:
+        return label
+    names = getattr(panels, "names", None)
+    return names.get(label, label) if names is not None else split_label(label)[0]
 
 
 def plot_curve(

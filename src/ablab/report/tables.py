@@ -39,13 +39,19 @@ def caption(rule: str, agg: pd.DataFrame | None = None) -> str:
         tests = int(agg.attrs.get("tests", 0))
         text += (
             f" Δ vs a baseline ({named}): the variant's mean minus the baseline's mean, the baseline "
-            "taken from the variant's own group (the rest of its label, e.g. the same lr_scale); p: "
+            "taken from the variant's own group (the same values of the axes the baseline does not name; for "
+            "a family of labels, the rest of its label, e.g. the same lr_scale); p: "
             "two-sided Welch's t-test on the per-run values when both have n ≥ 2, with the numbers of "
             f"runs compared (n = variant vs baseline); Holm: the p-value Holm–Bonferroni-adjusted over all "
             f"{tests} tests of this table."
         )
         for role in agg.attrs.get("baselines_unmatched", []):
-            text += f" report.baselines.{role} ({names[role]!r}) names no variant and no family of variants."
+            why = agg.attrs.get("baselines_problems", {}).get(role)
+            text += (f" report.baselines.{role} ({names[role]!r}) compares nothing: {why}." if why else
+                     f" report.baselines.{role} ({names[role]!r}) names no variant and no family of variants.")
+        for role, labels in agg.attrs.get("baselines_partial", {}).items():
+            shown = ", ".join(f"'{lb}'" for lb in labels[:6]) + (f", … ({len(labels)} in all)" if len(labels) > 6 else "")
+            text += (f" No {role} baseline ({names[role]!r}) with the same other settings for {shown} (Δ: —).")
     return text
 
 
@@ -84,10 +90,15 @@ def resolve_baselines(labels: list[str], baselines: dict[str, str]) -> dict[str,
 
 
 def add_baseline_deltas(
-    agg: pd.DataFrame, per_run: pd.DataFrame, refs: list[str], baselines: dict[str, str], by: str = "label"
+    agg: pd.DataFrame, per_run: pd.DataFrame, refs: list[str], baselines: dict[str, str], by: str = "label",
+    pairs: dict[str, dict[str, str | None]] | None = None,
 ) -> pd.DataFrame:
     """``agg`` plus, per role, ``baseline_<role>`` and per metric ``<ref>.<x>_<role>`` for x in delta,
     se_delta, p, p_holm, n_baseline.
+
+    ``baselines``: role → the name the table shows; ``pairs``: role → label → its baseline label
+    (``ablab.report.baselines.baseline_pairs``); without them the names are labels or families
+    (``resolve_baselines``).
 
     Δ = mean(variant) − mean(baseline) over finished runs with a finite value, its standard error
     √(s_a²/n_a + s_b²/n_b); p from Welch's t-test (scipy ``ttest_ind(equal_var=False)``, two-sided),
@@ -97,7 +108,10 @@ def add_baseline_deltas(
     if not roles or agg.empty:
         return agg
     labels = [str(label) for label in agg[by]]
-    resolved = resolve_baselines(labels, {r: baselines[r] for r in roles})
+    if pairs is None:
+        resolved = resolve_baselines(labels, {r: baselines[r] for r in roles})
+    else:
+        resolved = {label: {r: pairs[r].get(label) for r in roles} for label in labels}
     done = per_run[per_run["status"] == "done"]
     samples = {
         (label, ref): _finite(done.loc[done[by] == label, ref]) if ref in done else np.array([])
@@ -118,6 +132,9 @@ def add_baseline_deltas(
     out.attrs["tests"] = int(np.isfinite(adjusted).sum())
     out.attrs["baselines"] = {r: baselines[r] for r in roles}
     out.attrs["baselines_unmatched"] = [r for r in roles if all(resolved[label][r] is None for label in labels)]
+    out.attrs["baselines_partial"] = {r: [lb for lb in labels if resolved[lb][r] is None] for r in roles
+                                      if r not in out.attrs["baselines_unmatched"]
+                                      and any(resolved[lb][r] is None for lb in labels)}
     return out
 
 

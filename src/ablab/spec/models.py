@@ -484,7 +484,8 @@ class ReportSettings(_Strict):
     grids: list[GridTable] = []  # heatmap tables over two axes (ablab.report.grids)
     best: Optional[BestSettings] = None  # best configurations with p-values (ablab.report.grids)
     # role (lower, upper) → variant label, or the first part of labels (a family: ``vanilla`` for
-    # ``vanilla, lr_scale=10``), or axis values ``{model.norm: none}`` (ablab.report.baselines);
+    # ``vanilla, lr_scale=10``), or axis values ``{model.norm: none}``: each variant is compared with
+    # the matching variant of its own other axis values (ablab.report.baselines);
     # the final table gets Δ to each, the curves draw them black and grey
     baselines: dict[Literal["lower", "upper"], Union[str, dict[str, Any]]] = {}
 

@@ -16,7 +16,7 @@ from ablab.report.context import Part, ReportContext, ReportSection
 from ablab.report.exact_csv import to_csv
 from ablab.report.figures import plain_text, save_png, shorten
 from ablab.report.html import e, swatch
-from ablab.report.tables import MISSING, resolve_baselines
+from ablab.report.tables import MISSING
 from ablab.report.numbers import format_value, is_number
 from ablab.store import write_atomic
 
@@ -44,7 +44,7 @@ class Variability(ReportSection):
     def render(self, ctx: ReportContext) -> Part:
         variants = load_variant_logits(ctx.store, ctx.runs, SPLIT)
         roles = _baseline_roles(ctx, [v.label for v in variants])
-        table = variability_table(variants, {role: name for role, (name, _) in roles.items()})
+        table = variability_table(variants, {role: ctx.baseline_pairs[role] for role in roles})
         csv_path = ctx.table_path(TABLE)
         write_atomic(csv_path, to_csv(table).encode())
         html = ["<h2>Run-to-run variability</h2>", _note(table, roles), _html_table(table, roles, ctx.colours),
@@ -68,21 +68,14 @@ class Variability(ReportSection):
                 f"<figure><img src=\"figures/{ONSET_FIGURE}\" alt=\"accuracy SD against the onset epoch\"></figure>")
 
 
-def _baseline_roles(ctx: ReportContext, labels: list[str]) -> dict[str, tuple[str, str]]:
-    """role -> (the baseline variant, the name the study gave) for each ``report.baselines`` role naming a variant.
-
-    A baseline naming a family resolves to its first member (VR compares with one variant).
-    """
-    resolved = resolve_baselines(labels, ctx.baselines)
-    out = {}
-    for role, name in ctx.baselines.items():
-        found = [resolved[label][role] for label in labels if resolved[label][role]]
-        if found:
-            out[role] = (found[0], name)
-    return out
+def _baseline_roles(ctx: ReportContext, labels: list[str]) -> dict[str, str]:
+    """role -> its name for each ``report.baselines`` role that gives some variant a baseline; each variant
+    is compared with its own baseline variant (``ctx.baseline_pairs``, as in the final table)."""
+    return {role: ctx.baselines[role] for role, of in ctx.baseline_pairs.items()
+            if any(of.get(label) for label in labels)}
 
 
-def _note(table: pd.DataFrame, roles: dict[str, tuple[str, str]]) -> str:
+def _note(table: pd.DataFrame, roles: dict[str, str]) -> str:
     text = (f"From the logits each run stored on the {SPLIT} split (evaluator <code>predictions</code>) at the "
             "variant's last stored epoch; n = the runs used. SD over runs with ddof = 0 ± the SD of the SD over "
             "10,000 bootstrap resamples (seed 1). Pairwise values are means over the n(n−1)/2 pairs ± a jackknife "
@@ -90,7 +83,8 @@ def _note(table: pd.DataFrame, roles: dict[str, tuple[str, str]]) -> str:
             "accuracy of the pair's averaged logits minus the pair's mean accuracy, in percentage points.")
     if roles:
         text += (" VR: mean over the five metrics of 1 − value/baseline value, with 1 − ρ for the correlation "
-                 "(seed 002 Table 5.5).")
+                 "(seed 002 Table 5.5), against the variant's own baseline (the same other settings, as in the "
+                 "final table; — where it has none).")
     if (table["n"] < 2).any():
         text += " A variant with n &lt; 2 has no SD and no pairs (—)."
     return f"<p class=\"note\">{text} <a href=\"tables/{TABLE}\">CSV</a>.</p>"
@@ -108,9 +102,9 @@ def _cell(row: pd.Series, column: str, spec: str) -> str:
     return f"<td class=\"num\">{e(format_value(value, err))} ± {e(format_value(err, err))}</td>"
 
 
-def _html_table(table: pd.DataFrame, roles: dict[str, tuple[str, str]], colours: dict[str, str]) -> str:
+def _html_table(table: pd.DataFrame, roles: dict[str, str], colours: dict[str, str]) -> str:
     head = "".join(f"<th>{e(h)}</th>" for _, h, _ in COLUMNS)
-    head += "".join(f"<th>VR % vs {e(name)}</th>" for name, _ in roles.values())
+    head += "".join(f"<th>VR % vs {e(name)}</th>" for name in roles.values())
     rows = []
     for _, row in table.iterrows():
         cells = "".join(_cell(row, c, spec) for c, _, spec in COLUMNS)
