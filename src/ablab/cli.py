@@ -81,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                      help="override a base setting by dotted path, e.g. --set data.path=/data/cifar10 (repeatable)")
     run.add_argument("--report", action="store_true", help="write the report when the study finishes")
+    run.add_argument("--replace", action="store_true", help="the results directory holds a study of another name: "
+                     "make this one its study (the other stays readable with status --study NAME)")
     _limits(run)
 
     val = sub.add_parser("validate", help="check a study spec and list its runs; writes nothing")
@@ -90,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("status", help="done / running / failed / diverged counts, per run")
     st.add_argument("results", help="study results directory")
+    st.add_argument("--study", help="a study this directory held before --replace (default: the current one)")
 
     rep = sub.add_parser("report", help="write report/index.html with figures and tables; print the table")
     rep.add_argument("results", help="study results directory")
@@ -144,7 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("results") / study.name
     try:
         summary = run_study(study, args.spec, variants, out, workers=args.workers, executor=args.executor, threads=args.threads,
-                            address=args.address, max_retries=args.max_retries)
+                            address=args.address, max_retries=args.max_retries, replace=args.replace)
     except KeyboardInterrupt as stop:
         return _interrupted(stop, f"; run the same command again to resume ({out})")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
@@ -188,16 +191,20 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     store = Store.open(args.results, readonly=True)
     try:
-        runs = store.runs()
-        study = store.study()
+        runs = store.runs(study=args.study)
+        study = store.study(args.study)
+        names = store.study_names()
         disk = store.artifact_bytes()
         n_artifacts = len(store.artifacts())
     finally:
         store.close()
     counts = runs["status"].value_counts().to_dict()
-    print(f"study '{study['name']}' in {args.results}: {len(runs)} runs: "
+    which = f"replaced study '{study['name']}' (current: '{names[0]}')" if args.study else f"study '{study['name']}'"
+    print(f"{which} in {args.results}: {len(runs)} runs: "
           + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "diverged", "failed", "running", "pending")))
-    print(f"artifacts: {n_artifacts} files, {_size(disk)} on disk")
+    if not args.study and len(names) > 1:
+        print(f"replaced studies: {', '.join(names[1:])} (ablab status {args.results} --study NAME)")
+    print(f"artifacts: {n_artifacts} files, {_size(disk)} on disk (all studies)")
     width = max([len(lbl) for lbl in runs["label"]] + [7])
     print(f"{'run':<16}  {'variant':<{width}}  {'rep':>3}  {'status':<8}  {'time':>7}")
     for r in runs.itertuples():
