@@ -317,11 +317,14 @@ class Store:
                 (time.time(), run_id),
             )
 
-    def mark_pending(self, run_ids: Iterable[str]) -> None:
-        """Runs interrupted before a result came back run again next time."""
+    def mark_pending(self, run_ids: Iterable[str], uncount: bool = False) -> None:
+        """Runs interrupted before a result came back run again next time (``uncount``: and their
+        last start is taken back from ``attempts``: it ended through no fault of theirs)."""
+        attempts = "attempts - 1" if uncount else "attempts"
         with failing_as_io(self.db), self._conn:
             self._conn.executemany(
-                "UPDATE runs SET status='pending' WHERE id=? AND status='running'", [(r,) for r in run_ids]
+                f"UPDATE runs SET status='pending', attempts=MAX(0, {attempts}) WHERE id=? AND status='running'",
+                [(r,) for r in run_ids],
             )
 
     def staging_dir(self, run_id: str) -> Path:
