@@ -219,9 +219,7 @@ class Store:
         """The store in ``path`` to write, made if missing; one clear error when the path or disk refuses."""
         path = Path(path)
         db = path / DB_NAME
-        _require_directory(path)
-        if db.is_dir():
-            raise StoreError(f"{db}: is a directory, not a results database; move it away or choose another --out")
+        require_results_path(path)
         with failing_as_io(path):
             path.mkdir(parents=True, exist_ok=True)
         with failing_as_io(db):
@@ -585,6 +583,13 @@ class Store:
         for run, value in rows:
             out[run] = float(value) if value is not None else float("nan")
         return out
+
+
+def require_results_path(path: Path) -> None:
+    """One clear error, before anything is written, when ``path`` cannot hold a store (a file; ``ablab.db`` a folder)."""
+    _require_directory(path)
+    if (path / DB_NAME).is_dir():
+        raise StoreError(f"{path / DB_NAME}: is a directory, not a results database; move it away or choose another --out")
 
 
 def _require_directory(path: Path) -> None:

@@ -10,7 +10,7 @@ from typing import Literal
 from ablab.errors import AblabError
 from ablab.execute.progress import ProgressView
 from ablab.spec import Study, Variant
-from ablab.store import DB_NAME, Store, StudyLock, remove_stale_temp_files
+from ablab.store import DB_NAME, Store, StudyLock, remove_stale_temp_files, require_results_path
 
 
 @dataclass
@@ -47,6 +47,7 @@ def run_study(
     (the same name with other settings, seeds or variants is that study, extended or edited).
     """
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    require_results_path(Path(out))  # refused before the lock file is written
     with StudyLock(out):  # one writer per results directory
         if not replace:
             check_same_study(out, study.name)
