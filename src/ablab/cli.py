@@ -33,6 +33,11 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM raised where Ctrl-C would be, so a stopped study is put back exactly as after Ctrl-C."""
 
 
+# set by the SIGTERM handler: Ray's wait turns any exception its signal check meets into a plain
+# KeyboardInterrupt (_raylet check_signals -> Status Interrupted), so the type alone can be lost
+_sigterm_seen = threading.Event()
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """While the command runs, SIGTERM raises ``Terminated`` in this process (the previous handler after)."""
@@ -46,9 +51,11 @@ def _sigterm_as_interrupt() -> Iterator[None]:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
             return
+        _sigterm_seen.set()
         raise Terminated()
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
+    _sigterm_seen.clear()
     try:
         yield
     finally:
@@ -57,9 +64,9 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def _interrupted(stop: KeyboardInterrupt, what: str) -> int:
     """One line on stderr for Ctrl-C or SIGTERM; the exit code that tells them apart."""
-    cause = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
-    print(f"\n{cause}{what}", file=sys.stderr)
-    return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
+    terminated = isinstance(stop, Terminated) or _sigterm_seen.is_set()
+    print(f"\n{'terminated (SIGTERM)' if terminated else 'interrupted'}{what}", file=sys.stderr)
+    return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 # OS errors that are the disk's or the permissions' (not a bug of ours): reported as I/O failures
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 
