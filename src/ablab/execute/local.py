@@ -23,6 +23,7 @@ import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +182,14 @@ def run_parallel(store: Store, todo: list[Variant], view: ProgressView, workers:
         backend.close()
 
 
+@dataclass
+class _PoolLife:
+    """One process pool's workers (pid -> Process, as last seen) and, once it broke, whose death broke it."""
+
+    processes: dict[int, Any] = field(default_factory=dict)
+    culprits: set[int] | None = None
+
+
 def _culprits(processes: dict[int, Any], timeout_s: float = 5.0) -> set[int]:
     """Pids of the workers that ended other than by the SIGTERM a broken pool sends the rest."""
     deadline = time.monotonic() + timeout_s
@@ -203,10 +212,9 @@ class _Pool:
         self.ctx, self.workers, self.threads, self.store = ctx, workers, threads, store
         self.progress_queue = ctx.Queue()
         self.pool = self._new_pool()
-        self.run_of: dict[Future, str] = {}
+        self.run_of: dict[Future, tuple[str, _PoolLife]] = {}  # a future's run, and the pool it went to
         self.pid_of: dict[str, int] = {}  # run id -> pid of the worker that reported starting it
-        self.processes: dict[int, Any] = {}  # pid -> Process of the current pool, as last seen
-        self.culprits: set[int] | None = None  # pids whose death broke the pool (None: not known yet)
+        self.life = _PoolLife()
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=self.ctx, initializer=_init_worker,
@@ -220,13 +228,13 @@ class _Pool:
         except BrokenProcessPool:  # the pool broke after the last wait: a new one takes the run
             self.recover()
             future = self.pool.submit(*args)
-        self.run_of[future] = v.id
+        self.run_of[future] = (v.id, self.life)
         self._see_processes()
         return future
 
     def _see_processes(self) -> None:
         """Remember the pool's processes: a broken pool forgets them, and their exit codes tell who died."""
-        self.processes.update(getattr(self.pool, "_processes", None) or {})
+        self.life.processes.update(getattr(self.pool, "_processes", None) or {})
 
     def wait(self, handles: list, timeout: float) -> list:
         self._see_processes()
@@ -234,26 +242,26 @@ class _Pool:
         return list(done)
 
     def result(self, handle: Future) -> RunResult:
-        run_id = self.run_of.pop(handle, None)
+        run_id, life = self.run_of.pop(handle, (None, self.life))
         try:
             return handle.result()
         except BrokenProcessPool as err:
-            charged = self._charged(run_id)
+            charged = self._charged(run_id, life)
             why = "a worker process exited unexpectedly" if charged else "another worker process died"
             raise WorkerDied(why, charged=charged) from err
 
-    def _charged(self, run_id: str | None) -> bool:
+    def _charged(self, run_id: str | None, life: "_PoolLife") -> bool:
         """Whether the run's own worker died (True also where that cannot be told)."""
-        if self.culprits is None:
-            self.culprits = _culprits(self.processes)
+        if life.culprits is None:
+            life.culprits = _culprits(life.processes)
         self._read_queue(None)  # start reports still in the queue
-        if not self.culprits:
+        if not life.culprits:
             return True
         pid = self.pid_of.get(run_id) if run_id else None
         if pid is not None:
-            return pid in self.culprits
+            return pid in life.culprits
         # not reported as started: charged only if a culprit's run is unknown (its report may be lost)
-        return bool(self.culprits - set(self.pid_of.values()))
+        return bool(life.culprits - set(self.pid_of.values()))
 
     def drain_progress(self, view: ProgressView) -> None:
         self._read_queue(view)
@@ -272,7 +280,7 @@ class _Pool:
     def recover(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.pool = self._new_pool()
-        self.processes, self.culprits = {}, None
+        self.life = _PoolLife()  # futures of the broken pool keep theirs: they may fail after this
         self._see_processes()
 
     def terminate(self) -> None:
