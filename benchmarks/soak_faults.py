@@ -37,6 +37,9 @@ import yaml
 KINDS = ("kill-driver", "kill-group", "kill-worker", "ctrl-c", "sigterm")
 EXPECTED_EXIT = {"kill-driver": {-9}, "kill-group": {-9}, "kill-worker": {0, 1}, "ctrl-c": {130}, "sigterm": {143}}
 CLEAN_STOP = {"ctrl-c", "sigterm"}
+# after main() returned, Python restores the default handlers: a signal then ends the process by
+# that signal (exit -2 / -15) although the study is stored; counted as late, not as a fault
+EXIT_SIGNAL = {"ctrl-c": signal.SIGINT, "sigterm": signal.SIGTERM}
 
 
 def study(epochs: int = 6) -> dict:
@@ -104,7 +107,8 @@ class Tally:
     cycles: int = 0
     rounds: int = 0
     kills: Counter = field(default_factory=Counter)
-    missed: int = 0  # the study finished before the fault was delivered
+    missed: int = 0  # the study finished before the fault was delivered (or took effect)
+    late: int = 0  # of those: Ctrl-C or SIGTERM after main() returned, while Python exited (nothing to resume)
     problems: Counter = field(default_factory=Counter)
     notes: list = field(default_factory=list)
 
@@ -189,6 +193,10 @@ def deliver(kind: str, proc: subprocess.Popen) -> bool:
     return True
 
 
+def _finished(out: Path) -> bool:
+    return (out / "ablab.db").exists() and all(v["status"] == "done" for v in read_store(out)["runs"].values())
+
+
 def invoke(spec: Path, out: Path, logs: Path, kind: str | None, rng: random.Random, timeout: float = 600) -> tuple:
     """Run ``ablab run`` once; with ``kind``, deliver that fault a random moment after training started.
     Returns (exit code, whether the fault was delivered, pids seen under the driver)."""
@@ -239,15 +247,17 @@ def campaign(kills: int, seed: int, work: Path, epochs: int = 6, kinds: list[str
         tally.cycles += 1
         code, delivered, seen = invoke(spec, out, logs, kind, rng)
         tally.flag("orphan processes", len(orphans(seen)), "")
-        if not delivered:
+        late = kind in CLEAN_STOP and code == -EXIT_SIGNAL[kind] and _finished(out)
+        if not delivered or late:  # late: the signal reached the driver as Python exited, the study stored
             tally.missed += 1
+            tally.late += late
         else:
             tally.kills[kind] += 1
             tally.flag("unexpected exit codes", int(code not in EXPECTED_EXIT[kind]), f"{kind}: {code}")
         before = check(out, reference, before, tally, finished=code == 0, clean=kind in CLEAN_STOP)
         print(f"cycle {tally.cycles:>3}  {kind:<12} {'delivered' if delivered else 'missed':<9} exit {code:>4}  "
               f"done {sum(v['status'] == 'done' for v in before.values())}/4", flush=True)
-        if code != 0:  # resume (no fault) until the study is finished: the end of a round
+        if code != 0 and not late:  # resume (no fault) until the study is finished: the end of a round
             continue
         tally.rounds += 1
         out, before = work / f"round{tally.rounds}", {}
@@ -264,7 +274,7 @@ def campaign(kills: int, seed: int, work: Path, epochs: int = 6, kinds: list[str
 
 def summary(tally: Tally, seconds: float) -> dict:
     return {"cycles": tally.cycles, "faults delivered": sum(tally.kills.values()), "by kind": dict(sorted(tally.kills.items())),
-            "missed (study already finished)": tally.missed, "rounds finished": tally.rounds,
+            "missed (study already finished)": tally.missed, "of which a signal during interpreter exit": tally.late, "rounds finished": tally.rounds,
             "problems": dict(tally.problems), "wall_s": round(seconds, 1)}
 
 

@@ -244,7 +244,9 @@ class _Pool:
     def result(self, handle: Future) -> RunResult:
         run_id, life = self.run_of.pop(handle, (None, self.life))
         try:
-            return handle.result()
+            result = handle.result()
+            self.pid_of.pop(run_id, None)  # that worker's pid now stands for its next run only
+            return result
         except BrokenProcessPool as err:
             charged = self._charged(run_id, life)
             why = "a worker process exited unexpectedly" if charged else "another worker process died"
