@@ -33,6 +33,11 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM raised where Ctrl-C would be, so a stopped study is put back exactly as after Ctrl-C."""
 
 
+# set by the SIGTERM handler: Ray's wait turns any exception its signal check meets into a plain
+# KeyboardInterrupt (_raylet check_signals -> Status Interrupted), so the type alone can be lost
+_sigterm_seen = threading.Event()
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """While the command runs, SIGTERM raises ``Terminated`` in this process (the previous handler after)."""
@@ -46,9 +51,11 @@ def _sigterm_as_interrupt() -> Iterator[None]:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
             return
+        _sigterm_seen.set()
         raise Terminated()
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
+    _sigterm_seen.clear()
     try:
         yield
     finally:
@@ -57,9 +64,9 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def _interrupted(stop: KeyboardInterrupt, what: str) -> int:
     """One line on stderr for Ctrl-C or SIGTERM; the exit code that tells them apart."""
-    cause = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
-    print(f"\n{cause}{what}", file=sys.stderr)
-    return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
+    terminated = isinstance(stop, Terminated) or _sigterm_seen.is_set()
+    print(f"\n{'terminated (SIGTERM)' if terminated else 'interrupted'}{what}", file=sys.stderr)
+    return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 # OS errors that are the disk's or the permissions' (not a bug of ours): reported as I/O failures
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 
@@ -81,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                      help="override a base setting by dotted path, e.g. --set data.path=/data/cifar10 (repeatable)")
     run.add_argument("--report", action="store_true", help="write the report when the study finishes")
+    run.add_argument("--replace", action="store_true", help="the results directory holds a study of another name: "
+                     "make this one its study (the other stays readable with status --study NAME)")
     _limits(run)
 
     val = sub.add_parser("validate", help="check a study spec, count its runs (and those stored), estimate the "
@@ -109,6 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", help="table file (default: <results>/export/metrics.<format>)")
     ex.add_argument("--tensorboard", metavar="OUTDIR", help="write TensorBoard event files, one folder per run, "
                     "instead of a table (tensorboard --logdir OUTDIR)")
+    st.add_argument("--study", help="a study this directory held before --replace (default: the current one)")
 
     rep = sub.add_parser("report", help="write report/index.html with figures and tables; print the table")
     rep.add_argument("results", help="study results directory")
@@ -164,7 +174,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("results") / study.name
     try:
         summary = run_study(study, args.spec, variants, out, workers=args.workers, executor=args.executor, threads=args.threads,
-                            address=args.address, max_retries=args.max_retries)
+                            address=args.address, max_retries=args.max_retries, replace=args.replace)
     except KeyboardInterrupt as stop:
         return _interrupted(stop, f"; run the same command again to resume ({out})")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
@@ -254,16 +264,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     args.results = str(results_dir(args.results))
     store = Store.open(args.results, readonly=True)
     try:
-        runs = store.runs()
-        study = store.study()
+        runs = store.runs(study=args.study)
+        study = store.study(args.study)
+        names = store.study_names()
         disk = store.artifact_bytes()
         n_artifacts = len(store.artifacts())
     finally:
         store.close()
     counts = runs["status"].value_counts().to_dict()
-    print(f"study '{study['name']}' in {args.results}: {len(runs)} runs: "
+    which = f"replaced study '{study['name']}' (current: '{names[0]}')" if args.study else f"study '{study['name']}'"
+    print(f"{which} in {args.results}: {len(runs)} runs: "
           + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "diverged", "failed", "running", "pending")))
-    print(f"artifacts: {n_artifacts} files, {_size(disk)} on disk")
+    if not args.study and len(names) > 1:
+        print(f"replaced studies: {', '.join(names[1:])} (ablab status {args.results} --study NAME)")
+    print(f"artifacts: {n_artifacts} files, {_size(disk)} on disk (all studies)")
     width = max([len(lbl) for lbl in runs["label"]] + [7])
     print(f"{'run':<16}  {'variant':<{width}}  {'rep':>3}  {'status':<8}  {'time':>7}")
     for r in runs.itertuples():

@@ -60,6 +60,11 @@ CREATE TABLE IF NOT EXISTS artifacts(
     run TEXT NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL, epoch INTEGER, split TEXT,
     size INTEGER NOT NULL, sha256 TEXT NOT NULL, PRIMARY KEY (run, name));
 CREATE TABLE IF NOT EXISTS directions(name TEXT PRIMARY KEY, direction TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS replaced_studies(
+    name TEXT PRIMARY KEY, file TEXT, description TEXT, spec_json TEXT NOT NULL,
+    report_json TEXT NOT NULL, code_version TEXT, updated REAL, replaced REAL NOT NULL, replaced_by TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS replaced_study_runs(
+    study TEXT NOT NULL, position INTEGER NOT NULL, run TEXT NOT NULL, PRIMARY KEY (study, position));
 """
 STAGING = ".staging"
 
@@ -214,9 +219,7 @@ class Store:
         """The store in ``path`` to write, made if missing; one clear error when the path or disk refuses."""
         path = Path(path)
         db = path / DB_NAME
-        _require_directory(path)
-        if db.is_dir():
-            raise StoreError(f"{db}: is a directory, not a results database; move it away or choose another --out")
+        require_results_path(path)
         with failing_as_io(path):
             path.mkdir(parents=True, exist_ok=True)
         with failing_as_io(db):
@@ -269,9 +272,15 @@ class Store:
     # ---- writing (driver only)
 
     def sync_study(self, study: Any, file: str, variants: list[Any]) -> None:
-        """Record the study and its runs; runs already stored keep their status and results."""
+        """Record the study and its runs; runs already stored keep their status and results.
+
+        A study of another name replaces the current one, which stays readable as a replaced study
+        (``study(name)``, ``runs(study=name)``); the caller asks first (``--replace``)."""
         version = code_version()
         with failing_as_io(self.db), self._conn:
+            self._archive_current_study(unless=study.name)
+            self._conn.execute("DELETE FROM replaced_study_runs WHERE study=?", (study.name,))
+            self._conn.execute("DELETE FROM replaced_studies WHERE name=?", (study.name,))
             self._conn.execute("DELETE FROM study")
             self._conn.execute(
                 "INSERT INTO study VALUES (?,?,?,?,?,?,?)",
@@ -289,6 +298,16 @@ class Store:
             self._conn.execute("DELETE FROM study_runs")
             self._conn.executemany("INSERT INTO study_runs VALUES (?,?)", list(enumerate(v.id for v in variants)))
 
+    def _archive_current_study(self, unless: str) -> None:
+        """Copy the current study (definition and run list) to the replaced studies, unless it is ``unless``."""
+        row = self._conn.execute("SELECT name FROM study").fetchone()
+        if row is None or row[0] == unless:
+            return
+        self._conn.execute("DELETE FROM replaced_study_runs WHERE study=?", (row[0],))
+        self._conn.execute("INSERT OR REPLACE INTO replaced_studies SELECT name, file, description, spec_json, "
+                           "report_json, code_version, updated, ?, ? FROM study", (time.time(), unless))
+        self._conn.execute("INSERT INTO replaced_study_runs SELECT ?, position, run FROM study_runs", (row[0],))
+
     def mark_running(self, run_id: str) -> None:
         with failing_as_io(self.db), self._conn:
             self._conn.execute(
@@ -296,11 +315,14 @@ class Store:
                 (time.time(), run_id),
             )
 
-    def mark_pending(self, run_ids: Iterable[str]) -> None:
-        """Runs interrupted before a result came back run again next time."""
+    def mark_pending(self, run_ids: Iterable[str], uncount: bool = False) -> None:
+        """Runs interrupted before a result came back run again next time (``uncount``: and their
+        last start is taken back from ``attempts``: it ended through no fault of theirs)."""
+        attempts = "attempts - 1" if uncount else "attempts"
         with failing_as_io(self.db), self._conn:
             self._conn.executemany(
-                "UPDATE runs SET status='pending' WHERE id=? AND status='running'", [(r,) for r in run_ids]
+                f"UPDATE runs SET status='pending', attempts=MAX(0, {attempts}) WHERE id=? AND status='running'",
+                [(r,) for r in run_ids],
             )
 
     def staging_dir(self, run_id: str) -> Path:
@@ -375,25 +397,47 @@ class Store:
 
     # ---- reading
 
-    def study(self) -> dict[str, Any]:
-        row = self._conn.execute("SELECT name, file, description, spec_json, report_json, code_version FROM study").fetchone()
-        if row is None:
-            raise StoreError(f"{self.path}: the store holds no study yet")
+    def study(self, name: str | None = None) -> dict[str, Any]:
+        """The current study's definition, or that of the replaced study ``name``."""
+        columns = "name, file, description, spec_json, report_json, code_version"
+        if name is None:
+            row = self._conn.execute(f"SELECT {columns} FROM study").fetchone()
+            if row is None:
+                raise StoreError(f"{self.path}: the store holds no study yet")
+        else:
+            row = self._conn.execute(f"SELECT {columns} FROM replaced_studies WHERE name=?", (name,)).fetchone() \
+                if self._has_table("replaced_studies") else None
+            if row is None:
+                raise StoreError(f"{self.path}: no replaced study '{name}' here; "
+                                 f"studies: {', '.join(self.study_names()) or 'none'}")
         name, file, description, spec_json, report_json, version = row
         return {
             "name": name, "file": file, "description": description, "spec": json.loads(spec_json),
             "report": json.loads(report_json), "code_version": version,
         }
 
-    def runs(self, all_runs: bool = False) -> pd.DataFrame:
-        """One row per run of the current study (``all_runs``: also runs of earlier versions of it)."""
+    def study_names(self) -> list[str]:
+        """The current study's name first, then the studies it replaced, most recently replaced first."""
+        names = [r[0] for r in self._conn.execute("SELECT name FROM study")]
+        if self._has_table("replaced_studies"):
+            names += [r[0] for r in self._conn.execute("SELECT name FROM replaced_studies ORDER BY replaced DESC")]
+        return names
+
+    def runs(self, all_runs: bool = False, study: str | None = None) -> pd.DataFrame:
+        """One row per run of the current study (``all_runs``: also runs of earlier versions of it;
+        ``study``: the runs of that replaced study instead)."""
+        if study is None:
+            listing, params = "study_runs", ()
+        else:
+            self.study(study)  # one clear error for an unknown name
+            listing, params = "(SELECT position, run FROM replaced_study_runs WHERE study = ?)", (study,)
         query = (
             "SELECT r.id AS run, r.label, r.replicate, r.status, r.axes_json, r.spec_json, r.error, "
             "r.duration_s, r.device, r.code_version, r.started, r.finished, r.attempts, r.info_json, {origin}, "
-            "s.position FROM runs r {join} study_runs s ON s.run = r.id ORDER BY s.position, r.id"
-        ).format(join="LEFT JOIN" if all_runs else "JOIN", origin="r.origin_json" if self._has_origin() else
-                 "NULL AS origin_json")
-        df = pd.read_sql_query(query, self._conn)
+            "s.position FROM runs r {join} {listing} s ON s.run = r.id ORDER BY s.position, r.id"
+        ).format(join="LEFT JOIN" if all_runs else "JOIN", listing=listing,
+                 origin="r.origin_json" if self._has_origin() else "NULL AS origin_json")
+        df = pd.read_sql_query(query, self._conn, params=params)
         df["origin"] = df.pop("origin_json").map(lambda v: json.loads(v) if isinstance(v, str) else {})
         df["axes"] = df.pop("axes_json").map(json.loads)
         df["spec"] = df.pop("spec_json").map(json.loads)
@@ -585,6 +629,13 @@ def with_run_columns(metrics: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
 
 def _cell(value: Any, label_value) -> Any:
     return label_value(value) if isinstance(value, (dict, list)) else value
+
+
+def require_results_path(path: Path) -> None:
+    """One clear error, before anything is written, when ``path`` cannot hold a store (a file; ``ablab.db`` a folder)."""
+    _require_directory(path)
+    if (path / DB_NAME).is_dir():
+        raise StoreError(f"{path / DB_NAME}: is a directory, not a results database; move it away or choose another --out")
 
 
 def _require_directory(path: Path) -> None:

@@ -289,3 +289,43 @@ def test_resume_after_the_driver_is_killed(sig, workers, write_study, tmp_path):
     assert fresh.wait(timeout=300) == 0
     ref, _ = stored(tmp_path / "fresh")
     assert same_metrics(ref, metrics)
+
+
+def _running_runs(db: Path) -> int:
+    try:
+        con = sqlite3.connect(db)
+        try:
+            return con.execute("SELECT COUNT(*) FROM runs WHERE status='running'").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find worker processes")
+def test_only_the_run_whose_worker_died_is_charged(write_study, tmp_path, capsys):
+    study = tiny_study(seeds={"replicates": 2})
+    study["base"]["epochs"] = 20
+    out = tmp_path / "r"
+    killed = []
+
+    def killer():  # kill one of the two workers while both runs are in flight
+        deadline = time.time() + 60
+        while time.time() < deadline and not killed:
+            pids = _child_pids()
+            if _running_runs(out / "ablab.db") == 2 and len(pids) == 2:
+                time.sleep(0.5)  # both workers have taken their run
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+            time.sleep(0.05)
+
+    t = threading.Thread(target=killer)
+    t.start()
+    code = main(["run", str(write_study(study)), "--out", str(out), "--workers", "2", "--threads", "1"])
+    t.join()
+    assert killed, "no worker was found to kill"
+    _, runs = stored(out)
+    assert code == 0 and list(runs.status) == ["done", "done"]
+    # the killed worker's run started twice; the other run's start, cut short by the broken pool, does not count
+    assert sorted(runs.attempts) == [1, 2]
+    capsys.readouterr()

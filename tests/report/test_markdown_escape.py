@@ -34,3 +34,37 @@ def test_final_markdown_table_has_no_raw_html_and_one_cell_per_column():
         assert len(cells) == 5, row
         assert _unescape(cells[0].strip()) == label
         assert cells[1].strip() == "0.500 ± 0.100"  # SE 0.1/√2 = 0.071: three decimals
+
+
+def _hostile_grid_frames():
+    """The made-up grid with its optimizer names replaced by hostile labels (one per optimizer)."""
+    from gridframes import make_frames
+
+    per_run, runs = make_frames()
+    names = {"sgd": HOSTILE[0], "adam": HOSTILE[2]}
+    runs["axes"] = [{**a, "optimizer.name": names[a["optimizer.name"]]} for a in runs["axes"]]
+    runs["label"] = [f"{a['optimizer.name']}, {lbl}" for a, lbl in zip(runs["axes"], runs["label"])]
+    return per_run, runs
+
+
+def _cells(row: str) -> list[str]:
+    return [c.strip() for c in re.split(r"(?<!\\)\|", row)[1:-1]]
+
+
+def test_grid_and_best_markdown_have_no_raw_html_and_show_labels_literally():
+    from ablab.analysis.grids import best_configurations, grid_table
+    from ablab.report.grid_tables import best_to_markdown, grid_to_markdown
+
+    per_run, runs = _hostile_grid_frames()
+    grids = "\n".join(grid_to_markdown(t) for t in grid_table(per_run, runs, "optimizer.lr", "optimizer.weight_decay",
+                                                                "test.loss"))
+    best = best_to_markdown(best_configurations(per_run, runs, "test.loss", k=4))
+    for md in (grids, best):
+        assert "<img" not in md and "<" not in md and ">" not in md
+        rows = [r for r in md.splitlines() if r.startswith("|")]
+        assert len({len(_cells(r)) for r in rows}) == 1  # no label adds a column
+    titles = [line for line in grids.splitlines() if line.startswith("**")]
+    assert any(f"optimizer.name = {HOSTILE[0]}," in _unescape(t) for t in titles)
+    assert any(_unescape(c).startswith(HOSTILE[2]) for r in best.splitlines() if r.startswith("|") for c in _cells(r))
+    # the best cell stays bold: exactly one **…** per facet table, around a mean ± SD
+    assert len(re.findall(r"\*\*\d\.\d+ ± \d\.\d+\*\*", grids)) == grids.count("\n**") + 1

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ablab.errors import AblabError
 from ablab.execute.progress import ProgressView
 from ablab.spec import Study, Variant
-from ablab.store import Store, StudyLock, remove_stale_temp_files
+from ablab.store import DB_NAME, Store, StudyLock, remove_stale_temp_files, require_results_path
 
 
 @dataclass
@@ -36,15 +37,38 @@ def run_study(
     threads: int | None = None,
     address: str | None = None,
     max_retries: int = 2,
+    replace: bool = False,
 ) -> Summary:
     """Record the study in ``out``, then train every run without a final result.
 
     ``threads``: intra-op CPU threads per run (default: cores // workers). CPU results are
     bitwise reproducible for the same thread count; a different count may change the last bits.
+    A results directory holds one study: a spec of another study name is refused unless ``replace``
+    (the same name with other settings, seeds or variants is that study, extended or edited).
     """
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    require_results_path(Path(out))  # refused before the lock file is written
     with StudyLock(out):  # one writer per results directory
+        if not replace:
+            check_same_study(out, study.name)
         return _run_locked(study, file, variants, out, workers, executor, tty, threads, address, max_retries)
+
+
+def check_same_study(out: str | Path, name: str) -> None:
+    """One clear error when ``out`` holds a study of another name (nothing is written)."""
+    if not (Path(out) / DB_NAME).is_file() or (Path(out) / DB_NAME).stat().st_size == 0:
+        return
+    store = Store.open(out, readonly=True)
+    try:
+        names = store.study_names()
+        n_runs = sum(store.status_counts().values()) if names else 0
+    finally:
+        store.close()
+    if names and names[0] != name:
+        raise AblabError(
+            f"{out} holds study '{names[0]}' ({n_runs} runs), not '{name}'. To keep both, run '{name}' into "
+            f"another directory (--out results/{name}); to make '{name}' the study of {out}, add --replace "
+            f"('{names[0]}' and its runs stay in the store: ablab status {out} --study {names[0]})")
 
 
 def _run_locked(study, file, variants, out, workers, executor, tty, threads, address, max_retries) -> Summary:

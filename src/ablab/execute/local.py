@@ -20,8 +20,10 @@ import os
 import queue as queue_mod
 import signal
 import sys
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,8 @@ from ablab.store import Store, close_inherited_locks
 from ablab.train.posthoc import run_unit
 from ablab.train.result import RunResult
 
-MAX_WORKER_CRASHES = 2  # a run in flight when a worker died this often is stored as failed
+MAX_WORKER_CRASHES = 2  # a run whose worker died this often is stored as failed
+STARTED = -1  # in place of an epoch on the progress queue: the run started in the process whose pid follows
 
 _progress_queue: Any = None
 # what a worker imports before its first run; ``torch._dynamo`` is torch's lazy import on the first optimizer
@@ -119,6 +122,9 @@ def _run_in_worker(spec_json: str, run_id: str, staging: str, study_dir: str) ->
         if _progress_queue is not None:
             _progress_queue.put((run_id, epoch, epochs))
 
+    if _progress_queue is not None:  # which process runs which run: a death is charged to its run only
+        _progress_queue.put((run_id, STARTED, os.getpid()))
+
     return run_unit(parse_unit(spec_json), progress=progress, run_id=run_id, staging=Path(staging),
                     study_dir=Path(study_dir))
 
@@ -178,13 +184,39 @@ def run_parallel(store: Store, todo: list[Variant], view: ProgressView, workers:
         backend.close()
 
 
+@dataclass
+class _PoolLife:
+    """One process pool's workers (pid -> Process, as last seen) and, once it broke, whose death broke it."""
+
+    processes: dict[int, Any] = field(default_factory=dict)
+    culprits: set[int] | None = None
+
+
+def _culprits(processes: dict[int, Any], timeout_s: float = 5.0) -> set[int]:
+    """Pids of the workers that ended other than by the SIGTERM a broken pool sends the rest."""
+    deadline = time.monotonic() + timeout_s
+    codes = {pid: p.exitcode for pid, p in processes.items()}
+    while any(c is None for c in codes.values()) and time.monotonic() < deadline:
+        time.sleep(0.02)  # the pool's manager thread is still stopping (and reaping) the others
+        codes = {pid: p.exitcode for pid, p in processes.items()}
+    return {pid for pid, code in codes.items() if code is not None and code != -signal.SIGTERM}
+
+
 class _Pool:
-    """Backend over a process pool; a broken pool (a worker died) is replaced by a new one."""
+    """Backend over a process pool; a broken pool (a worker died) is replaced by a new one.
+
+    When one worker dies the pool stops all the others (SIGTERM) and fails every future. Each
+    worker reports the run it starts with its pid, so only the run of a worker that ended
+    otherwise (SIGKILL, OOM, exit) is charged; the others run again uncharged. When no worker
+    ended otherwise (one was sent SIGTERM from outside) every run in flight is charged."""
 
     def __init__(self, ctx: Any, workers: int, threads: int, store: Store):
         self.ctx, self.workers, self.threads, self.store = ctx, workers, threads, store
         self.progress_queue = ctx.Queue()
         self.pool = self._new_pool()
+        self.run_of: dict[Future, tuple[str, _PoolLife]] = {}  # a future's run, and the pool it went to
+        self.pid_of: dict[str, int] = {}  # run id -> pid of the worker that reported starting it
+        self.life = _PoolLife()
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=self.ctx, initializer=_init_worker,
@@ -192,33 +224,68 @@ class _Pool:
 
     def submit(self, v: Variant) -> Future:
         args = (_run_in_worker, v.spec.canonical_json(), v.id, str(self.store.staging_dir(v.id)), str(self.store.path))
+        self.pid_of.pop(v.id, None)
         try:
-            return self.pool.submit(*args)
+            future = self.pool.submit(*args)
         except BrokenProcessPool:  # the pool broke after the last wait: a new one takes the run
             self.recover()
-            return self.pool.submit(*args)
+            future = self.pool.submit(*args)
+        self.run_of[future] = (v.id, self.life)
+        self._see_processes()
+        return future
+
+    def _see_processes(self) -> None:
+        """Remember the pool's processes: a broken pool forgets them, and their exit codes tell who died."""
+        self.life.processes.update(getattr(self.pool, "_processes", None) or {})
 
     def wait(self, handles: list, timeout: float) -> list:
+        self._see_processes()
         done, _ = wait(handles, timeout=timeout, return_when=FIRST_COMPLETED)
         return list(done)
 
     def result(self, handle: Future) -> RunResult:
+        run_id, life = self.run_of.pop(handle, (None, self.life))
         try:
-            return handle.result()
+            result = handle.result()
+            self.pid_of.pop(run_id, None)  # that worker's pid now stands for its next run only
+            return result
         except BrokenProcessPool as err:
-            raise WorkerDied("a worker process exited unexpectedly") from err
+            charged = self._charged(run_id, life)
+            why = "a worker process exited unexpectedly" if charged else "another worker process died"
+            raise WorkerDied(why, charged=charged) from err
+
+    def _charged(self, run_id: str | None, life: "_PoolLife") -> bool:
+        """Whether the run's own worker died (True also where that cannot be told)."""
+        if life.culprits is None:
+            life.culprits = _culprits(life.processes)
+        self._read_queue(None)  # start reports still in the queue
+        if not life.culprits:
+            return True
+        pid = self.pid_of.get(run_id) if run_id else None
+        if pid is not None:
+            return pid in life.culprits
+        # not reported as started: charged only if a culprit's run is unknown (its report may be lost)
+        return bool(life.culprits - set(self.pid_of.values()))
 
     def drain_progress(self, view: ProgressView) -> None:
+        self._read_queue(view)
+
+    def _read_queue(self, view: ProgressView | None) -> None:
         while True:
             try:
-                run_id, epoch, epochs = self.progress_queue.get_nowait()
+                run_id, epoch, value = self.progress_queue.get_nowait()
             except (queue_mod.Empty, OSError, ValueError):
                 return
-            view.epoch(run_id, epoch, epochs)
+            if epoch == STARTED:
+                self.pid_of[run_id] = value
+            elif view is not None:
+                view.epoch(run_id, epoch, value)
 
     def recover(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.pool = self._new_pool()
+        self.life = _PoolLife()  # futures of the broken pool keep theirs: they may fail after this
+        self._see_processes()
 
     def terminate(self) -> None:
         for proc in list(getattr(self.pool, "_processes", {}).values()):

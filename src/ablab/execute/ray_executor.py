@@ -7,12 +7,14 @@ others). The same spec gives the same numbers as the local executor for the same
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import math
 import os
 import signal
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ablab.errors import AblabError
 from ablab.execute.progress import ProgressView
@@ -22,6 +24,7 @@ from ablab.spec import Resources, Variant
 from ablab.store import Store
 from ablab.train.result import RunResult
 
+LOOPBACK = "127.0.0.1"
 INSTALL_HINT = "the Ray executor needs Ray: pip install -e '.[ray]' (or pip install 'ray>=2.9')"
 
 
@@ -73,11 +76,11 @@ def run_ray(
         if address:
             ray.init(address=address, **common)
         else:
-            # a private instance on this machine, bound to localhost
-            ray.init(
-                address="local", num_cpus=workers * max(1, math.ceil(resources.cpus)),
-                num_gpus=_local_gpus() if resources.gpus > 0 else 0, _node_ip_address="127.0.0.1", **common,
-            )
+            with _loopback_node(ray):  # a private instance, reachable from this machine only
+                ray.init(
+                    address="local", num_cpus=workers * max(1, math.ceil(resources.cpus)),
+                    num_gpus=_local_gpus() if resources.gpus > 0 else 0, _node_ip_address=LOOPBACK, **common,
+                )
     if started_here and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, sigterm)  # ray.init replaces it; SIGTERM stops a study like Ctrl-C
     remote = ray.remote(_train_task).options(
@@ -128,6 +131,32 @@ class _RayTasks:
 
     def recover(self) -> None:
         pass
+
+
+@contextlib.contextmanager
+def _loopback_node(ray: Any) -> Iterator[None]:
+    """While Ray starts, its node address stays 127.0.0.1.
+
+    Ray turns a loopback ``_node_ip_address`` into the machine's external address
+    (``services.resolve_ip_for_localhost``) unless multi-node clusters are off, as on macOS and
+    Windows (``ray_constants.ENABLE_RAY_CLUSTER``, env ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``, read at
+    import). With the node address 127.0.0.1, GCS, raylet, core workers and the agents bind there;
+    with the external one they listen on every interface and the runtime-env agent on the external
+    address. Read at call time, so it is switched off for ``ray.init`` only.
+    """
+    try:
+        constants = importlib.import_module("ray._private.ray_constants")
+    except ImportError:
+        constants = None
+    if not hasattr(constants, "ENABLE_RAY_CLUSTER"):
+        yield  # another Ray layout: tests/execute/test_ray_isolation.py says whether it still binds to 127.0.0.1
+        return
+    before = constants.ENABLE_RAY_CLUSTER
+    constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        constants.ENABLE_RAY_CLUSTER = before
 
 
 def _local_gpus() -> int:

@@ -2,8 +2,8 @@
 
 A backend (local processes, Ray) only starts a unit and says when units finish; this loop keeps
 at most ``workers`` in flight, starts a unit that continues a run of the same study only once
-that run is stored, charges a worker's death to the runs it was running, and has the driver store
-each result as it arrives.
+that run is stored, charges a worker's death to the run it was running (to every run in flight
+where the backend cannot tell which), and has the driver store each result as it arrives.
 """
 
 from __future__ import annotations
@@ -18,7 +18,14 @@ from ablab.train.result import RunResult
 
 
 class WorkerDied(Exception):
-    """The process running a unit died (killed, out of memory) before returning a result."""
+    """The process running a unit died (killed, out of memory) before returning a result.
+
+    ``charged``: the unit's own worker died, or the backend cannot tell; False when another
+    worker's death took this one down (a broken pool stops every worker) or it had not started."""
+
+    def __init__(self, message: str, charged: bool = True):
+        super().__init__(message)
+        self.charged = charged
 
 
 class Backend(Protocol):
@@ -80,6 +87,10 @@ def run_all(store: Store, todo: Iterable[Variant], view: ProgressView, backend: 
                 result = backend.result(handle)
             except WorkerDied as err:
                 died = True
+                if not err.charged:  # another worker died: run it again, as if it had not started
+                    store.mark_pending([v.id], uncount=True)
+                    pending.appendleft(v)
+                    continue
                 crashes[v.id] += 1
                 if crashes[v.id] < max_crashes:
                     store.mark_pending([v.id])

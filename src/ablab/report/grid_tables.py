@@ -15,6 +15,7 @@ from ablab.analysis.grids import MISSING, BestConfigurations, FacetTable
 from ablab.report import numbers
 from ablab.report.exact_csv import to_csv
 from ablab.report.numbers import format_p, is_scientific
+from ablab.report.markdown import escape_markdown, markdown_row
 
 
 def format_mean_sd(mean: float, sd: float, n: int, scientific: bool = False) -> str:
@@ -40,15 +41,17 @@ def grids_to_csv(tables: list[FacetTable]) -> str:
 
 
 def grid_to_markdown(table: FacetTable, scientific: bool = False) -> str:
-    """The facet as a Markdown table of mean ± SD; the best cell in bold; ``|`` escaped."""
+    """The facet as a Markdown table of mean ± SD; the best cell in bold; labels shown literally."""
     head = [f"{table.rows} \\ {table.cols}", *map(str, table.mean.columns)]
-    lines = [f"**{_md(table.title)}**", "", _md_row(head), "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    lines = [f"**{escape_markdown(table.title)}**", "", markdown_row(head),
+             "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for r in table.mean.index:
-        cells = [str(r)]
+        cells = [escape_markdown(r)]
         for c in table.mean.columns:
-            text = format_mean_sd(table.mean.loc[r, c], table.sd.loc[r, c], int(table.n.loc[r, c]), scientific)
+            text = escape_markdown(format_mean_sd(table.mean.loc[r, c], table.sd.loc[r, c], int(table.n.loc[r, c]),
+                                                  scientific))
             cells.append(f"**{text}**" if table.best == (str(r), str(c)) else text)
-        lines.append(_md_row(cells))
+        lines.append("| " + " | ".join(cells) + " |")  # cells escaped above, around the bold marks
     return "\n".join(lines) + "\n"
 
 
@@ -87,12 +90,12 @@ def best_to_markdown(best: BestConfigurations) -> str:
     """The top-k table in Markdown, followed by the tests in words."""
     axes = best.axes or ["label"]
     head = ["rank", *(a if a != "label" else "variant" for a in axes), best.metric, "n"]
-    lines = [_md_row(head), "|" + "|".join(["---:"] + ["---"] * len(axes) + ["---:", "---:"]) + "|"]
+    lines = [markdown_row(head), "|" + "|".join(["---:"] + ["---"] * len(axes) + ["---:", "---:"]) + "|"]
     sci = is_scientific(best.table["mean"])
     for _, row in best.table.iterrows():
-        lines.append(_md_row([str(row["rank"]), *(str(row[a]) for a in axes),
-                              format_mean_sd(row["mean"], row["sd"], row["n"], sci), str(row["n"])]))
-    return "\n".join(lines) + "\n\n" + "\n".join(f"- {_md(s)}" for s in describe_tests(best)) + "\n"
+        lines.append(markdown_row([str(row["rank"]), *(str(row[a]) for a in axes),
+                                   format_mean_sd(row["mean"], row["sd"], row["n"], sci), str(row["n"])]))
+    return "\n".join(lines) + "\n\n" + "\n".join(f"- {escape_markdown(s)}" for s in describe_tests(best)) + "\n"
 
 
 def best_to_latex(best: BestConfigurations) -> str:
@@ -122,12 +125,6 @@ def describe_tests(best: BestConfigurations) -> list[str]:
     return out + best.note
 
 
-def _md(text: str) -> str:
-    return str(text).replace("|", r"\|")
-
-
-def _md_row(cells: list[str]) -> str:
-    return "| " + " | ".join(_md(c) for c in cells) + " |"
 
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",

@@ -23,6 +23,7 @@ from ablab.analysis.grids import welch_test
 from ablab.analysis.multiple_tests import holm_adjust
 from ablab.report import numbers
 from ablab.report.numbers import MISSING, format_p, format_value, is_number, is_scientific
+from ablab.report.markdown import escape_markdown, markdown_row  # noqa: F401  (escape_markdown re-exported)
 BASELINE_ROLES = ("lower", "upper")
 
 
@@ -230,20 +231,8 @@ def to_markdown(agg: pd.DataFrame, refs: list[str], rule: str) -> str:
     """GitHub Markdown table, preceded by its caption; labels and names from the spec are shown literally."""
     header, rows = table_rows(agg, refs)
 
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(map(escape_markdown, cells)) + " |"
-
-    body = [line(header), "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|", *map(line, rows)]
+    body = [markdown_row(header), "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|", *map(markdown_row, rows)]
     return escape_markdown(caption(rule, agg)) + "\n\n" + "\n".join(body) + "\n"
-
-
-_MD_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", **{c: "\\" + c for c in "\\`*_[]~|"}}
-
-
-def escape_markdown(text: str) -> str:
-    """``text`` as literal Markdown: HTML's ``& < >`` as entities (no tag reaches a renderer),
-    emphasis, code, link and table characters backslash-escaped, line breaks as spaces."""
-    return "".join(_MD_ESCAPES.get(c, c) for c in " ".join(str(text).splitlines()))
 
 
 def to_csv_frame(agg: pd.DataFrame, refs: list[str], rule: str, by: str = "label") -> pd.DataFrame:

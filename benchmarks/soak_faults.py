@@ -1,0 +1,302 @@
+"""Fault-injection campaign (issue 11): random kills of the driver, of one worker and of the whole
+process group, Ctrl-C and SIGTERM, against a small study with checkpoints, resuming after each.
+
+After every cycle it checks: nothing lost (runs done before stay done, untouched; every indexed
+artifact on disk with its size and digest), nothing duplicated (metric rows, retrained runs,
+artifact files not in the index), no run left ``running`` after a clean stop or a finished resume,
+no temporary file after a finished resume, no process of the invocation alive 5 s after it ended
+(by pid: the driver's descendants, polled while it ran), and every stored run's metrics equal to an
+uninterrupted reference run, bitwise. A round ends when a resume finishes the study; the next
+round starts from an empty results directory.
+
+    python benchmarks/soak_faults.py --kills 24 --seed 1      # the long campaign (minutes)
+    python benchmarks/soak_faults.py --kills 3 --quick        # a smoke run
+
+Prints one line per cycle and a summary; exit status 0 when every check held, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+KINDS = ("kill-driver", "kill-group", "kill-worker", "ctrl-c", "sigterm")
+EXPECTED_EXIT = {"kill-driver": {-9}, "kill-group": {-9}, "kill-worker": {0, 1}, "ctrl-c": {130}, "sigterm": {143}}
+CLEAN_STOP = {"ctrl-c", "sigterm"}
+# after main() returned, Python restores the default handlers: a signal then ends the process by
+# that signal (exit -2 / -15) although the study is stored; counted as late, not as a fault
+EXIT_SIGNAL = {"ctrl-c": signal.SIGINT, "sigterm": signal.SIGTERM}
+
+
+def study(epochs: int = 6) -> dict:
+    """4 runs (2 learning rates × 2 seeds) on the embedded digits, with checkpoints every 2 epochs and at the end."""
+    return {"name": "soak", "seeds": {"replicates": 2}, "grid": {"optimizer.lr": [0.1, 0.05]},
+            "base": {"data": "digits", "model": {"name": "mlp", "widths": [32]},
+                     "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9}, "epochs": epochs, "batch_size": 64,
+                     "device": "cpu", "record": {"every_steps": 5, "checkpoints": {"every_epochs": 2, "final": True}}}}
+
+
+# ---- processes, by pid
+
+
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every live, not zombie, process."""
+    out = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            out[int(stat.parent.name)] = int(fields[1])
+    return out
+
+
+def descendants(root: int) -> set[int]:
+    parent_of, found, frontier = _parents(), set(), {root}
+    while frontier:
+        frontier = {p for p, pp in parent_of.items() if pp in frontier and p not in found}
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+# ---- the store, read directly (a damaged or half-written store shows as a failed check, not a crash)
+
+
+def read_store(out: Path) -> dict:
+    con = sqlite3.connect(f"file:{out / 'ablab.db'}?mode=ro", uri=True)
+    try:
+        runs = {r[0]: {"status": r[1], "finished": r[2]} for r in con.execute("SELECT id, status, finished FROM runs")}
+        metrics = con.execute("SELECT run, step, split, name, value FROM metrics").fetchall()
+        artifacts = con.execute("SELECT run, name, size, sha256 FROM artifacts").fetchall()
+    finally:
+        con.close()
+    return {"runs": runs, "metrics": metrics, "artifacts": artifacts}
+
+
+def by_run(metrics: list) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for run, step, split, name, value in metrics:
+        out.setdefault(run, []).append((step, split, name, value))
+    return {run: sorted(rows) for run, rows in out.items()}
+
+
+@dataclass
+class Tally:
+    cycles: int = 0
+    rounds: int = 0
+    kills: Counter = field(default_factory=Counter)
+    missed: int = 0  # the study finished before the fault was delivered (or took effect)
+    late: int = 0  # of those: Ctrl-C or SIGTERM after main() returned, while Python exited (nothing to resume)
+    problems: Counter = field(default_factory=Counter)
+    notes: list = field(default_factory=list)
+
+    def flag(self, what: str, n: int, detail: str) -> None:
+        if n:
+            self.problems[what] += n
+            self.notes.append(f"cycle {self.cycles}: {what}: {detail}")
+
+
+def check(out: Path, reference: dict, before: dict, tally: Tally, finished: bool, clean: bool) -> dict:
+    """The invariants after one invocation ended; returns the store's state for the next cycle."""
+    if not (out / "ablab.db").exists():  # stopped before it wrote anything
+        return before
+    state = read_store(out)
+    runs = state["runs"]
+    lost = [r for r, v in before.items() if v["status"] == "done" and runs.get(r, {}).get("status") != "done"]
+    retrained = [r for r, v in before.items() if v["status"] == "done" and r not in lost
+                 and runs[r]["finished"] != v["finished"]]
+    tally.flag("runs lost", len(lost), str(lost))
+    tally.flag("runs retrained", len(retrained), str(retrained))
+    keys = Counter((run, step, split, name) for run, step, split, name, _ in state["metrics"])
+    tally.flag("duplicated metric rows", sum(n - 1 for n in keys.values() if n > 1), "")
+    indexed = set()
+    for run, name, size, digest in state["artifacts"]:
+        path = out / "runs" / run / name
+        indexed.add(path)
+        ok = path.is_file() and path.stat().st_size == size and hashlib.sha256(path.read_bytes()).hexdigest() == digest
+        tally.flag("artifacts lost or damaged", int(not ok), str(path))
+    done_runs = {r for r, v in runs.items() if v["status"] == "done"}
+    on_disk = {p for p in (out / "runs").glob("*/*") if p.is_file() and p.name != "spec.json"} if (out / "runs").exists() else set()
+    stray = {p for p in on_disk - indexed if p.parent.name in done_runs and not p.name.startswith(".")}
+    tally.flag("artifact files not in the index", len(stray), str(sorted(map(str, stray))[:3]))
+    mine, ref = by_run(state["metrics"]), by_run(reference["metrics"])
+    differ = [r for r in done_runs if mine.get(r) != ref.get(r)]
+    tally.flag("runs not bitwise equal to the reference", len(differ), str(differ))
+    if clean or finished:
+        left = [r for r, v in runs.items() if v["status"] == "running"]
+        tally.flag("runs left running", len(left), str(left))
+    if finished:
+        temps = [p for p in out.rglob(".*.tmp-*")]
+        tally.flag("temporary files after a finished resume", len(temps), str(temps[:3]))
+    return runs
+
+
+# ---- one invocation, with or without a fault
+
+
+def start(spec: Path, out: Path, logs: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "ablab", "run", str(spec), "--out", str(out), "--workers", "2", "--threads", "1"]
+    return subprocess.Popen(cmd, stdout=open(logs / "stdout", "ab"), stderr=open(logs / "stderr", "ab"),
+                            start_new_session=True,  # its own process group: kill-group and Ctrl-C reach it all
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def runs_started_since(out: Path, since: float) -> int:
+    """Runs this invocation marked running (rows a killed one left ``running`` are older)."""
+    try:
+        con = sqlite3.connect(f"file:{out / 'ablab.db'}?mode=ro", uri=True, timeout=1)
+        try:
+            return con.execute("SELECT COUNT(*) FROM runs WHERE status='running' AND started >= ?", (since,)).fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+
+
+def deliver(kind: str, proc: subprocess.Popen) -> bool:
+    """Send the fault; False when there was nothing to hit (no worker alive)."""
+    if kind == "kill-driver":
+        os.kill(proc.pid, signal.SIGKILL)
+    elif kind == "kill-group":
+        os.killpg(proc.pid, signal.SIGKILL)
+    elif kind == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: the whole foreground group
+    elif kind == "sigterm":
+        os.kill(proc.pid, signal.SIGTERM)
+    else:
+        workers = [p for p, pp in _parents().items() if pp == proc.pid]
+        if not workers:
+            return False
+        os.kill(random.choice(workers), signal.SIGKILL)
+    return True
+
+
+def _finished(out: Path) -> bool:
+    return (out / "ablab.db").exists() and all(v["status"] == "done" for v in read_store(out)["runs"].values())
+
+
+def invoke(spec: Path, out: Path, logs: Path, kind: str | None, rng: random.Random, timeout: float = 600) -> tuple:
+    """Run ``ablab run`` once; with ``kind``, deliver that fault a random moment after training started.
+    Returns (exit code, whether the fault was delivered, pids seen under the driver)."""
+    t0 = time.time()
+    proc, seen, delivered = start(spec, out, logs), set(), False
+    deadline, fault_at = time.time() + timeout, None
+    while proc.poll() is None and time.time() < deadline:
+        seen |= descendants(proc.pid)
+        if kind and not delivered:
+            if fault_at is None and runs_started_since(out, t0) > 0:
+                fault_at = time.time() + rng.uniform(0.2, 3.0)
+            if fault_at is not None and time.time() >= fault_at:
+                delivered = deliver(kind, proc)
+        time.sleep(0.05)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    return proc.wait(), delivered, seen
+
+
+def orphans(seen: set[int], grace_s: float = 5.0) -> list[int]:
+    """Processes of an ended invocation still alive after ``grace_s``; they are then killed (by pid)."""
+    deadline = time.time() + grace_s
+    while time.time() < deadline and any(alive(p) for p in seen):
+        time.sleep(0.1)
+    left = [p for p in seen if alive(p)]
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return left
+
+
+def campaign(kills: int, seed: int, work: Path, epochs: int = 6, kinds: list[str] | None = None) -> Tally:
+    """``kills`` faults (random kinds, or ``kinds`` in order), resuming after each; the tally of every check."""
+    rng = random.Random(seed)
+    spec = work / "soak.yaml"
+    spec.write_text(yaml.safe_dump(study(epochs)))
+    logs = work / "logs"
+    logs.mkdir(exist_ok=True)
+    code, _, seen = invoke(spec, work / "reference", logs, None, rng)
+    assert code == 0, (logs / "stderr").read_text()[-2000:]
+    reference = read_store(work / "reference")
+    tally = Tally()
+    out, before = work / "round0", {}
+    plan = list(kinds) if kinds else [rng.choice(KINDS) for _ in range(kills)]
+    for kind in plan:
+        tally.cycles += 1
+        code, delivered, seen = invoke(spec, out, logs, kind, rng)
+        tally.flag("orphan processes", len(orphans(seen)), "")
+        late = kind in CLEAN_STOP and code == -EXIT_SIGNAL[kind] and _finished(out)
+        if not delivered or late:  # late: the signal reached the driver as Python exited, the study stored
+            tally.missed += 1
+            tally.late += late
+        else:
+            tally.kills[kind] += 1
+            tally.flag("unexpected exit codes", int(code not in EXPECTED_EXIT[kind]), f"{kind}: {code}")
+        before = check(out, reference, before, tally, finished=code == 0, clean=kind in CLEAN_STOP)
+        print(f"cycle {tally.cycles:>3}  {kind:<12} {'delivered' if delivered else 'missed':<9} exit {code:>4}  "
+              f"done {sum(v['status'] == 'done' for v in before.values())}/4", flush=True)
+        if code != 0 and not late:  # resume (no fault) until the study is finished: the end of a round
+            continue
+        tally.rounds += 1
+        out, before = work / f"round{tally.rounds}", {}
+    # the last round: resume it to the end
+    while out.exists() and any(v["status"] != "done" for v in read_store(out)["runs"].values()):
+        code, _, seen = invoke(spec, out, logs, None, rng)
+        tally.flag("orphan processes", len(orphans(seen)), "")
+        tally.flag("unexpected exit codes", int(code not in (0, 1)), f"resume: {code}")
+        before = check(out, reference, before, tally, finished=code == 0, clean=True)
+        if code == 0:
+            tally.rounds += 1
+    return tally
+
+
+def summary(tally: Tally, seconds: float) -> dict:
+    return {"cycles": tally.cycles, "faults delivered": sum(tally.kills.values()), "by kind": dict(sorted(tally.kills.items())),
+            "missed (study already finished)": tally.missed, "of which a signal during interpreter exit": tally.late, "rounds finished": tally.rounds,
+            "problems": dict(tally.problems), "wall_s": round(seconds, 1)}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--kills", type=int, default=24)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--quick", action="store_true", help="2 epochs per run: a smoke run")
+    p.add_argument("--work", help="folder for the results (default: a temporary one, removed)")
+    args = p.parse_args()
+    t0 = time.time()
+    with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
+        work = Path(args.work or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        tally = campaign(args.kills, args.seed, work, epochs=2 if args.quick else args.epochs)
+    result = summary(tally, time.time() - t0)
+    print(json.dumps(result, indent=2))
+    for note in tally.notes:
+        print(note)
+    return 0 if not tally.problems else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

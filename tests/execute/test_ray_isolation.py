@@ -1,0 +1,72 @@
+"""The private Ray instance ablab starts is reachable from this machine only, and it stops with the study.
+
+Ray's processes are found by pid (descendants of the driver), never by name; sockets by inode
+(/proc/net/tcp{,6} against /proc/PID/fd)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import interruptible, status_counts, tiny_study
+from procnet import comm, descendants, is_loopback, listening_of
+
+pytest.importorskip("ray")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc to list sockets")]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _start_ray_study(write_study, tmp_path, group: bool) -> tuple[subprocess.Popen, Path]:
+    study = tiny_study(grid={"optimizer.lr": [0.1, 0.05, 0.02]}, seeds={"replicates": 2})
+    study["base"]["epochs"] = 60  # still training when the test looks and stops it
+    out = tmp_path / "r"
+    cmd = [sys.executable, "-m", "ablab", "run", str(write_study(study)), "--out", str(out), "--executor", "ray",
+           "--workers", "2"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a private instance, not a running one
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=interruptible, start_new_session=group)
+    deadline = time.time() + 240
+    while status_counts(out / "ablab.db").get("running", 0) < 2:  # both Ray workers are training
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "the Ray study did not start in time"
+        time.sleep(0.2)
+    return proc, out
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_private_ray_listens_on_loopback_only_and_stops_with_the_study(how, write_study, tmp_path):
+    proc, out = _start_ray_study(write_study, tmp_path, group=how == "ctrl-c")
+    time.sleep(2)  # the agents have bound their ports
+    ray_pids = descendants(proc.pid)
+    listening = listening_of(ray_pids | {proc.pid})
+    names = {pid: comm(pid) for pid in ray_pids}
+    assert len(ray_pids) >= 3 and proc.pid in listening  # GCS, raylet, workers; the driver's core worker listens
+    exposed = {f"{pid} ({comm(pid)})": [a for a in addrs if not is_loopback(a[0])] for pid, addrs in listening.items()}
+    assert not any(exposed.values()), exposed
+
+    if how == "ctrl-c":  # a terminal's Ctrl-C reaches the whole foreground process group
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == (130 if how == "ctrl-c" else 143), err
+    assert "Traceback" not in err
+    deadline = time.time() + 5
+    while time.time() < deadline and any(_alive(p) for p in ray_pids):
+        time.sleep(0.1)
+    left = {pid: names[pid] for pid in ray_pids if _alive(pid)}
+    for pid in left:  # leave nothing behind for the next test, then fail
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"Ray processes outlived the study by 5 s: {left}"
+    assert "running" not in status_counts(out / "ablab.db")
