@@ -80,7 +80,9 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
             except AblabError as err:
                 raise fail(err, "base.data") from None
         data = datasets[dkey]
-        key = _key(spec.model_dump(mode="json", exclude={"seeds", "replicate", "init_from"}))
+        # the seeds do not change what is built, except that a bit change needs a weight layer
+        key = _key([spec.model_dump(mode="json", exclude={"seeds", "replicate", "init_from"}),
+                    spec.seeds.bitflip is not None])
         if key not in built:
             for split in spec.record.eval_splits:
                 if split not in data.splits:

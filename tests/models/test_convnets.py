@@ -84,6 +84,15 @@ def test_one_hidden_conv_hidden_layer_is_16x16x64():
     assert model.fc1.in_features == 16 * 16 * 64
 
 
+def test_mnist_cnn_feature_map_sizes_and_no_dropout():
+    model = create("mnist_cnn", in_shape=(1, 28, 28))
+    assert spatial_sizes(model, (nn.Conv2d, nn.MaxPool2d), in_shape=(1, 28, 28)) == [26, 24, 12]
+    assert model.fc2.in_features == 9216 and not any(isinstance(m, nn.Dropout) for m in model.modules())
+    assert n_params(model) == 1_199_882  # 320 + 18,496 + 9,216·128 + 128 + 1,290 (PyTorch's MNIST example)
+    with pytest.raises(SpecError, match="mnist_cnn"):
+        create("mnist_cnn", in_shape=(1, 5, 5))
+
+
 def test_vgg11_feature_map_sizes_and_small_inputs_fail_early():
     assert spatial_sizes(create("vgg11"), (nn.MaxPool2d,)) == [16, 8, 4, 2, 1]
     with pytest.raises(SpecError, match="vgg11"):
@@ -177,7 +186,7 @@ BN = nn.modules.batchnorm._BatchNorm
 
 
 @pytest.mark.parametrize(
-    ("name", "n_layers"), [("3c3d", 6), ("allcnnc", 9), ("vgg11", 9), ("one_hidden_conv", 2)]
+    ("name", "n_layers"), [("3c3d", 6), ("allcnnc", 9), ("vgg11", 9), ("one_hidden_conv", 2), ("mnist_cnn", 4)]
 )
 def test_batchnorm_replaces_the_bias_of_the_layer_before_it(name, n_layers):
     model = create(name, norm="batchnorm")

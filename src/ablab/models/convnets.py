@@ -1,4 +1,4 @@
-"""Plain convolutional test problems: ``one_hidden_conv``, DeepOBS ``3c3d`` and ``allcnnc``, ``vgg11``.
+"""Plain convolutional test problems: ``one_hidden_conv``, ``mnist_cnn``, DeepOBS ``3c3d`` and ``allcnnc``, ``vgg11``.
 
 Every model is an ``nn.Sequential`` of named modules. Conv/linear layer ``i`` (0-based, forward
 order, the index ``norm_at`` uses) is ``conv{i}`` or ``fc{i}``, followed by ``norm{i}`` where the
@@ -93,6 +93,37 @@ def one_hidden_conv(
     layers["flatten"] = nn.Flatten()
     layers["fc1"] = nn.Linear(channels * oh * ow, out_dim, bias=not plan.has_norm(1))
     _norm_act(layers, plan, 1, out_dim, 1, None)
+    return nn.Sequential(layers)
+
+
+@MODELS.register("mnist_cnn")
+def mnist_cnn(
+    in_shape: tuple[int, ...],
+    out_dim: int,
+    *,
+    norm: NormSpec = "none",
+    norm_at: Placement = "all_hidden",
+    activation: ActivationName = "relu",
+) -> nn.Module:
+    """MNIST net of Summers & Dinneen (2021, seed 002 §5.6): conv 32 → conv 64 (3×3, no padding) →
+    max-pool 2 → linear 128 → linear, no dropout (PyTorch's MNIST example without its dropout);
+    PyTorch's default initialization. 28×28 → 26 → 24 → 12: 9216 features. Layers 0-3 for ``norm_at``.
+    """
+    c, h, w = image_shape(in_shape, "mnist_cnn")
+    oh, ow = (h - 4) // 2, (w - 4) // 2
+    _check_size("mnist_cnn", in_shape, oh, ow)
+    plan = NormPlan(norm, n_layers=4, placement=norm_at)
+    layers: _Layers = OrderedDict()
+    layers["conv0"] = nn.Conv2d(c, 32, 3, bias=not plan.has_norm(0))
+    _norm_act(layers, plan, 0, 32, 2, activation)
+    layers["conv1"] = nn.Conv2d(32, 64, 3, bias=not plan.has_norm(1))
+    _norm_act(layers, plan, 1, 64, 2, activation)
+    layers["pool1"] = nn.MaxPool2d(2)
+    layers["flatten"] = nn.Flatten()
+    layers["fc2"] = nn.Linear(64 * oh * ow, 128, bias=not plan.has_norm(2))
+    _norm_act(layers, plan, 2, 128, 1, activation)
+    layers["fc3"] = nn.Linear(128, out_dim, bias=not plan.has_norm(3))
+    _norm_act(layers, plan, 3, out_dim, 1, None)
     return nn.Sequential(layers)
 
 

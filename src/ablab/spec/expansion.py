@@ -22,10 +22,11 @@ from ablab.errors import SpecError
 from ablab.seeding import STREAMS
 from ablab.spec.labels import make_label
 from ablab.spec.loading import _spec_error, set_path
-from ablab.spec.models import EvalSpec, Groups, Member, MetricRef, RunSpec, Study, Variant, _Strict
+from ablab.spec.models import EvalSpec, Groups, Member, MetricRef, RunSpec, SeedAxis, Study, Variant, _Strict
 from ablab.selectors import matches
 
 MAX_RUNS = 100_000  # a study larger than this is almost surely a typo (raise with --max-runs)
+SEED_AXES = tuple(f"seeds.{field}" for field in SeedAxis.model_fields)  # per-variant seed settings, not base paths
 
 
 class Selection(_Strict):
@@ -88,8 +89,9 @@ def _expand_training(study: Study, file: str) -> list[Variant]:
     raws = []
     for axes in combos:
         label = make_label(axes, named)
-        for r in range(study.seeds.replicates):
-            raws.append((_raw_run(study, axes, r, file), label, axes, r))
+        seed_axis = _seed_axis(study, axes, label, file)
+        for r in range(seed_axis.replicates):
+            raws.append((_raw_run(study, seed_axis, axes, r, file), label, axes, r))
     # runs without an in-study source first: they are what in-study init_from selectors match
     per_raw: list[list[Variant]] = [[] for _ in raws]
     for i, (raw, label, axes, r) in enumerate(raws):
@@ -102,23 +104,43 @@ def _expand_training(study: Study, file: str) -> list[Variant]:
     return [v for vs in per_raw for v in vs]
 
 
-def _raw_run(study: Study, axes: dict[str, Any], r: int, file: str) -> dict[str, Any]:
+def _seed_axis(study: Study, axes: dict[str, Any], label: str, file: str) -> SeedAxis:
+    """The study's ``seeds``, with this variant's ``seeds.vary`` / ``seeds.replicates`` / ``seeds.base`` axes."""
+    given = {path.split(".", 1)[1]: value for path, value in axes.items() if path in SEED_AXES}
+    if not given:
+        return study.seeds
+    try:
+        return SeedAxis.model_validate({**study.seeds.model_dump(), **given})
+    except pydantic.ValidationError as err:
+        e = _spec_error(err, file, prefix="seeds")
+        raise SpecError(f"{e.message} (variant '{label}')", field=e.field, file=file) from None
+
+
+def _replicate_seeds(seeds: SeedAxis, r: int) -> dict[str, Any]:
+    """Replicate r's seeds: ``base + r`` for a varied stream, ``base`` for a held one (``bitflip``: None)."""
+    held = {s: seeds.base for s in STREAMS} | {"bitflip": None}
+    return {s: seeds.base + r if s in seeds.vary else held[s] for s in STREAMS}
+
+
+def _raw_run(study: Study, seeds: SeedAxis, axes: dict[str, Any], r: int, file: str) -> dict[str, Any]:
     raw = copy.deepcopy(study.base)
     if study.imports:
         raw["imports"] = list(study.imports)
     for path, value in axes.items():
-        if path != "label":
+        if path != "label" and path not in SEED_AXES:
             set_path(raw, path, copy.deepcopy(value), where=path)
-    seeds = {s: study.seeds.base + (r if s in study.seeds.vary else 0) for s in STREAMS}
     raw.setdefault("seeds", {})
     if not isinstance(raw["seeds"], dict):
         raise SpecError("base.seeds must be a mapping of stream: int", file=file, field="base.seeds")
-    varied = sorted(set(raw["seeds"]) & set(study.seeds.vary))
-    if varied:  # the replicate's seed would silently replace the written one
+    varied = sorted(set(raw["seeds"]) & set(seeds.vary))
+    if varied and "seeds.vary" not in axes:  # the replicate's seed would silently replace the written one
         raise SpecError(f"base.seeds.{varied[0]} is set, but seeds.vary makes '{varied[0]}' the replicate's seed "
                         f"(seeds.base + replicate); remove it from seeds.vary to fix it, or from base.seeds",
                         file=file, field=f"base.seeds.{varied[0]}")
-    raw["seeds"] = {**seeds, **raw["seeds"]}
+    # a seeds.vary axis varies a stream in some rows and holds it (at base.seeds) in the others
+    raw["seeds"] = {**_replicate_seeds(seeds, r), **{k: v for k, v in raw["seeds"].items() if k not in seeds.vary}}
+    if "kernels" in seeds.vary:  # no seed: the replicates differ only by the kernels' own nondeterminism
+        raw["deterministic"] = False
     raw["replicate"] = r
     return raw
 

@@ -20,11 +20,11 @@ from ablab.plugins import check_module_name, code_of, import_modules
 from ablab.optim.groups import Rule, RunMode
 from ablab.registry import (AUGMENTATIONS, DATASETS, EVALUATORS, LOSSES, MODELS, OBJECTIVES, OPTIMIZERS, PROBES,
                             SCHEDULES, Registry, load_components)
-from ablab.seeding import STREAMS
+from ablab.seeding import RANDOM_SOURCES, SOURCES
 
 load_components()
 
-Stream = Literal[STREAMS]  # the one declaration of the streams is ablab.seeding.STREAMS
+SeedSource = Literal[SOURCES]  # the one declaration of the sources is ablab.seeding (STREAMS + kernels)
 Component = Union[str, dict[str, Any]]
 
 
@@ -95,9 +95,20 @@ _REGISTRY_OF = {"data": DATASETS, "model": MODELS, "optimizer": OPTIMIZERS, "sch
                 "objective": OBJECTIVES}
 
 
+class _SeedsBase(_Strict):
+    @model_validator(mode="before")
+    @classmethod
+    def _kernels_has_no_seed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "kernels" in data:
+            raise ValueError("'kernels' has no seed, only a switch: the run's 'deterministic: true | false' "
+                             "(or seeds: {vary: [kernels]} for replicates with nondeterministic kernels)")
+        return data
+
+
 Seeds = create_model(
-    "Seeds", __base__=_Strict, __doc__="One integer per random stream (see ``ablab.seeding``).",
-    **{stream: (int, 0) for stream in STREAMS},
+    "Seeds", __base__=_SeedsBase,
+    __doc__="One integer per random stream (see ``ablab.seeding``); ``bitflip: null`` (default) changes no weight.",
+    **{stream: (int, 0) for stream in RANDOM_SOURCES}, bitflip=(Optional[int], None),
 )
 
 
@@ -354,11 +365,15 @@ def _run_id(spec: BaseModel) -> str:
 
 
 def _drop_locations(data: Any) -> None:
-    """Where a source study lives is not part of what a run computes."""
+    """Where a source study lives is not part of what a run computes; nor is a bit change that is off
+    (``seeds.bitflip: null``: the ids of runs stored before the source existed stay the same)."""
     if isinstance(data, dict):
         for key in ("init_from", "source"):
             if isinstance(data.get(key), dict):
                 data[key].pop("study", None)
+        seeds = data.get("seeds")
+        if isinstance(seeds, dict) and "bitflip" in seeds and seeds["bitflip"] is None:
+            seeds.pop("bitflip")
         if isinstance(data.get("source_study"), str):
             data.pop("source_study")
         for value in data.values():
@@ -419,10 +434,16 @@ def parse_unit(spec_json: str) -> UnitSpec:
 
 
 class SeedAxis(_Strict):
-    """Replicates of every variant; ``vary`` names the streams that change between them."""
+    """Replicates of every variant; ``vary`` names the sources that change between them.
+
+    Replicate r gives each varied stream the seed ``base + r``; a held stream keeps ``base.seeds``'
+    value, or ``base`` (``bitflip``: None, no change). Varying ``kernels`` runs the replicates with
+    nondeterministic kernels (``deterministic: false``). ``seeds.vary`` and ``seeds.replicates`` may
+    also be grid/zip axes (per-variant values: a trunk with one replicate, per-source rows).
+    """
 
     replicates: PositiveInt = 1
-    vary: list[Stream] = list(STREAMS)
+    vary: list[SeedSource] = list(RANDOM_SOURCES)
     base: int = 0
 
 

@@ -174,6 +174,9 @@ def build_run(spec: RunSpec, data: Optional[Dataset] = None, meta: bool = False)
                 model = MODELS.create(spec.model, in_shape=tuple(data.in_shape), out_dim=data.out_dim)
         else:
             model = build_model(spec, data).to(device)
+    if spec.seeds.bitflip is not None:
+        with _part("seeds.bitflip"):
+            seeding.first_weight(model)
     channels_last = spec.compute.channels_last and len(data.in_shape) == 3 and not meta
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -307,6 +310,10 @@ def _train(spec: RunSpec, progress: Optional[Progress], run_id: str, started: fl
         running.batches = state["running"]["batches"]
         step, epoch0 = state["step"], state["epoch"]
         info["continued_from"] = {"run": spec.init_from.run, "epoch": epoch0, "restored_streams": sorted(keep)}
+    flip = _bit_change(spec, state["seeds"] if spec.init_from is not None else None)
+    if flip is not None:
+        info["bitflip"] = {**seeding.flip_one_weight_(model, flip), "epoch": epoch0}
+    info["kernels"] = seeding.kernels_record(spec.deterministic, device)
     metrics: list[MetricRow] = []
     directions: dict[str, str] = {}
     ctx = run.eval_context()
@@ -396,6 +403,15 @@ def _train(spec: RunSpec, progress: Optional[Progress], run_id: str, started: fl
         run_id, status, metrics, sink.artifacts, device=f"{device}{threads}",
         duration_s=time.time() - started, started=started, info=info, directions=directions,
     )
+
+
+def _bit_change(spec: RunSpec, source_seeds: Optional[dict]) -> Optional[int]:
+    """The bitflip seed to apply at the run's start: after initialisation, or after the restore when the
+    continued run's bitflip seed differs from its source's (an equal one was applied when the source began)."""
+    seed = spec.seeds.bitflip
+    if source_seeds is not None and source_seeds.get("bitflip") == seed:
+        return None
+    return seed
 
 
 def _optimizer_key(spec: RunSpec) -> str:

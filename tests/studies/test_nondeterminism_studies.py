@@ -1,0 +1,102 @@
+"""studies/nondeterminism/: every training spec validates on small fake CIFAR-10 and MNIST files in the
+official formats (data paths from the command line); the CPU study runs one epoch end to end."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from ablab.cli import main
+from ablab.spec import expand, load_study
+from conftest import stored
+from fileformats import make_images, write_cifar_batch, write_idx
+
+FOLDER = Path(__file__).resolve().parents[2] / "studies" / "nondeterminism"
+SPECS = sorted(FOLDER.glob("*.yaml"))
+# post-hoc specs (``source:``) evaluate a stored study: their own tests run them after it
+TRAINING = [p for p in SPECS if "source" not in yaml.safe_load(p.read_text())]
+
+
+@pytest.fixture(scope="module")
+def fake_data(tmp_path_factory) -> dict[str, Path]:
+    """Tiny CIFAR-10 (pickle batches) and MNIST (idx) folders: random images, not real data."""
+    root = tmp_path_factory.mktemp("data")
+    c10 = root / "cifar10" / "cifar-10-batches-py"
+    c10.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i, name in enumerate(["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
+                              "test_batch"]):
+        write_cifar_batch(c10 / name, make_images(20, 3, 32, i), {"labels": rng.integers(0, 10, 20).tolist()})
+    mnist = root / "mnist"
+    mnist.mkdir()
+    for prefix, n in (("train", 60), ("t10k", 20)):
+        write_idx(mnist / f"{prefix}-images-idx3-ubyte", make_images(n, 1, 28, n)[:, 0])
+        write_idx(mnist / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n).astype(np.uint8))
+    return {"cifar10": root / "cifar10", "mnist": mnist}
+
+
+def test_the_folder_holds_the_studies_of_the_issue():
+    assert {"cpu", "cpu_depth", "cifar10_sources", "cifar10_bitflip", "cifar10_depth", "onset_cifar10",
+            "mnist"} <= {p.stem for p in SPECS}
+
+
+@pytest.mark.parametrize("spec", TRAINING, ids=[p.stem for p in TRAINING])
+def test_every_spec_validates_records_test_logits_and_states_its_result(spec, fake_data, capsys):
+    data = yaml.safe_load(spec.read_text())["base"]["data"]
+    name = data if isinstance(data, str) else data["name"]
+    extra = ["--set", f"data.path={fake_data[name]}"] if name in fake_data else []
+    assert main(["validate", str(spec), *extra]) == 0, capsys.readouterr().err
+    head = spec.read_text().split("\nname:")[0]
+    assert head.startswith("# ") and "Expected" in head and "MEASURED" not in head
+    if name in fake_data:
+        assert "--set data.path=" in head
+    overrides = [f"data.path={fake_data[name]}"] if name in fake_data else []
+    for v in expand(load_study(spec, overrides=overrides)):
+        evaluators = v.spec.record.evaluators
+        assert {"name": "predictions", "splits": ["test"], "epochs": "last"} in evaluators, v.label
+
+
+def _sizes(name: str, data: Path) -> tuple[list, dict[str, int]]:
+    variants = expand(load_study(FOLDER / f"{name}.yaml", overrides=[f"data.path={data}"]))
+    sizes: dict[str, int] = {}
+    for v in variants:
+        sizes[v.label] = sizes.get(v.label, 0) + 1
+    return variants, sizes
+
+
+def test_full_size_studies_have_the_rows_of_the_tables(fake_data):
+    c10 = fake_data["cifar10"]
+    variants, sizes = _sizes("cifar10_sources", c10)
+    assert sizes == {k: 100 for k in ["init", "shuffle", "augment", "kernels", "shuffle+kernels",
+                                      "shuffle+augment+kernels", "all"]}
+    kernels_off = {v.label for v in variants if not v.spec.deterministic}
+    assert kernels_off == {"kernels", "shuffle+kernels", "shuffle+augment+kernels", "all"}
+    assert all(v.spec.model["name"] == "resnet14" and v.spec.epochs == 500 for v in variants)
+    variants, sizes = _sizes("cifar10_bitflip", c10)
+    assert sizes == {"reference": 1, "bitflip": 100}
+    assert sorted(v.spec.seeds.bitflip for v in variants if v.label == "bitflip") == list(range(100))
+    variants, sizes = _sizes("cifar10_depth", c10)
+    assert len(sizes) == 21 and set(sizes.values()) == {100}
+    assert {v.spec.model["name"] for v in variants} == {"linear", "mlp", "one_hidden_conv", "resnet6", "resnet10",
+                                                        "resnet14", "resnet18"}
+    variants, sizes = _sizes("onset_cifar10", c10)
+    assert sizes.pop("trunk") == 1 and len(sizes) == 18 and set(sizes.values()) == {100}
+    onsets = {v.spec.init_from.epoch for v in variants if v.spec.init_from is not None}
+    assert onsets == {0, 50, 250, 400, 450, 480, 490, 495, 498}
+    _, sizes = _sizes("mnist", fake_data["mnist"])
+    assert sizes == {"init": 100, "all": 100, "bitflip": 100}
+
+
+@pytest.mark.slow
+def test_cpu_study_runs_one_epoch(tmp_path, capsys):
+    out = tmp_path / "r"
+    code = main(["run", str(FOLDER / "cpu.yaml"), "--out", str(out), "--set", "epochs=1", "--workers", "2"])
+    assert code == 0, capsys.readouterr().err
+    metrics, runs = stored(out)
+    assert len(runs) == 80 and set(runs.status) == {"done"}
+    assert runs.groupby("label").size().to_dict() == {k: 16 for k in ["augment", "bitflip", "init", "kernels", "shuffle"]}
+    kernels = runs[runs.label == "kernels"]
+    assert all(i["kernels"] == {"deterministic": False, "has_effect": False} for i in kernels["info"])
+    final = metrics[(metrics.split == "test") & (metrics.name == "loss") & (metrics.epoch == 1)].set_index("run").value
+    assert final[kernels.run].nunique() == 1 and final[runs[runs.label == "init"].run].nunique() == 16
