@@ -109,7 +109,9 @@ def idle_kernels(runs: pd.DataFrame) -> dict[str, tuple[str, bool]]:
     """label -> (device, seeds held) for each variant whose runs all asked for nondeterministic kernels on a
     device where they have none (``info["kernels"]``: deterministic false, has_effect false); seeds held:
     its runs' seeds are all equal, so they are one experiment repeated."""
-    out = {}
+    out: dict[str, tuple[str, bool]] = {}
+    if "info" not in runs or "spec" not in runs:  # a store of an earlier version
+        return out
     for label, group in runs.groupby("label", sort=False):
         kernels = [(info or {}).get("kernels") if isinstance(info, dict) else None for info in group["info"]]
         if not kernels or any(not k or k.get("deterministic", True) or k.get("has_effect", True) for k in kernels):
