@@ -25,7 +25,7 @@ from conftest import TINY_BASE
 from fakestore import FakeStore, parse_html, read_csv_exact
 
 PAGE_ORDER = ["header", "continued_runs", "post_hoc_units", "variants", "curves", "final_table", "mixing", "grids", "best",
-              "sharpness", "variability", "cka", "norm_params", "relu_sparsity", "budget", "problems", "spec"]
+              "sharpness", "variability", "cka", "loss_spread", "norm_params", "relu_sparsity", "budget", "problems", "spec"]
 
 
 def _store(path: Path) -> FakeStore:

@@ -159,3 +159,21 @@ def test_diverged_runs_are_left_out_and_named():
     assert row["n"] == 3 and row["left_out"] == 2
     expected = _direct(np.stack(list(good.values())), labels)
     assert row["disagreement"] == pytest.approx(expected["disagreement"], rel=1e-12)
+
+
+def test_kernels_on_the_cpu_are_named_as_without_effect(write_study, tmp_path):
+    study = {"name": "kern", "base": BASE, "seeds": {"replicates": 3},
+             "zip": {"label": ["kernels", "init", "shuffle+kernels"], "seeds.base": [100, 0, 0],
+                     "seeds.vary": [["kernels"], ["init"], ["shuffle", "kernels"]]}}
+    out = _run_and_report(write_study, tmp_path, study)
+    table = read_csv_exact(out / "report" / "tables" / "variability.csv").set_index("variant")
+    assert table["kernels_no_effect"].to_dict() == {"kernels": True, "init": False, "shuffle+kernels": True}
+    # the kernels row: three runs of one computation on the CPU, exactly no spread
+    assert table.loc["kernels", "acc_sd"] == 0 and table.loc["kernels", "loss_sd"] == 0
+    assert table.loc["kernels", "disagreement"] == 0
+    page = (out / "report" / "index.html").read_text()
+    assert page.count(" †</td>") == 2
+    assert ("† kernels: its runs use nondeterministic kernels (<code>deterministic: false</code>), which have no "
+            "effect on cpu") in page
+    assert "every seed is held, so its runs are the same computation and zero variability is expected" in page
+    assert "† shuffle+kernels:" in page and "its variability comes from the seeds it varies alone" in page

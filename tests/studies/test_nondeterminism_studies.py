@@ -10,6 +10,7 @@ import yaml
 from ablab.cli import main
 from ablab.spec import expand, load_study
 from conftest import stored
+from fakestore import read_csv_exact
 from fileformats import make_images, write_cifar_batch, write_idx
 
 FOLDER = Path(__file__).resolve().parents[2] / "studies" / "nondeterminism"
@@ -53,6 +54,8 @@ def test_every_spec_validates_records_test_logits_and_states_its_result(spec, fa
         assert "--set data.path=" in head
     overrides = [f"data.path={fake_data[name]}"] if name in fake_data else []
     for v in expand(load_study(spec, overrides=overrides)):
+        if v.spec.record.checkpoints.snapshots:  # a snapshot run is measured as its post-hoc ensemble's logits
+            continue
         evaluators = v.spec.record.evaluators
         assert {"name": "predictions", "splits": ["test"], "epochs": "last"} in evaluators, v.label
 
@@ -91,7 +94,7 @@ def test_full_size_studies_have_the_rows_of_the_tables(fake_data):
 @pytest.mark.slow
 def test_cpu_study_runs_one_epoch(tmp_path, capsys):
     out = tmp_path / "r"
-    code = main(["run", str(FOLDER / "cpu.yaml"), "--out", str(out), "--set", "epochs=1", "--workers", "2"])
+    code = main(["run", str(FOLDER / "cpu.yaml"), "--out", str(out), "--set", "epochs=1", "--workers", "2", "--report"])
     assert code == 0, capsys.readouterr().err
     metrics, runs = stored(out)
     assert len(runs) == 80 and set(runs.status) == {"done"}
@@ -100,3 +103,19 @@ def test_cpu_study_runs_one_epoch(tmp_path, capsys):
     assert all(i["kernels"] == {"deterministic": False, "has_effect": False} for i in kernels["info"])
     final = metrics[(metrics.split == "test") & (metrics.name == "loss") & (metrics.epoch == 1)].set_index("run").value
     assert final[kernels.run].nunique() == 1 and final[runs[runs.label == "init"].run].nunique() == 16
+    # the report: Fig. 5.1 (CKA per layer per source), Fig. B.1 (loss spread of the bit change), kernels named idle
+    cka = read_csv_exact(out / "report" / "tables" / "cka.csv")
+    assert sorted(set(zip(cka["variant"], cka["layer"]))) == sorted(
+        (v, layer) for v in ["augment", "bitflip", "init", "kernels", "shuffle"] for layer in ["conv0", "act0", "fc1"])
+    assert (cka["n"] == 16).all() and (cka["examples"] == 100).all()
+    by = cka.set_index(["variant", "layer"])["cka"]
+    assert all(by["kernels", layer] == pytest.approx(1.0, abs=1e-9) for layer in ["conv0", "act0", "fc1"])
+    assert all(0 < by["init", layer] < 1 - 1e-6 for layer in ["conv0", "act0", "fc1"])
+    page = (out / "report" / "index.html").read_text()
+    assert "Representation similarity (linear CKA)" in page and "figures/cka.png" in page
+    assert "Loss spread of bit-changed runs" in page
+    assert list(dict.fromkeys(read_csv_exact(out / "report" / "tables" / "loss_spread.csv")["variant"])) == ["bitflip"]
+    variability = read_csv_exact(out / "report" / "tables" / "variability.csv").set_index("variant")
+    assert variability["kernels_no_effect"].to_dict() == {
+        "init": False, "shuffle": False, "augment": False, "bitflip": False, "kernels": True}
+    assert variability.loc["kernels", "acc_sd"] == 0 and "zero variability is expected" in page

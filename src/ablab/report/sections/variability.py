@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -45,10 +46,12 @@ class Variability(ReportSection):
         variants = load_variant_logits(ctx.store, ctx.runs, SPLIT)
         roles = _baseline_roles(ctx, [v.label for v in variants])
         table = variability_table(variants, {role: ctx.baseline_pairs[role] for role in roles})
+        idle = idle_kernels(ctx.runs)
+        table["kernels_no_effect"] = table["variant"].isin(set(idle))
         csv_path = ctx.table_path(TABLE)
         write_atomic(csv_path, to_csv(table).encode())
-        html = ["<h2>Run-to-run variability</h2>", _note(table, roles), _html_table(table, roles, ctx.colours),
-                _left_out(variants)]
+        html = ["<h2>Run-to-run variability</h2>", _note(table, roles), _html_table(table, roles, ctx.colours, idle),
+                _kernels_note(idle), _left_out(variants)]
         part = Part("\n".join(h for h in html if h), css=_CSS, tables=[csv_path])
         onset = _onset_frame(ctx.runs, table)
         if onset is not None:
@@ -102,14 +105,44 @@ def _cell(row: pd.Series, column: str, spec: str) -> str:
     return f"<td class=\"num\">{e(format_value(value, err))} ± {e(format_value(err, err))}</td>"
 
 
-def _html_table(table: pd.DataFrame, roles: dict[str, str], colours: dict[str, str]) -> str:
+def idle_kernels(runs: pd.DataFrame) -> dict[str, tuple[str, bool]]:
+    """label -> (device, seeds held) for each variant whose runs all asked for nondeterministic kernels on a
+    device where they have none (``info["kernels"]``: deterministic false, has_effect false); seeds held:
+    its runs' seeds are all equal, so they are one experiment repeated."""
+    out: dict[str, tuple[str, bool]] = {}
+    if "info" not in runs or "spec" not in runs:  # a store of an earlier version
+        return out
+    for label, group in runs.groupby("label", sort=False):
+        kernels = [(info or {}).get("kernels") if isinstance(info, dict) else None for info in group["info"]]
+        if not kernels or any(not k or k.get("deterministic", True) or k.get("has_effect", True) for k in kernels):
+            continue
+        devices = sorted({d.split(" (")[0] for d in group.get("device", []) if isinstance(d, str) and d})
+        seeds = {json.dumps((spec or {}).get("seeds"), sort_keys=True) for spec in group["spec"]}
+        out[str(label)] = (", ".join(devices) or "this device", len(seeds) == 1)
+    return out
+
+
+def _kernels_note(idle: dict[str, tuple[str, bool]]) -> str:
+    items = []
+    for label, (device, held) in idle.items():
+        text = (f"its runs use nondeterministic kernels (<code>deterministic: false</code>), which have no effect "
+                f"on {e(device)} (only CUDA has nondeterministic kernels; runs' info: <code>has_effect: false</code>)")
+        text += ("; every seed is held, so its runs are the same computation and zero variability is expected."
+                 if held else "; its variability comes from the seeds it varies alone.")
+        items.append(f"<li>† {e(label)}: {text}</li>")
+    return f"<ul class=\"note\">{''.join(items)}</ul>" if items else ""
+
+
+def _html_table(table: pd.DataFrame, roles: dict[str, str], colours: dict[str, str],
+                idle: dict[str, tuple[str, bool]]) -> str:
     head = "".join(f"<th>{e(h)}</th>" for _, h, _ in COLUMNS)
     head += "".join(f"<th>VR % vs {e(name)}</th>" for name in roles.values())
     rows = []
     for _, row in table.iterrows():
         cells = "".join(_cell(row, c, spec) for c, _, spec in COLUMNS)
         cells += "".join(f"<td class=\"num\">{e(_fmt(row[f'vr_{role}'], '.0f'))}</td>" for role in roles)
-        rows.append(f"<tr><td>{swatch(colours, row['variant'])}{e(row['variant'])}</td>"
+        mark = " †" if row["variant"] in idle else ""
+        rows.append(f"<tr><td>{swatch(colours, row['variant'])}{e(row['variant'])}{mark}</td>"
                     f"<td class=\"num\">{int(row['n'])}</td>"
                     f"<td class=\"num\">{e(_fmt(row['accuracy_mean'], '.2f'))}</td>{cells}</tr>")
     return ("<table class=\"variability\"><tr><th>variant</th><th>n</th><th>mean acc (%)</th>" + head + "</tr>\n"
