@@ -233,7 +233,11 @@ def _cost_line(to_do: list, steps: dict[str, int], workers: int, threads: int) -
     from ablab import step_time
 
     first = to_do[0].spec
-    per_step = step_time.measure_step_seconds(first, threads=threads)
+    try:
+        per_step = step_time.measure_step_seconds(first, threads=threads)
+    except Exception as err:  # noqa: BLE001 - an estimate: the study itself validated, so say why and go on
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        return f"cost: not measured ({first.device}: {reason}); --no-timing skips the measurement"
     total = sum(steps.get(v.id, 0) for v in to_do)
     wall = f", about {_duration(total * per_step / workers)} with {workers} workers" if workers > 1 else ""
     return (f"cost: about {_duration(total * per_step)} of training = {total:,} steps × {per_step * 1e3:.3g} ms{wall} "
