@@ -70,7 +70,7 @@ def test_ci_grid_runs_and_reports_heatmaps_p_values_and_sharpness(tmp_path, caps
     page = (out / "report" / "index.html").read_text()
     assert page.count('<table class="grid">') == 4  # optimizer × SAM facets
     assert page.count("class=\"cell best\"") == 4
-    p_values = re.findall(r'<dd class="p-value">([^<]+)</dd>', page)
+    p_values = re.findall(r'<span class="p-value">([^<]+)</span>', page)
     assert len(p_values) == 2 and all(p == "n/a" or 0 <= float(p) <= 1 for p in p_values)
     assert (out / "report" / "figures" / "sharpness.png").stat().st_size > 1000
     assert '<img src="figures/sharpness.png"' in page

@@ -101,6 +101,7 @@ def test_an_ensemble_larger_than_the_runs_is_one_error_and_writes_nothing(tmp_pa
     study["seeds"]["replicates"] = 1
     study["base"]["epochs"] = 4
     study["zip"] = {"label": ["single"], "record.checkpoints": [{"final": True}]}
+    study["report"]["metrics"] = ["test.accuracy"]  # no TTA evaluator in this one-variant source
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(study))
     assert main(["run", "s.yaml", "--out", "results/reduce_cpu"]) == 0
     assert main(["run", str(_quick("reduce_cpu_ens2", tmp_path)), "--out", "ens"]) == 2
