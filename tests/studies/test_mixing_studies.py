@@ -77,7 +77,7 @@ def test_every_study_has_the_17_arms_in_table_order_and_the_seed_protocol(name):
 @pytest.mark.slow  # 51 tiny screen runs and 340 + 51 validated ResNet variants: minutes on a shared CPU
 def test_cifar_screen_and_continuation_validate_and_continue_each_arms_3_lowest_losses(fake_cifar10, tmp_path, capsys):
     data = ["--set", f"data.path={fake_cifar10}", "--max-artifact-gb", "50"]
-    assert main(["validate", str(STUDIES / "cifar10_screen.yaml"), *data]) == 0, capsys.readouterr().err
+    assert main(["validate", str(STUDIES / "cifar10_screen.yaml"), "--no-timing", *data]) == 0, capsys.readouterr().err
     # without a data path: one clear error naming the field, as the DeepOBS studies
     assert main(["validate", str(STUDIES / "cifar10_screen.yaml")]) == 2
     assert "base.data.path" in capsys.readouterr().err
@@ -92,7 +92,7 @@ def test_cifar_screen_and_continuation_validate_and_continue_each_arms_3_lowest_
 
     cont = STUDIES / "cifar10.yaml"
     overrides = ["data.path=" + str(fake_cifar10), "model=linear", f"init_from.study={screen}"]
-    assert main(["validate", str(cont), *[a for o in overrides for a in ("--set", o)]]) == 0, capsys.readouterr().err
+    assert main(["validate", str(cont), "--no-timing", *[a for o in overrides for a in ("--set", o)]]) == 0, capsys.readouterr().err
     variants = expand(load_study(cont, overrides), str(cont))
     assert len(variants) == 17 * 3
 

@@ -28,7 +28,7 @@ def fake_cifar10(tmp_path_factory):
 
 
 def test_the_full_size_training_spec_validates_with_its_data_path(fake_cifar10, capsys):
-    assert main(["validate", str(FOLDER / "reduce_cifar10.yaml"), "--set", f"data.path={fake_cifar10}"]) == 0
+    assert main(["validate", str(FOLDER / "reduce_cifar10.yaml"), "--no-timing", "--set", f"data.path={fake_cifar10}"]) == 0
     assert "200 runs" in capsys.readouterr().out
     study = load_study(FOLDER / "reduce_cifar10.yaml", [f"data.path={fake_cifar10}"])
     assert study.base["model"] == "resnet14" and study.base["epochs"] == 500 and study.seeds.replicates == 100
