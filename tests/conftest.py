@@ -110,3 +110,19 @@ def own_code_sandbox(tmp_path: Path):
         file = getattr(sys.modules[name], "__file__", None) or ""
         if file.startswith(str(tmp_path)) or "examples" in Path(file).parts:
             del sys.modules[name]
+
+
+def run_refused(write_study, study: dict, tmp_path: Path, capsys, *extra: str) -> tuple[str, str]:
+    """``ablab run`` on a bad study: exit 2, one ``error:`` line and no traceback, nothing written.
+
+    Returns the message and the spec's path."""
+    from ablab.cli import main
+
+    path = write_study(study)
+    out = tmp_path / "results"
+    code = main(["run", str(path), "--out", str(out), *extra])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert not out.exists(), "bad input must write nothing"
+    assert err.startswith("error: ") and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err, str(path)

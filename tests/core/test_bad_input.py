@@ -5,19 +5,11 @@ from pathlib import Path
 import pytest
 
 from ablab.cli import main
-from conftest import tiny_study
+from conftest import tiny_study, run_refused
 
 
 def _run(write_study, study, tmp_path, capsys, *extra):
-    path = write_study(study)
-    out = tmp_path / "results"
-    code = main(["run", str(path), "--out", str(out), *extra])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert not out.exists(), "bad input must write nothing"
-    assert err.startswith("error: ") and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1, err
-    return err, str(path)
+    return run_refused(write_study, study, tmp_path, capsys, *extra)
 
 
 def _with(path: str, value):

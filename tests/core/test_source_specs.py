@@ -11,7 +11,7 @@ from torch import nn
 from ablab.cli import main
 from ablab.registry import MODELS, Entry
 from ablab.spec import RunSpec, Study, expand
-from conftest import TINY_BASE, tiny_study
+from conftest import TINY_BASE, tiny_study, run_refused
 
 
 def runs(**study) -> list:
@@ -66,14 +66,7 @@ def test_per_source_rows_in_one_study_with_per_variant_seed_axes():
 
 
 def _bad(write_study, tmp_path, capsys, study: dict, *extra) -> str:
-    path = write_study(study)
-    out = tmp_path / "results"
-    code = main(["run", str(path), "--out", str(out), *extra])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert not out.exists(), "bad input must write nothing"
-    assert err.startswith("error: ") and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    return err
+    return run_refused(write_study, study, tmp_path, capsys, *extra)[0]
 
 
 @pytest.fixture
