@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
             return _interrupted(stop, "")
         except (OSError, sqlite3.DatabaseError) as err:
             # a failure the store did not see coming (a damaged page met while reading, report/ on a full disk)
-            from ablab.store_io import io_error, is_io_failure
+            from ablab.store.errors import io_error, is_io_failure
 
             if not is_io_failure(err) or (isinstance(err, OSError) and err.errno not in _DISK_ERRNOS):
                 raise

@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from ablab.analysis.trajectories import aggregate_over_seeds, count_crossings, finite_rows, trajectory_stats
+from ablab.artifacts import load_npz
 from ablab.registry import NORMS, load_components
-from ablab.train.probes import NormParams, load_npz
+from ablab.train.probes import NormParams
 
 
 def _artifact(gamma: np.ndarray, beta: np.ndarray, learn_gamma: bool = True, learn_beta: bool = True, name: str = "norm0"):

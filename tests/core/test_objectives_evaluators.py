@@ -193,12 +193,12 @@ def test_the_sharpness_evaluator_records_what_the_analysis_functions_compute():
     # recompute on the final model (kept by a final checkpoint) with the first two training batches in order
     spec2 = _spec(epochs=1, record={"every_steps": 5, "eval_splits": ["test"], "checkpoints": {"final": True}})
     r2 = train(spec2)
-    from ablab.train.checkpoint import load
+    from ablab.artifacts import load_checkpoint
     from ablab.train.loop import build_model, load_run_data
 
     data = load_run_data(spec2)
     model = build_model(spec2, data)
-    model.load_state_dict(load(r2.artifacts["checkpoint_e0001.pt"])["model"])
+    model.load_state_dict(load_checkpoint(r2.artifacts["checkpoint_e0001.pt"])["model"])
     tr = data.splits["train"]
     batches = [tr.rows(slice(0, 128)), tr.rows(slice(128, 256))]
     assert rows[0][4] == pytest.approx(sam_sharpness(model, nn.functional.cross_entropy, batches, 0.05), rel=1e-5)

@@ -1,6 +1,7 @@
 """Store and disk failures: one message naming the path (exit 2 bad input, 74 I/O); readers change no file."""
 
 import errno
+import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -8,7 +9,8 @@ from pathlib import Path
 import pytest
 
 import ablab
-import ablab.store
+import ablab.store.database
+import ablab.store.layout
 from ablab.cli import EXIT_BAD_INPUT, EXIT_IO_ERROR, main
 from ablab.store import Store
 from conftest import same_metrics, stored, tiny_study
@@ -167,14 +169,14 @@ def test_out_naming_a_file_is_bad_input(tmp_path, reference, capsys):
 
 def test_a_read_only_results_directory_is_one_io_error(results, reference, capsys, monkeypatch):
     # tests run as root, who ignores permissions: refuse the way a read-only folder refuses a non-root user
-    real_open = ablab.store.os.open
+    real_open = os.open
 
     def refusing_open(path, *args, **kwargs):
         if Path(path).parent == results:
             raise PermissionError(errno.EACCES, "Permission denied", str(path))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(ablab.store.os, "open", refusing_open)
+    monkeypatch.setattr(os, "open", refusing_open)
     before = _files(results)
     code, err = _cli(capsys, "run", reference[0], "--out", results)
     assert code == EXIT_IO_ERROR
@@ -201,14 +203,14 @@ def _unfinished(results):
 def test_disk_full_in_an_artifact_write_is_one_io_error_and_the_rerun_completes(results, reference, capsys, monkeypatch):
     spec, ref_dir = reference
     ids = _unfinished(results)
-    real_write = ablab.store.write_atomic
+    real_write = ablab.store.layout.write_atomic
 
     def full_on_second_run(path, data):
         if ids[1] in Path(path).parts:
             raise OSError(errno.ENOSPC, "No space left on device")
         real_write(path, data)
 
-    monkeypatch.setattr(ablab.store, "write_atomic", full_on_second_run)
+    monkeypatch.setattr(ablab.store.layout, "write_atomic", full_on_second_run)
     code, err = _cli(capsys, "run", spec, "--out", results)
     assert code == EXIT_IO_ERROR
     line = _one_error(err)
@@ -253,8 +255,8 @@ class _FullDiskConnection:
 def test_database_full_in_a_commit_is_one_io_error_and_stores_no_half_run(results, reference, capsys, monkeypatch):
     spec, _ = reference
     ids = _unfinished(results)
-    real_connect = ablab.store._connect
-    monkeypatch.setattr(ablab.store, "_connect", lambda db, readonly=False: _FullDiskConnection(real_connect(db, readonly)))
+    real_connect = ablab.store.database._connect
+    monkeypatch.setattr(ablab.store.database, "_connect", lambda db, readonly=False: _FullDiskConnection(real_connect(db, readonly)))
     code, err = _cli(capsys, "run", spec, "--out", results)
     assert code == EXIT_IO_ERROR
     line = _one_error(err)

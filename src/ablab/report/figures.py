@@ -16,7 +16,7 @@ colour across panels.
 
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from ablab.analysis.seeds import curves, run_curves, x_axis
+from ablab.files import write_atomic
 from ablab.report.plot_scale import ci_band, data_limits, use_log_scale
 from ablab.report.tables import names_a_family, split_label
 
@@ -299,8 +300,7 @@ def plain_text(text: str) -> str:
 
 
 def save_png(fig: Figure, path: Path) -> None:
-    """Render to a temporary file beside ``path``, then rename: a reader never sees half a PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fig.savefig(tmp, format="png", bbox_inches="tight")
-    os.replace(tmp, path)
+    """Render in memory, then write atomically: a reader never sees half a PNG."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    write_atomic(path, buf.getvalue())

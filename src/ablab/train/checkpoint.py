@@ -13,18 +13,14 @@ Files are ``torch.save`` dicts of tensors and plain values, read with ``weights_
 
 from __future__ import annotations
 
-import io
 from typing import Any, Optional
 
 import torch
 from torch import nn
 
-FORMAT = 1
+from ablab.artifacts import save_checkpoint
+
 RANDOM_STREAMS = ("shuffle", "augment", "stochastic")  # streams with a state after initialisation
-
-
-def checkpoint_name(epoch: int) -> str:
-    return f"checkpoint_e{epoch:04d}.pt"
 
 
 def stochastic_state(device: torch.device) -> dict[str, torch.Tensor]:
@@ -48,7 +44,6 @@ def capture(
 ) -> bytes:
     """The training state after ``epoch`` (``step`` optimizer steps) as bytes."""
     state = {
-        "format": FORMAT,
         "step": step,
         "epoch": epoch,
         "seeds": dict(seeds),
@@ -59,17 +54,7 @@ def capture(
                 "stochastic": stochastic_state(device)},
         "running": {"loss": running[0].detach().cpu(), "batches": running[1]},
     }
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    return buf.getvalue()
-
-
-def load(data: bytes) -> dict[str, Any]:
-    """A checkpoint's contents (tensors on the CPU); only plain data is accepted (no pickled code)."""
-    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError("not an ablab checkpoint (unknown format)")
-    return state
+    return save_checkpoint(state)
 
 
 def kept_streams(source_seeds: dict[str, int], seeds: dict[str, int]) -> set[str]:

@@ -13,7 +13,6 @@ norm-layer behaviour, and it sees every member model of a post-hoc unit (``ctx.m
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Optional, Union
@@ -24,6 +23,8 @@ from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
 from torch import nn
 
 from ablab import seeding
+from ablab.artifacts import (ACTIVATIONS_KIND, LABELS_KIND, PREDICTIONS_KIND, activations_name, labels_name,
+                             predictions_name, save_npy, save_npz)
 from ablab.data.base import Split
 from ablab.registry import EVALUATORS
 
@@ -165,22 +166,6 @@ class Standard(Evaluator):
                                          ctx.batch_size, ctx.transforms))
 
 
-def npy_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return buf.getvalue()
-
-
-def predictions_name(split: str, epoch: int) -> str:
-    """The artifact name of a split's stored outputs at an epoch."""
-    return f"predictions_{split}_e{epoch:04d}.npy"
-
-
-def labels_name(split: str, epoch: int) -> str:
-    """The artifact name of a split's class labels stored beside its predictions at an epoch."""
-    return f"labels_{split}_e{epoch:04d}.npy"
-
-
 def hard_labels(y: torch.Tensor) -> np.ndarray:
     """Class indices int64 [N]: the labels themselves, or the arg-max of soft labels."""
     return (y.argmax(dim=-1) if y.is_floating_point() else y).cpu().numpy().astype(np.int64)
@@ -203,9 +188,9 @@ class Predictions(Evaluator):
     def evaluate(self, ctx: EvalContext, split_name: str, split: Split, epoch: int) -> Evaluation:
         m = ctx.model
         logits = outputs(m.forward, m.module, split, ctx.batch_size, ctx.transforms).cpu().numpy().astype(np.float32)
-        stored = {predictions_name(split_name, epoch): ("predictions", npy_bytes(logits))}
+        stored = {predictions_name(split_name, epoch): (PREDICTIONS_KIND, save_npy(logits))}
         if ctx.classification:
-            stored[labels_name(split_name, epoch)] = ("labels", npy_bytes(hard_labels(split.y)))
+            stored[labels_name(split_name, epoch)] = (LABELS_KIND, save_npy(hard_labels(split.y)))
         return Evaluation(artifacts=stored)
 
 
@@ -236,8 +221,6 @@ class Activations(Evaluator):
                              f"{', '.join(n for n in modules if n)}")
 
     def evaluate(self, ctx: EvalContext, split_name: str, split: Split, epoch: int) -> Evaluation:
-        from ablab.artifacts import ACTIVATIONS_KIND, activations_name, save_npz
-
         m = ctx.model
         self.check_model(m.module)
         modules = dict(m.module.named_modules())
@@ -322,10 +305,10 @@ class Ensemble(Evaluator):
         mean = torch.stack([outputs(m.forward, m.module, split, ctx.batch_size, ctx.transforms)
                             for m in ctx.members]).mean(0)
         y = split.y
-        logits = npy_bytes(mean.cpu().numpy().astype(np.float32))
+        logits = save_npy(mean.cpu().numpy().astype(np.float32))
         return Evaluation({"ensemble_loss": ctx.loss_fn(mean, y).item(),
                            "ensemble_accuracy": correct(mean, y).item() / max(1, len(split))},
-                          {predictions_name(split_name, epoch): ("predictions", logits)})
+                          {predictions_name(split_name, epoch): (PREDICTIONS_KIND, logits)})
 
 
 @EVALUATORS.register("disagreement")

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ablab import seeding
+from ablab.artifacts import checkpoint_name, load_checkpoint
 from ablab.data.base import Dataset, Split
 from ablab.data.corrupt import corrupt_dataset
 from ablab.data.sampler import iterate_batches, steps_per_epoch
@@ -279,7 +280,7 @@ def _source_checkpoint(spec: RunSpec, study_dir: Optional[Path]) -> dict:
         raise ValueError("init_from names a run of this study: train() needs study_dir")
     store = Store.open(where, readonly=True)
     try:
-        return ckpt.load(store.read_checkpoint_bytes(src.run, src.epoch))
+        return load_checkpoint(store.read_checkpoint_bytes(src.run, src.epoch))
     finally:
         store.close()
 
@@ -340,7 +341,7 @@ def _train(spec: RunSpec, progress: Optional[Progress], run_id: str, started: fl
 
     def save_checkpoint(epoch: int) -> None:
         if spec.checkpoint_due(epoch, plan.epochs) and not (spec.init_from is not None and epoch == epoch0):
-            sink.put(ckpt.checkpoint_name(epoch), ckpt.capture(
+            sink.put(checkpoint_name(epoch), ckpt.capture(
                 model=model, optimizer=optimizer, step=step, epoch=epoch, seeds=seeds, shuffle=shuffle_gen,
                 augment=augment_gen, device=device, running=(running.loss, running.batches),
                 optimizer_spec=_optimizer_key(spec)), "checkpoint", epoch=epoch)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from ablab import seeding
+from ablab.artifacts import load_checkpoint
 from ablab.registry import AUGMENTATIONS, EVALUATORS, LOSSES
 from ablab.spec import EvalSpec, RunSpec, UnitSpec
 from ablab.train import checkpoint as ckpt
@@ -70,7 +71,7 @@ def _evaluate(spec: EvalSpec, run_id: str, started: float, sink: ArtifactSink) -
     views, steps = [], []
     try:
         for m in spec.members:
-            state = ckpt.load(source.read_checkpoint_bytes(m.run, m.epoch))
+            state = load_checkpoint(source.read_checkpoint_bytes(m.run, m.epoch))
             model = build_model(m.spec, data).to(device)
             ckpt.restore_model(model, state, f"run {m.run} epoch {m.epoch}")
             views.append(ModelView(model, make_forward(model, m.spec.compute, device), m.label))

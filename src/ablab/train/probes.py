@@ -15,8 +15,7 @@ import torch
 from pydantic import PositiveInt
 from torch import nn
 
-from ablab.artifacts import NORM_PARAMS_FILE, RELU_SPARSITY_FILE
-from ablab.artifacts import load_npz, save_npz  # noqa: F401  (re-exported)
+from ablab.artifacts import NORM_PARAMS_FILE, RELU_SPARSITY_FILE, save_npz
 from ablab.optim.groups import is_norm_module
 from ablab.registry import PROBES
 

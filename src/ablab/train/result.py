@@ -73,7 +73,7 @@ class ArtifactSink:
             raise ValueError(f"artifact names are plain file names, got {name!r}")
         record = Artifact(name, kind, epoch, split, len(data), hashlib.sha256(data).hexdigest())
         if self.staging is not None:
-            from ablab.store import write_atomic
+            from ablab.files import write_atomic
 
             path = self.staging / name
             write_atomic(path, data)

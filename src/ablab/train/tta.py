@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from pydantic import NonNegativeInt, PositiveInt
 
 from ablab.data.base import Split
+from ablab.artifacts import save_npy, tta_predictions_kind, tta_predictions_name
 from ablab.errors import SpecError
 from ablab.registry import EVALUATORS
-from ablab.train.evaluators import (MAX, MIN, Epochs, EvalContext, Evaluation, Evaluator, SplitName, correct,
-                                    npy_bytes)
+from ablab.train.evaluators import MAX, MIN, Epochs, EvalContext, Evaluation, Evaluator, SplitName, correct
 
 View = tuple[int, int, bool]  # (top, left) offset of the window in the padded image, mirrored?
 
@@ -91,11 +91,6 @@ def score(logits: torch.Tensor, y: torch.Tensor, ctx: EvalContext, prefix: str) 
     return out
 
 
-def tta_name(prefix: str, split: str, epoch: int) -> str:
-    """The artifact name of a TTA evaluator's averaged logits (kind ``{prefix}_predictions``)."""
-    return f"predictions_{prefix}_{split}_e{epoch:04d}.npy"
-
-
 class _TTA(Evaluator):
     """Base of the TTA evaluators: views from ``view_list``, metrics and optional logits."""
 
@@ -124,8 +119,8 @@ class _TTA(Evaluator):
         logits = tta_logits(ctx, split, self.view_list(), self.pad)
         artifacts = {}
         if self.store_logits:
-            blob = npy_bytes(logits.cpu().numpy().astype(np.float32))
-            artifacts[tta_name(self.prefix, split_name, epoch)] = (f"{self.prefix}_predictions", blob)
+            blob = save_npy(logits.cpu().numpy().astype(np.float32))
+            artifacts[tta_predictions_name(self.prefix, split_name, epoch)] = (tta_predictions_kind(self.prefix), blob)
         return Evaluation(score(logits, split.y, ctx, self.prefix), artifacts)
 
 

@@ -1,4 +1,4 @@
-"""Temporary files of atomic writes: removed on a failed write, and those a kill left removed at the next run."""
+"""ablab.files: atomic writes, their temporary files removed on a failed write, and those a kill left at the next run."""
 
 import errno
 import os
@@ -7,9 +7,8 @@ import sys
 
 import pytest
 
-import ablab.store
 from ablab.cli import main
-from ablab.store import remove_stale_temp_files, write_atomic
+from ablab.files import pid_alive, remove_stale_temp_files, temp_path, write_atomic
 from conftest import stored, tiny_study
 
 
@@ -47,12 +46,47 @@ def test_a_failed_atomic_write_leaves_no_temp_file_and_the_old_content(failing, 
     def full_disk(*args):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ablab.store.os, failing, full_disk)
+    monkeypatch.setattr(os, failing, full_disk)
     with pytest.raises(OSError, match="No space"):
         write_atomic(target, b"new")
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
     assert target.read_bytes() == b"old"
+
+
+def test_a_write_that_fails_midway_leaves_no_temp_file_and_the_old_content(tmp_path):
+    target = tmp_path / "a.json"
+    target.write_bytes(b"old")
+    with pytest.raises(TypeError):
+        write_atomic(target, "text, not bytes")  # the file object refuses it after the temp file was opened
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+    assert target.read_bytes() == b"old"
+
+
+def test_write_atomic_makes_missing_folders_and_replaces_the_content(tmp_path):
+    target = tmp_path / "runs" / "abc" / "spec.json"
+    write_atomic(target, b"first")
+    write_atomic(target, b"second, longer")
+    assert target.read_bytes() == b"second, longer"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["spec.json"]
+
+
+def test_temp_names_are_those_remove_stale_temp_files_recognises(tmp_path):
+    target = tmp_path / "index.html"
+    assert temp_path(target) == tmp_path / f".index.html.tmp-{os.getpid()}"
+    dead = _dead_pid()
+    stale = temp_path(target).with_name(f".index.html.tmp-{dead}")
+    stale.write_bytes(b"partial")
+    temp_path(target).write_bytes(b"mine, being written")
+    assert remove_stale_temp_files(tmp_path) == [stale]
+    assert temp_path(target).exists()
+
+
+def test_pid_alive():
+    assert pid_alive(os.getpid()) and pid_alive(os.getppid())
+    assert not pid_alive(_dead_pid())
+    assert pid_alive(0) and pid_alive(-1)  # not process ids: never reason to remove a file
+    assert not pid_alive(2**80)  # larger than any pid
 
 
 def test_a_run_removes_temp_files_a_killed_invocation_left(write_study, tmp_path, capsys):
