@@ -12,6 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ablab.analysis.stored_variability import load_variant_logits, onset_epoch, variability_table
+from ablab.artifacts import PREDICTIONS_KIND
 from ablab.registry import REPORT_SECTIONS
 from ablab.report.context import Part, ReportContext, ReportSection
 from ablab.report.exact_csv import to_csv
@@ -40,7 +41,7 @@ class Variability(ReportSection):
         if not hasattr(ctx.store, "artifacts") or not len(ctx.runs):
             return False
         arts = ctx.store.artifacts()
-        return bool(((arts["kind"] == "predictions") & (arts["split"] == SPLIT)).any())
+        return bool(((arts["kind"] == PREDICTIONS_KIND) & (arts["split"] == SPLIT)).any())
 
     def render(self, ctx: ReportContext) -> Part:
         variants = load_variant_logits(ctx.store, ctx.runs, SPLIT)
