@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import socket
 from pathlib import Path
@@ -38,6 +37,8 @@ class StudyLock:
         self._fd: int | None = None
 
     def acquire(self) -> "StudyLock":
+        import fcntl  # Unix only, and only the writer needs it: readers of a store import this module too
+
         require_directory(self.path.parent)
         with failing_as_io(self.path.parent):
             self.path.parent.mkdir(parents=True, exist_ok=True)
