@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 import numpy as np
 import pandas as pd
 
-from ablab import PROTOCOL_VERSION
+from ablab.version import PROTOCOL_VERSION
 from ablab.errors import StoreError
 from ablab.store_io import failing_as_io, io_error
 
@@ -74,14 +74,14 @@ def code_version() -> str:
     """ablab's version plus a hash of its source files, so every result names the code behind it."""
     import hashlib
 
-    import ablab
+    from ablab import version
 
-    root = Path(ablab.__file__).parent
+    root = Path(version.__file__).parent
     h = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         h.update(str(path.relative_to(root)).encode())
         h.update(path.read_bytes())
-    return f"{ablab.__version__}+{h.hexdigest()[:12]}"
+    return f"{version.__version__}+{h.hexdigest()[:12]}"
 
 
 LOCK_NAME = ".ablab-run.lock"

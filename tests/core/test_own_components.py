@@ -12,7 +12,8 @@ import yaml
 import ablab
 from ablab.cli import main
 from ablab.errors import AblabError
-from ablab.registry import ALL_REGISTRIES, MODELS, RegistrationError, load_components
+from ablab.plugins import load_components
+from ablab.registry import ALL_REGISTRIES, MODELS, RegistrationError
 from ablab.spec import RunSpec, expand, load_study
 from conftest import TINY_BASE
 

@@ -14,15 +14,15 @@ from typing import Annotated, Any, Literal, Optional, Sequence, Union
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationInfo,
                       create_model, field_validator, model_serializer, model_validator)
 
-from ablab import PROTOCOL_VERSION
 from ablab.errors import SpecError
-from ablab.plugins import check_module_name, code_of, import_modules
+from ablab.plugins import check_module_name, code_of, import_modules, load_entry_points
 from ablab.optim.groups import Rule, RunMode
 from ablab.registry import (AUGMENTATIONS, DATASETS, EVALUATORS, LOSSES, MODELS, OBJECTIVES, OPTIMIZERS, PROBES,
-                            SCHEDULES, Registry, load_components)
+                            SCHEDULES, Registry)
 from ablab.seeding import RANDOM_SOURCES, SOURCES
+from ablab.version import PROTOCOL_VERSION
 
-load_components()
+load_entry_points()  # installed plug-ins, before any spec names their components
 
 SeedSource = Literal[SOURCES]  # the one declaration of the sources is ablab.seeding (STREAMS + kernels)
 Component = Union[str, dict[str, Any]]

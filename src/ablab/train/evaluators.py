@@ -281,7 +281,7 @@ class SharpnessEvaluator(Evaluator):
         return {"sam_sharpness": MIN, "hessian_top_eigenvalue": MIN}
 
     def evaluate(self, ctx: EvalContext, split_name: str, split: Split, epoch: int) -> Evaluation:
-        from ablab.analysis.sharpness import hessian_top_eigenvalue, sam_sharpness
+        from ablab.optim.sharpness import hessian_top_eigenvalue, sam_sharpness
 
         bs = ctx.train_batch_size
         chosen = [b for _, b in zip(range(min(self.n_batches, math.ceil(len(split) / bs))),
