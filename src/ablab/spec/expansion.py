@@ -25,7 +25,8 @@ from ablab.errors import SpecError, StoreError
 from ablab.seeding import STREAMS
 from ablab.spec.labels import make_label
 from ablab.spec.loading import _spec_error, set_path
-from ablab.spec.models import EvalSpec, Groups, Member, MetricRef, RunSpec, SeedAxis, Study, Variant, _Strict
+from ablab.spec.models import (EvalSpec, Groups, Member, MetricRef, RunSpec, SeedAxis, Study, Variant, _Strict,
+                               cyclic_schedules)
 from ablab.selectors import matches
 
 MAX_RUNS = 100_000  # a study larger than this is almost surely a typo (raise with --max-runs)
@@ -399,7 +400,7 @@ def _snapshot_members(store, c: _Candidate, study: Study, file: str) -> list[Mem
     epochs = spec.snapshot_epochs
     if not epochs:
         raise SpecError(f"run {c.id} ('{c.label}') of {src.study} has no cyclic schedule (schedule "
-                        f"'{spec.schedule['name']}'); members: snapshots needs schedule snapshot_cosine",
+                        f"'{spec.schedule['name']}'); members: snapshots needs schedule {cyclic_schedules()}",
                         file=file, field="members")
     have = store.checkpoint_epochs(c.id)
     missing = [e for e in epochs if e not in have]

@@ -320,24 +320,19 @@ class RunSpec(_OwnCode):
 
     @model_validator(mode="after")
     def _whole_cycles(self) -> "RunSpec":
-        if self.schedule["name"] == "snapshot_cosine":
-            cycles = self.schedule["cycles"]
-            if self.epochs is None:
-                raise ValueError("schedule 'snapshot_cosine' cuts the run into cycles of whole epochs: give 'epochs'")
-            if self.epochs % cycles:
-                raise ValueError(f"schedule 'snapshot_cosine': {self.epochs} epochs do not split into {cycles} equal "
-                                 f"cycles; make 'epochs' a multiple of 'cycles'")
+        cycle_ends = _cycle_ends(self.schedule["name"])
+        if cycle_ends is not None:
+            cycle_ends(self.schedule, self.epochs)  # the schedule's own check: whole cycles of whole epochs
         elif self.record.checkpoints.snapshots:
             raise ValueError("record.checkpoints.snapshots saves the end of each cycle of a cyclic schedule; "
-                             f"schedule '{self.schedule['name']}' has none (use snapshot_cosine)")
+                             f"schedule '{self.schedule['name']}' has none (use {cyclic_schedules()})")
         return self
 
     @property
     def snapshot_epochs(self) -> list[int]:
         """The epochs after which the schedule's cycles end (snapshots); [] without a cyclic schedule."""
-        from ablab.optim.schedules import cycle_end_epochs
-
-        return cycle_end_epochs(self.schedule, self.epochs)
+        cycle_ends = _cycle_ends(self.schedule["name"])
+        return cycle_ends(self.schedule, self.epochs) if cycle_ends is not None and self.epochs else []
 
     def checkpoint_due(self, epoch: int, last_epoch: int) -> bool:
         """Does the run save a checkpoint after ``epoch`` (its ``record.checkpoints``)?"""
@@ -351,6 +346,16 @@ class RunSpec(_OwnCode):
     def id(self) -> str:
         """Stable id: sha256 of the canonical JSON (without source locations) and the protocol version."""
         return _run_id(self)
+
+
+def _cycle_ends(schedule: str):
+    """A cyclic schedule's ``cycle_end_epochs(schedule, epochs)`` (declared on the schedule); None for the others."""
+    return getattr(SCHEDULES.get(schedule), "cycle_end_epochs", None)
+
+
+def cyclic_schedules() -> str:
+    """The registered schedules that declare cycle ends, for a message: ``a or b``."""
+    return " or ".join(n for n in SCHEDULES.list_names() if _cycle_ends(n) is not None)
 
 
 def _canonical(spec: BaseModel) -> str:

@@ -96,7 +96,7 @@ class Mixing(ReportSection):
     def _figure(self, ctx: ReportContext) -> tuple[str, list]:
         methods = methods_by_label(ctx.runs)
         first = ctx.runs.drop_duplicates("label")
-        arms = [(r.label, methods[r.label], r.spec["augment"]) for r in first.itertuples() if r.label in methods]
+        arms = [(r.label, r.spec["augment"]) for r in first.itertuples() if r.label in methods]
         path = ctx.figure_path(FIGURE)
         try:
             titles, _ = draw(arms, first.iloc[0]["spec"]["data"], path)
