@@ -142,6 +142,13 @@ def test_no_import_circles():
     assert not circles, "import circles:\n" + "\n".join(" ↔ ".join(c) for c in circles)
 
 
+def test_the_report_reads_no_training_code():
+    """The report reads the store (and the components' registered facts), never ablab.train."""
+    wrong = sorted((a, b) for a, targets in GRAPH.items() if a.startswith("ablab.report")
+                   for b in targets if b.startswith("ablab.train"))
+    assert not wrong, wrong
+
+
 def test_the_graph_sees_lazy_and_relative_imports():
     assert "ablab.registry" in GRAPH["ablab.data.digits"]
     assert "ablab.store" in GRAPH["ablab"]  # inside ablab.load

@@ -45,10 +45,8 @@ def varied_axes(runs: pd.DataFrame) -> list[str]:
     return list(names)
 
 
-def axes_in_study_order(runs: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
-    """``runs`` with each run's axes in the order the study declares them (the store sorts them by name)."""
-    groups = spec.get("zip") or []
-    order = [*(spec.get("grid") or {}), *(k for g in ([groups] if isinstance(groups, dict) else groups) for k in g)]
+def axes_in_study_order(runs: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """``runs`` with each run's axes in the study's ``order`` (``Study.axes``; the store sorts them by name)."""
     rank = {k: i for i, k in enumerate(order)}
     axes = [dict(sorted((a or {}).items(), key=lambda kv: rank.get(kv[0], len(rank)))) for a in runs["axes"]]
     return runs.assign(axes=axes)

@@ -605,12 +605,17 @@ class Study(_Strict):
     def post_hoc(self) -> bool:
         return self.source is not None
 
+    @property
+    def axes(self) -> list[str]:
+        """The axis paths the study varies, in the order it declares them: ``grid``, then each ``zip`` group."""
+        return [*self.grid, *(k for group in self.zip for k in group)]
+
     @model_validator(mode="after")
     def _grid_table_axes(self) -> "Study":
         """Heatmap tables name axes of this study (checked now, not after the last run)."""
         from ablab.registry import closest_names
 
-        axes = [*self.grid, *(k for group in self.zip for k in group)]
+        axes = self.axes
         for i, table in enumerate(self.report.grids):
             for field, names in (("rows", [table.rows]), ("cols", [table.cols]), ("facets", table.facets or [])):
                 for name in names:

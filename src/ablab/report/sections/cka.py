@@ -26,8 +26,6 @@ TABLE, FIGURE = "cka.csv", "cka.png"
 class Cka(ReportSection):
     """Mean linear CKA over pairs of runs, per layer and variant, from the activations evaluator's files."""
 
-    order = 77  # after variability (75), before norm_params (80)
-
     def applies(self, ctx: ReportContext) -> bool:
         if not hasattr(ctx.store, "artifacts") or not len(ctx.runs):
             return False

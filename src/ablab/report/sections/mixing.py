@@ -43,8 +43,6 @@ def _html_table(header: list[str], rows: list[list[str]], first: list[str] | Non
 class Mixing(ReportSection):
     """Mixed-example augmentation: error per arm vs the baseline (Welch) and the thesis, row vs column, Fig. 2.2."""
 
-    order = 45  # after the final table (40), before the grids (50)
-
     def applies(self, ctx: ReportContext) -> bool:
         return "spec" in ctx.runs and has_mixing_axis(ctx.runs)
 

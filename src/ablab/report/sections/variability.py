@@ -34,8 +34,6 @@ COLUMNS = (
 class Variability(ReportSection):
     """Acc/CE SD, pairwise disagreement, Spearman ρ and ensemble Δ per variant from stored test logits; VR %."""
 
-    order = 75  # after sharpness (70), before norm_params (80)
-
     def applies(self, ctx: ReportContext) -> bool:
         if not hasattr(ctx.store, "artifacts") or not len(ctx.runs):
             return False
