@@ -79,6 +79,13 @@ class ReportContext:
         return self.store.metrics()
 
     @cached_property
+    def artifacts(self) -> pd.DataFrame:
+        """The store's artifact index (run, name, kind, epoch, split, …), read once; empty for a store without one."""
+        if not hasattr(self.store, "artifacts"):
+            return pd.DataFrame(columns=["run", "name", "kind", "epoch", "split", "size", "sha256"])
+        return self.store.artifacts()
+
+    @cached_property
     def directions(self) -> dict[str, str]:
         """Metric name -> ``min``/``max`` as the evaluators declared (empty for a store without them)."""
         return self.store.directions() if hasattr(self.store, "directions") else {}

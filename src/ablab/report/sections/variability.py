@@ -35,9 +35,9 @@ class Variability(ReportSection):
     """Acc/CE SD, pairwise disagreement, Spearman ρ and ensemble Δ per variant from stored test logits; VR %."""
 
     def applies(self, ctx: ReportContext) -> bool:
-        if not hasattr(ctx.store, "artifacts") or not len(ctx.runs):
+        if not len(ctx.runs):
             return False
-        arts = ctx.store.artifacts()
+        arts = ctx.artifacts
         return bool(((arts["kind"] == "predictions") & (arts["split"] == SPLIT)).any())
 
     def render(self, ctx: ReportContext) -> Part:
