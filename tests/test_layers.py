@@ -10,11 +10,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 SRC = Path(__file__).resolve().parents[1] / "src"
 
-# Lowest first: a module may import from its own layer and any layer above it in this list.
+# Lowest first: a module imports from its own layer and the layers listed before it, never after.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("errors", "files", "artifacts", "seeding", "selectors", "labels", "version", "registry", "plugins")),
     ("components", ("data", "models", "norm", "optim", "losses")),

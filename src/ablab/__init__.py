@@ -4,7 +4,7 @@
 (``imports:``) and installed plug-ins register with the same decorators (docs/components.md).
 """
 
-from ablab.version import PROTOCOL_VERSION, __version__
+from ablab.version import PROTOCOL_VERSION, __version__  # noqa: F401  (ablab.__version__, ablab.PROTOCOL_VERSION)
 
 
 def load(path):
