@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ablab.analysis.seeds import RUN_COLUMNS, higher_is_better
 from ablab.errors import SpecError
@@ -187,6 +186,8 @@ def welch_test(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if len(a) < 2 or len(b) < 2:
         return math.nan, math.nan
+    from scipy import stats  # here, not at import: `import ablab` (every worker) need not load scipy.stats
+
     result = stats.ttest_ind(a, b, equal_var=False)
     return float(result.statistic), float(result.pvalue)
 
