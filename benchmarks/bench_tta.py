@@ -47,10 +47,9 @@ def _timed(fn) -> float:
 def bench_tta(device: str, quick: bool, rounds: int) -> list[tuple[str, str, float]]:
     """(model, evaluator, median T(evaluator)/T(standard)) on each model's test images."""
     from ablab.data.base import Split
-    from ablab.registry import DATASETS, EVALUATORS, LOSSES, MODELS as REG, load_components
+    from ablab.registry import DATASETS, EVALUATORS, LOSSES, MODELS as REG
     from ablab.train.evaluators import EvalContext, ModelView
 
-    load_components()
     out = []
     for label, (model_name, data_spec, n_full, n_quick) in MODELS.items():
         n_test = n_quick if quick else n_full

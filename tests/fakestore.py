@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ablab.spec import Study
+
 
 class FakeStore:
     """The duck-typed store the report reads: path, study(), runs(), metrics(); artifacts under runs/<id>/."""
 
     def __init__(self, path: Path, study: dict, runs: pd.DataFrame, metrics: pd.DataFrame):
-        self.path, self._study, self._runs, self._metrics = path, study, runs, metrics
+        self.path, self._study, self._runs, self._metrics = path, study_row(study), runs, metrics
 
     def study(self) -> dict:
         return self._study
@@ -27,6 +29,17 @@ class FakeStore:
 
     def artifact_path(self, run: str, name: str) -> Path:
         return self.path / "runs" / run / name
+
+
+def study_row(short: dict) -> dict:
+    """The study row a real store holds, from a test's short one: its ``spec`` completed to a valid ``Study``
+    (a digits base run unless given; the row's ``description`` and ``report`` as the spec's), dumped as stored."""
+    spec = {"name": "study", "base": {"data": "digits"}, "description": short.get("description", ""),
+            "report": short.get("report", {}), **short.get("spec", {})}
+    study = Study.model_validate(spec)
+    return {"name": study.name, "file": short.get("file", ""), "description": study.description,
+            "spec": study.model_dump(mode="json"), "report": study.report.model_dump(mode="json"),
+            "code_version": short.get("code_version", "")}
 
 
 class _Tags(HTMLParser):

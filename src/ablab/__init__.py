@@ -1,7 +1,10 @@
-"""ablab: a laboratory for controlled ablation studies of deep-learning training."""
+"""ablab: a laboratory for controlled ablation studies of deep-learning training.
 
-__version__ = "0.1.0"
-PROTOCOL_VERSION = 2  # bump when a change alters the numbers a RunSpec produces (2: batch.accuracy of the recording step's batch)
+``import ablab`` registers every built-in component (``ablab.components``); a study's own modules
+(``imports:``) and installed plug-ins register with the same decorators (docs/components.md).
+"""
+
+from ablab.version import PROTOCOL_VERSION, __version__  # noqa: F401  (ablab.__version__, ablab.PROTOCOL_VERSION)
 
 
 def load(path):
@@ -30,3 +33,5 @@ register_probe = PROBES.register
 register_objective = OBJECTIVES.register
 register_evaluator = EVALUATORS.register
 register_report_section = REPORT_SECTIONS.register
+
+import ablab.components  # noqa: E402,F401  (last: registers every built-in component)

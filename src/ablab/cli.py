@@ -141,10 +141,12 @@ def _limits(p: argparse.ArgumentParser) -> None:
 def _load(spec: str, overrides: list[str], max_artifact_gb: float | None = None, max_runs: int | None = None,
           local_devices: bool = True):
     from ablab.spec import MAX_RUNS, expand, load_study
+    from ablab.store import Store
     from ablab.validate import DEFAULT_MAX_ARTIFACT_GB, check_variants
 
     study = load_study(spec, overrides)
-    variants = expand(study, file=spec, max_runs=max_runs or MAX_RUNS)
+    variants = expand(study, file=spec, max_runs=max_runs or MAX_RUNS,
+                      open_stored=lambda path: Store.open(path, readonly=True))
     estimate = check_variants(variants, file=spec, max_artifact_gb=max_artifact_gb or DEFAULT_MAX_ARTIFACT_GB,
                               local_devices=local_devices, study=study)
     return study, variants, estimate
@@ -356,9 +358,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from ablab.registry import closest_names, load_components
-
-    import ablab.report.sections  # noqa: F401  (report sections register on import; not loaded by workers)
+    from ablab.plugins import load_components
+    from ablab.registry import closest_names
 
     registries = load_components()
     kinds = [args.kind] if args.kind else list(registries)

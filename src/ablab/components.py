@@ -1,4 +1,8 @@
-"""Imports every module that registers components, so every registry is complete."""
+"""Imports every module that registers a built-in component, so every registry is complete.
+
+``ablab/__init__.py`` imports this module last; a study's own modules and installed plug-ins are
+loaded by ``ablab.plugins``.
+"""
 
 import ablab.data.digits  # noqa: F401
 import ablab.losses  # noqa: F401
@@ -14,3 +18,4 @@ import ablab.train.probes  # noqa: F401
 import ablab.train.evaluators  # noqa: F401
 import ablab.train.tta  # noqa: F401
 import ablab.train.objectives  # noqa: F401
+import ablab.report.sections  # noqa: F401

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ablab.errors import AblabError, SpecError
+from ablab.registry import ALL_REGISTRIES, Registry
 
 ENTRY_POINT_GROUP = "ablab.components"
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -88,6 +89,12 @@ def load_entry_points() -> None:
                              f"failed to load: {type(err).__name__}: {err}") from None
 
 
+def load_components() -> dict[str, Registry]:
+    """Every registry by kind, installed plug-ins loaded (the built-ins registered when ``ablab`` was imported)."""
+    load_entry_points()  # after the built-ins, so a plug-in reusing a built-in name is the error
+    return ALL_REGISTRIES
+
+
 def source_hash(package: str) -> str:
     """sha256 (12 hex digits) of a top-level module's ``.py`` files: every file of a package, or the one file."""
     module = sys.modules.get(package) or importlib.import_module(package)
@@ -105,8 +112,6 @@ def source_hash(package: str) -> str:
 def code_of(spec_data: dict[str, Any], imports: Iterable[str]) -> dict[str, str]:
     """Top-level package → source hash, for each imported module and each package that registered a
     component the run names (a string of the spec equal to its name: at worst a package too many)."""
-    from ablab.registry import ALL_REGISTRIES
-
     strings = set(_strings(spec_data))
     packages = {name.split(".")[0] for name in imports}
     for registry in ALL_REGISTRIES.values():

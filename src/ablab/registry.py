@@ -228,12 +228,3 @@ ALL_REGISTRIES: dict[str, Registry] = {
               OBJECTIVES, EVALUATORS, REPORT_SECTIONS)
 }
 
-
-def load_components() -> dict[str, Registry]:
-    """Import every module that registers components, then installed plug-ins; returns the registries by kind."""
-    import ablab.components  # noqa: F401  (registers on import)
-    from ablab.plugins import load_entry_points
-
-    load_entry_points()  # after the built-ins, so a plug-in reusing a built-in name is the error
-
-    return ALL_REGISTRIES

@@ -104,11 +104,10 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
                                             "total_steps": parts.plan.total_steps,
                                             "steps_per_epoch": parts.plan.steps_per_epoch})
             for ev in parts.evaluators:
-                if hasattr(ev, "check_model"):  # an evaluator that names parts of the model checks them now
-                    try:
-                        ev.check_model(parts.model)
-                    except ValueError as err:
-                        raise fail(SpecError(str(err)), "base.record.evaluators") from None
+                try:
+                    ev.check_model(parts.model)
+                except ValueError as err:
+                    raise fail(SpecError(str(err)), "base.record.evaluators") from None
                 for split in ev.splits_for(spec.record.eval_splits):
                     if split not in data.splits:
                         raise fail(SpecError(f"evaluator asks for split '{split}'; the dataset has "
@@ -209,12 +208,13 @@ def _loss(spec: RunSpec):
 def _add_estimate(estimate: Estimate, spec: RunSpec, params: int, buffers: int, facts: dict) -> None:
     per_checkpoint = 4 * (params * (1 + _OPTIMIZER_SLOTS) + buffers)
     estimate.checkpoints += per_checkpoint * spec.record.checkpoints.count(facts["epochs"], spec.snapshot_epochs)
-    for e in spec.record.evaluators:
-        if e["name"] == "predictions":
-            splits = e.get("splits") or spec.record.eval_splits
-            epochs = e.get("epochs")
+    from ablab.registry import EVALUATORS
+
+    for ev in (EVALUATORS.create(e) for e in spec.record.evaluators):
+        if ev.stores_predictions:
+            epochs = ev.epochs
             times = 1 if epochs == "last" else (len(epochs) if isinstance(epochs, list) else facts["epochs"] + 1)
-            estimate.predictions += times * sum(facts["sizes"].get(s, 0) for s in splits)
+            estimate.predictions += times * sum(facts["sizes"].get(s, 0) for s in ev.splits_for(spec.record.eval_splits))
 
 
 def _unit_records(spec: EvalSpec) -> set[str]:

@@ -76,7 +76,7 @@ def _check_baselines(study: Study, variants: list[Variant], file: str) -> None:
     best = study.report.best
     if best is None or best.baseline is None:
         return
-    axes = [*study.grid, *(k for group in study.zip for k in group if k != "label")]
+    axes = [a for a in study.axes if a != "label"]
     for key in best.baseline:
         if key != "label" and not any(key == a or key.startswith(a + ".") for a in axes):
             raise SpecError(f"'{key}' is not an axis of the study, so every variant has the same value there "

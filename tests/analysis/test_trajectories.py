@@ -10,7 +10,7 @@ from torch import nn
 
 from ablab.analysis.trajectories import aggregate_over_seeds, count_crossings, finite_rows, trajectory_stats
 from ablab.artifacts import load_npz
-from ablab.registry import NORMS, load_components
+from ablab.registry import NORMS
 from ablab.train.probes import NormParams
 
 
@@ -100,7 +100,6 @@ def test_aggregate_over_seeds_is_mean_and_sd_per_variant_layer_param():
 
 def test_stats_of_a_real_probe_artifact():
     """The probe's own file format: γ frozen by ``affine: beta`` is exactly 1 and reported as frozen."""
-    load_components()
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 6, bias=False), NORMS.create({"name": "batchnorm", "affine": "beta"}, num_features=6, dim=1),
                           nn.ReLU(), nn.Linear(6, 2))

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import ablab
 from ablab import seeding
 from ablab.cli import main
 from ablab.store import Store
@@ -265,7 +266,7 @@ def test_continuing_a_run_of_a_stored_study(write_study, tmp_path):
     study["base"]["init_from"]["study"] = str(tmp_path / "moved")
     from ablab.spec import expand, load_study
 
-    ids = [v.id for v in expand(load_study(write_study(study, "cont2.yaml")))]
+    ids = [v.id for v in expand(load_study(write_study(study, "cont2.yaml")), open_stored=ablab.load)]
     assert sorted(ids) == sorted(r_cont.run)
 
 

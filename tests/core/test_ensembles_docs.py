@@ -10,10 +10,9 @@ import torch.nn.functional as F
 import yaml
 
 from ablab.cli import main
-from ablab.registry import DATASETS, load_components
+from ablab.registry import DATASETS
 from ablab.store import Store
 
-load_components()
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "ensembles.md"
 

@@ -180,7 +180,7 @@ def test_ensemble_and_disagreement_against_direct_computation():
 
 
 def test_the_sharpness_evaluator_records_what_the_analysis_functions_compute():
-    from ablab.analysis.sharpness import sam_sharpness
+    from ablab.optim.sharpness import sam_sharpness
 
     spec = _spec(epochs=1, record={"every_steps": 5, "eval_splits": ["test"],
                                    "evaluators": ["standard", {"name": "sharpness", "rho": 0.05, "batches": 2,

@@ -12,7 +12,8 @@ import yaml
 import ablab
 from ablab.cli import main
 from ablab.errors import AblabError
-from ablab.registry import ALL_REGISTRIES, MODELS, RegistrationError, load_components
+from ablab.plugins import load_components
+from ablab.registry import ALL_REGISTRIES, MODELS, RegistrationError
 from ablab.spec import RunSpec, expand, load_study
 from conftest import TINY_BASE
 
@@ -221,3 +222,21 @@ def test_a_spawned_worker_finds_the_study_s_module(own_code_sandbox):
         result = pool.submit(_run_in_worker, spec.canonical_json(), spec.id, str(root / "staging"),
                              str(root)).result(timeout=300)
     assert result.status == "done", result.error
+
+
+def test_the_report_imports_the_stored_study_s_modules_before_reading_it(own_code_sandbox, tmp_path_factory):
+    """A fresh process started elsewhere: reading the stored study back imports its ``imports`` (from the spec's folder)."""
+    import subprocess
+    import sys
+
+    root = own_code_sandbox
+    _package(root, "own_pkg_r", "own_net_r")
+    out = root / "results"
+    assert main(["run", str(_study(root, ["own_pkg_r.models"], model="own_net_r")), "--out", str(out)]) == 0
+    code = ("import sys\nfrom ablab.report import write_report\nfrom ablab.store import Store\n"
+            f"store = Store.open({str(out)!r})\nwrite_report(store)\n"
+            "print('own_pkg_r.models' in sys.modules, 'own_net_r' in __import__('ablab').MODELS)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path_factory.mktemp("elsewhere"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True"]

@@ -1,9 +1,10 @@
+import subprocess
+import sys
+
 import pytest
 
 from ablab.errors import SpecError
-from ablab.registry import MODELS, OPTIMIZERS, SCHEDULES, Registry, load_components
-
-load_components()
+from ablab.registry import MODELS, OPTIMIZERS, SCHEDULES, Registry
 
 
 def test_unknown_name_lists_known_names_and_closest_match():
@@ -66,3 +67,16 @@ def test_duration_in_two_units_is_an_error():
 def test_create_passes_context_and_params():
     model = MODELS.create({"name": "mlp", "widths": [3]}, in_shape=(2, 2), out_dim=5)
     assert model.fc0.in_features == 4 and model[-1].out_features == 5
+
+
+@pytest.mark.parametrize("first_import", ["import ablab", "import ablab.registry"])
+def test_importing_ablab_registers_every_built_in_component(first_import):
+    """A fresh process: the first import of ablab (any of its modules) fills every registry."""
+    code = (f"{first_import}\n"
+            "from ablab.registry import ALL_REGISTRIES, EVALUATORS\n"
+            "EVALUATORS.create({'name': 'standard'})\n"
+            "print(sorted(kind for kind, registry in ALL_REGISTRIES.items() if not registry.list_names()))\n"
+            "print(len(ALL_REGISTRIES), 'mlp' in ALL_REGISTRIES['model'], 'header' in ALL_REGISTRIES['report_section'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["[]", "12 True True"]

@@ -109,3 +109,17 @@ def test_zip_label_key_names_variants(write_study):
 def test_same_experiment_twice_is_an_error(write_study):
     with pytest.raises(SpecError, match="same experiment"):
         _expand(write_study, tiny_study(grid={"optimizer.lr": [0.1, 0.1]}))
+
+
+def test_a_stored_source_is_read_through_the_opener_the_caller_hands_in(tmp_path):
+    """The spec layer never opens a store: ``expand`` reads a stored study through ``open_stored``."""
+    import ablab
+    from ablab.spec import Study
+
+    study = Study.model_validate({"name": "p", "source": {"study": str(tmp_path / "nowhere")}})
+    with pytest.raises(TypeError, match="open_stored"):
+        expand(study)
+    opened = []
+    with pytest.raises(SpecError, match="source study: ") as err:
+        expand(study, open_stored=lambda path: opened.append(path) or ablab.load(path))
+    assert opened == [str(tmp_path / "nowhere")] and err.value.field == "source.study"

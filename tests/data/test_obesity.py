@@ -9,10 +9,8 @@ import torch
 
 from ablab.data.obesity import CLASSES, FEATURES
 from ablab.errors import DataError, SpecError
-from ablab.registry import DATASETS, MODELS, load_components
+from ablab.registry import DATASETS, MODELS
 from obesity_csv import HEADER, write_obesity_csv
-
-load_components()
 
 
 @pytest.fixture

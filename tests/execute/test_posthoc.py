@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import ablab
 from ablab.cli import main
 from ablab.store import Store
 from conftest import TINY_BASE, stored
@@ -148,16 +149,16 @@ def test_bad_post_hoc_sources_are_one_clear_error_and_write_nothing(source, writ
 def test_units_are_labelled_by_source_variants_and_keep_their_ids_when_the_pool_changes(source, write_study):
     from ablab.spec import expand, load_study
 
-    every = expand(load_study(write_study(_posthoc(source), "a.yaml")))
+    every = expand(load_study(write_study(_posthoc(source), "a.yaml")), open_stored=ablab.load)
     narrow = _posthoc(source)
     narrow["source"]["runs"] = {"optimizer.lr": 0.1}
-    some = expand(load_study(write_study(narrow, "b.yaml")))
+    some = expand(load_study(write_study(narrow, "b.yaml")), open_stored=ablab.load)
     assert len(every) == 12 and len(some) == 2
     assert {v.id for v in some} <= {v.id for v in every}  # a unit's id is its members and settings
     labels = sorted({v.label for v in every})
     assert labels == sorted(f"optimizer.lr={a} × optimizer.lr={b}" for a in (0.1, 0.02) for b in (0.1, 0.02))
     groups = expand(load_study(write_study(_posthoc(source, members={"groups": 3},
-                                                    base={"evaluators": ["ensemble"]}), "c.yaml")))
+                                                    base={"evaluators": ["ensemble"]}), "c.yaml")), open_stored=ablab.load)
     assert len(groups) == 1 and len(groups[0].origin["left_out"]) == 1
 
 

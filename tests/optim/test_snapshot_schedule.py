@@ -7,9 +7,8 @@ import yaml
 
 from ablab.cli import main
 from ablab.errors import SpecError
-from ablab.registry import SCHEDULES, load_components
+from ablab.registry import SCHEDULES
 
-load_components()
 from conftest import TINY_BASE, stored
 
 

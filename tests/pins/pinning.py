@@ -31,13 +31,14 @@ def shipped_specs() -> list[Path]:
 
 def run_ids() -> dict[str, list[list]]:
     """Every shipped spec's variants as [label, replicate, id] (specs that need data files are expanded too)."""
+    import ablab
     from ablab.spec import expand, load_study
 
     out = {}
     for path in shipped_specs():
         name = str(path.relative_to(ROOT))
         try:  # a spec whose data or source must be given on the command line is pinned as not expandable
-            out[name] = [[v.label, v.replicate, v.id] for v in expand(load_study(path), name)]
+            out[name] = [[v.label, v.replicate, v.id] for v in expand(load_study(path), name, open_stored=ablab.load)]
         except Exception as err:  # noqa: BLE001
             out[name] = f"not expandable here: {type(err).__name__}"
     return out

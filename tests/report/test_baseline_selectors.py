@@ -14,7 +14,7 @@ def test_axis_value_baselines_give_the_label_baselines_deltas(tmp_path):
     # the runs' axes as a grid would record them: the BatchNorm variant and the learning-rate scale
     store._runs["axes"] = [{"bn": split_label(lb)[0], "lr_scale": float(split_label(lb)[1].split("=")[1])}
                            for lb in store._runs["label"]]
-    store._study["report"]["baselines"] = {"lower": {"bn": "vanilla"},
+    store._study["spec"]["report"]["baselines"] = {"lower": {"bn": "vanilla"},
                                            "upper": {"bn": "bn_gamma_beta", "lr_scale": 1}}
     result = write_report(store)
     csv = pd.read_csv(result.path.parent / "tables" / "final.csv").set_index("label")
@@ -36,7 +36,7 @@ def _with_axes(store, keep=("bn", "lr_scale")):
 def test_a_variant_without_a_partner_gets_a_note_and_no_delta(tmp_path):
     """``{lr_scale: 10}``: bn_none and the <script> variant exist at lr ×1 only, so they have no baseline."""
     store = _with_axes(make_store(tmp_path))
-    store._study["report"]["baselines"] = {"lower": {"lr_scale": 10}}
+    store._study["spec"]["report"]["baselines"] = {"lower": {"lr_scale": 10}}
     result = write_report(store)
     csv = pd.read_csv(result.path.parent / "tables" / "final.csv").set_index("label")
     assert csv.loc["bn_beta, lr_scale=1", "baseline_lower"] == "bn_beta, lr_scale=10"
@@ -51,7 +51,7 @@ def test_a_variant_without_a_partner_gets_a_note_and_no_delta(tmp_path):
 def test_an_ambiguous_selector_in_a_stored_study_is_stated_not_a_crash(tmp_path):
     """Validation refuses it before the first run; a store written otherwise still gets its report."""
     store = _with_axes(make_store(tmp_path), keep=("lr_scale",))  # the runs record only the rate
-    store._study["report"]["baselines"] = {"lower": {"lr_scale": 1}}
+    store._study["spec"]["report"]["baselines"] = {"lower": {"lr_scale": 1}}
     result = write_report(store)
     assert "report.baselines.lower ('lr_scale=1') compares nothing" in result.table_text
     assert "baselines with its other settings" in result.table_text

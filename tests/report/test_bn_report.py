@@ -295,7 +295,7 @@ def test_baselines_have_fixed_colours_thick_lines_and_panels():
 
 def test_a_baseline_that_names_nothing_is_stated(tmp_path):
     store = make_store(tmp_path)
-    store._study["report"]["baselines"] = {"lower": "nope", "upper": "bn_gamma_beta"}
+    store._study["spec"]["report"]["baselines"] = {"lower": "nope", "upper": "bn_gamma_beta"}
     result = write_report(store)
     assert "report.baselines.lower ('nope') compares nothing: 'nope' names no variant" in result.table_text
     csv = pd.read_csv(result.path.parent / "tables" / "final.csv")

@@ -8,6 +8,7 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from scipy import stats
 
@@ -123,3 +124,19 @@ def test_section_absent_for_a_study_without_a_mixing_axis(tmp_path):
     assert "Mixed-example augmentation" not in (report / "index.html").read_text()
     assert not (report / "tables" / "mixing.csv").exists()
     assert not (report / "figures" / "mixing_examples.png").exists()
+
+
+def test_tiles_take_the_eval_steps_and_the_rescaling_methods_own_range():
+    """Before the mix only ``normalize`` (at_eval) applies, never the random crop; BC+ declares its own range."""
+    from ablab.registry import AUGMENTATIONS, DATASETS
+    from ablab.report.mixing_figure import tiles, two_images
+
+    dataset = DATASETS.create({"name": "digits", "size": 16})
+    steps = [{"name": "random_crop", "padding": 2}, "normalize"]
+    arms = [("mixup", [*steps, "mixup"]), ("bc+", [*steps, "bc_plus"]), ("vh-bc+", [*steps, "vh_bc_plus"])]
+    titles, images, own = tiles(arms, dataset)
+    assert titles == ["image 1", "image 2", "mixup", "bc+", "vh-bc+"]
+    assert own == [False, False, False, True, True]
+    norm = AUGMENTATIONS.create("normalize", dataset=dataset)
+    x1, _ = two_images(dataset)
+    assert torch.equal(images[0], norm(x1[None], torch.zeros(1), None)[0][0])

@@ -11,7 +11,8 @@ from scipy import stats
 
 from ablab.analysis.multiple_tests import holm_adjust
 from ablab.analysis.seeds import ci_halfwidth
-from ablab.report.numbers import format_mean_sd, format_p, format_value, is_scientific, standard_error
+from ablab.report.numbers import (format_delta, format_fixed, format_mean_sd, format_p, format_value, is_scientific,
+                                  standard_error)
 from ablab.report.plot_scale import data_limits, use_log_scale
 from ablab.report.tables import table_rows, to_markdown
 
@@ -139,3 +140,11 @@ def test_a_rendered_table_has_one_notation_per_column_and_no_false_precision():
     assert acc == ["0.9444 (all equal)", "0.9000 ± 0.0173", "1.000 ± — (n=1)"]  # SE 0.0100; none scientific
     md = to_markdown(agg, ["train.loss", "test.accuracy"], "final epoch")
     assert all(cell in md for cell in loss + acc) and "± 0.00000000" not in md and "1 ± 0" not in md
+
+
+def test_a_delta_cell_is_signed_fixed_with_its_p_value():
+    assert format_delta(-0.1234, 0.0321) == "-0.12 (p=0.032)"
+    assert format_delta(1.5, float("nan")) == "+1.50"
+    assert format_delta(float("nan"), 0.5) == "—"
+    assert format_delta(0.004, 2e-5) == "+0.00 (p=2.0e-05)"
+    assert format_fixed(4.25, 1) == "4.2" and format_fixed(None) == "—"

@@ -199,7 +199,7 @@ def test_awkward_labels_draw(tmp_path):
 def test_rewrite_removes_stale_figures(tmp_path):
     store = make_study(tmp_path)
     write_report(store)
-    store._study["report"]["curves"] = ["train.loss"]
+    store._study["spec"]["report"]["curves"] = ["train.loss"]
     result = write_report(store)
     assert sorted(p.name for p in (result.path.parent / "figures").glob("*.png")) == [result.figures[0].name]
 

@@ -11,6 +11,7 @@ from scipy.stats import spearmanr
 
 from ablab.analysis.stored_variability import load_variant_logits, variability_table
 from ablab.cli import main
+from ablab.report import write_report
 from ablab.store import Store
 from fakestore import read_csv_exact
 
@@ -101,6 +102,30 @@ def test_the_variability_table_equals_numpy_on_the_stored_files(write_study, tmp
             assert row["cka"] == pytest.approx(expected, rel=1e-9)
             assert 0 < row["cka_debiased"] <= 1 and row["cka_err"] >= 0
     assert "Representation similarity (linear CKA)" in page and (out / "report" / "figures" / "cka.png").is_file()
+    # both sections read the store's artifact index once between them; a second report writes the same tables
+    before = {name: (out / "report" / "tables" / name).read_bytes() for name in ("variability.csv", "cka.csv")}
+    store = Store.open(out)
+    try:
+        counting = _CountingIndex(store)
+        write_report(counting)
+    finally:
+        store.close()
+    assert counting.index_reads == 1
+    assert before == {name: (out / "report" / "tables" / name).read_bytes() for name in before}
+
+
+class _CountingIndex:
+    """A store that counts how often the whole artifact index is read."""
+
+    def __init__(self, store):
+        self._store, self.index_reads = store, 0
+
+    def artifacts(self, run=None):
+        self.index_reads += run is None
+        return self._store.artifacts(run)
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
 
 
 def test_one_replicate_has_n_1_and_no_sd(write_study, tmp_path):

@@ -10,11 +10,10 @@ from torch import nn
 
 from ablab.cli import main
 from ablab.data.augment import normalize
-from ablab.registry import DATASETS, EVALUATORS, LOSSES, load_components
+from ablab.registry import DATASETS, EVALUATORS, LOSSES
 from ablab.train.evaluators import EvalContext, ModelView, outputs
 from ablab.train.tta import crop_views, make_views, tta_logits
 
-load_components()
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]
 
 

@@ -1,4 +1,6 @@
-"""Analysis of stored results: statistics over seeds (more to come: diversity, trajectories, grids)."""
+"""Analysis of stored results as frames: statistics over seeds (``seeds``, re-exported here), grids and best
+configurations (``grids``, ``multiple_tests``), trajectories, run-to-run variability and CKA (``variability``,
+``stored_variability``), loss spread, mixing arms."""
 
 from ablab.analysis.seeds import (
     aggregate,

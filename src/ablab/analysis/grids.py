@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ablab.analysis.seeds import RUN_COLUMNS, higher_is_better
 from ablab.errors import SpecError
@@ -45,10 +44,8 @@ def varied_axes(runs: pd.DataFrame) -> list[str]:
     return list(names)
 
 
-def axes_in_study_order(runs: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
-    """``runs`` with each run's axes in the order the study declares them (the store sorts them by name)."""
-    groups = spec.get("zip") or []
-    order = [*(spec.get("grid") or {}), *(k for g in ([groups] if isinstance(groups, dict) else groups) for k in g)]
+def axes_in_study_order(runs: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """``runs`` with each run's axes in the study's ``order`` (``Study.axes``; the store sorts them by name)."""
     rank = {k: i for i, k in enumerate(order)}
     axes = [dict(sorted((a or {}).items(), key=lambda kv: rank.get(kv[0], len(rank)))) for a in runs["axes"]]
     return runs.assign(axes=axes)
@@ -189,6 +186,8 @@ def welch_test(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if len(a) < 2 or len(b) < 2:
         return math.nan, math.nan
+    from scipy import stats  # here, not at import: `import ablab` (every worker) need not load scipy.stats
+
     result = stats.ttest_ind(a, b, equal_var=False)
     return float(result.statistic), float(result.pvalue)
 

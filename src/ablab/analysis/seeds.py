@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ablab.errors import SpecError
 
@@ -140,6 +139,8 @@ def ci_halfwidth(sd, n, level: float = 0.95) -> np.ndarray:
     half = t_{(1+level)/2, n−1} · sd / √n (sd with ddof=1): Student's t interval for the mean of n
     independent runs. At n = 2, t = 12.7, so two seeds give a wide band — as they should.
     """
+    from scipy import stats  # here, not at import: `import ablab` (every worker) need not load scipy.stats
+
     sd, n = np.asarray(sd, dtype=float), np.asarray(n, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
         half = stats.t.ppf(0.5 + level / 2, n - 1) * sd / np.sqrt(n)

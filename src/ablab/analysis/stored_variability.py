@@ -151,17 +151,18 @@ def onset_epoch(spec: dict) -> int:
 CKA_MODELS = 25  # the seed averages CKA over the pairs of 25 models per source (cost: R · n² per layer)
 
 
-def cka_table(store: Any, runs: pd.DataFrame, split: str = "test", models: int = CKA_MODELS) -> pd.DataFrame:
+def cka_table(store: Any, runs: pd.DataFrame, index: pd.DataFrame, split: str = "test", models: int = CKA_MODELS
+              ) -> pd.DataFrame:
     """Per variant and layer: mean linear CKA (biased and debiased) over the pairs of its first ``models`` runs.
 
-    From the ``activations`` evaluator's files at each run's latest epoch; errors: jackknife over runs.
+    From the ``activations`` evaluator's files at each run's latest epoch (found in the store's artifact
+    ``index``); errors: jackknife over runs.
     """
     from ablab.analysis.variability import cka_matrix, jackknife_pair_error, mean_over_pairs
     from ablab.artifacts import ACTIVATIONS_KIND, load_npz
 
     rows = []
-    arts = store.artifacts()
-    arts = arts[(arts["kind"] == ACTIVATIONS_KIND) & (arts["split"] == split)]
+    arts = index[(index["kind"] == ACTIVATIONS_KIND) & (index["split"] == split)]
     for label, group in runs.groupby("label", sort=False):
         group = group[group["status"].isin(USED_STATUSES)]
         stored = []

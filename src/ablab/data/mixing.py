@@ -79,6 +79,12 @@ def _pairwise(mix_pairs: PairMix, num_classes: int | None) -> Augmentation:
     return mix
 
 
+def _rescaled(mix: Augmentation) -> Augmentation:
+    """Mark a method whose images are zero-mean and rescaled, off the inputs' range (a figure shows them on their own)."""
+    mix.rescales = True  # type: ignore[attr-defined]
+    return mix
+
+
 # ---- draws (all per pair, batched on the device)
 
 
@@ -248,7 +254,7 @@ def bc_plus(dataset: Dataset, alpha: Alpha = 1.0, std_eps: Annotated[float, Fiel
         lam = draw_beta(x1.shape[0], alpha, generator, x1.device)
         return bc_plus_images(x1, x2, lam, std_eps), lam
 
-    return _pairwise(mix_pairs, dataset.num_classes)
+    return _rescaled(_pairwise(mix_pairs, dataset.num_classes))
 
 
 def _concat(dataset: Dataset, name: str, alpha: float, cut: Cut, dims: str) -> Augmentation:
@@ -369,7 +375,7 @@ def vh_bc_plus(dataset: Dataset, alpha: Alpha = 1.0, cut: Cut = "floor_beta",
     The originals are zero-meaned before concatenating (the thesis' better option); p uses the
     stds of the two concats + ``std_eps``, and the concats are not centred again (the code).
     """
-    return _vh(dataset, "vh_bc_plus", alpha, cut, std_eps)
+    return _rescaled(_vh(dataset, "vh_bc_plus", alpha, cut, std_eps))
 
 
 @AUGMENTATIONS.register("random_square")

@@ -156,9 +156,16 @@ def snapshot_cosine(
     return factor
 
 
-def cycle_end_epochs(schedule: dict, epochs: Optional[int]) -> list[int]:
-    """The epochs after which a cyclic schedule's cycles end (where snapshots are taken); [] otherwise."""
-    if schedule.get("name") != "snapshot_cosine" or not epochs:
-        return []
+def _snapshot_cycle_ends(schedule: dict, epochs: Optional[int]) -> list[int]:
+    """The epochs after which the cycles end (the snapshots); ``ValueError`` unless they are whole epochs."""
     cycles = schedule["cycles"]
+    if epochs is None:
+        raise ValueError("schedule 'snapshot_cosine' cuts the run into cycles of whole epochs: give 'epochs'")
+    if epochs % cycles:
+        raise ValueError(f"schedule 'snapshot_cosine': {epochs} epochs do not split into {cycles} equal "
+                         f"cycles; make 'epochs' a multiple of 'cycles'")
     return [epochs // cycles * k for k in range(1, cycles + 1)]
+
+
+# A cyclic schedule declares where its cycles end (RunSpec.snapshot_epochs, record.checkpoints.snapshots).
+snapshot_cosine.cycle_end_epochs = _snapshot_cycle_ends  # type: ignore[attr-defined]

@@ -45,7 +45,7 @@ def write_report(store: Any) -> ReportResult:
     ctx = ReportContext(store, Path(store.path) / "report")
     parts = [section.render(ctx) for section in load_sections() if section.applies(ctx)]
     index = ctx.out / "index.html"
-    write_atomic(index, render_page(ctx.study.get("name") or "study", parts).encode("utf-8"))
+    write_atomic(index, render_page(ctx.study.name, parts).encode("utf-8"))
     result = ReportResult(
         path=index,
         table_text=to_text(ctx.agg, ctx.refs, ctx.rule),

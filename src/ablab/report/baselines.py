@@ -34,13 +34,6 @@ def selector_text(selector: str | dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in selector.items())
 
 
-def zip_groups(spec: dict[str, Any] | None) -> list[frozenset[str]]:
-    """The study's zip groups (``zip`` as one mapping or a list of them) as sets of axis keys."""
-    groups = (spec or {}).get("zip") or []
-    groups = [groups] if isinstance(groups, dict) else groups
-    return [frozenset(g) for g in groups if isinstance(g, dict)]
-
-
 def check_baseline(selector: str | dict[str, Any], rows: Iterable[Row], linked: Iterable[frozenset[str]] = ()) -> None:
     """``ValueError`` saying why when ``selector`` names no variant, or gives some variant several baselines."""
     pairs_of(selector, rows, linked)

@@ -2,9 +2,9 @@
 
 A ``ReportContext`` wraps a store: ``ablab.store.Store`` or anything with ``path``, ``study()``,
 ``runs()``, ``metrics()`` and ``artifact_path(run, name)``; sections read the store only
-through it. Each property is computed on first use and kept, so the sections that need the
-final selection or the variant colours share one computation, and a page without them costs
-nothing. A ``ReportSection`` decides from the context whether it ``applies`` and ``render``s a
+through it, and the stored study as a validated ``Study`` (``ctx.study``). Each property is
+computed on first use and kept, so the sections that need the final selection or the variant
+colours share one computation, and a page without them costs nothing. A ``ReportSection`` decides from the context whether it ``applies`` and ``render``s a
 ``Part``: its HTML, its CSS and the files it wrote (see ``ablab.report.sections``).
 """
 
@@ -20,7 +20,7 @@ import pandas as pd
 
 from ablab.analysis.seeds import aggregate, describe_selection, select_final
 from ablab.artifacts import load_npz
-from ablab.report.baselines import baseline_pairs, baseline_variants, families, selector_text, zip_groups
+from ablab.report.baselines import baseline_pairs, baseline_variants, families, selector_text
 from ablab.report.figures import (
     BASELINE_LINE_WIDTH,
     LINE_WIDTH,
@@ -31,6 +31,8 @@ from ablab.report.figures import (
     variant_colours,
 )
 from ablab.report.tables import add_baseline_deltas
+from ablab.spec.loading import read_stored_study
+from ablab.spec.models import ReportSettings, Study
 
 
 @dataclass
@@ -54,8 +56,19 @@ class ReportContext:
     # ---- the store's data
 
     @cached_property
-    def study(self) -> dict[str, Any]:
+    def _stored_study(self) -> dict[str, Any]:
+        """The store's study row: name, file, description, spec (``Study.model_dump``), report, code_version."""
         return self.store.study()
+
+    @cached_property
+    def study(self) -> Study:
+        """The study as ``ablab run`` validated it, read back (its ``imports`` loaded first)."""
+        return read_stored_study(self._stored_study["spec"], self.study_file)
+
+    @property
+    def study_file(self) -> str:
+        """The spec file the study was run from, as given on the command line."""
+        return self._stored_study["file"] or ""
 
     @cached_property
     def runs(self) -> pd.DataFrame:
@@ -66,14 +79,21 @@ class ReportContext:
         return self.store.metrics()
 
     @cached_property
+    def artifacts(self) -> pd.DataFrame:
+        """The store's artifact index (run, name, kind, epoch, split, …), read once; empty for a store without one."""
+        if not hasattr(self.store, "artifacts"):
+            return pd.DataFrame(columns=["run", "name", "kind", "epoch", "split", "size", "sha256"])
+        return self.store.artifacts()
+
+    @cached_property
     def directions(self) -> dict[str, str]:
         """Metric name -> ``min``/``max`` as the evaluators declared (empty for a store without them)."""
         return self.store.directions() if hasattr(self.store, "directions") else {}
 
-    @cached_property
-    def settings(self) -> dict[str, Any]:
+    @property
+    def settings(self) -> ReportSettings:
         """The study's ``report`` block."""
-        return self.study.get("report") or {}
+        return self.study.report
 
     def runs_with(self, artifact: str) -> list[str]:
         """Ids of the runs that stored ``artifact``, in study order."""
@@ -151,7 +171,7 @@ class ReportContext:
     @cached_property
     def baselines(self) -> dict[str, str]:
         """Role -> the baseline's name as the report shows it: the label as written, axis values as ``k=v, …``."""
-        return {role: selector_text(s) for role, s in (self.settings.get("baselines") or {}).items()}
+        return {role: selector_text(s) for role, s in self.settings.baselines.items()}
 
     @cached_property
     def baseline_pairs(self) -> dict[str, dict[str, str | None]]:
@@ -165,8 +185,7 @@ class ReportContext:
 
     @cached_property
     def _resolved_baselines(self) -> tuple[dict[str, dict[str, str | None]], dict[str, str]]:
-        written = dict(self.settings.get("baselines") or {})
-        return baseline_pairs(written, self._rows, zip_groups(self.study.get("spec")))
+        return baseline_pairs(dict(self.settings.baselines), self._rows, self._zip_groups)
 
     @cached_property
     def _rows(self) -> list[tuple[str, dict, dict, int]]:
@@ -207,30 +226,34 @@ class ReportContext:
     @property
     def _label_baselines(self) -> bool:
         """Every baseline written as a label or family: figures group variants by their labels."""
-        return all(isinstance(v, str) for v in (self.settings.get("baselines") or {}).values())
+        return all(isinstance(v, str) for v in self.settings.baselines.values())
 
     @cached_property
     def _families(self) -> tuple[dict[str, str], dict[str, str]] | None:
-        written = dict(self.settings.get("baselines") or {})
-        return families(written, self.baseline_pairs, self._rows, zip_groups(self.study.get("spec")))
+        return families(dict(self.settings.baselines), self.baseline_pairs, self._rows, self._zip_groups)
+
+    @property
+    def _zip_groups(self) -> list[frozenset[str]]:
+        """The study's zip groups as sets of axis paths (axes that vary together)."""
+        return [frozenset(group) for group in self.study.zip]
 
     @property
     def _selection(self) -> str:
-        return self.settings.get("selection", "final")
+        return self.settings.selection
 
     @property
     def _select_on(self) -> str:
-        return self.settings.get("select_on", "val.accuracy")
+        return self.settings.select_on
 
     @property
     def _wanted(self) -> list[str]:
-        return list(self.settings.get("metrics") or self.recorded)
+        return list(self.settings.metrics or self.recorded)
 
 
 class ReportSection:
     """A part of the report page; subclasses are registered in ``REPORT_SECTIONS`` (``ablab.report.sections``)."""
 
-    order: int = 0  # the place on the page, ascending
+    after: str | None = None  # one's own section: the PAGE_ORDER section it follows (None: the page's end)
 
     def applies(self, ctx: ReportContext) -> bool:
         """Whether the page shows this section for the study in ``ctx``."""

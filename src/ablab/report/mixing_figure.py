@@ -1,11 +1,11 @@
 """The picture grid of seed 002's Fig. 2.2: what each mixing arm makes of the same two images, drawn at report time.
 
 Two test images of the study's dataset (the first, and the first of another class) go through the
-run's own augment steps up to the mix, deterministic ones only (``normalize``; the random crop and
-flip are left out so both images stay recognisable), then through the arm's registered method
+run's own augment steps up to the mix, those evaluation sees too (``at_eval``: ``normalize``; the random
+crop and flip are left out so both images stay recognisable), then through the arm's registered method
 (``mix_pairs``: the same code and parameters the runs trained with) with a generator seeded ``FIGURE_SEED``.
-Tiles share one grey/colour scale, the two inputs' range, except BC+ and VH-BC+, whose outputs are
-zero-mean and rescaled: each of those is shown on its own range. The PNG is the tiles themselves,
+Tiles share one grey/colour scale, the two inputs' range, except a method's that ``rescales`` (BC+ and
+VH-BC+: zero-mean, rescaled outputs): each of those is shown on its own range. The PNG is the tiles themselves,
 enlarged by pixel repetition, so a tile's pixels are the method's output.
 """
 
@@ -18,11 +18,9 @@ import numpy as np
 import torch
 from matplotlib.image import imsave
 
-from ablab.data.augment import create_augmentation
 from ablab.data.base import Dataset
 from ablab.registry import AUGMENTATIONS, DATASETS
 
-OWN_RANGE = ("bc_plus", "vh_bc_plus")  # zero-mean, rescaled outputs: shown on their own range
 COLUMNS = 6
 GAP = 2  # background pixels between tiles (in source pixels, before enlarging)
 FIGURE_SEED = 1  # its first Beta(1, 1) draw on the CPU is λ ≈ 0.60: most tiles show both images
@@ -36,29 +34,28 @@ def two_images(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     return x[0].float(), x[other].float()
 
 
-def _name(step: Any) -> str:
-    return step if isinstance(step, str) else step.get("name", "")
-
-
 def _prepared(x: torch.Tensor, augment: list, dataset: Dataset) -> torch.Tensor:
-    """One image (1, C, H, W) through the deterministic steps before the mix (``normalize``)."""
-    steps = create_augmentation([s for s in augment[:-1] if _name(s) == "normalize"], dataset)
-    return steps(x[None], torch.zeros(1, dtype=torch.long), torch.Generator())[0]
+    """One image (1, C, H, W) through the steps before the mix that evaluation sees too (``at_eval``)."""
+    x, y, generator = x[None], torch.zeros(1, dtype=torch.long), torch.Generator()
+    for step in (AUGMENTATIONS.create(s, dataset=dataset) for s in augment[:-1]):
+        if getattr(step, "at_eval", False):
+            x, y = step(x, y, generator)
+    return x
 
 
-def tiles(arms: list[tuple[str, str, list]], dataset: Dataset) -> tuple[list[str], list[torch.Tensor], list[bool]]:
+def tiles(arms: list[tuple[str, list]], dataset: Dataset) -> tuple[list[str], list[torch.Tensor], list[bool]]:
     """(titles, tiles (C, H, W), own-range flags): image 1, image 2 as the first arm's mix sees them, then each arm."""
     x1, x2 = two_images(dataset)
-    first = arms[0][2] if arms else [None]
+    first = arms[0][1] if arms else [None]
     out = [_prepared(x1, first, dataset)[0], _prepared(x2, first, dataset)[0]]
     titles, own = ["image 1", "image 2"], [False, False]
-    for label, method, augment in arms:
+    for label, augment in arms:
         mix = AUGMENTATIONS.create(augment[-1], dataset=dataset)
         a, b = _prepared(x1, augment, dataset), _prepared(x2, augment, dataset)
         mixed, _ = mix.mix_pairs(a, b, torch.Generator().manual_seed(FIGURE_SEED))
         titles.append(label)
         out.append(mixed[0])
-        own.append(method in OWN_RANGE)
+        own.append(getattr(mix, "rescales", False))
     return titles, out, own
 
 
@@ -90,7 +87,7 @@ def tile_box(index: int, shape: tuple[int, int], scale: int) -> tuple[slice, sli
             slice(k * (w + GAP) * scale, (k * (w + GAP) + w) * scale))
 
 
-def draw(arms: list[tuple[str, str, list]], data_spec: Any, path: Path) -> tuple[list[str], int]:
+def draw(arms: list[tuple[str, list]], data_spec: Any, path: Path) -> tuple[list[str], int]:
     """Write the grid PNG; (titles in grid order, row-major, and the enlargement factor)."""
     dataset = DATASETS.create(data_spec)
     titles, images, own = tiles(arms, dataset)

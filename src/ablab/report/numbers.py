@@ -95,6 +95,19 @@ def format_p(p: Any) -> str:
     return f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}"
 
 
+def format_delta(delta: Any, p: Any, digits: int = 2) -> str:
+    """A difference with its p-value, ``+0.12 (p=0.034)``: fixed ``digits`` places, signed; — when undefined."""
+    if not is_number(delta):
+        return MISSING
+    text = f"{float(delta):+.{digits}f}"
+    return f"{text} (p={format_p(p)})" if is_number(p) else text
+
+
+def format_fixed(x: Any, digits: int = 2) -> str:
+    """A number to fixed ``digits`` places; — when undefined."""
+    return f"{float(x):.{digits}f}" if is_number(x) else MISSING
+
+
 def _places(se: float) -> int:
     """Decimal places that show ``se`` (> 0) to ``SE_DIGITS`` significant digits (negative: tens, hundreds …)."""
     return SE_DIGITS - 1 - math.floor(math.log10(se))

@@ -1,5 +1,5 @@
 """Study specs: models (``models``), reading and overrides (``loading``), expansion into runs
-(``expansion``), variant labels (``labels``) and run selectors (``select``).
+(``expansion``) and variant labels (``labels``); run selectors are ``ablab.selectors``.
 
 A study is a ``base`` run plus axes: ``grid`` (cartesian product), ``zip`` (vary together) and
 ``seeds`` (replicates, and which random streams vary between them). Axis keys are dotted paths
@@ -9,7 +9,7 @@ into the base run (``optimizer.lr``). Expansion yields fully resolved ``RunSpec`
 
 from ablab.spec.expansion import MAX_RUNS, expand
 from ablab.spec.labels import _label_value, make_label
-from ablab.spec.loading import load_study, set_path
+from ablab.spec.loading import load_study, read_stored_study, set_path
 from ablab.spec.models import (
     Checkpoints, Component, Compute, Corrupt, EvalSpec, InitFrom, Member, MetricRef, Record, Resources, RunSpec,
     Seeds, Source, Study, UnitSpec, Variant, WeightDecay, parse_unit,
@@ -18,5 +18,5 @@ from ablab.spec.models import (
 __all__ = [
     "MAX_RUNS", "Checkpoints", "Component", "Compute", "Corrupt", "EvalSpec", "InitFrom", "Member", "MetricRef",
     "Record", "Resources", "RunSpec", "Seeds", "Source", "Study", "UnitSpec", "Variant", "WeightDecay",
-    "_label_value", "expand", "load_study", "make_label", "parse_unit", "set_path",
+    "_label_value", "expand", "load_study", "make_label", "parse_unit", "read_stored_study", "set_path",
 ]

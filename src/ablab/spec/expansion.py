@@ -5,6 +5,9 @@ is resolved to a concrete source run and epoch (in this study or a stored one, r
 ``select`` in ``init_from`` continues the k best runs of a stored study. Post-hoc studies: the
 stored runs of ``source`` arranged into units (single runs, ordered pairs, disjoint groups, or each
 run's snapshots).
+
+A stored study is read through ``open_stored`` (path → a read-only store, e.g. ``ablab.load``), which
+the caller hands in: the spec layer never imports the store.
 """
 
 from __future__ import annotations
@@ -13,20 +16,22 @@ import copy
 import itertools
 import math
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Callable, Literal, Optional
 
 import pydantic
 from pydantic import NonNegativeInt, PositiveInt
 
-from ablab.errors import SpecError
+from ablab.errors import SpecError, StoreError
 from ablab.seeding import STREAMS
 from ablab.spec.labels import make_label
 from ablab.spec.loading import _spec_error, set_path
-from ablab.spec.models import EvalSpec, Groups, Member, MetricRef, RunSpec, SeedAxis, Study, Variant, _Strict
+from ablab.spec.models import (EvalSpec, Groups, Member, MetricRef, RunSpec, SeedAxis, Study, Variant, _Strict,
+                               cyclic_schedules)
 from ablab.selectors import matches
 
 MAX_RUNS = 100_000  # a study larger than this is almost surely a typo (raise with --max-runs)
 SEED_AXES = tuple(f"seeds.{field}" for field in SeedAxis.model_fields)  # per-variant seed settings, not base paths
+OpenStored = Callable[[str], Any]  # path → a read-only store: runs(), checkpoint_epochs(), final_values() … close()
 
 
 class Selection(_Strict):
@@ -61,9 +66,16 @@ def _axis_combinations(study: Study) -> list[dict[str, Any]]:
     return combos
 
 
-def expand(study: Study, file: str = "", max_runs: int = MAX_RUNS) -> list[Variant]:
-    """Every run of the study, each validated; init_from and post-hoc sources resolved read-only."""
-    variants = _expand_post_hoc(study, file) if study.post_hoc else _expand_training(study, file)
+def expand(study: Study, file: str = "", max_runs: int = MAX_RUNS, open_stored: OpenStored | None = None
+           ) -> list[Variant]:
+    """Every run of the study, each validated; init_from and post-hoc sources resolved read-only.
+
+    ``open_stored`` opens a stored study that ``init_from.study`` or ``source.study`` names.
+    """
+    if study.post_hoc:
+        variants = _expand_post_hoc(study, file, open_stored)
+    else:
+        variants = _expand_training(study, file, open_stored)
     if len(variants) > max_runs:
         raise SpecError(f"the study expands to {len(variants)} runs, more than {max_runs}; raise the cap with "
                         "--max-runs if that is meant", file=file, field="grid")
@@ -79,7 +91,7 @@ def expand(study: Study, file: str = "", max_runs: int = MAX_RUNS) -> list[Varia
 # ---------------------------------------------------------------- training studies
 
 
-def _expand_training(study: Study, file: str) -> list[Variant]:
+def _expand_training(study: Study, file: str, open_stored: OpenStored | None) -> list[Variant]:
     _check_no_imports(study, file)
     combos = _axis_combinations(study)
     n = len(combos) * study.seeds.replicates
@@ -96,11 +108,11 @@ def _expand_training(study: Study, file: str) -> list[Variant]:
     per_raw: list[list[Variant]] = [[] for _ in raws]
     for i, (raw, label, axes, r) in enumerate(raws):
         if not _in_study_source(raw):
-            per_raw[i] = _variants_of(raw, label, axes, r, file, [])
+            per_raw[i] = _variants_of(raw, label, axes, r, file, [], open_stored)
     sources = [v for vs in per_raw for v in vs]
     for i, (raw, label, axes, r) in enumerate(raws):
         if _in_study_source(raw):
-            per_raw[i] = _variants_of(raw, label, axes, r, file, sources)
+            per_raw[i] = _variants_of(raw, label, axes, r, file, sources, open_stored)
     return [v for vs in per_raw for v in vs]
 
 
@@ -160,7 +172,8 @@ def _in_study_source(raw: dict[str, Any]) -> bool:
     return isinstance(init, dict) and init.get("study") is None
 
 
-def _variants_of(raw: dict, label: str, axes: dict, r: int, file: str, sources: list[Variant]) -> list[Variant]:
+def _variants_of(raw: dict, label: str, axes: dict, r: int, file: str, sources: list[Variant],
+                 open_stored: OpenStored | None) -> list[Variant]:
     """The run(s) of one raw variant: one, or one per selected source of an ``init_from.select``."""
     where = f" (variant '{label}')" if axes else ""
     init = raw.get("init_from")
@@ -172,7 +185,7 @@ def _variants_of(raw: dict, label: str, axes: dict, r: int, file: str, sources: 
         e = _spec_error(err, file, prefix="base.init_from")
         raise SpecError(e.message + where, field=e.field, file=file) from None
     out = []
-    for source, extra in _resolve_sources(written, raw, r, file, sources, where):
+    for source, extra in _resolve_sources(written, r, file, sources, where, open_stored):
         run = copy.deepcopy(raw)
         run["init_from"] = source
         origin = {}
@@ -194,8 +207,8 @@ def _validate(raw: dict, label: str, axes: dict, file: str) -> RunSpec:
         raise SpecError(e.message + where, field=e.field, file=file) from None
 
 
-def _resolve_sources(written: InitFromSpec, raw: dict, replicate: int, file: str, sources: list[Variant],
-                     where: str) -> list[tuple[dict, Optional[dict]]]:
+def _resolve_sources(written: InitFromSpec, replicate: int, file: str, sources: list[Variant], where: str,
+                     open_stored: OpenStored | None) -> list[tuple[dict, Optional[dict]]]:
     """[(resolved init_from, selection details or None)] for one raw run."""
     field = "base.init_from"
     narrowed_select = written.study is not None and written.select is not None  # 'run' filters the pool
@@ -212,7 +225,7 @@ def _resolve_sources(written: InitFromSpec, raw: dict, replicate: int, file: str
         _check_planned_checkpoint(chosen, written.epoch, file, where)
         return [({"run": chosen.id, "epoch": written.epoch, "study": None}, None)]
     path = str(Path(written.study).resolve())
-    store = _open_source(written.study, file, f"{field}.study")
+    store = _open_source(open_stored, written.study, file, f"{field}.study")
     try:
         candidates = _stored_candidates(store)
         if written.select is None:
@@ -262,12 +275,12 @@ def _check_planned_checkpoint(c: _Candidate, epoch: int, file: str, where: str) 
                         + where, file=file, field="base.init_from")
 
 
-def _open_source(path: str, file: str, field: str):
-    from ablab.errors import StoreError
-    from ablab.store import Store
-
+def _open_source(open_stored: OpenStored | None, path: str, file: str, field: str):
+    """The stored study at ``path``, read-only; a store that cannot be read is a ``SpecError`` at ``field``."""
+    if open_stored is None:
+        raise TypeError(f"the study reads the stored study '{path}': pass expand(..., open_stored=ablab.load)")
     try:
-        return Store.open(path, readonly=True)
+        return open_stored(path)
     except StoreError as err:
         raise SpecError(f"source study: {err}", file=file, field=field) from None
 
@@ -320,9 +333,9 @@ def _select(store, written: InitFromSpec, candidates: list[_Candidate], path: st
 # ---------------------------------------------------------------- post-hoc studies
 
 
-def _expand_post_hoc(study: Study, file: str) -> list[Variant]:
+def _expand_post_hoc(study: Study, file: str, open_stored: OpenStored | None) -> list[Variant]:
     src = study.source
-    store = _open_source(src.study, file, "source.study")
+    store = _open_source(open_stored, src.study, file, "source.study")
     try:
         pool = [c for c in _stored_candidates(store) if c.matches(src.runs)]
         if not pool:
@@ -387,7 +400,7 @@ def _snapshot_members(store, c: _Candidate, study: Study, file: str) -> list[Mem
     epochs = spec.snapshot_epochs
     if not epochs:
         raise SpecError(f"run {c.id} ('{c.label}') of {src.study} has no cyclic schedule (schedule "
-                        f"'{spec.schedule['name']}'); members: snapshots needs schedule snapshot_cosine",
+                        f"'{spec.schedule['name']}'); members: snapshots needs schedule {cyclic_schedules()}",
                         file=file, field="members")
     have = store.checkpoint_epochs(c.id)
     missing = [e for e in epochs if e not in have]

@@ -59,6 +59,16 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
         raise _spec_error(err, str(path)) from None
 
 
+def read_stored_study(spec: dict[str, Any], file: str) -> Study:
+    """A study as a store holds it (``Study.model_dump``), validated again; its ``imports`` loaded first, as here."""
+    if spec.get("imports"):
+        _import_own_modules(spec["imports"], Path(file))
+    try:
+        return Study.model_validate(spec)
+    except pydantic.ValidationError as err:
+        raise _spec_error(err, file or "the stored study") from None
+
+
 def _import_own_modules(imports: Any, path: Path) -> None:
     """Import the study's ``imports`` (its folder first on ``sys.path``) before anything is validated."""
     if imports is None:

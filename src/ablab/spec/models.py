@@ -14,15 +14,15 @@ from typing import Annotated, Any, Literal, Optional, Sequence, Union
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationInfo,
                       create_model, field_validator, model_serializer, model_validator)
 
-from ablab import PROTOCOL_VERSION
 from ablab.errors import SpecError
-from ablab.plugins import check_module_name, code_of, import_modules
+from ablab.plugins import check_module_name, code_of, import_modules, load_entry_points
 from ablab.optim.groups import Rule, RunMode
 from ablab.registry import (AUGMENTATIONS, DATASETS, EVALUATORS, LOSSES, MODELS, OBJECTIVES, OPTIMIZERS, PROBES,
-                            SCHEDULES, Registry, load_components)
+                            SCHEDULES, Registry)
 from ablab.seeding import RANDOM_SOURCES, SOURCES
+from ablab.version import PROTOCOL_VERSION
 
-load_components()
+load_entry_points()  # installed plug-ins, before any spec names their components
 
 SeedSource = Literal[SOURCES]  # the one declaration of the sources is ablab.seeding (STREAMS + kernels)
 Component = Union[str, dict[str, Any]]
@@ -320,24 +320,19 @@ class RunSpec(_OwnCode):
 
     @model_validator(mode="after")
     def _whole_cycles(self) -> "RunSpec":
-        if self.schedule["name"] == "snapshot_cosine":
-            cycles = self.schedule["cycles"]
-            if self.epochs is None:
-                raise ValueError("schedule 'snapshot_cosine' cuts the run into cycles of whole epochs: give 'epochs'")
-            if self.epochs % cycles:
-                raise ValueError(f"schedule 'snapshot_cosine': {self.epochs} epochs do not split into {cycles} equal "
-                                 f"cycles; make 'epochs' a multiple of 'cycles'")
+        cycle_ends = _cycle_ends(self.schedule["name"])
+        if cycle_ends is not None:
+            cycle_ends(self.schedule, self.epochs)  # the schedule's own check: whole cycles of whole epochs
         elif self.record.checkpoints.snapshots:
             raise ValueError("record.checkpoints.snapshots saves the end of each cycle of a cyclic schedule; "
-                             f"schedule '{self.schedule['name']}' has none (use snapshot_cosine)")
+                             f"schedule '{self.schedule['name']}' has none (use {cyclic_schedules()})")
         return self
 
     @property
     def snapshot_epochs(self) -> list[int]:
         """The epochs after which the schedule's cycles end (snapshots); [] without a cyclic schedule."""
-        from ablab.optim.schedules import cycle_end_epochs
-
-        return cycle_end_epochs(self.schedule, self.epochs)
+        cycle_ends = _cycle_ends(self.schedule["name"])
+        return cycle_ends(self.schedule, self.epochs) if cycle_ends is not None and self.epochs else []
 
     def checkpoint_due(self, epoch: int, last_epoch: int) -> bool:
         """Does the run save a checkpoint after ``epoch`` (its ``record.checkpoints``)?"""
@@ -351,6 +346,16 @@ class RunSpec(_OwnCode):
     def id(self) -> str:
         """Stable id: sha256 of the canonical JSON (without source locations) and the protocol version."""
         return _run_id(self)
+
+
+def _cycle_ends(schedule: str):
+    """A cyclic schedule's ``cycle_end_epochs(schedule, epochs)`` (declared on the schedule); None for the others."""
+    return getattr(SCHEDULES.get(schedule), "cycle_end_epochs", None)
+
+
+def cyclic_schedules() -> str:
+    """The registered schedules that declare cycle ends, for a message: ``a or b``."""
+    return " or ".join(n for n in SCHEDULES.list_names() if _cycle_ends(n) is not None)
 
 
 def _canonical(spec: BaseModel) -> str:
@@ -600,12 +605,17 @@ class Study(_Strict):
     def post_hoc(self) -> bool:
         return self.source is not None
 
+    @property
+    def axes(self) -> list[str]:
+        """The axis paths the study varies, in the order it declares them: ``grid``, then each ``zip`` group."""
+        return [*self.grid, *(k for group in self.zip for k in group)]
+
     @model_validator(mode="after")
     def _grid_table_axes(self) -> "Study":
         """Heatmap tables name axes of this study (checked now, not after the last run)."""
         from ablab.registry import closest_names
 
-        axes = [*self.grid, *(k for group in self.zip for k in group)]
+        axes = self.axes
         for i, table in enumerate(self.report.grids):
             for field, names in (("rows", [table.rows]), ("cols", [table.cols]), ("facets", table.facets or [])):
                 for name in names:

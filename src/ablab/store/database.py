@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-import ablab
-from ablab import PROTOCOL_VERSION
+from ablab import version
+from ablab.version import PROTOCOL_VERSION
 from ablab.errors import StoreError
 from ablab.store import layout
 from ablab.store.errors import failing_as_io
@@ -57,12 +57,12 @@ CREATE TABLE IF NOT EXISTS replaced_study_runs(
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
     """ablab's version plus a hash of its source files, so every result names the code behind it."""
-    root = Path(ablab.__file__).parent
+    root = Path(version.__file__).parent
     h = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         h.update(str(path.relative_to(root)).encode())
         h.update(path.read_bytes())
-    return f"{ablab.__version__}+{h.hexdigest()[:12]}"
+    return f"{version.__version__}+{h.hexdigest()[:12]}"
 
 
 class Store(StoreReader):

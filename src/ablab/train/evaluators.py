@@ -74,6 +74,7 @@ class Evaluator:
 
     members: Optional[int] = 1  # models it evaluates at once (None: any number)
     min_members: int = 1
+    stores_predictions: bool = False  # writes every example's outputs (float32 × classes): `ablab validate` counts them
 
     def __init__(self, splits: Optional[list[SplitName]], epochs: Epochs):
         self.splits = splits
@@ -98,6 +99,9 @@ class Evaluator:
 
     def check(self, data) -> None:
         """Raise ``SpecError`` if this evaluator cannot run on the ``Dataset`` (checked before any run)."""
+
+    def check_model(self, model: nn.Module) -> None:
+        """Raise ``ValueError`` if this evaluator cannot run on the model (built on the meta device, before any run)."""
 
 
 def batches(split: Split, batch_size: int, transforms: tuple = ()):
@@ -178,6 +182,8 @@ class Predictions(Evaluator):
     The labels (int64 [N], classification only) make the stored logits self-contained: accuracy, loss and
     ensembles of stored runs are computed from the artifacts alone (``ablab.analysis.variability``).
     """
+
+    stores_predictions = True
 
     def __init__(self, splits: Optional[list[SplitName]] = ["test"], epochs: Epochs = "last"):  # noqa: B006
         super().__init__(splits, epochs)
@@ -264,7 +270,7 @@ class SharpnessEvaluator(Evaluator):
         return {"sam_sharpness": MIN, "hessian_top_eigenvalue": MIN}
 
     def evaluate(self, ctx: EvalContext, split_name: str, split: Split, epoch: int) -> Evaluation:
-        from ablab.analysis.sharpness import hessian_top_eigenvalue, sam_sharpness
+        from ablab.optim.sharpness import hessian_top_eigenvalue, sam_sharpness
 
         bs = ctx.train_batch_size
         chosen = [b for _, b in zip(range(min(self.n_batches, math.ceil(len(split) / bs))),

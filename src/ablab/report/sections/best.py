@@ -31,21 +31,19 @@ _CSS = "table.best tr.baseline td { background: #eef4ff; }\n"
 class Best(ReportSection):
     """The k best variants by a metric, the best one tested against the runner-up and a baseline."""
 
-    order = 60
-
     def applies(self, ctx: ReportContext) -> bool:
-        return bool(ctx.settings.get("best"))
+        return ctx.settings.best is not None
 
     def render(self, ctx: ReportContext) -> Part:
-        cfg = ctx.settings["best"]
-        runs = axes_in_study_order(ctx.runs, ctx.study.get("spec") or {})
-        metric = cfg["metric"]
+        cfg = ctx.settings.best
+        runs = axes_in_study_order(ctx.runs, ctx.study.axes)
+        metric = cfg.metric
         try:
-            best = best_configurations(ctx.per_run, runs, metric, cfg.get("k", 5), cfg.get("baseline"), ctx.directions)
+            best = best_configurations(ctx.per_run, runs, metric, cfg.k, cfg.baseline, ctx.directions)
         except SpecError as err:
             return Part(f"<h2>Best configurations by {e(metric)}</h2>\n"
                         f"<p class=\"flag\">{e(err.located(prefix='report.best').render())}</p>")
-        return Part(_best_html(best, cfg.get("baseline")), css=_CSS, tables=_write_files(ctx, best))
+        return Part(_best_html(best, cfg.baseline), css=_CSS, tables=_write_files(ctx, best))
 
 
 def _write_files(ctx: ReportContext, best: BestConfigurations) -> list[Path]:

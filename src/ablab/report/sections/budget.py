@@ -19,8 +19,6 @@ PLAN = ("epochs", "steps", "gradient_evaluations")  # keys of a run's ``info`` t
 class Budget(ReportSection):
     """Epochs, steps and gradient evaluations per variant (from the runs' plans) and the mean run time."""
 
-    order = 100
-
     def applies(self, ctx: ReportContext) -> bool:
         return any(k in info for info in _infos(ctx.runs) for k in PLAN)
 

@@ -26,16 +26,14 @@ TABLE, FIGURE = "cka.csv", "cka.png"
 class Cka(ReportSection):
     """Mean linear CKA over pairs of runs, per layer and variant, from the activations evaluator's files."""
 
-    order = 77  # after variability (75), before norm_params (80)
-
     def applies(self, ctx: ReportContext) -> bool:
-        if not hasattr(ctx.store, "artifacts") or not len(ctx.runs):
+        if not len(ctx.runs):
             return False
-        arts = ctx.store.artifacts()
+        arts = ctx.artifacts
         return bool(((arts["kind"] == ACTIVATIONS_KIND) & (arts["split"] == SPLIT)).any())
 
     def render(self, ctx: ReportContext) -> Part:
-        table = cka_table(ctx.store, ctx.runs, SPLIT)
+        table = cka_table(ctx.store, ctx.runs, ctx.artifacts, SPLIT)
         csv_path = ctx.table_path(TABLE)
         write_atomic(csv_path, to_csv(table).encode())
         head = "<h2>Representation similarity (linear CKA)</h2>\n"

@@ -34,8 +34,6 @@ def _continued(runs: pd.DataFrame) -> list[tuple[Any, dict, dict]]:
 class ContinuedRuns(ReportSection):
     """Runs that continue a stored checkpoint: source run and epoch, restored streams, and a selection's choice."""
 
-    order = 14
-
     def applies(self, ctx: ReportContext) -> bool:
         return bool(_continued(ctx.runs))
 

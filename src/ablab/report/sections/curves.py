@@ -15,11 +15,8 @@ from ablab.report.plot_scale import BAND_TEXT, LOG_RATIO
 class Curves(ReportSection):
     """One figure per ``report.curves`` metric (default: every recorded one); a missing one is named."""
 
-    order = 30
-
     def applies(self, ctx: ReportContext) -> bool:
-        post_hoc = bool((ctx.study.get("spec") or {}).get("source"))  # one evaluation per unit: no curve
-        return not post_hoc and bool(curve_refs(ctx))
+        return not ctx.study.post_hoc and bool(curve_refs(ctx))  # a post-hoc unit is one evaluation: no curve
 
     def render(self, ctx: ReportContext) -> Part:
         part = Part("")
@@ -43,7 +40,7 @@ class Curves(ReportSection):
 
 def curve_refs(ctx: ReportContext) -> list[str]:
     """``report.curves``, else every metric with a final value."""
-    return list(ctx.settings.get("curves") or ctx.recorded)
+    return list(ctx.settings.curves or ctx.recorded)
 
 
 def _slug(text: str) -> str:

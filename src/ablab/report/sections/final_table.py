@@ -14,8 +14,6 @@ from ablab.store import write_atomic
 class FinalTable(ReportSection):
     """Per variant: each ``report.metrics`` as mean ± SD at the selected epoch, Δ and p per baseline, counts."""
 
-    order = 40
-
     def render(self, ctx: ReportContext) -> Part:
         csv_path, md_path = ctx.table_path("final.csv"), ctx.table_path("final.md")
         write_atomic(csv_path, to_csv(tables.to_csv_frame(ctx.agg, ctx.refs, ctx.rule)).encode())

@@ -36,19 +36,16 @@ _CSS = (
 class Grids(ReportSection):
     """Heatmap tables per ``report.grids`` entry: mean ± SD over repeats per cell, one table per facet."""
 
-    order = 50
-
     def applies(self, ctx: ReportContext) -> bool:
-        return bool(ctx.settings.get("grids"))
+        return bool(ctx.settings.grids)
 
     def render(self, ctx: ReportContext) -> Part:
-        runs = axes_in_study_order(ctx.runs, ctx.study.get("spec") or {})
+        runs = axes_in_study_order(ctx.runs, ctx.study.axes)
         part = Part("", css=_CSS)
         html = ["<h2>Hyperparameter grids</h2>"]
-        for i, cfg in enumerate(ctx.settings["grids"]):
+        for i, cfg in enumerate(ctx.settings.grids):
             try:
-                facets = grid_table(ctx.per_run, runs, cfg["rows"], cfg["cols"], cfg.get("metric", "test.loss"),
-                                    cfg.get("facets"), ctx.directions)
+                facets = grid_table(ctx.per_run, runs, cfg.rows, cfg.cols, cfg.metric, cfg.facets, ctx.directions)
             except SpecError as err:
                 html.append(f"<p class=\"flag\">{e(err.located(prefix=f'report.grids.{i}').render())}</p>")
                 continue

@@ -14,21 +14,18 @@ STATUS_ORDER = ("done", "diverged", "failed", "running", "pending")
 class Header(ReportSection):
     """The study's name, description, spec file, runs by status, code versions and devices."""
 
-    order = 10
-
     def render(self, ctx: ReportContext) -> Part:
         study = ctx.study
-        items = [("file", e(study.get("file") or MISSING)), ("runs", f"{len(ctx.runs)} ({status_counts(ctx.runs)})")]
+        items = [("file", e(ctx.study_file or MISSING)), ("runs", f"{len(ctx.runs)} ({status_counts(ctx.runs)})")]
         for column, title in (("code_version", "code version"), ("device", "device")):
             if column in ctx.runs:
                 values = sorted({str(v) for v in ctx.runs[column].dropna() if str(v)})
                 if values:
                     items.append((title, ", ".join(e(v) for v in values)))
         rows = "".join(f"<dt>{title}</dt><dd>{value}</dd>" for title, value in items)
-        description = study.get("description") or ""
         return Part(
-            f"<h1>{e(study.get('name') or 'study')}</h1>\n"
-            + (f"<p>{e(description)}</p>\n" if description else "")
+            f"<h1>{e(study.name)}</h1>\n"
+            + (f"<p>{e(study.description)}</p>\n" if study.description else "")
             + f"<dl>{rows}</dl>"
         )
 

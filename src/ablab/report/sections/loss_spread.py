@@ -28,8 +28,6 @@ STATS = (("range", "range (max − min) over runs"), ("sd", "SD over runs (ddof 
 class LossSpread(ReportSection):
     """Range and SD of the loss over a bit-changed variant's runs at each epoch, on a log axis (Fig. B.1)."""
 
-    order = 78  # after cka (77), before norm_params (80)
-
     def applies(self, ctx: ReportContext) -> bool:
         return bool(len(ctx.runs)) and "info" in ctx.runs and bool(bitflip_variants(ctx.runs))
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
 from ablab.analysis.mixing import (
@@ -13,21 +11,13 @@ from ablab.errors import AblabError
 from ablab.registry import REPORT_SECTIONS
 from ablab.report.context import Part, ReportContext, ReportSection
 from ablab.report.exact_csv import to_csv
-from ablab.report.grid_tables import format_p
 from ablab.report.html import e, swatch
 from ablab.report.mixing_figure import draw
+from ablab.report.numbers import format_delta, format_fixed
 from ablab.report.tables import format_mean_sd
 from ablab.store import write_atomic
 
 TABLE, PAIRS, FIGURE = "mixing.csv", "mixing_row_column.csv", "mixing_examples.png"
-
-
-def _num(x: float, digits: int = 2) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
-
-
-def _delta(d: float, p: float) -> str:
-    return "—" if math.isnan(d) else f"{d:+.2f} (p={format_p(p)})" if not math.isnan(p) else f"{d:+.2f}"
 
 
 def _html_table(header: list[str], rows: list[list[str]], first: list[str] | None = None) -> str:
@@ -42,8 +32,6 @@ def _html_table(header: list[str], rows: list[list[str]], first: list[str] | Non
 @REPORT_SECTIONS.register("mixing")
 class Mixing(ReportSection):
     """Mixed-example augmentation: error per arm vs the baseline (Welch) and the thesis, row vs column, Fig. 2.2."""
-
-    order = 45  # after the final table (40), before the grids (50)
 
     def applies(self, ctx: ReportContext) -> bool:
         return "spec" in ctx.runs and has_mixing_axis(ctx.runs)
@@ -68,8 +56,8 @@ class Mixing(ReportSection):
         rows = []
         for r in table.itertuples():
             cells = [r.label, r.thesis_name, format_mean_sd(r.error_mean, r.error_sd, r.n, r.n), str(r.n),
-                     "baseline" if r.method == "baseline" else _delta(r.delta, r.p)]
-            rows.append(cells + ([_num(r.thesis_error, 1)] if has_thesis else []))
+                     "baseline" if r.method == "baseline" else format_delta(r.delta, r.p)]
+            rows.append(cells + ([format_fixed(r.thesis_error, 1)] if has_thesis else []))
         first = [f"{swatch(ctx.colours, label)}{e(label)}" for label in table["label"]]
         epochs = sorted({int(x) for x in ctx.per_run["epoch"].dropna()})
         at = ", ".join(map(str, epochs))
@@ -87,7 +75,7 @@ class Mixing(ReportSection):
         rows = [[f"{r.row_method} vs {r.column_method}",
                  format_mean_sd(r.row_error_mean, r.row_error_sd, r.row_n, r.row_n),
                  format_mean_sd(r.column_error_mean, r.column_error_sd, r.column_n, r.column_n),
-                 _delta(r.delta, r.p)] for r in pairs.itertuples()]
+                 format_delta(r.delta, r.p)] for r in pairs.itertuples()]
         return ("<h3>Rows vs columns</h3>\n<p>The seed's claim (L517): each row-based method beats its column twin "
                 "on both CIFARs, Δ = row − column &lt; 0.</p>\n"
                 + _html_table(["pair", "row error %", "column error %", "Δ row − column (Welch p)"], rows)
@@ -96,7 +84,7 @@ class Mixing(ReportSection):
     def _figure(self, ctx: ReportContext) -> tuple[str, list]:
         methods = methods_by_label(ctx.runs)
         first = ctx.runs.drop_duplicates("label")
-        arms = [(r.label, methods[r.label], r.spec["augment"]) for r in first.itertuples() if r.label in methods]
+        arms = [(r.label, r.spec["augment"]) for r in first.itertuples() if r.label in methods]
         path = ctx.figure_path(FIGURE)
         try:
             titles, _ = draw(arms, first.iloc[0]["spec"]["data"], path)

@@ -40,8 +40,6 @@ _STAT_COLUMNS = ["run", "label", "replicate", "status", "layer", "param", "featu
 class NormParams(ReportSection):
     """γ and β of every norm layer over training: contours per variant and trajectory statistics."""
 
-    order = 80
-
     def applies(self, ctx: ReportContext) -> bool:
         return bool(ctx.runs_with(NORM_PARAMS_FILE))
 

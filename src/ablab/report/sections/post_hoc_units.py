@@ -16,15 +16,12 @@ from ablab.store import write_atomic
 class PostHocUnits(ReportSection):
     """A post-hoc study's source, checkpoint and unit kind, and the stored runs each unit evaluated."""
 
-    order = 16
-
     def applies(self, ctx: ReportContext) -> bool:
-        return bool((ctx.study.get("spec") or {}).get("source"))
+        return ctx.study.post_hoc
 
     def render(self, ctx: ReportContext) -> Part:
-        spec = ctx.study["spec"]
-        source, members = spec["source"], spec.get("members", "single")
-        kind = members if isinstance(members, str) else f"groups of {members.get('groups')}"
+        source, members = ctx.study.source, ctx.study.members
+        kind = members if isinstance(members, str) else f"groups of {members.groups}"
         rows = []
         for (_, r), origin in zip(ctx.runs.iterrows(), origins(ctx.runs)):
             rows.append({"run": r["run"], "variant": r["label"], "unit": int(r["replicate"]), "status": r["status"],
@@ -42,8 +39,8 @@ class PostHocUnits(ReportSection):
             more += f"<p class=\"note\">Left out (the groups do not divide the runs): {e(', '.join(left))}.</p>"
         return Part(
             "<h2>Post-hoc evaluation</h2>\n"
-            f"<p>Stored runs of <code>{e(source['study'])}</code> (selector {e(source.get('runs') or 'all finished runs')}, "
-            f"checkpoint {e(source.get('checkpoint', 'final'))}) evaluated without training, {e(kind)} per unit: "
+            f"<p>Stored runs of <code>{e(source.study)}</code> (selector {e(source.runs or 'all finished runs')}, "
+            f"checkpoint {e(source.checkpoint)}) evaluated without training, {e(kind)} per unit: "
             f"{len(rows)} units.</p>\n"
             f"<details><summary>Units and their members</summary>{more}<table class=\"lineage\"><tr><th>variant</th>"
             "<th>unit</th><th>members</th><th>checkpoint epochs</th><th>status</th></tr>\n" + body + "\n</table></details>",

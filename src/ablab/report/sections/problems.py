@@ -13,8 +13,6 @@ from ablab.report.html import e, swatch
 class Problems(ReportSection):
     """Every diverged or failed run: its variant, replicate, id and error (traceback folded), or None."""
 
-    order = 110
-
     def render(self, ctx: ReportContext) -> Part:
         bad = ctx.runs[ctx.runs["status"].isin(("diverged", "failed"))]
         if bad.empty:

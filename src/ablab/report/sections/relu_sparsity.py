@@ -15,8 +15,6 @@ FIGURE = "bn_sparsity.png"
 class ReluSparsity(ReportSection):
     """Zeroed fraction of every ReLU's activations over training: mean over finished seeds per variant."""
 
-    order = 90
-
     def applies(self, ctx: ReportContext) -> bool:
         return bool(ctx.runs_with(RELU_SPARSITY_FILE))
 

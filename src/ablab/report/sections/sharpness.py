@@ -14,6 +14,7 @@ from ablab.registry import REPORT_SECTIONS
 from ablab.report.context import Part, ReportContext, ReportSection
 from ablab.report.figures import plain_text, save_png, variant_colours
 from ablab.report.html import e, figure_html
+from ablab.spec.models import ReportSettings
 
 SHARPNESS = ("train.sam_sharpness", "train.hessian_top_eigenvalue")
 FIGURE = "sharpness.png"
@@ -22,8 +23,6 @@ FIGURE = "sharpness.png"
 @REPORT_SECTIONS.register("sharpness")
 class Sharpness(ReportSection):
     """SAM sharpness and the top Hessian eigenvalue at the end of training vs the final target metric."""
-
-    order = 70
 
     def applies(self, ctx: ReportContext) -> bool:
         return bool(recorded_sharpness(ctx.metrics))
@@ -52,10 +51,11 @@ def recorded_sharpness(metrics: pd.DataFrame) -> list[str]:
     return [r for r in SHARPNESS if r in recorded]
 
 
-def _target(settings: dict) -> str:
+def _target(settings: ReportSettings) -> str:
     """What sharpness is plotted against: the metric of ``report.best``, else of the first grid, else test.loss."""
-    grids = settings.get("grids") or []
-    return (settings.get("best") or {}).get("metric") or (grids[0].get("metric") if grids else None) or "test.loss"
+    if settings.best is not None:
+        return settings.best.metric
+    return settings.grids[0].metric if settings.grids else "test.loss"
 
 
 def plot_sharpness(

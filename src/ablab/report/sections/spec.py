@@ -25,8 +25,6 @@ _ABSENT = object()  # a setting one RunSpec lacks (e.g. momentum under adam)
 class Spec(ReportSection):
     """The runs' resolved settings (shared, per variant, per seed) and the study spec as written."""
 
-    order = 120
-
     def render(self, ctx: ReportContext) -> Part:
         shared, per_variant, per_seed = split_settings(ctx.runs)
         html = ["<h2>Study spec (resolved)</h2>"]
@@ -40,7 +38,7 @@ class Spec(ReportSection):
                             + ", ".join(f"<code>{e(k)}</code>" for k in per_seed) + ".</p>")
         else:
             html.append("<p class=\"note\">No run stored its resolved settings.</p>")
-        spec = ctx.study.get("spec") or {}
+        spec = ctx.study.model_dump(mode="json")
         html.append("<details><summary>Study spec as written</summary>"
                     f"<pre>{e(_yaml(spec))}</pre></details>")
         return Part("\n".join(html))

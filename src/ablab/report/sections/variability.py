@@ -35,12 +35,10 @@ COLUMNS = (
 class Variability(ReportSection):
     """Acc/CE SD, pairwise disagreement, Spearman ρ and ensemble Δ per variant from stored test logits; VR %."""
 
-    order = 75  # after sharpness (70), before norm_params (80)
-
     def applies(self, ctx: ReportContext) -> bool:
-        if not hasattr(ctx.store, "artifacts") or not len(ctx.runs):
+        if not len(ctx.runs):
             return False
-        arts = ctx.store.artifacts()
+        arts = ctx.artifacts
         return bool(((arts["kind"] == PREDICTIONS_KIND) & (arts["split"] == SPLIT)).any())
 
     def render(self, ctx: ReportContext) -> Part:

@@ -14,8 +14,6 @@ from ablab.report.html import e, swatch
 class Variants(ReportSection):
     """One row per variant: its colour in the figures, its axis values, its runs by status."""
 
-    order = 20
-
     def render(self, ctx: ReportContext) -> Part:
         rows = []
         for label, group in ctx.runs.groupby("label", sort=False):

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from ablab.analysis.sharpness import hessian_top_eigenvalue, sam_sharpness
+from ablab.optim.sharpness import hessian_top_eigenvalue, sam_sharpness
 
 RHO, ETA = 0.3, 0.01
 
