@@ -18,7 +18,7 @@ from ablab.report.context import Part, ReportContext, ReportSection
 from ablab.report.exact_csv import to_csv
 from ablab.report.html import e
 from ablab.report.sections import PAGE_ORDER, load_sections
-from ablab.store import write_atomic
+from ablab.files import write_atomic
 from conftest import TINY_BASE
 from fakestore import FakeStore, parse_html, read_csv_exact
 

@@ -23,7 +23,7 @@ from ablab.report.context import ReportContext
 from ablab.report.html import render_page
 from ablab.report.sections import load_sections
 from ablab.report.tables import to_text
-from ablab.store import write_atomic
+from ablab.files import write_atomic
 
 __all__ = ["ReportResult", "write_report"]
 

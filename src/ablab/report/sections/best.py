@@ -22,7 +22,7 @@ from ablab.report.grid_tables import (
 )
 from ablab.report.html import e
 from ablab.report.numbers import is_scientific
-from ablab.store import write_atomic
+from ablab.files import write_atomic
 
 _CSS = "table.best tr.baseline td { background: #eef4ff; }\n"
 

@@ -16,7 +16,7 @@ from ablab.report.context import Part, ReportContext, ReportSection
 from ablab.report.exact_csv import to_csv
 from ablab.report.figures import plain_text, save_png, shorten
 from ablab.report.html import e
-from ablab.store import write_atomic
+from ablab.files import write_atomic
 
 SPLIT = "test"
 TABLE, FIGURE = "cka.csv", "cka.png"

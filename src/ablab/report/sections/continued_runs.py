@@ -10,7 +10,7 @@ from ablab.registry import REPORT_SECTIONS
 from ablab.report.context import Part, ReportContext, ReportSection
 from ablab.report.exact_csv import to_csv
 from ablab.report.html import e
-from ablab.store import write_atomic
+from ablab.files import write_atomic
 
 
 def origins(runs: pd.DataFrame) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ from ablab.report import tables
 from ablab.report.context import Part, ReportContext, ReportSection
 from ablab.report.exact_csv import to_csv
 from ablab.report.html import e, swatch
-from ablab.store import write_atomic
+from ablab.files import write_atomic
 
 
 @REPORT_SECTIONS.register("final_table")

@@ -20,7 +20,7 @@ from ablab.report.context import Part, ReportContext, ReportSection
 from ablab.report.grid_tables import format_mean_sd, grid_is_scientific, grid_to_latex, grid_to_markdown, grids_to_csv
 from ablab.report.html import e
 from ablab.report.numbers import format_value, standard_error
-from ablab.store import write_atomic
+from ablab.files import write_atomic
 
 _CMAP = "RdYlGn"  # red (worst) → green (best)
 _CSS = (

@@ -17,7 +17,7 @@ from ablab.report.exact_csv import to_csv
 from ablab.report.figures import plain_text, save_png, shorten
 from ablab.report.html import e, figure_html
 from ablab.report.plot_scale import data_limits
-from ablab.store import write_atomic
+from ablab.files import write_atomic
 
 TABLE, FIGURE = "loss_spread.csv", "loss_spread.png"
 MIN_DECADES = 10.0

@@ -15,7 +15,7 @@ from ablab.report.html import e, swatch
 from ablab.report.mixing_figure import draw
 from ablab.report.numbers import format_delta, format_fixed
 from ablab.report.tables import format_mean_sd
-from ablab.store import write_atomic
+from ablab.files import write_atomic
 
 TABLE, PAIRS, FIGURE = "mixing.csv", "mixing_row_column.csv", "mixing_examples.png"
 

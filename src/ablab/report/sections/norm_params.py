@@ -25,7 +25,7 @@ from ablab.report.html import e, figure_html, swatch
 from ablab.report.norm_figures import SYMBOL, plot_contours
 from ablab.report.numbers import is_scientific
 from ablab.report.tables import format_mean_sd
-from ablab.store import write_atomic
+from ablab.files import write_atomic
 
 TOL = 0.05  # "within ±tol" of the neutral value for the whole run
 _CSS = "table.traj td.param { text-align: center; }\n"

@@ -9,7 +9,7 @@ from ablab.report.context import Part, ReportContext, ReportSection
 from ablab.report.exact_csv import to_csv
 from ablab.report.html import e
 from ablab.report.sections.continued_runs import origins
-from ablab.store import write_atomic
+from ablab.files import write_atomic
 
 
 @REPORT_SECTIONS.register("post_hoc_units")

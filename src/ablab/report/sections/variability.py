@@ -20,7 +20,7 @@ from ablab.report.figures import plain_text, save_png, shorten
 from ablab.report.html import e, swatch
 from ablab.report.tables import MISSING
 from ablab.report.numbers import format_value, is_number
-from ablab.store import write_atomic
+from ablab.files import write_atomic
 
 SPLIT = "test"
 TABLE, ONSET_TABLE, ONSET_FIGURE = "variability.csv", "variability_onset.csv", "variability_onset.png"
