@@ -9,6 +9,7 @@ untested. Report sections are checked on two small stored studies (trained once 
 
 from __future__ import annotations
 
+import inspect
 import math
 from pathlib import Path
 from typing import Any, Callable
@@ -202,6 +203,14 @@ def test_examples_name_registered_components():
 
 
 @pytest.mark.parametrize("kind, name", [pytest.param(k, n, id=f"{k}-{n}") for k, n in CASES])
+def test_every_component_is_described_and_its_parameters_typed(kind, name):
+    registry = ALL_REGISTRIES[kind]
+    assert registry.get_entry(name).description, "the docstring's first line is the description in `ablab list`"
+    for key, p in registry.get_parameters(name).items():
+        assert p.annotation is not inspect.Parameter.empty, f"{kind} '{name}': parameter '{key}' needs a type"
+
+
+@pytest.mark.parametrize("kind, name", [pytest.param(k, n, id=f"{k}-{n}") for k, n in CASES])
 def test_every_component_builds_from_its_defaults_or_an_example(kind, name, files):
     try:
         ALL_REGISTRIES[kind].validate(component(kind, name, files))
@@ -250,18 +259,50 @@ def test_dataset_splits_agree_with_its_shape_and_task(name, files):
             assert y.is_floating_point() and torch.isfinite(y).all()
 
 
+def test_the_issue_models_are_registered():
+    wanted = {"one_hidden_conv", "3c3d", "allcnnc", "vgg11", "preact_resnet18"}
+    wanted |= {f"resnet{d}" for d in (6, 10, 14, 18)}
+    assert wanted <= set(MODELS.list_names())
+
+
+def build_model(name: str, data, seed: int, files: Path) -> nn.Module:
+    torch.manual_seed(seed)
+    return MODELS.create(component("model", name, files), in_shape=data.in_shape, out_dim=data.out_dim)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", names("model"))
-def test_model_gives_batch_by_out_dim_and_finite_grads(name, device, files):
+def test_model_gives_batch_by_out_dim_finite_grads_and_same_seed_same_numbers(name, device, files):
     data = DATASETS.create(tiny_run("model", name, files).data)  # the images of its tiny run
-    torch.manual_seed(0)
-    model = MODELS.create(component("model", name, files), in_shape=data.in_shape, out_dim=data.out_dim).to(device)
+    a, b, c = (build_model(name, data, seed, files).to(device) for seed in (3, 3, 4))
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert any(not torch.equal(sa[k], sc[k]) for k in sa), "the seed must matter"
     x, y = (t.to(device) for t in data.splits["train"].rows(slice(0, BATCH)))
-    out = model.train()(x)
+    for mode in (False, True):
+        outs = []
+        for model in (a, b):
+            torch.manual_seed(11)  # dropout draws
+            outs.append(model.train(mode)(x))
+        assert torch.equal(outs[0], outs[1]), f"train={mode}"
+    out = outs[0]
     assert out.shape == (BATCH, data.out_dim) and torch.isfinite(out).all()
     nn.functional.cross_entropy(out, y).backward()
-    for pname, p in model.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+    for pname, p in a.named_parameters():
+        assert p.grad is not None and p.grad.shape == p.shape and torch.isfinite(p.grad).all(), pname
+
+
+@pytest.mark.parametrize("name", names("model"))
+def test_model_takes_mnist_shaped_input_or_refuses_it_at_build_time(name, files):
+    try:
+        model = MODELS.create(component("model", name, files), in_shape=(1, 28, 28), out_dim=7)
+    except SpecError as err:
+        assert "needs larger inputs" in str(err), err
+        return
+    out = model.train()(torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0)))
+    assert out.shape == (2, 7) and torch.isfinite(out).all()
+    out.square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
 @pytest.mark.parametrize("name", names("norm"))
