@@ -23,8 +23,8 @@ from torch import nn
 
 import ablab.report.sections  # noqa: F401  (registers the report sections)
 from ablab.errors import SpecError
-from ablab.registry import (ACTIVATIONS, ALL_REGISTRIES, AUGMENTATIONS, DATASETS, LOSSES, MODELS, NORMS, OPTIMIZERS,
-                            REPORT_SECTIONS, SCHEDULES)
+from ablab.registry import (ACTIVATIONS, ALL_REGISTRIES, AUGMENTATIONS, DATASETS, EVALUATORS, LOSSES, MODELS, NORMS,
+                            OPTIMIZERS, REPORT_SECTIONS, SCHEDULES)
 from ablab.spec import RunSpec  # also registers every built-in component
 from ablab.train.loop import train
 from conftest import stored
@@ -385,12 +385,13 @@ def test_augmentation_keeps_the_batch_and_soft_labels_sum_to_one(name, rgb8, fil
 
 
 @pytest.mark.parametrize("name", names("evaluator"))
-def test_evaluator_metrics_are_finite_and_declare_their_directions(name, run_of):
+def test_evaluator_metrics_are_finite_and_declare_their_directions(name, run_of, files):
     result = run_of("evaluator", name)
     measured = {row[3] for row in finite_metrics(result) if row[2] != "batch"}
     assert measured or result.artifacts, "an evaluator measures a metric or stores an artifact"
-    assert measured <= set(result.directions), measured - set(result.directions)
-    assert set(result.directions.values()) <= {"min", "max"}
+    declared = EVALUATORS.create(component("evaluator", name, files)).directions(True)  # digits: classification
+    assert measured <= set(declared), f"undeclared: {measured - set(declared)}"
+    assert set(declared.values()) <= {"min", "max"} and result.directions.items() >= declared.items()
     assert all(len(result.artifacts[k]) > 0 for k in result.artifacts)
 
 
