@@ -158,7 +158,8 @@ def measure_fixed_cost(case: Case, device: torch.device, quick: bool) -> dict[st
     """Seconds per phase of one run with ``steps: 1``, from a validated RunSpec to a stored result."""
     raw = create_spec(case, 1, device).model_dump()
     with tempfile.TemporaryDirectory(prefix="ablab-bench-") as tmp:
-        study = Study.model_validate({"name": "bench_fixed_cost", "base": raw})
+        # the study's replicate seeds the run's streams: the base states none (a stated one conflicts with seeds.vary)
+        study = Study.model_validate({"name": "bench_fixed_cost", "base": {k: v for k, v in raw.items() if k != "seeds"}})
         variant = expand(study)[0]
         spec, run_id = variant.spec, variant.id
         store = Store.create(Path(tmp) / "results")

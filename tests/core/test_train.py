@@ -6,7 +6,8 @@ import torch
 from ablab.optim.schedules import constant, cosine, step_decay
 from ablab.registry import LOSSES
 from ablab.spec import RunSpec
-from ablab.train.loop import plan_duration, resolve_device, train, train_step
+from ablab.train.loop import plan_duration, resolve_device, train
+from ablab.train.objectives import StandardStep, StepSetup
 from conftest import TINY_BASE
 
 
@@ -50,7 +51,8 @@ def _one_step(spec: RunSpec, model):
 
     opt = build_optimizer(spec, model)
     x, y = torch.randn(4, 3, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 1, 1, 0])
-    train_step(model, opt.optimizer, LOSSES.create("cross_entropy"), x, y, opt.penalty, opt.decouple)
+    setup = StepSetup(model, opt.optimizer, LOSSES.create("cross_entropy"), opt.penalty, opt.decouple)
+    StandardStep(setup).step(model, model, opt.optimizer, x, y)
 
 
 def _tiny_model():
@@ -186,7 +188,7 @@ def test_a_run_that_raises_is_failed_with_traceback(monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("out of memory (simulated)")
 
-    monkeypatch.setattr(objectives.Standard, "step", boom)
+    monkeypatch.setattr(objectives.StandardStep, "step", boom)
     result = train(spec())
     assert result.status == "failed" and "RuntimeError: out of memory (simulated)" in result.error
     assert "Traceback" in result.error
@@ -220,7 +222,8 @@ def test_regression_records_mse():
 def test_normalize_is_applied_at_evaluation_too():
     from ablab.data.base import Split
     from ablab.registry import AUGMENTATIONS, LOSSES
-    from ablab.train.loop import evaluate, load_dataset
+    from ablab.train.evaluators import loss_and_score
+    from ablab.train.loop import load_dataset
 
     data = load_dataset({"name": "digits"})
     norm = AUGMENTATIONS.create("normalize", dataset=data)
@@ -228,8 +231,8 @@ def test_normalize_is_applied_at_evaluation_too():
     ce = LOSSES.create("cross_entropy")
     test = data.splits["test"]
     pre = Split(norm(test.x, test.y, None)[0], test.y)
-    assert evaluate(model, test, ce, True, 100, (norm,)) == evaluate(model, pre, ce, True, 100)
-    assert evaluate(model, test, ce, True, 100, (norm,)) != evaluate(model, test, ce, True, 100)
+    assert loss_and_score(model, model, test, ce, True, 100, (norm,)) == loss_and_score(model, model, pre, ce, True, 100)
+    assert loss_and_score(model, model, test, ce, True, 100, (norm,)) != loss_and_score(model, model, test, ce, True, 100)
 
 
 CUDA = pytest.param("cuda", marks=[

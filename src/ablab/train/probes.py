@@ -8,8 +8,6 @@ copies them to the host once, at the end, so recording does not synchronise ever
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import numpy as np
 import torch
 from pydantic import PositiveInt
@@ -19,14 +17,6 @@ from ablab.artifacts import NORM_PARAMS_FILE, RELU_SPARSITY_FILE
 from ablab.artifacts import load_npz, save_npz  # noqa: F401  (re-exported)
 from ablab.optim.groups import is_norm_module
 from ablab.registry import PROBES
-
-
-class Probe(Protocol):
-    def before_step(self, step: int) -> None: ...
-
-    def after_step(self, step: int, epoch: int) -> None: ...
-
-    def artifacts(self) -> dict[str, bytes]: ...
 
 
 def is_norm_layer(module: nn.Module) -> bool:
