@@ -40,7 +40,8 @@ from ablab.data.base import Dataset, Split
 from ablab.registry import DATASETS
 from ablab.spec import RunSpec, Study, expand
 from ablab.store import Store
-from ablab.train.loop import build_model, build_optimizer, load_run_data, train
+from ablab.train.build import build_model, build_optimizer, load_run_data
+from ablab.train.loop import train
 
 STEP_TARGET = 1.05  # ablab step / plain step
 FIXED_TARGET_MS = 50.0
@@ -159,7 +160,8 @@ def measure_fixed_cost(case: Case, device: torch.device, quick: bool) -> dict[st
     raw = create_spec(case, 1, device).model_dump()
     with tempfile.TemporaryDirectory(prefix="ablab-bench-") as tmp:
         # the study's replicate seeds the run's streams: the base states none (a stated one conflicts with seeds.vary)
-        study = Study.model_validate({"name": "bench_fixed_cost", "base": {k: v for k, v in raw.items() if k != "seeds"}})
+        base = {k: v for k, v in raw.items() if k != "seeds"}
+        study = Study.model_validate({"name": "bench_fixed_cost", "base": base})
         variant = expand(study)[0]
         spec, run_id = variant.spec, variant.id
         store = Store.create(Path(tmp) / "results")

@@ -117,7 +117,7 @@ def test_checkpoints_are_indexed_and_read_back(write_study, tmp_path):
         assert ck["epoch"] == 4 and set(ck["rng"]) == {"shuffle", "augment", "stochastic"}
         # the final predictions are the restored model's outputs on the test split
         from ablab.spec import RunSpec
-        from ablab.train.loop import build_model, load_run_data
+        from ablab.train.build import build_model, load_run_data
 
         spec = RunSpec.model_validate(store.runs().spec[0])
         data = load_run_data(spec)

@@ -6,7 +6,9 @@ import torch
 from ablab.optim.schedules import constant, cosine, step_decay
 from ablab.registry import LOSSES
 from ablab.spec import RunSpec
-from ablab.train.loop import plan_duration, resolve_device, train
+from ablab.train.build import plan_duration
+from ablab.train.compute import resolve_device
+from ablab.train.loop import train
 from ablab.train.objectives import StandardStep, StepSetup
 from conftest import TINY_BASE
 
@@ -47,7 +49,7 @@ def test_mse_on_class_labels_uses_one_hot():
 
 
 def _one_step(spec: RunSpec, model):
-    from ablab.train.loop import build_optimizer
+    from ablab.train.build import build_optimizer
 
     opt = build_optimizer(spec, model)
     x, y = torch.randn(4, 3, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 1, 1, 0])
@@ -110,7 +112,7 @@ def test_sam_run_records_clean_loss_and_sharpness():
 
 
 def test_sam_updates_batchnorm_running_stats_once_per_step():
-    from ablab.train.loop import build_run
+    from ablab.train.build import build_run
 
     s = spec(model={"name": "mlp", "widths": [8], "norm": "batchnorm"}, objective={"name": "sam", "rho": 0.05})
     run = build_run(s)
@@ -120,7 +122,7 @@ def test_sam_updates_batchnorm_running_stats_once_per_step():
 
 
 def test_random_labels_are_fixed_per_seed_and_keep_test_labels():
-    from ablab.train.loop import load_run_data
+    from ablab.train.build import load_run_data
 
     clean = load_run_data(spec())
     a = load_run_data(spec(corrupt={"label_fraction": 1.0, "seed": 3}))
@@ -134,7 +136,7 @@ def test_random_labels_are_fixed_per_seed_and_keep_test_labels():
 
 
 def test_shuffled_pixels_are_one_permutation_for_all_splits():
-    from ablab.train.loop import load_run_data
+    from ablab.train.build import load_run_data
 
     clean = load_run_data(spec())
     shuffled = load_run_data(spec(corrupt={"shuffle_pixels": True, "seed": 1}))
@@ -223,7 +225,7 @@ def test_normalize_is_applied_at_evaluation_too():
     from ablab.data.base import Split
     from ablab.registry import AUGMENTATIONS, LOSSES
     from ablab.train.evaluators import loss_and_score
-    from ablab.train.loop import load_dataset
+    from ablab.train.build import load_dataset
 
     data = load_dataset({"name": "digits"})
     norm = AUGMENTATIONS.create("normalize", dataset=data)
@@ -259,7 +261,7 @@ def test_bf16_norm_layers_compute_in_fp32_and_the_model_is_left_as_built(device)
     import copy
 
     from ablab.spec import Compute
-    from ablab.train.loop import make_forward
+    from ablab.train.compute import make_forward
 
     model = _mixed_norm_model().to(device).train()
     seen = {}

@@ -35,7 +35,7 @@ def _posthoc(source, **extra):
 
 def _outputs(src: Store, run: str) -> torch.Tensor:
     from ablab.spec import RunSpec
-    from ablab.train.loop import build_model, load_run_data
+    from ablab.train.build import build_model, load_run_data
 
     spec = RunSpec.model_validate(src.runs().set_index("run").spec[run])
     data = load_run_data(spec)

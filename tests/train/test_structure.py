@@ -1,4 +1,4 @@
-"""The shape of the training code, read from its source: a short flat ``_train``, and workers that never open the store."""
+"""The shape of the training code, read from its source: a short, flat ``_train``; no store in train/."""
 
 import ast
 from pathlib import Path
@@ -27,12 +27,13 @@ def test_the_training_function_is_short_flat_and_has_no_inner_functions():
     fn = _function(tree, "_train")
     assert fn.end_lineno - fn.lineno + 1 <= 50
     assert max(_depth(stmt) for stmt in fn.body) <= 3
-    inner = [n for n in ast.walk(fn) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) and n is not fn]
-    assert not inner
+    functions = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+    assert not [n for n in ast.walk(fn) if isinstance(n, functions) and n is not fn]
 
 
 def test_the_depth_measure_counts_nested_blocks():
-    code = "def f():\n    with a:\n        for x in y:\n            if x:\n                while z:\n                    pass\n"
+    code = ("def f():\n    with a:\n        for x in y:\n"
+            "            if x:\n                while z:\n                    pass\n")
     assert max(_depth(s) for s in _function(ast.parse(code), "f").body) == 4
 
 

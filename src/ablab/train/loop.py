@@ -22,10 +22,7 @@ from ablab import seeding
 from ablab.data.sampler import iterate_batches
 from ablab.spec import RunSpec
 from ablab.train import checkpoint as ckpt
-from ablab.train.build import (  # noqa: F401  (build_model, load_dataset, load_run_data, plan_duration re-exported)
-    RunParts, build_model, build_run, load_dataset, load_run_data, optimizer_key, plan_duration,
-)
-from ablab.train.compute import make_forward, resolve_device  # noqa: F401  (re-exported)
+from ablab.train.build import RunParts, build_run, optimizer_key
 from ablab.train.evaluation import Records, evaluate
 from ablab.train.evaluators import correct
 from ablab.train.inputs import UnitFiles
@@ -58,7 +55,8 @@ def train(spec: RunSpec, progress: Optional[Progress] = None, run_id: Optional[s
     memory. ``files``: the stored files the run reads (an ``init_from`` checkpoint), from the driver.
     """
     run_id = run_id or spec.id
-    work = functools.partial(_train, spec, progress or _no_progress, run_id, ArtifactSink(staging), files or UnitFiles())
+    sink, files = ArtifactSink(staging), files or UnitFiles()
+    work = functools.partial(_train, spec, progress or _no_progress, run_id, sink, files)
     return run_guarded(run_id, spec.device, work)
 
 

@@ -2,7 +2,7 @@
 
 A probe is built from the model before training; the loop calls ``before_step(step)`` and
 ``after_step(step, epoch)`` around every optimizer step (``step`` counts completed steps) and
-``after_step(0, 0)`` once before the first. Values stay on the device until ``artifacts()``
+``after_step`` once before the first (``(0, 0)``, or the restored step and epoch of a continued run). Values stay on the device until ``artifacts()``
 copies them to the host once, at the end, so recording does not synchronise every k steps.
 """
 
