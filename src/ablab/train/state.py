@@ -31,7 +31,7 @@ class Running:
         self.batches = 0
 
     def add(self, loss: torch.Tensor) -> None:
-        self.loss += loss.detach()
+        self.loss.add_(loss.detach())
         self.batches += 1
 
     def read(self) -> float:
