@@ -2,7 +2,8 @@
 
 A backend (local processes, Ray) only starts a unit and says when units finish; this loop keeps
 at most ``workers`` in flight, starts a unit that continues a run of the same study only once
-that run is stored, charges a worker's death to the run it was running (to every run in flight
+that run is stored, hands each unit the stored files it reads (``execute.files``; a worker never
+opens the store), charges a worker's death to the run it was running (to every run in flight
 where the backend cannot tell which), and has the driver store each result as it arrives.
 """
 

@@ -91,10 +91,10 @@ def set_up(spec: RunSpec, files: UnitFiles, sink: ArtifactSink) -> Training:
     if flip is not None:
         info["bitflip"] = {**seeding.flip_one_weight_(run.model, flip), "epoch": state.epoch}
     info["kernels"] = seeding.kernels_record(spec.deterministic, run.device)
-    first = state.epoch + (spec.init_from is not None)  # a continued run does not save its source's checkpoint again
     epochs = run.duration.epochs
-    due = frozenset(e for e in range(first, epochs + 1) if spec.checkpoint_due(e, epochs))
-    return Training(run, state, Records(sink), due, info)
+    due = {e for e in range(state.epoch, epochs + 1) if spec.checkpoint_due(e, epochs)}
+    restored = {state.epoch} if spec.init_from is not None else set()  # the source's checkpoint is not saved again
+    return Training(run, state, Records(sink), frozenset(due - restored), info)
 
 
 def _continue(spec: RunSpec, state: TrainState, files: UnitFiles) -> tuple[dict, Optional[dict]]:
