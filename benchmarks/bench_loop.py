@@ -1,11 +1,11 @@
 """ablab core: the training loop's step time against a hand-written PyTorch loop, and the fixed cost per run.
 
-Targets (issue "ablab core"):
-  (a) ablab step time ≤ 1.05 × a plain PyTorch loop on the same model and data, for
+Targets (issue 25, "The house"; issue "ablab core" had 1.05 × and 50 ms):
+  (a) ablab step time ≤ 1.03 × a plain PyTorch loop on the same model and data, for
       - the default MLP on digits, batch 64, and
       - DeepOBS 3C3D on random 3×32×32 images, batch 128;
   (b) fixed cost of one run, from a validated RunSpec to a stored result, training steps
-      excluded: ≤ 50 ms.
+      excluded: ≤ 5 ms.
 
 Method. (a) ablab's loop is timed as it really runs, through ``ablab.train.loop.train(spec)``
 with evaluation off (``record.eval_splits: []``, ``record.every_steps`` beyond the run). Per-step
@@ -43,8 +43,8 @@ from ablab.store import Store
 from ablab.train.build import build_model, build_optimizer, load_run_data
 from ablab.train.loop import train
 
-STEP_TARGET = 1.05  # ablab step / plain step
-FIXED_TARGET_MS = 50.0
+STEP_TARGET = 1.03  # ablab step / plain step
+FIXED_TARGET_MS = 5.0
 MOMENTUM = 0.9
 
 
