@@ -197,7 +197,7 @@ def measure_fixed_cost(case: Case, device: torch.device, quick: bool) -> dict[st
 
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
-    device = setup(args, 'bench_loop — issue "ablab core": training-loop overhead and fixed cost per run')
+    device = setup(args, 'bench_loop — issues "ablab core" and 25: training-loop overhead and fixed cost per run')
     verdicts: list[Verdict] = []
 
     rows, step_ms = [], {}
