@@ -11,7 +11,7 @@ counted analytically by forward hooks: a conv 2·Cin·k·k·Cout·Hout·Wout / g
 linear layer 2·in·out; pooling, activations, loss and the optimizer are left out.
 
 Augmentations come from ``AUGMENTATIONS.create`` with a CIFAR-shaped ``Dataset``; the step is
-ablab's ``train_step`` (forward, loss, backward, SGD momentum). Augmentation, step and matmul
+ablab's ``standard`` objective step (forward, loss, backward, SGD momentum). Augmentation, step and matmul
 alternate within each round; medians over rounds; the ratio is the median of per-round ratios.
 On CUDA, cuDNN convolutions may use TF32 (``torch.backends.cudnn.allow_tf32``) while the matmul
 peak is plain fp32, so the fraction can read high there.
@@ -28,7 +28,7 @@ from _harness import Verdict, measure_interleaved, median, median_ci, parse_args
 from ablab.data.augment import compose
 from ablab.data.base import Dataset
 from ablab.registry import AUGMENTATIONS, LOSSES, MODELS
-from ablab.train.loop import train_step
+from ablab.train.objectives import StandardStep, StepSetup
 
 RATIO_TARGET = 0.10  # augmentation time / training step time
 BATCH = 128
@@ -79,6 +79,7 @@ def main() -> None:
     model = MODELS.create({"name": "3c3d"}, in_shape=(3, 32, 32), out_dim=10).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.002, momentum=0.9)
     loss_fn = LOSSES.create("cross_entropy")
+    objective = StandardStep(StepSetup(model, optimizer, loss_fn))
     fwd_flops = count_forward_flops(model, x)
     step_flops = 3 * fwd_flops * BATCH
 
@@ -92,7 +93,7 @@ def main() -> None:
 
     cases = {
         "augment": run_augment,
-        "step": lambda: train_step(model, optimizer, loss_fn, x, y),
+        "step": lambda: objective.step(model, model, optimizer, x, y),
         "matmul": lambda: torch.matmul(a, b),
     }
     t = measure_interleaved(cases, rounds=3 if args.quick else 40, warmup=1 if args.quick else 3, device=device)
@@ -106,7 +107,7 @@ def main() -> None:
 
     rows = [
         ["augmentation: random_crop(4) + hflip + normalize", f"{1e3 * aug:.2f} ms", f"{rel_iqr(t['augment']):.0%}", "", ""],
-        [f"3C3D training step, batch {BATCH} (ablab train_step)", f"{1e3 * step:.2f} ms", f"{rel_iqr(t['step']):.0%}", "", ""],
+        [f"3C3D training step, batch {BATCH} (ablab standard step)", f"{1e3 * step:.2f} ms", f"{rel_iqr(t['step']):.0%}", "", ""],
         ["augmentation / step (median of per-round ratios)", f"{ratio:.4f}", f"CI {lo:.4f}-{hi:.4f}", f"<= {RATIO_TARGET:.2f}", v.result],
         ["3C3D training throughput", f"{BATCH / step:.0f} img/s", "", "report", ""],
         ["3C3D forward FLOPs (conv + linear, analytic)", f"{fwd_flops / 1e6:.2f} MFLOP/img", "", "", ""],

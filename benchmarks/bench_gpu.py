@@ -398,9 +398,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device("cpu") if args.cpu_smoke else torch.device("cuda")
     if args.cpu_smoke:  # follow the GPU's data path: uint8 codes on the device, decoded per batch
-        import ablab.train.loop
+        import ablab.train.build
 
-        ablab.train.loop.compact_on = lambda device: True
+        ablab.train.build.compact_on = lambda device: True
     device_name = "cpu (smoke run)" if args.cpu_smoke else torch.cuda.get_device_name(device)
     _DATA_DEVICE.update(device=str(device), **({"n_train": 256, "n_eval": 32} if args.cpu_smoke else {}))
     groups = tuple((model, 4) for model, _ in GROUPS) if args.cpu_smoke else GROUPS

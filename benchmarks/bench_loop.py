@@ -1,11 +1,11 @@
 """ablab core: the training loop's step time against a hand-written PyTorch loop, and the fixed cost per run.
 
-Targets (issue "ablab core"):
-  (a) ablab step time ≤ 1.05 × a plain PyTorch loop on the same model and data, for
+Targets (issue 25, "The house"; issue "ablab core" had 1.05 × and 50 ms):
+  (a) ablab step time ≤ 1.03 × a plain PyTorch loop on the same model and data, for
       - the default MLP on digits, batch 64, and
       - DeepOBS 3C3D on random 3×32×32 images, batch 128;
   (b) fixed cost of one run, from a validated RunSpec to a stored result, training steps
-      excluded: ≤ 50 ms.
+      excluded: ≤ 5 ms.
 
 Method. (a) ablab's loop is timed as it really runs, through ``ablab.train.loop.train(spec)``
 with evaluation off (``record.eval_splits: []``, ``record.every_steps`` beyond the run). Per-step
@@ -40,10 +40,11 @@ from ablab.data.base import Dataset, Split
 from ablab.registry import DATASETS
 from ablab.spec import RunSpec, Study, expand
 from ablab.store import Store
-from ablab.train.loop import build_model, build_optimizer, load_run_data, train
+from ablab.train.build import build_model, build_optimizer, load_run_data
+from ablab.train.loop import train
 
-STEP_TARGET = 1.05  # ablab step / plain step
-FIXED_TARGET_MS = 50.0
+STEP_TARGET = 1.03  # ablab step / plain step
+FIXED_TARGET_MS = 5.0
 MOMENTUM = 0.9
 
 
@@ -158,7 +159,9 @@ def measure_fixed_cost(case: Case, device: torch.device, quick: bool) -> dict[st
     """Seconds per phase of one run with ``steps: 1``, from a validated RunSpec to a stored result."""
     raw = create_spec(case, 1, device).model_dump()
     with tempfile.TemporaryDirectory(prefix="ablab-bench-") as tmp:
-        study = Study.model_validate({"name": "bench_fixed_cost", "base": raw})
+        # the study's replicate seeds the run's streams: the base states none (a stated one conflicts with seeds.vary)
+        base = {k: v for k, v in raw.items() if k != "seeds"}
+        study = Study.model_validate({"name": "bench_fixed_cost", "base": base})
         variant = expand(study)[0]
         spec, run_id = variant.spec, variant.id
         store = Store.create(Path(tmp) / "results")
@@ -194,7 +197,7 @@ def measure_fixed_cost(case: Case, device: torch.device, quick: bool) -> dict[st
 
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
-    device = setup(args, 'bench_loop — issue "ablab core": training-loop overhead and fixed cost per run')
+    device = setup(args, 'bench_loop — issues "ablab core" and 25: training-loop overhead and fixed cost per run')
     verdicts: list[Verdict] = []
 
     rows, step_ms = [], {}

@@ -5,7 +5,7 @@ Target (issue 15): every one of the 16 methods (and the baseline arm) on a 128×
 same process. The method alone is timed (the crop and flip before it are ``bench_augment.py``'s).
 
 Methods come from ``AUGMENTATIONS.create`` with a CIFAR-shaped ``Dataset`` and their default
-parameters; the step is ablab's ``train_step`` (forward, soft-label cross-entropy on the mixed
+parameters; the step is ablab's ``standard`` objective step (forward, soft-label cross-entropy on the mixed
 batch's labels, backward, SGD momentum). Each round times the step once and every method
 ``MIX_CALLS`` times (one call is too short to time alone on a busy CPU); the ratio per method is
 the median over rounds of (method time / step time) of the same round.
@@ -22,7 +22,7 @@ from _harness import Verdict, measure_interleaved, median, median_ci, parse_args
 from ablab.data.base import Dataset
 from ablab.data.mixing import METHODS
 from ablab.registry import AUGMENTATIONS, LOSSES, MODELS
-from ablab.train.loop import train_step
+from ablab.train.objectives import StandardStep, StepSetup
 
 TARGET = {"cpu": 0.10, "cuda": 0.05}  # method time / training step time
 BATCH = 128
@@ -42,11 +42,12 @@ def main() -> None:
     model = MODELS.create({"name": "preact_resnet18"}, in_shape=(3, 32, 32), out_dim=10).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)  # small: 40 steps on noise stay finite
     loss_fn = LOSSES.create("cross_entropy")
+    objective = StandardStep(StepSetup(model, optimizer, loss_fn))
 
     def repeat(mix):
         return lambda: [mix(x, y, gen) for _ in range(MIX_CALLS)]
 
-    cases = {"step": lambda: train_step(model, optimizer, loss_fn, x, soft), **{n: repeat(m) for n, m in mixes.items()}}
+    cases = {"step": lambda: objective.step(model, model, optimizer, x, soft), **{n: repeat(m) for n, m in mixes.items()}}
     t = measure_interleaved(cases, rounds=3 if args.quick else 15, warmup=1, device=device)
     target = TARGET[device.type]
     step = median(t["step"])

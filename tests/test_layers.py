@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("components", ("data", "models", "norm", "optim", "losses")),
     ("spec", ("spec",)),
     ("train", ("train",)),
-    ("store", ("store", "store_io")),
+    ("store", ("store",)),
     ("analysis", ("analysis",)),
     ("report", ("report", "export", "tfevents")),
     ("execute", ("execute",)),
@@ -26,15 +26,6 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("cli", ("cli", "cli_inspect", "__main__")),
     ("facade", ("", "components")),  # ablab/__init__.py and ablab/components.py: what `import ablab` loads
 ]
-
-# Arrows the "train" and "store" branches remove (train/ stops importing ablab.store; store/ stops
-# importing ablab.train). The lead empties this list after merging them; nothing else belongs here.
-EXPECTED_TO_BE_REMOVED_BY_TRAIN_AND_STORE_BRANCHES: set[tuple[str, str]] = {
-    ("ablab.train.loop", "ablab.store"),
-    ("ablab.train.posthoc", "ablab.store"),
-    ("ablab.train.result", "ablab.store"),
-}
-
 
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(SRC).with_suffix("").parts)
@@ -125,18 +116,12 @@ def test_every_module_has_a_layer():
 
 def test_no_import_runs_against_the_flow():
     wrong = [f"{a} → {b} ({LAYERS[layer_of(a)][0]} imports {LAYERS[layer_of(b)][0]})"
-             for a, b in upward_arrows() if (a, b) not in EXPECTED_TO_BE_REMOVED_BY_TRAIN_AND_STORE_BRANCHES]
+             for a, b in upward_arrows()]
     assert not wrong, "imports against the flow:\n" + "\n".join(wrong)
 
 
-def test_allow_list_names_only_arrows_that_exist():
-    gone = EXPECTED_TO_BE_REMOVED_BY_TRAIN_AND_STORE_BRANCHES - set(upward_arrows())
-    assert not gone, f"remove these from the allow-list, they are gone: {sorted(gone)}"
-
-
 def test_no_import_circles():
-    allowed = EXPECTED_TO_BE_REMOVED_BY_TRAIN_AND_STORE_BRANCHES
-    circles = cycles({a: {b for b in targets if (a, b) not in allowed} for a, targets in GRAPH.items()})
+    circles = cycles(GRAPH)
     assert not circles, "import circles:\n" + "\n".join(" ↔ ".join(c) for c in circles)
 
 

@@ -30,14 +30,13 @@ def measure_step_seconds(spec: RunSpec, timed: int = TIMED_STEPS, threads: int |
 
 
 def _timed_steps(spec: RunSpec, timed: int) -> float:
-    from ablab.train.loop import build_run
+    from ablab.train.build import build_run
 
     run = build_run(spec)
     train = run.data.splits["train"]
     index = torch.arange(min(spec.batch_size, len(train)), device=run.device)
     x, y = train.rows(index)
-    if run.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = run.layout(x)
     run.model.train()
     for i in range(WARMUP_STEPS + timed):
         if i == WARMUP_STEPS:

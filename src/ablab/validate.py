@@ -48,7 +48,7 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
     artifact estimate, refused when above ``max_artifact_gb``. ``local_devices``: the runs' devices must
     exist on this machine (False for runs sent to a Ray cluster, whose nodes have their own). With
     ``study``, its report block is checked against what the runs record (``ablab.validate_report``)."""
-    from ablab.train.loop import PartError, build_run, load_run_data
+    from ablab.train.build import PartError, build_run, load_run_data
     from ablab.validate_report import check_report, recorded_by
 
     datasets: dict[str, object] = {}
@@ -100,9 +100,9 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
             buffers = sum(b.numel() for b in parts.model.buffers())
             sizes = {s: len(data.splits[s]) * int(data.out_dim or 1) * 4 for s in data.splits}
             shapes = {k: tuple(t.shape) for k, t in parts.model.state_dict().items()}
-            built[key] = (params, buffers, {"epochs": parts.plan.epochs, "sizes": sizes, "shapes": shapes,
-                                            "total_steps": parts.plan.total_steps,
-                                            "steps_per_epoch": parts.plan.steps_per_epoch})
+            built[key] = (params, buffers, {"epochs": parts.duration.epochs, "sizes": sizes, "shapes": shapes,
+                                            "total_steps": parts.duration.total_steps,
+                                            "steps_per_epoch": parts.duration.steps_per_epoch})
             for ev in parts.evaluators:
                 try:
                     ev.check_model(parts.model)
@@ -179,7 +179,7 @@ def _check_continuation(spec: RunSpec, plans: dict, file: str, where: str) -> No
 def _stored_shapes(study: str, run: str) -> dict | None:
     """Parameter and buffer shapes of a stored source run's model (meta device), or None if unknown."""
     from ablab.store import Store
-    from ablab.train.loop import PartError, build_run, load_run_data
+    from ablab.train.build import PartError, build_run, load_run_data
 
     store = Store.open(study, readonly=True)
     try:
@@ -227,7 +227,7 @@ def _unit_records(spec: EvalSpec) -> set[str]:
 def _check_unit(spec: EvalSpec, fail, datasets: dict) -> None:
     """The unit's members fit together and each evaluator can run on their dataset."""
     from ablab.registry import EVALUATORS
-    from ablab.train.loop import load_run_data
+    from ablab.train.build import load_run_data
     from ablab.train.posthoc import check_members
 
     try:

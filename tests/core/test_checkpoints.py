@@ -118,7 +118,7 @@ def test_checkpoints_are_indexed_and_read_back(write_study, tmp_path):
         assert ck["epoch"] == 4 and set(ck["rng"]) == {"shuffle", "augment", "stochastic"}
         # the final predictions are the restored model's outputs on the test split
         from ablab.spec import RunSpec
-        from ablab.train.loop import build_model, load_run_data
+        from ablab.train.build import build_model, load_run_data
 
         spec = RunSpec.model_validate(store.runs().spec[0])
         data = load_run_data(spec)
@@ -226,7 +226,7 @@ def test_bad_init_from_is_one_clear_error_and_writes_nothing(write_study, tmp_pa
 def test_a_source_that_failed_fails_its_continuation_with_the_reason(write_study, tmp_path, monkeypatch):
     from ablab.train import objectives
 
-    real = objectives.Standard.step
+    real = objectives.StandardStep.step
 
     def step(self, model, forward, optimizer, x, y):
         if _boom["on"]:
@@ -234,7 +234,7 @@ def test_a_source_that_failed_fails_its_continuation_with_the_reason(write_study
         return real(self, model, forward, optimizer, x, y)
 
     _boom = {"on": True}
-    monkeypatch.setattr(objectives.Standard, "step", step)
+    monkeypatch.setattr(objectives.StandardStep, "step", step)
     out = tmp_path / "r"
     assert main(["run", str(write_study(_study(zip=_continue()))), "--out", str(out)]) == 1
     runs = stored(out)[1].set_index("label")

@@ -24,7 +24,7 @@ def _examples() -> list[dict]:
 def _outputs(src: Store, run: str, epoch) -> np.ndarray:
     """A stored checkpoint's test logits, computed directly from the rebuilt model."""
     from ablab.spec import RunSpec
-    from ablab.train.loop import build_model, load_run_data
+    from ablab.train.build import build_model, load_run_data
 
     spec = RunSpec.model_validate(src.runs().set_index("run").spec[run])
     data = load_run_data(spec)

@@ -30,7 +30,7 @@ def study(tmp_path_factory):
     import yaml
 
     spec.write_text(yaml.safe_dump(STUDY))
-    real_step = objectives.Standard.step
+    real_step = objectives.StandardStep.step
 
     def flaky_step(self, model, forward, optimizer, *args):
         if optimizer.param_groups[0]["momentum"] == 0.5:
@@ -38,7 +38,7 @@ def study(tmp_path_factory):
         return real_step(self, model, forward, optimizer, *args)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(objectives.Standard, "step", flaky_step)
+        mp.setattr(objectives.StandardStep, "step", flaky_step)
         mp.chdir(root)
         assert main(["run", str(spec)]) == 1
     store = Store.open(root / "results" / "inspect")

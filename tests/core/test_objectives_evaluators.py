@@ -10,7 +10,8 @@ from torch import nn
 from ablab.registry import EVALUATORS, OBJECTIVES
 from ablab.spec import RunSpec
 from ablab.train.evaluators import EvalContext, ModelView
-from ablab.train.loop import plan_duration, train
+from ablab.train.build import plan_duration
+from ablab.train.loop import train
 from ablab.train.objectives import StepSetup
 from conftest import TINY_BASE
 
@@ -194,7 +195,7 @@ def test_the_sharpness_evaluator_records_what_the_analysis_functions_compute():
     spec2 = _spec(epochs=1, record={"every_steps": 5, "eval_splits": ["test"], "checkpoints": {"final": True}})
     r2 = train(spec2)
     from ablab.artifacts import load_checkpoint
-    from ablab.train.loop import build_model, load_run_data
+    from ablab.train.build import build_model, load_run_data
 
     data = load_run_data(spec2)
     model = build_model(spec2, data)

@@ -219,8 +219,7 @@ def test_a_spawned_worker_finds_the_study_s_module(own_code_sandbox):
     sys.path[:] = [p for p in sys.path if p != str(root.resolve())]  # the child must get it from the initializer
     with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                              initargs=(None, 1, folders)) as pool:
-        result = pool.submit(_run_in_worker, spec.canonical_json(), spec.id, str(root / "staging"),
-                             str(root)).result(timeout=300)
+        result = pool.submit(_run_in_worker, spec.canonical_json(), spec.id, str(root / "staging")).result(timeout=300)
     assert result.status == "done", result.error
 
 

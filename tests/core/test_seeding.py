@@ -2,7 +2,8 @@ import torch
 
 from ablab import seeding
 from ablab.spec import RunSpec
-from ablab.train.loop import build_model, load_dataset, train
+from ablab.train.build import build_model, load_dataset
+from ablab.train.loop import train
 from conftest import TINY_BASE
 
 

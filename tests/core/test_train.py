@@ -6,7 +6,10 @@ import torch
 from ablab.optim.schedules import constant, cosine, step_decay
 from ablab.registry import LOSSES
 from ablab.spec import RunSpec
-from ablab.train.loop import plan_duration, resolve_device, train, train_step
+from ablab.train.build import plan_duration
+from ablab.train.compute import resolve_device
+from ablab.train.loop import train
+from ablab.train.objectives import StandardStep, StepSetup
 from conftest import TINY_BASE
 
 
@@ -46,11 +49,12 @@ def test_mse_on_class_labels_uses_one_hot():
 
 
 def _one_step(spec: RunSpec, model):
-    from ablab.train.loop import build_optimizer
+    from ablab.train.build import build_optimizer
 
     opt = build_optimizer(spec, model)
     x, y = torch.randn(4, 3, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 1, 1, 0])
-    train_step(model, opt.optimizer, LOSSES.create("cross_entropy"), x, y, opt.penalty, opt.decouple)
+    setup = StepSetup(model, opt.optimizer, LOSSES.create("cross_entropy"), opt.penalty, opt.decouple)
+    StandardStep(setup).step(model, model, opt.optimizer, x, y)
 
 
 def _tiny_model():
@@ -108,7 +112,7 @@ def test_sam_run_records_clean_loss_and_sharpness():
 
 
 def test_sam_updates_batchnorm_running_stats_once_per_step():
-    from ablab.train.loop import build_run
+    from ablab.train.build import build_run
 
     s = spec(model={"name": "mlp", "widths": [8], "norm": "batchnorm"}, objective={"name": "sam", "rho": 0.05})
     run = build_run(s)
@@ -118,7 +122,7 @@ def test_sam_updates_batchnorm_running_stats_once_per_step():
 
 
 def test_random_labels_are_fixed_per_seed_and_keep_test_labels():
-    from ablab.train.loop import load_run_data
+    from ablab.train.build import load_run_data
 
     clean = load_run_data(spec())
     a = load_run_data(spec(corrupt={"label_fraction": 1.0, "seed": 3}))
@@ -132,7 +136,7 @@ def test_random_labels_are_fixed_per_seed_and_keep_test_labels():
 
 
 def test_shuffled_pixels_are_one_permutation_for_all_splits():
-    from ablab.train.loop import load_run_data
+    from ablab.train.build import load_run_data
 
     clean = load_run_data(spec())
     shuffled = load_run_data(spec(corrupt={"shuffle_pixels": True, "seed": 1}))
@@ -186,7 +190,7 @@ def test_a_run_that_raises_is_failed_with_traceback(monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("out of memory (simulated)")
 
-    monkeypatch.setattr(objectives.Standard, "step", boom)
+    monkeypatch.setattr(objectives.StandardStep, "step", boom)
     result = train(spec())
     assert result.status == "failed" and "RuntimeError: out of memory (simulated)" in result.error
     assert "Traceback" in result.error
@@ -220,7 +224,8 @@ def test_regression_records_mse():
 def test_normalize_is_applied_at_evaluation_too():
     from ablab.data.base import Split
     from ablab.registry import AUGMENTATIONS, LOSSES
-    from ablab.train.loop import evaluate, load_dataset
+    from ablab.train.evaluators import loss_and_score
+    from ablab.train.build import load_dataset
 
     data = load_dataset({"name": "digits"})
     norm = AUGMENTATIONS.create("normalize", dataset=data)
@@ -228,8 +233,8 @@ def test_normalize_is_applied_at_evaluation_too():
     ce = LOSSES.create("cross_entropy")
     test = data.splits["test"]
     pre = Split(norm(test.x, test.y, None)[0], test.y)
-    assert evaluate(model, test, ce, True, 100, (norm,)) == evaluate(model, pre, ce, True, 100)
-    assert evaluate(model, test, ce, True, 100, (norm,)) != evaluate(model, test, ce, True, 100)
+    assert loss_and_score(model, model, test, ce, True, 100, (norm,)) == loss_and_score(model, model, pre, ce, True, 100)
+    assert loss_and_score(model, model, test, ce, True, 100, (norm,)) != loss_and_score(model, model, test, ce, True, 100)
 
 
 CUDA = pytest.param("cuda", marks=[
@@ -256,7 +261,7 @@ def test_bf16_norm_layers_compute_in_fp32_and_the_model_is_left_as_built(device)
     import copy
 
     from ablab.spec import Compute
-    from ablab.train.loop import make_forward
+    from ablab.train.compute import make_forward
 
     model = _mixed_norm_model().to(device).train()
     seen = {}

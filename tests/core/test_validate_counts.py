@@ -61,8 +61,8 @@ def test_the_step_time_is_measured_on_real_steps(monkeypatch):
     from ablab.train import objectives
 
     calls = []
-    real = objectives.Standard.step
-    monkeypatch.setattr(objectives.Standard, "step", lambda self, *a: calls.append(1) or real(self, *a))
+    real = objectives.StandardStep.step
+    monkeypatch.setattr(objectives.StandardStep, "step", lambda self, *a: calls.append(1) or real(self, *a))
     spec = RunSpec.model_validate(tiny_study()["base"])
     seconds = ablab.step_time.measure_step_seconds(spec, timed=3)
     assert len(calls) == ablab.step_time.WARMUP_STEPS + 3

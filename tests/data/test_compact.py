@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import ablab.train.build as build
 import ablab.train.loop as loop
 from ablab.data.base import Dataset, Split, encode_pixels
 from ablab.data.corrupt import corrupt_dataset
@@ -76,7 +77,7 @@ def test_training_on_uint8_codes_gives_the_same_numbers(cifar_root, monkeypatch)
 
     monkeypatch.setattr(Dataset, "to", spy)
     plain = loop.train(spec)
-    monkeypatch.setattr(loop, "compact_on", lambda device: True)
+    monkeypatch.setattr(build, "compact_on", lambda device: True)
     compact = loop.train(spec)
     assert seen == [torch.float32, torch.uint8]
     assert plain.status == compact.status == "done", (plain.error, compact.error)

@@ -357,7 +357,8 @@ def test_a_mixed_run_learns_digits_and_its_first_loss_is_soft_label_ce_of_the_mi
     from ablab import seeding
     from ablab.data.sampler import iterate_batches
     from ablab.spec import RunSpec
-    from ablab.train.loop import build_run, train
+    from ablab.train.build import build_run
+    from ablab.train.loop import train
     from conftest import TINY_BASE
 
     spec = RunSpec.model_validate({**TINY_BASE, "model": {"name": "mlp", "widths": [64]}, "epochs": 6,
@@ -517,7 +518,7 @@ def _first_loss(spec, order):
     """The first step's loss replayed by hand with the run's streams, the augment steps applied in ``order``."""
     from ablab import seeding
     from ablab.data.sampler import iterate_batches
-    from ablab.train.loop import build_run
+    from ablab.train.build import build_run
 
     run = build_run(spec)
     idx = next(iterate_batches(len(run.data.splits["train"]), spec.batch_size, False,

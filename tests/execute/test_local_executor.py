@@ -16,14 +16,14 @@ from conftest import interruptible, same_metrics, status_counts, stored, tiny_st
 def test_failed_run_is_stored_and_the_study_goes_on(monkeypatch, write_study, tmp_path, capsys):
     from ablab.train import objectives
 
-    real_step = objectives.Standard.step
+    real_step = objectives.StandardStep.step
 
     def flaky_step(self, model, forward, optimizer, *args):
         if optimizer.param_groups[0]["momentum"] == 0.5:
             raise RuntimeError("simulated crash in one variant")
         return real_step(self, model, forward, optimizer, *args)
 
-    monkeypatch.setattr(objectives.Standard, "step", flaky_step)
+    monkeypatch.setattr(objectives.StandardStep, "step", flaky_step)
     study = tiny_study(grid={"optimizer.momentum": [0.9, 0.5]}, seeds={"replicates": 1})
     out = tmp_path / "r"
     assert main(["run", str(write_study(study)), "--out", str(out)]) == 1  # not everything finished
@@ -33,7 +33,7 @@ def test_failed_run_is_stored_and_the_study_goes_on(monkeypatch, write_study, tm
     assert by.loc["optimizer.momentum=0.5", "status"] == "failed"
     assert "simulated crash in one variant" in by.loc["optimizer.momentum=0.5", "error"]
     # the rerun retries the failed run (the bug is "fixed") and keeps the done one
-    monkeypatch.setattr(objectives.Standard, "step", real_step)
+    monkeypatch.setattr(objectives.StandardStep, "step", real_step)
     done_before = stored(out)[1].set_index("label").loc["optimizer.momentum=0.9", "finished"]
     assert main(["run", str(write_study(study)), "--out", str(out)]) == 0
     _, runs = stored(out)

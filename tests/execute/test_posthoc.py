@@ -36,7 +36,7 @@ def _posthoc(source, **extra):
 
 def _outputs(src: Store, run: str) -> torch.Tensor:
     from ablab.spec import RunSpec
-    from ablab.train.loop import build_model, load_run_data
+    from ablab.train.build import build_model, load_run_data
 
     spec = RunSpec.model_validate(src.runs().set_index("run").spec[run])
     data = load_run_data(spec)
@@ -180,3 +180,63 @@ def test_a_source_stored_by_another_version_is_one_clear_error(source, write_stu
     err = capsys.readouterr().err
     assert "stored by another version of ablab" in err and "Traceback" not in err and err.count("error:") == 1
     assert not out.exists()
+
+
+def _copy_and_lose_a_checkpoint(source, tmp_path, how: str) -> tuple:
+    """A copy of the source study whose first run's final checkpoint is gone: its file, or its index row."""
+    import shutil
+
+    from ablab.artifacts import checkpoint_name
+
+    src = tmp_path / "src"
+    shutil.copytree(source, src)
+    store = Store.open(src)
+    try:
+        run = store.runs().run[0]
+        epoch = store.final_epoch(run)
+        path = store.artifact_path(run, checkpoint_name(epoch))
+    finally:
+        store.close()
+    if how == "file":
+        path.unlink()
+    else:
+        con = sqlite3.connect(src / "ablab.db")
+        with con:
+            con.execute("DELETE FROM artifacts WHERE run=? AND kind='checkpoint'", (run,))
+        con.close()
+    return src, run, epoch
+
+
+def _unit_of(runs, member: str):
+    return runs[[s["members"][0]["run"] == member for s in runs.spec]].iloc[0]
+
+
+def test_a_unit_whose_checkpoint_file_is_gone_fails_with_the_reason_and_the_others_run(source, write_study, tmp_path):
+    src, run, _ = _copy_and_lose_a_checkpoint(source, tmp_path, "file")
+    study = _posthoc(src, members="single", base={"evaluators": ["standard"], "device": "cpu"})
+    out = tmp_path / "p"
+    assert main(["run", str(write_study(study)), "--out", str(out)]) == 1  # a failed unit, not a crashed driver
+    _, runs = stored(out)
+    assert sorted(runs.status) == ["done", "done", "done", "failed"]
+    lost = _unit_of(runs, run)
+    assert lost.status == "failed" and "cannot read the stored file" in lost.error
+
+
+def test_a_unit_whose_checkpoint_is_not_stored_fails_before_it_starts(source, write_study, tmp_path):
+    """The index lost the checkpoint after the study was expanded: the driver, resolving the unit's files,
+    stores the unit as failed with the reason; no worker starts for it."""
+    from ablab.execute import run_study
+    from ablab.spec import expand, load_study
+
+    study = _posthoc(source, members="single", base={"evaluators": ["standard"], "device": "cpu"})
+    file = write_study(study)
+    variants = expand(load_study(file), str(file))
+    src, run, epoch = _copy_and_lose_a_checkpoint(source, tmp_path, "row")
+    for v in variants:  # the units read the copy
+        v.spec.source_study = str(src)
+    out = tmp_path / "p"
+    summary = run_study(load_study(file), str(file), variants, out)
+    assert summary.counts == {"done": 3, "failed": 1}
+    _, runs = stored(out)
+    lost = _unit_of(runs, run)
+    assert f"run {run} has no checkpoint at epoch {epoch} (it has: none)" in lost.error

@@ -34,6 +34,7 @@ from ablab.execute.schedule import WorkerDied, finish_run, note_for, run_all, st
 from ablab.plugins import add_search_path, search_path
 from ablab.spec import Variant, parse_unit
 from ablab.store import Store, close_inherited_locks
+from ablab.train.inputs import UnitFiles
 from ablab.train.posthoc import run_unit
 from ablab.train.result import RunResult
 
@@ -117,7 +118,7 @@ def _init_worker(progress_queue: Any, threads: int, folders: list[str]) -> None:
     torch.set_num_threads(threads)
 
 
-def _run_in_worker(spec_json: str, run_id: str, staging: str, study_dir: str) -> RunResult:
+def _run_in_worker(spec_json: str, run_id: str, staging: str, files: UnitFiles | None = None) -> RunResult:
     def progress(epoch: int, epochs: int) -> None:
         if _progress_queue is not None:
             _progress_queue.put((run_id, epoch, epochs))
@@ -125,8 +126,7 @@ def _run_in_worker(spec_json: str, run_id: str, staging: str, study_dir: str) ->
     if _progress_queue is not None:  # which process runs which run: a death is charged to its run only
         _progress_queue.put((run_id, STARTED, os.getpid()))
 
-    return run_unit(parse_unit(spec_json), progress=progress, run_id=run_id, staging=Path(staging),
-                    study_dir=Path(study_dir))
+    return run_unit(parse_unit(spec_json), progress=progress, run_id=run_id, staging=Path(staging), files=files)
 
 
 def run_sequential(store: Store, todo: list[Variant], view: ProgressView, threads: int) -> None:
@@ -147,10 +147,10 @@ class _InProcess:
         self.results: dict[int, RunResult] = {}
         self.count = 0
 
-    def submit(self, v: Variant) -> int:
+    def submit(self, v: Variant, files: UnitFiles) -> int:
         self.count += 1
         self.results[self.count] = run_unit(v.spec, progress=lambda e, n, rid=v.id: self.view.epoch(rid, e, n),
-                                            run_id=v.id, staging=self.store.staging_dir(v.id), study_dir=self.store.path)
+                                            run_id=v.id, staging=self.store.staging_dir(v.id), files=files)
         return self.count
 
     def wait(self, handles: list, timeout: float) -> list:
@@ -222,8 +222,8 @@ class _Pool:
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=self.ctx, initializer=_init_worker,
                                    initargs=(self.progress_queue, self.threads, search_path()))
 
-    def submit(self, v: Variant) -> Future:
-        args = (_run_in_worker, v.spec.canonical_json(), v.id, str(self.store.staging_dir(v.id)), str(self.store.path))
+    def submit(self, v: Variant, files: UnitFiles) -> Future:
+        args = (_run_in_worker, v.spec.canonical_json(), v.id, str(self.store.staging_dir(v.id)), files)
         self.pid_of.pop(v.id, None)
         try:
             future = self.pool.submit(*args)

@@ -22,6 +22,7 @@ from ablab.execute.schedule import run_all
 from ablab.plugins import search_path
 from ablab.spec import Resources, Variant
 from ablab.store import Store
+from ablab.train.inputs import UnitFiles
 from ablab.train.result import RunResult
 
 LOOPBACK = "127.0.0.1"
@@ -38,9 +39,10 @@ def import_ray() -> Any:
 
 
 def _train_task(spec_json: str, run_id: str, threads: int, staging: str | None = None,
-                study_dir: str | None = None, search_path: tuple[str, ...] = ()) -> RunResult:
+                files: UnitFiles | None = None, search_path: tuple[str, ...] = ()) -> RunResult:
     """Runs on a Ray worker: the same code path as a local worker process. On another node without
-    the study folder, artifacts travel back in the result; the study's own modules must be importable
+    the study folder, artifacts travel back in the result; the stored files the unit reads come in
+    ``files`` as bytes (read and checked by the driver); the study's own modules must be importable
     there too (installed, or the spec's folder on a shared file system)."""
     import torch
 
@@ -50,8 +52,7 @@ def _train_task(spec_json: str, run_id: str, threads: int, staging: str | None =
 
     torch.set_num_threads(threads)
     add_search_path(*(p for p in search_path if os.path.isdir(p)))
-    return run_unit(parse_unit(spec_json), run_id=run_id, staging=Path(staging) if staging else None,
-                    study_dir=Path(study_dir) if study_dir else None)
+    return run_unit(parse_unit(spec_json), run_id=run_id, staging=Path(staging) if staging else None, files=files)
 
 
 def run_ray(
@@ -108,9 +109,10 @@ class _RayTasks:
         self.ray, self.remote, self.store, self.threads, self.max_retries = ray, remote, store, threads, max_retries
         self.submitted: set = set()
 
-    def submit(self, v: Variant) -> Any:
+    def submit(self, v: Variant, files: UnitFiles) -> Any:
+        # a worker may run on another node: the files it reads travel as bytes (Ray's object store)
         ref = self.remote.remote(v.spec.canonical_json(), v.id, self.threads, str(self.store.staging_dir(v.id)),
-                                 str(self.store.path), tuple(search_path()))
+                                 files.in_memory(), tuple(search_path()))
         self.submitted.add(ref)
         return ref
 

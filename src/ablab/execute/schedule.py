@@ -2,7 +2,8 @@
 
 A backend (local processes, Ray) only starts a unit and says when units finish; this loop keeps
 at most ``workers`` in flight, starts a unit that continues a run of the same study only once
-that run is stored, charges a worker's death to the run it was running (to every run in flight
+that run is stored, hands each unit the stored files it reads (``execute.files``; a worker never
+opens the store), charges a worker's death to the run it was running (to every run in flight
 where the backend cannot tell which), and has the driver store each result as it arrives.
 """
 
@@ -11,9 +12,12 @@ from __future__ import annotations
 import collections
 from typing import Any, Hashable, Iterable, Optional, Protocol
 
+from ablab.errors import AblabError
+from ablab.execute.files import resolve_files
 from ablab.execute.progress import ProgressView
 from ablab.spec import Variant
 from ablab.store import FINAL, Store
+from ablab.train.inputs import UnitFiles
 from ablab.train.result import RunResult
 
 
@@ -29,7 +33,8 @@ class WorkerDied(Exception):
 
 
 class Backend(Protocol):
-    def submit(self, v: Variant) -> Hashable: ...
+    def submit(self, v: Variant, files: UnitFiles) -> Hashable:
+        """Start unit ``v``, which reads the stored ``files`` the driver resolved."""
 
     def wait(self, handles: list[Hashable], timeout: float) -> list[Hashable]: ...
 
@@ -120,11 +125,21 @@ def _start_ready(store: Store, view: ProgressView, backend: Backend, pending: co
                 continue
             status = status or "missing"
         if source and status != "done":
-            start_run(store, view, v)
-            finish_run(store, view, v, RunResult(v.id, "failed", error=f"its source run {source} ended '{status}': "
-                                                 "there is no checkpoint to continue from"))
+            _fail_at_start(store, view, v, f"its source run {source} ended '{status}': there is no checkpoint to "
+                           "continue from")
+            continue
+        try:
+            files = resolve_files(store, v.spec)
+        except AblabError as err:
+            _fail_at_start(store, view, v, f"a stored file it reads is missing: {err}")
             continue
         start_run(store, view, v)
-        inflight[backend.submit(v)] = v
+        inflight[backend.submit(v, files)] = v
         inflight_ids.add(v.id)
     pending.extendleft(reversed(waiting))
+
+
+def _fail_at_start(store: Store, view: ProgressView, v: Variant, error: str) -> None:
+    """A unit that cannot start (what it reads is not stored) is stored as ``failed`` with the reason."""
+    start_run(store, view, v)
+    finish_run(store, view, v, RunResult(v.id, "failed", error=error))

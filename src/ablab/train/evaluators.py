@@ -155,7 +155,7 @@ def outputs(forward: Forward, module: nn.Module, split: Split, batch_size: int, 
 
 
 @EVALUATORS.register("standard")
-class Standard(Evaluator):
+class StandardEvaluator(Evaluator):
     """Mean loss, and accuracy (classification) or MSE (regression), of the model on each split."""
 
     def __init__(self, splits: Optional[list[SplitName]] = None, epochs: Epochs = "every"):

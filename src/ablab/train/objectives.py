@@ -57,7 +57,7 @@ def gradient_evaluations(spec: dict) -> int:
 
 
 @OBJECTIVES.register("standard")
-class Standard:
+class StandardStep:
     """One forward and backward pass on the batch, then one optimizer step."""
 
     def __init__(self, setup: StepSetup):
@@ -77,7 +77,7 @@ class Standard:
 
 
 @OBJECTIVES.register("sam")
-class Sharpness:
+class SamStep:
     """SAM (Foret et al. 2021, Alg. 1) or ASAM (Kwon et al. 2021) around the run's optimizer.
 
     The clean pass's gradient gives the ascent step e = ρ T² g / ‖T g‖₂ (T = I, or |w| + η with

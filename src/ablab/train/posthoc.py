@@ -1,45 +1,42 @@
-"""Post-hoc units: stored checkpoints evaluated without training, and the one entry point for a run.
+"""Post-hoc units: stored checkpoints evaluated without training, and the one entry point for a unit.
 
-``evaluate_unit(EvalSpec)`` loads each member's checkpoint from the source study (read-only),
-rebuilds its model from the member's resolved spec, and runs the unit's evaluators once on
-its splits. Its metrics are stored like a training run's, at the checkpoint's step and epoch.
+``evaluate_unit(EvalSpec, files)`` restores each member's model from the checkpoint the driver
+handed in (``build_eval``), and runs the unit's evaluators once on its splits through the same
+``evaluate`` the training loop calls. Its metrics are stored like a training run's, at the
+checkpoint's step and epoch.
 """
 
 from __future__ import annotations
 
+import functools
 import time
-import traceback
 from pathlib import Path
 from typing import Optional
 
 from ablab import seeding
-from ablab.artifacts import load_checkpoint
-from ablab.registry import AUGMENTATIONS, EVALUATORS, LOSSES
-from ablab.spec import EvalSpec, RunSpec, UnitSpec
-from ablab.train import checkpoint as ckpt
-from ablab.train.compute import compact_on, make_forward, resolve_device
-from ablab.train.evaluators import EvalContext, ModelView
-from ablab.train.loop import Progress, build_model, load_run_data, train
-from ablab.train.result import ArtifactSink, MetricRow, RunResult
+from ablab.registry import EVALUATORS
+from ablab.spec import EvalSpec, UnitSpec
+from ablab.train.build import build_eval
+from ablab.train.evaluation import Records, evaluate
+from ablab.train.inputs import UnitFiles
+from ablab.train.loop import Progress, train
+from ablab.train.result import ArtifactSink, RunResult, run_guarded
 
 
 def run_unit(spec: UnitSpec, progress: Optional[Progress] = None, run_id: Optional[str] = None,
-             staging: Optional[Path] = None, study_dir: Optional[Path] = None) -> RunResult:
+             staging: Optional[Path] = None, files: Optional[UnitFiles] = None) -> RunResult:
     """Train a ``RunSpec`` or evaluate an ``EvalSpec``: what an executor's worker calls."""
     if isinstance(spec, EvalSpec):
-        return evaluate_unit(spec, run_id=run_id, staging=staging)
-    return train(spec, progress=progress, run_id=run_id, staging=staging, study_dir=study_dir)
+        return evaluate_unit(spec, run_id=run_id, staging=staging, files=files)
+    return train(spec, progress=progress, run_id=run_id, staging=staging, files=files)
 
 
-def evaluate_unit(spec: EvalSpec, run_id: Optional[str] = None, staging: Optional[Path] = None) -> RunResult:
-    """Evaluate the unit's stored checkpoints; an error is a ``failed`` result with its traceback."""
-    started = time.time()
+def evaluate_unit(spec: EvalSpec, run_id: Optional[str] = None, staging: Optional[Path] = None,
+                  files: Optional[UnitFiles] = None) -> RunResult:
+    """Evaluate the unit's stored checkpoints (``files``, from the driver); an error is a ``failed`` result."""
     run_id = run_id or spec.id
-    try:
-        return _evaluate(spec, run_id, started, ArtifactSink(staging))
-    except Exception:  # noqa: BLE001
-        return RunResult(run_id, "failed", error=traceback.format_exc(), device=spec.device,
-                         duration_s=time.time() - started, started=started)
+    work = functools.partial(_evaluate, spec, run_id, ArtifactSink(staging), files or UnitFiles())
+    return run_guarded(run_id, spec.device, work)
 
 
 def check_members(spec: EvalSpec) -> None:
@@ -60,44 +57,14 @@ def check_members(spec: EvalSpec) -> None:
                              f"{len(spec.members)} (members: single for it, or an evaluator for pairs/groups)")
 
 
-def _evaluate(spec: EvalSpec, run_id: str, started: float, sink: ArtifactSink) -> RunResult:
-    from ablab.store import Store
-
+def _evaluate(spec: EvalSpec, run_id: str, sink: ArtifactSink, files: UnitFiles, started: float) -> RunResult:
     check_members(spec)
-    device = resolve_device(spec.device)
-    first: RunSpec = spec.members[0].spec
-    data = load_run_data(first).to(device, compact=compact_on(device))
-    source = Store.open(spec.source_study, readonly=True)
-    views, steps = [], []
-    try:
-        for m in spec.members:
-            state = load_checkpoint(source.read_checkpoint_bytes(m.run, m.epoch))
-            model = build_model(m.spec, data).to(device)
-            ckpt.restore_model(model, state, f"run {m.run} epoch {m.epoch}")
-            views.append(ModelView(model, make_forward(model, m.spec.compute, device), m.label))
-            steps.append(int(state["step"]))
-    finally:
-        source.close()
-    augments = [AUGMENTATIONS.create(a, dataset=data) for a in first.augment]
-    ctx = EvalContext(views, LOSSES.create(first.loss), data.task == "classification", spec.eval_batch_size,
-                      first.batch_size, tuple(a for a in augments if getattr(a, "at_eval", False)), device)
-    last = max(range(len(steps)), key=lambda i: spec.members[i].epoch)  # a snapshot ensemble: its last cycle
-    epoch, step = spec.members[last].epoch, steps[last]
-    metrics: list[MetricRow] = []
-    directions: dict[str, str] = {}
+    unit = build_eval(spec, files)
+    records = Records(sink)
     with seeding.deterministic_kernels(spec.deterministic):
-        for e in spec.evaluators:
-            ev = EVALUATORS.create(e)
-            ev.check(data)
-            directions.update(ev.directions(ctx.classification))
-            for split_name in ev.splits_for(spec.eval_splits):
-                if split_name not in data.splits:
-                    raise ValueError(f"the members' dataset has no '{split_name}' split (has {', '.join(data.splits)})")
-                result = ev.evaluate(ctx, split_name, data.splits[split_name], epoch)
-                metrics.extend((step, epoch, split_name, name, value) for name, value in result.metrics.items())
-                for name, (kind, blob) in result.artifacts.items():
-                    sink.put(name, blob, kind, epoch=epoch, split=split_name)
-    info = {"members": [m.run for m in spec.members], "epochs": epoch, "checkpoint_steps": steps,
+        for ev in unit.evaluators:  # one at a time: a value that is not finite ends a training run, not a unit
+            evaluate([ev], unit.context, unit.data.splits, spec.eval_splits, unit.step, unit.epoch, records)
+    info = {"members": [m.run for m in spec.members], "epochs": unit.epoch, "checkpoint_steps": unit.checkpoint_steps,
             "member_epochs": [m.epoch for m in spec.members]}
-    return RunResult(run_id, "done", metrics, sink.artifacts, device=str(device), duration_s=time.time() - started,
-                     started=started, info=info, directions=directions)
+    return RunResult(run_id, "done", records.metrics, sink.artifacts, device=str(unit.device),
+                     duration_s=time.time() - started, started=started, info=info, directions=records.directions)

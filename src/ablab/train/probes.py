@@ -2,13 +2,11 @@
 
 A probe is built from the model before training; the loop calls ``before_step(step)`` and
 ``after_step(step, epoch)`` around every optimizer step (``step`` counts completed steps) and
-``after_step(0, 0)`` once before the first. Values stay on the device until ``artifacts()``
+``after_step`` once before the first (``(0, 0)``, or the restored step and epoch of a continued run). Values stay on the device until ``artifacts()``
 copies them to the host once, at the end, so recording does not synchronise every k steps.
 """
 
 from __future__ import annotations
-
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -18,14 +16,6 @@ from torch import nn
 from ablab.artifacts import NORM_PARAMS_FILE, RELU_SPARSITY_FILE, save_npz
 from ablab.optim.groups import is_norm_module
 from ablab.registry import PROBES
-
-
-class Probe(Protocol):
-    def before_step(self, step: int) -> None: ...
-
-    def after_step(self, step: int, epoch: int) -> None: ...
-
-    def artifacts(self) -> dict[str, bytes]: ...
 
 
 def is_norm_layer(module: nn.Module) -> bool:

@@ -9,10 +9,14 @@ memory. Either way ``result.artifacts[name]`` gives the bytes.
 from __future__ import annotations
 
 import hashlib
+import time
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal, Optional
+from typing import Callable, Iterator, Literal, Optional
+
+from ablab.files import write_atomic
 
 Status = Literal["done", "diverged", "failed"]
 MetricRow = tuple[int, int, str, str, float]  # (step, epoch, split, name, value)
@@ -73,8 +77,6 @@ class ArtifactSink:
             raise ValueError(f"artifact names are plain file names, got {name!r}")
         record = Artifact(name, kind, epoch, split, len(data), hashlib.sha256(data).hexdigest())
         if self.staging is not None:
-            from ablab.files import write_atomic
-
             path = self.staging / name
             write_atomic(path, data)
             record.path = str(path)
@@ -104,3 +106,14 @@ class RunResult:
             for name, data in given.items():
                 self.artifacts.add(Artifact(name, "file", size=len(data), sha256=hashlib.sha256(data).hexdigest(),
                                             data=data))
+
+
+def run_guarded(run_id: str, device: str, work: Callable[[float], RunResult]) -> RunResult:
+    """``work(started)``'s result, or a ``failed`` one with the traceback when it raises: the one place
+    where an error in a unit (training run or post-hoc) becomes a result instead of a crash."""
+    started = time.time()
+    try:
+        return work(started)
+    except Exception:  # noqa: BLE001  (a unit that raises is a result: failed, with its traceback)
+        return RunResult(run_id, "failed", error=traceback.format_exc(), device=device,
+                         duration_s=time.time() - started, started=started)
