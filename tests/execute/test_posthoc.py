@@ -230,7 +230,7 @@ def test_a_unit_whose_checkpoint_is_not_stored_fails_before_it_starts(source, wr
 
     study = _posthoc(source, members="single", base={"evaluators": ["standard"], "device": "cpu"})
     file = write_study(study)
-    variants = expand(load_study(file), str(file))
+    variants = expand(load_study(file), str(file), open_stored=ablab.load)
     src, run, epoch = _copy_and_lose_a_checkpoint(source, tmp_path, "row")
     for v in variants:  # the units read the copy
         v.spec.source_study = str(src)

@@ -10,17 +10,20 @@ them), and to the last printed digit elsewhere (another CPU may round a float32 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import re
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 GOLDEN = HERE / "golden"
+DATA_PATH = "/tmp/ablab-pins-data"  # any existing folder: expansion checks that it exists, ids include it
 STUDIES = ("pin_study", "pin_continue", "pin_ensemble")
 NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
 
@@ -30,17 +33,22 @@ def shipped_specs() -> list[Path]:
 
 
 def run_ids() -> dict[str, list[list]]:
-    """Every shipped spec's variants as [label, replicate, id] (specs that need data files are expanded too)."""
+    """Every shipped spec's variants as [label, replicate, id]; a full-size spec with ``data.path`` set to
+    DATA_PATH, in an empty working directory (a stored source study is then absent: pinned as not expandable)."""
     import ablab
     from ablab.spec import expand, load_study
 
     out = {}
-    for path in shipped_specs():
-        name = str(path.relative_to(ROOT))
-        try:  # a spec whose data or source must be given on the command line is pinned as not expandable
-            out[name] = [[v.label, v.replicate, v.id] for v in expand(load_study(path), name, open_stored=ablab.load)]
-        except Exception as err:  # noqa: BLE001
-            out[name] = f"not expandable here: {type(err).__name__}"
+    with tempfile.TemporaryDirectory() as cwd, contextlib.chdir(cwd):
+        Path(DATA_PATH).mkdir(parents=True, exist_ok=True)
+        for path in shipped_specs():
+            name = str(path.relative_to(ROOT))
+            overrides = [f"data.path={DATA_PATH}"] if "path" in path.read_text() else []
+            try:
+                variants = expand(load_study(path, overrides), name, open_stored=ablab.load)
+                out[name] = [[v.label, v.replicate, v.id] for v in variants]
+            except Exception as err:  # noqa: BLE001
+                out[name] = f"not expandable here: {type(err).__name__}"
     return out
 
 

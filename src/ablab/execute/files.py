@@ -9,6 +9,7 @@ the scheduler stores as the unit's ``failed`` result.
 
 from __future__ import annotations
 
+from ablab.artifacts import CHECKPOINT_KIND
 from ablab.errors import StoreError
 from ablab.spec import EvalSpec, UnitSpec
 from ablab.store import Store
@@ -40,7 +41,7 @@ def resolve_files(store: Store, spec: UnitSpec) -> UnitFiles:
 def checkpoint_file(store: Store, run: str, epoch: int) -> StoredFile:
     """Where ``run``'s checkpoint at ``epoch`` is, with its recorded sha256 (StoreError when there is none)."""
     rows = store.artifacts(run)
-    rows = rows[(rows.kind == "checkpoint") & (rows.epoch == epoch)]
+    rows = rows[(rows.kind == CHECKPOINT_KIND) & (rows.epoch == epoch)]
     if rows.empty:
         have = store.checkpoint_epochs(run)
         raise StoreError(f"{store.path}: run {run} has no checkpoint at epoch {epoch} (it has: {have or 'none'})")
