@@ -4,8 +4,9 @@ Scales and limits follow ``ablab.report.plot_scale``: a log y-axis where the mea
 limits that hold every drawn value with a margin, bands of the t-based 95 % confidence interval
 of the mean (none where n = 1), clipped to the axis.
 
-Figures are built on ``matplotlib.figure.Figure`` with an Agg canvas, never through pyplot,
-so writing a report changes no global matplotlib state (backend, current figure).
+Figures are built on ``matplotlib.figure.Figure`` with an Agg canvas (``new_figure``), never through
+pyplot, so writing a report changes no global matplotlib state (backend, current figure). Matplotlib is
+imported only when a figure is drawn: ``import ablab`` registers the report sections without it.
 
 With ``report.baselines`` the baseline variants are drawn in fixed colours with thicker lines
 (lower: black, upper: grey, as the thesis draws vanilla and BN_γβ). When a baseline names a family
@@ -18,22 +19,18 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import to_hex
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator
 
 from ablab.analysis.seeds import curves, run_curves, x_axis
 from ablab.files import write_atomic
 from ablab.report.plot_scale import ci_band, data_limits, use_log_scale
 from ablab.report.tables import names_a_family, split_label
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DIVERGED_STYLE = dict(linewidth=0.8, alpha=0.8, linestyle="--")
 LINE_WIDTH = 1.8
@@ -149,6 +146,10 @@ def curve_figure(
     (``curve_panels``), one subplot per panel side by side. The y-axis is logarithmic where the
     means span decades and zoomed to what is drawn (``ablab.report.plot_scale``).
     """
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
+
     split, _, name = ref.partition(".")
     x = x_axis(split)
     mean = curves(metrics, runs, split, name)
@@ -158,8 +159,7 @@ def curve_figure(
     log = use_log_scale(mean["mean"] if len(mean) else diverged["value"])
 
     layout = panel_order(panels, list(runs["label"])) if panels else [("", list(dict.fromkeys(runs["label"])))]
-    fig = Figure(figsize=(7.5 if len(layout) == 1 else min(3.6 * len(layout) + 2.2, 18.0), 4.2), dpi=110)
-    FigureCanvasAgg(fig)
+    fig = new_figure(figsize=(7.5 if len(layout) == 1 else min(3.6 * len(layout) + 2.2, 18.0), 4.2), dpi=110)
     legend: dict[str, tuple[Any, str]] = {}
     axes = []
     for i, (title, members) in enumerate(layout):
@@ -217,6 +217,9 @@ def _draw_bands(ax, part: pd.DataFrame, x: str, colours: dict[str, str]) -> bool
 
 def _palette(n: int, skip_greys: bool = False) -> list[str]:
     """``n`` distinct colours: tab10, tab20, then spread over turbo; optionally without the greys."""
+    import matplotlib
+    from matplotlib.colors import to_hex
+
     for name, size in (("tab10", 10), ("tab20", 20)):
         points = [i for i in range(size) if not (skip_greys and i in _GREYS[name])]
         if n <= len(points):
@@ -297,6 +300,16 @@ def shorten(text: str, limit: int = 60) -> str:
 def plain_text(text: str) -> str:
     """Text matplotlib shows literally: ``$`` would start mathtext."""
     return str(text).replace("$", r"\$")
+
+
+def new_figure(**kwargs: Any) -> Figure:
+    """A ``matplotlib.figure.Figure(**kwargs)`` with an Agg canvas attached (no pyplot, no global state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def save_png(fig: Figure, path: Path) -> None:

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from matplotlib.image import imsave
 
 from ablab.data.base import Dataset
 from ablab.registry import AUGMENTATIONS, DATASETS
@@ -89,6 +88,8 @@ def tile_box(index: int, shape: tuple[int, int], scale: int) -> tuple[slice, sli
 
 def draw(arms: list[tuple[str, list]], data_spec: Any, path: Path) -> tuple[list[str], int]:
     """Write the grid PNG; (titles in grid order, row-major, and the enlargement factor)."""
+    from matplotlib.image import imsave
+
     dataset = DATASETS.create(data_spec)
     titles, images, own = tiles(arms, dataset)
     scale = max(1, 96 // images[0].shape[-1])

@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 
 from ablab.analysis.trajectories import NEUTRAL, finite_rows
-from ablab.report.figures import DIVERGED_STYLE, LINE_WIDTH, legend_name, panel_order, plain_text, save_png, shorten
+from ablab.report.figures import (
+    DIVERGED_STYLE, LINE_WIDTH, legend_name, new_figure, panel_order, plain_text, save_png, shorten,
+)
 from ablab.report.plot_scale import zoom_to_lines
+
+if TYPE_CHECKING:
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
 CMAP = "RdBu_r"  # diverging: blue below the neutral value, white at it, red above
 SYMBOL = {"gamma": "γ", "beta": "β"}
@@ -69,6 +72,9 @@ def plot_contours(arrays: dict[str, np.ndarray], meta: dict, param: str, title: 
 
 def contour_figure(arrays: dict[str, np.ndarray], meta: dict, param: str, title: str) -> Figure | None:
     """One panel per norm layer: ``param`` over steps × features sorted by final value; one colour scale."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
     layers = [layer for layer in meta.get("layers", []) if f"{layer['name']}/{param}" in arrays]
     if not any(layer.get("learnable", {}).get(param, True) for layer in layers):
         return None
@@ -79,8 +85,7 @@ def contour_figure(arrays: dict[str, np.ndarray], meta: dict, param: str, title:
 
     ncols = min(len(layers), MAX_COLUMNS)
     nrows = math.ceil(len(layers) / ncols)
-    fig = Figure(figsize=(3.3 * ncols + 1.2, 2.7 * nrows + 0.8), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(figsize=(3.3 * ncols + 1.2, 2.7 * nrows + 0.8), dpi=100, layout="constrained")
     axes = []
     for i, (layer, (steps, _, matrix)) in enumerate(zip(layers, data)):
         ax = fig.add_subplot(nrows, ncols, i + 1)
@@ -135,12 +140,13 @@ def sparsity_figure(
     ``series``: label → [(status, steps [T], sparsity [T, L], layer names)] per run. Finished runs
     are averaged; a variant with none shows its diverged runs dashed, with × where they stopped.
     """
+    from matplotlib.lines import Line2D
+
     layer_names = list(dict.fromkeys(n for runs in series.values() for _, _, _, names in runs for n in names))
     if not layer_names:
         return None
     rows = panel_order(panels, list(series))
-    fig = Figure(figsize=(2.9 * len(layer_names) + 2.4, 2.5 * len(rows) + 0.6), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = new_figure(figsize=(2.9 * len(layer_names) + 2.4, 2.5 * len(rows) + 0.6), dpi=100)
     legend: dict[str, tuple[Line2D, str]] = {}
     diverged = False
     for r, (group, members) in enumerate(rows):

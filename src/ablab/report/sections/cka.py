@@ -6,15 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from ablab.analysis.stored_variability import CKA_MODELS, cka_table
 from ablab.artifacts import ACTIVATIONS_KIND
 from ablab.registry import REPORT_SECTIONS
 from ablab.report.context import Part, ReportContext, ReportSection
 from ablab.report.exact_csv import to_csv
-from ablab.report.figures import plain_text, save_png, shorten
+from ablab.report.figures import new_figure, plain_text, save_png, shorten
 from ablab.report.html import e
 from ablab.files import write_atomic
 
@@ -55,8 +53,7 @@ def plot_cka(table: pd.DataFrame, colours: dict[str, str], path: Path) -> bool:
     if drawn.empty:
         return False
     layers = list(dict.fromkeys(drawn["layer"]))
-    fig = Figure(figsize=(max(5.0, 0.9 * len(layers) + 2.5), 4.0), dpi=110)
-    FigureCanvasAgg(fig)
+    fig = new_figure(figsize=(max(5.0, 0.9 * len(layers) + 2.5), 4.0), dpi=110)
     ax = fig.add_subplot(1, 1, 1)
     for label, rows in drawn.groupby("variant", sort=False):
         x = [layers.index(layer) for layer in rows["layer"]]

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
 import numpy as np
-from matplotlib.colors import to_hex
 
 from ablab.analysis.grids import FacetTable, axes_in_study_order, grid_table
 from ablab.errors import SpecError
@@ -118,6 +116,9 @@ def _range(facets: list[FacetTable]) -> tuple[float, float]:
 
 
 def _cell_style(value: float, lo: float, hi: float, up: bool) -> str:
+    import matplotlib
+    from matplotlib.colors import to_hex
+
     if not np.isfinite(value):
         return " style=\"background:#e0e0e0\""
     x = 0.5 if hi == lo else (value - lo) / (hi - lo)

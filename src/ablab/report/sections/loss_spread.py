@@ -6,15 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from ablab.analysis.loss_spread import bitflip_variants, loss_spread
 from ablab.registry import REPORT_SECTIONS
 from ablab.report.context import Part, ReportContext, ReportSection
 from ablab.report.exact_csv import to_csv
-from ablab.report.figures import plain_text, save_png, shorten
+from ablab.report.figures import new_figure, plain_text, save_png, shorten
 from ablab.report.html import e, figure_html
 from ablab.report.plot_scale import data_limits
 from ablab.files import write_atomic
@@ -67,8 +64,7 @@ def _zero_summary(table: pd.DataFrame) -> str:
 def plot_loss_spread(table: pd.DataFrame, colours: dict[str, str], path: Path) -> None:
     """One row of panels per loss series (range, SD), one line per variant; zeros as ▽ on the axis floor."""
     series = list(dict.fromkeys(table["series"]))
-    fig = Figure(figsize=(10.0, 3.2 * len(series) + 0.6), dpi=110)
-    FigureCanvasAgg(fig)
+    fig = new_figure(figsize=(10.0, 3.2 * len(series) + 0.6), dpi=110)
     for i, name in enumerate(series):
         rows = table[table["series"] == name]
         for j, (stat, title) in enumerate(STATS):
@@ -81,6 +77,8 @@ def plot_loss_spread(table: pd.DataFrame, colours: dict[str, str], path: Path) -
 
 
 def _panel(ax, rows: pd.DataFrame, stat: str, colours: dict[str, str]) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     values = rows[stat].to_numpy(dtype=float)
     low, high = data_limits(values[values > 0], log=True)
     if high / low < MIN_DECADES:  # one value, or a few close ones: a decade around them, not a sliver

@@ -6,13 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from ablab.analysis.grids import axis_label, varied_axes
 from ablab.registry import REPORT_SECTIONS
 from ablab.report.context import Part, ReportContext, ReportSection
-from ablab.report.figures import plain_text, save_png, variant_colours
+from ablab.report.figures import new_figure, plain_text, save_png, variant_colours
 from ablab.report.html import e, figure_html
 from ablab.spec.models import ReportSettings
 
@@ -71,8 +69,7 @@ def plot_sharpness(
     done = runs[runs["status"] == "done"]
     evals = metrics[metrics["run"].isin(done["run"])]
     groups, colours = _colour_groups(done)
-    fig = Figure(figsize=(5.2 * len(refs), 4.2), dpi=110)
-    FigureCanvasAgg(fig)
+    fig = new_figure(figsize=(5.2 * len(refs), 4.2), dpi=110)
     drawn = False
     for i, ref in enumerate(refs):
         split, _, name = ref.partition(".")

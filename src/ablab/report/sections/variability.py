@@ -8,15 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from ablab.analysis.stored_variability import load_variant_logits, onset_epoch, variability_table
 from ablab.artifacts import PREDICTIONS_KIND
 from ablab.registry import REPORT_SECTIONS
 from ablab.report.context import Part, ReportContext, ReportSection
 from ablab.report.exact_csv import to_csv
-from ablab.report.figures import plain_text, save_png, shorten
+from ablab.report.figures import new_figure, plain_text, save_png, shorten
 from ablab.report.html import e, swatch
 from ablab.report.tables import MISSING
 from ablab.report.numbers import format_value, is_number
@@ -176,8 +174,7 @@ def _onset_frame(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame | None
 
 def plot_onset(onset: pd.DataFrame, path: Path) -> None:
     """Accuracy SD ± error against the onset epoch, one line per source."""
-    fig = Figure(figsize=(6.0, 4.0), dpi=110)
-    FigureCanvasAgg(fig)
+    fig = new_figure(figsize=(6.0, 4.0), dpi=110)
     ax = fig.add_subplot(1, 1, 1)
     for source, rows in onset.groupby("source", sort=False):
         ax.errorbar(rows["onset_epoch"], rows["acc_sd"], yerr=rows["acc_sd_err"].fillna(0.0), marker="o",
