@@ -452,8 +452,6 @@ def test_post_hoc_evaluator_metrics_are_finite_and_directed(kind, name, stored_s
         store.close()
 
 
-@pytest.mark.xfail(strict=True, reason="not yet refused at validation: each run of the study fails at its first "
-                   "evaluation ('disagreement needs at least two models'); bad input should fail before any run")
 @pytest.mark.parametrize("kind, name", list(POST_HOC_ONLY))
 def test_an_evaluator_of_several_models_is_refused_before_a_training_study_starts(kind, name, tmp_path, capsys):
     from ablab.cli import main
@@ -461,7 +459,9 @@ def test_an_evaluator_of_several_models_is_refused_before_a_training_study_start
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump({"name": "several", "base": {**BASE, "record": _record(evaluators=[name])}}))
     code = main(["run", str(path), "--out", str(tmp_path / "results"), "--threads", "1"])
-    assert code == 2 and capsys.readouterr().err.startswith("error: ")
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "post-hoc study" in err and "record.evaluators.0" in err
+    assert not (tmp_path / "results").exists()  # refused before anything is written
 
 
 @pytest.fixture(scope="module")

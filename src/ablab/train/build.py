@@ -180,12 +180,17 @@ def _eval_context(spec: RunSpec, views: list[ModelView], loss_fn, data: Dataset,
     return EvalContext(views, loss_fn, data.task == "classification", batch_size, spec.batch_size, transforms, device)
 
 
-def _evaluators(specs: list, data: Dataset, field: str) -> list[Evaluator]:
+def _evaluators(specs: list, data: Dataset, field: str, models: Optional[int] = None) -> list[Evaluator]:
+    """The evaluators, each checked against the data and, with ``models``, against that many models at once."""
     with _part(field):
         evaluators = [EVALUATORS.create(e) for e in specs]
     for i, ev in enumerate(evaluators):
         with _part(f"{field}.{i}"):
             ev.check(data)
+            if models is not None and models < ev.min_members:
+                raise ValueError(f"evaluator '{specs[i] if isinstance(specs[i], str) else specs[i]['name']}' needs at "
+                                 f"least {ev.min_members} models; a training run has {models}: evaluate stored runs "
+                                 "with it in a post-hoc study (source: …, members: pairs or groups)")
     return evaluators
 
 
@@ -225,7 +230,7 @@ def build_run(spec: RunSpec, data: Optional[Dataset] = None, meta: bool = False)
     augments = _augmentations(spec, data)
     with _part("record.probes"):
         probes = [PROBES.create(p, model=model) for p in spec.record.probes]
-    evaluators = _evaluators(spec.record.evaluators, data, "record.evaluators")
+    evaluators = _evaluators(spec.record.evaluators, data, "record.evaluators", models=1)
     context = _eval_context(spec, [ModelView(model, forward)], loss_fn, data, augments, spec.record.eval_batch_size,
                             device)
     return RunParts(
