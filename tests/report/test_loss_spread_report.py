@@ -76,10 +76,11 @@ def test_the_csv_equals_pandas_on_the_stored_metrics(stored_study):
                 assert row["sd"] == pytest.approx(sd, rel=1e-9, abs=1e-15), (label, series, row["epoch"])
     # Fig. B.1 in small: the linear model's one-ulp change moves no loss by a single bit in two epochs
     # (exactly 0, the case the log axis marks on its floor); the hidden-layer net's has grown out of 0 by epoch 2
+    # in the full-split losses (the mean of a few recorded batches may still round to the same float32 on some CPUs)
     linear = table[table["variant"] == "linear"]
     assert (linear["range"] == 0).all() and (linear["sd"] == 0).all()
-    hidden = table[(table["variant"] == "hidden") & (table["epoch"] == 2)]
-    assert (hidden["range"] > 0).all() and (hidden["sd"] > 0).all()
+    hidden = table[(table["variant"] == "hidden") & (table["epoch"] == 2) & (table["series"] != "train (batches)")]
+    assert len(hidden) == 2 and (hidden["range"] > 0).all() and (hidden["sd"] > 0).all()
 
 
 def test_the_page_draws_the_figure_and_links_the_csv(stored_study):
