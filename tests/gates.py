@@ -60,10 +60,11 @@ def waiting(gate: Path) -> list[int]:
     return sorted(int(p.name.rsplit("-", 1)[1]) for p in gate.parent.glob(f"{gate.name}.waiting-*"))
 
 
-def wait_for_waiting(gate: Path, n: int, proc=None, timeout_s: float = 300) -> list[int]:
-    """Poll until ``n`` runs wait at ``gate``; fails if the child ``proc`` exits first or at ``timeout_s``."""
+def wait_for_waiting(gate: Path, n: int, proc=None, timeout_s: float = 300, stop=None) -> list[int]:
+    """Poll until ``n`` runs wait at ``gate``; fails if the child ``proc`` exits first or at ``timeout_s``.
+    With ``stop`` (a ``threading.Event``), returns the pids waiting so far once it is set."""
     deadline = time.monotonic() + timeout_s
-    while len(waiting(gate)) < n:
+    while len(waiting(gate)) < n and not (stop is not None and stop.is_set()):
         assert proc is None or proc.poll() is None, proc.communicate() if proc.stdout else proc.returncode
         assert time.monotonic() < deadline, f"{len(waiting(gate))} of {n} runs reached the gate {gate}"
         time.sleep(0.05)
