@@ -11,7 +11,7 @@ from ablab.cli import main
 from ablab.spec import expand, load_study
 from conftest import stored
 from fakestore import read_csv_exact
-from fileformats import make_images, write_cifar_batch, write_idx
+from fileformats import make_images, write_cifar10_folder, write_idx
 
 FOLDER = Path(__file__).resolve().parents[2] / "studies" / "nondeterminism"
 SPECS = sorted(FOLDER.glob("*.yaml"))
@@ -23,12 +23,8 @@ TRAINING = [p for p in SPECS if "source" not in yaml.safe_load(p.read_text())]
 def fake_data(tmp_path_factory) -> dict[str, Path]:
     """Tiny CIFAR-10 (pickle batches) and MNIST (idx) folders: random images, not real data."""
     root = tmp_path_factory.mktemp("data")
-    c10 = root / "cifar10" / "cifar-10-batches-py"
-    c10.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    for i, name in enumerate(["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
-                              "test_batch"]):
-        write_cifar_batch(c10 / name, make_images(20, 3, 32, i), {"labels": rng.integers(0, 10, 20).tolist()})
+    write_cifar10_folder(root / "cifar10", 20, rng)
     mnist = root / "mnist"
     mnist.mkdir()
     for prefix, n in (("train", 60), ("t10k", 20)):
