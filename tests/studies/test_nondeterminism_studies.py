@@ -1,6 +1,7 @@
 """studies/nondeterminism/: every training spec validates on small fake CIFAR-10 and MNIST files in the
 official formats (data paths from the command line); the CPU study runs one epoch end to end."""
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -48,16 +49,22 @@ def test_every_spec_validates_records_test_logits_and_states_its_result(spec, fa
     assert head.startswith("# ") and "Expected" in head and "MEASURED" not in head
     if name in fake_data:
         assert "--set data.path=" in head
-    overrides = [f"data.path={fake_data[name]}"] if name in fake_data else []
-    for v in expand(load_study(spec, overrides=overrides)):
+    for v in _expanded(spec, str(fake_data[name]) if name in fake_data else None):
         if v.spec.record.checkpoints.snapshots:  # a snapshot run is measured as its post-hoc ensemble's logits
             continue
         evaluators = v.spec.record.evaluators
         assert {"name": "predictions", "splits": ["test"], "epochs": "last"} in evaluators, v.label
 
 
-def _sizes(name: str, data: Path) -> tuple[list, dict[str, int]]:
-    variants = expand(load_study(FOLDER / f"{name}.yaml", overrides=[f"data.path={data}"]))
+@functools.cache
+def _expanded(spec: Path, data: str | None) -> tuple:
+    """The spec's runs, ``data.path`` set when given: expanded once for both tests that read them
+    (a full-size study takes tens of seconds to expand)."""
+    return tuple(expand(load_study(spec, overrides=[f"data.path={data}"] if data else [])))
+
+
+def _sizes(name: str, data: Path) -> tuple[tuple, dict[str, int]]:
+    variants = _expanded(FOLDER / f"{name}.yaml", str(data))
     sizes: dict[str, int] = {}
     for v in variants:
         sizes[v.label] = sizes.get(v.label, 0) + 1
