@@ -7,9 +7,11 @@ artifact files not in the index), no run left ``running`` after a clean stop or 
 no temporary file after a finished resume, no process of the invocation alive 5 s after it ended
 (by pid: the driver's descendants, polled while it ran), and every stored run's metrics equal to an
 uninterrupted reference run, bitwise. A round ends when a resume finishes the study; the next
-round starts from an empty results directory.
+round starts from an empty results directory. Processes are found with tests/procnet.py, the
+suite's /proc helpers (one copy, imported from there).
 
     python benchmarks/soak_faults.py --kills 24 --seed 1      # the long campaign (minutes)
+    python benchmarks/soak_faults.py --kills 24 --threads 2   # workers from a forkserver
     python benchmarks/soak_faults.py --kills 3 --quick        # a smoke run
 
 Prints one line per cycle and a summary; exit status 0 when every check held, 1 otherwise.
@@ -34,9 +36,13 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the suite's /proc helpers, shared
+import procnet  # noqa: E402
+
 KINDS = ("kill-driver", "kill-group", "kill-worker", "ctrl-c", "sigterm")
 EXPECTED_EXIT = {"kill-driver": {-9}, "kill-group": {-9}, "kill-worker": {0, 1}, "ctrl-c": {130}, "sigterm": {143}}
 CLEAN_STOP = {"ctrl-c", "sigterm"}
+WORKER_TICKS = 5  # CPU ticks since first seen that tell a working worker from an idle forkserver or resource tracker
 # after main() returned, Python restores the default handlers: a signal then ends the process by
 # that signal (exit -2 / -15) although the study is stored; counted as late, not as a fault
 EXIT_SIGNAL = {"ctrl-c": signal.SIGINT, "sigterm": signal.SIGTERM}
@@ -48,37 +54,6 @@ def study(epochs: int = 6) -> dict:
             "base": {"data": "digits", "model": {"name": "mlp", "widths": [32]},
                      "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9}, "epochs": epochs, "batch_size": 64,
                      "device": "cpu", "record": {"every_steps": 5, "checkpoints": {"every_epochs": 2, "final": True}}}}
-
-
-# ---- processes, by pid
-
-
-def _parents() -> dict[int, int]:
-    """pid -> parent pid of every live, not zombie, process."""
-    out = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            out[int(stat.parent.name)] = int(fields[1])
-    return out
-
-
-def descendants(root: int) -> set[int]:
-    parent_of, found, frontier = _parents(), set(), {root}
-    while frontier:
-        frontier = {p for p, pp in parent_of.items() if pp in frontier and p not in found}
-        found |= frontier
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 # ---- the store, read directly (a damaged or half-written store shows as a failed check, not a crash)
@@ -156,8 +131,8 @@ def check(out: Path, reference: dict, before: dict, tally: Tally, finished: bool
 # ---- one invocation, with or without a fault
 
 
-def start(spec: Path, out: Path, logs: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "ablab", "run", str(spec), "--out", str(out), "--workers", "2", "--threads", "1"]
+def start(spec: Path, out: Path, logs: Path, threads: int) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "ablab", "run", str(spec), "--out", str(out), "--workers", "2", "--threads", str(threads)]
     return subprocess.Popen(cmd, stdout=open(logs / "stdout", "ab"), stderr=open(logs / "stderr", "ab"),
                             start_new_session=True,  # its own process group: kill-group and Ctrl-C reach it all
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -175,8 +150,8 @@ def runs_started_since(out: Path, since: float) -> int:
         return 0
 
 
-def deliver(kind: str, proc: subprocess.Popen) -> bool:
-    """Send the fault; False when there was nothing to hit (no worker alive)."""
+def deliver(kind: str, proc: subprocess.Popen, workers: set[int]) -> bool:
+    """Send the fault (``workers``: the driver's worker processes now); False when there was nothing to hit."""
     if kind == "kill-driver":
         os.kill(proc.pid, signal.SIGKILL)
     elif kind == "kill-group":
@@ -186,10 +161,9 @@ def deliver(kind: str, proc: subprocess.Popen) -> bool:
     elif kind == "sigterm":
         os.kill(proc.pid, signal.SIGTERM)
     else:
-        workers = [p for p, pp in _parents().items() if pp == proc.pid]
         if not workers:
             return False
-        os.kill(random.choice(workers), signal.SIGKILL)
+        os.kill(random.choice(sorted(workers)), signal.SIGKILL)
     return True
 
 
@@ -197,47 +171,44 @@ def _finished(out: Path) -> bool:
     return (out / "ablab.db").exists() and all(v["status"] == "done" for v in read_store(out)["runs"].values())
 
 
-def invoke(spec: Path, out: Path, logs: Path, kind: str | None, rng: random.Random, timeout: float = 600) -> tuple:
+def invoke(spec: Path, out: Path, logs: Path, kind: str | None, rng: random.Random, threads: int,
+           timeout: float = 600) -> tuple:
     """Run ``ablab run`` once; with ``kind``, deliver that fault a random moment after training started.
-    Returns (exit code, whether the fault was delivered, pids seen under the driver)."""
+    Returns (exit code, whether the fault was delivered, pid -> start time of the processes seen under the driver)."""
     t0 = time.time()
-    proc, seen, delivered = start(spec, out, logs), set(), False
-    deadline, fault_at = time.time() + timeout, None
+    proc, seen, delivered = start(spec, out, logs, threads), {}, False
+    deadline, fault_at, first_seen = time.time() + timeout, None, {}
     while proc.poll() is None and time.time() < deadline:
-        seen |= descendants(proc.pid)
+        seen.update({pid: procnet.started(pid) for pid in procnet.descendants(proc.pid) - set(seen)})
+        # workers: with 2 threads they are the forkserver's children, not the driver's
+        workers = procnet.working(proc.pid, WORKER_TICKS, first_seen)
         if kind and not delivered:
             if fault_at is None and runs_started_since(out, t0) > 0:
                 fault_at = time.time() + rng.uniform(0.2, 3.0)
             if fault_at is not None and time.time() >= fault_at:
-                delivered = deliver(kind, proc)
+                delivered = deliver(kind, proc, workers)
         time.sleep(0.05)
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
     return proc.wait(), delivered, seen
 
 
-def orphans(seen: set[int], grace_s: float = 5.0) -> list[int]:
+def orphans(seen: dict[int, int | None], grace_s: float = 5.0) -> list[int]:
     """Processes of an ended invocation still alive after ``grace_s``; they are then killed (by pid)."""
-    deadline = time.time() + grace_s
-    while time.time() < deadline and any(alive(p) for p in seen):
-        time.sleep(0.1)
-    left = [p for p in seen if alive(p)]
-    for pid in left:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return left
+    left = procnet.wait_gone(seen, grace_s)
+    procnet.kill_left(left)
+    return sorted(left)
 
 
-def campaign(kills: int, seed: int, work: Path, epochs: int = 6, kinds: list[str] | None = None) -> Tally:
+def campaign(kills: int, seed: int, work: Path, epochs: int = 6, kinds: list[str] | None = None,
+             threads: int = 1) -> Tally:
     """``kills`` faults (random kinds, or ``kinds`` in order), resuming after each; the tally of every check."""
     rng = random.Random(seed)
     spec = work / "soak.yaml"
     spec.write_text(yaml.safe_dump(study(epochs)))
     logs = work / "logs"
     logs.mkdir(exist_ok=True)
-    code, _, seen = invoke(spec, work / "reference", logs, None, rng)
+    code, _, seen = invoke(spec, work / "reference", logs, None, rng, threads)
     assert code == 0, (logs / "stderr").read_text()[-2000:]
     reference = read_store(work / "reference")
     tally = Tally()
@@ -245,7 +216,7 @@ def campaign(kills: int, seed: int, work: Path, epochs: int = 6, kinds: list[str
     plan = list(kinds) if kinds else [rng.choice(KINDS) for _ in range(kills)]
     for kind in plan:
         tally.cycles += 1
-        code, delivered, seen = invoke(spec, out, logs, kind, rng)
+        code, delivered, seen = invoke(spec, out, logs, kind, rng, threads)
         tally.flag("orphan processes", len(orphans(seen)), "")
         late = kind in CLEAN_STOP and code == -EXIT_SIGNAL[kind] and _finished(out)
         if not delivered or late:  # late: the signal reached the driver as Python exited, the study stored
@@ -263,7 +234,7 @@ def campaign(kills: int, seed: int, work: Path, epochs: int = 6, kinds: list[str
         out, before = work / f"round{tally.rounds}", {}
     # the last round: resume it to the end
     while out.exists() and any(v["status"] != "done" for v in read_store(out)["runs"].values()):
-        code, _, seen = invoke(spec, out, logs, None, rng)
+        code, _, seen = invoke(spec, out, logs, None, rng, threads)
         tally.flag("orphan processes", len(orphans(seen)), "")
         tally.flag("unexpected exit codes", int(code not in (0, 1)), f"resume: {code}")
         before = check(out, reference, before, tally, finished=code == 0, clean=True)
@@ -283,6 +254,8 @@ def main() -> int:
     p.add_argument("--kills", type=int, default=24)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--threads", type=int, default=1, help="threads per run: 1 forks the workers, more start them "
+                   "from a forkserver")
     p.add_argument("--quick", action="store_true", help="2 epochs per run: a smoke run")
     p.add_argument("--work", help="folder for the results (default: a temporary one, removed)")
     args = p.parse_args()
@@ -290,7 +263,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         work = Path(args.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        tally = campaign(args.kills, args.seed, work, epochs=2 if args.quick else args.epochs)
+        tally = campaign(args.kills, args.seed, work, epochs=2 if args.quick else args.epochs, threads=args.threads)
     result = summary(tally, time.time() - t0)
     print(json.dumps(result, indent=2))
     for note in tally.notes:

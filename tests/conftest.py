@@ -93,8 +93,9 @@ def own_code_sandbox(tmp_path: Path):
     import sys
 
     from ablab import plugins
-    from ablab.registry import ALL_REGISTRIES
+    from ablab.registry import ALL_REGISTRIES, load_components
 
+    load_components()  # the built-ins belong to what is restored, whether or not this process used them yet
     entries = {kind: dict(reg._entries) for kind, reg in ALL_REGISTRIES.items()}
     path, search, loaded = list(sys.path), list(plugins._SEARCH_PATH), set(plugins._LOADED_ENTRY_POINTS)
     before = set(sys.modules)

@@ -27,6 +27,20 @@ def write_cifar_batch(path: Path, x: np.ndarray, labels: dict[str, list[int]], p
     path.write_bytes(pickle.dumps(batch, protocol=protocol))
 
 
+CIFAR10_BATCHES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")
+
+
+def write_cifar10_folder(root: Path, per_batch: int, rng: np.random.Generator) -> Path:
+    """A fake CIFAR-10 in the official pickle layout, ``root/cifar-10-batches-py``: five training batches
+    and a test batch of ``per_batch`` random images each (``make_images`` seeds 0..5), labels drawn from
+    ``rng``. Returns ``root``, the folder a spec's ``data.path`` names."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for i, name in enumerate(CIFAR10_BATCHES):
+        write_cifar_batch(folder / name, make_images(per_batch, 3, 32, i), {"labels": rng.integers(0, 10, per_batch).tolist()})
+    return root
+
+
 def write_idx(path: Path, arr: np.ndarray) -> None:
     """An idx file (gzip-compressed when the name ends in .gz)."""
     codes = {np.dtype(np.uint8): 0x08, np.dtype(">i4"): 0x0C, np.dtype(">f4"): 0x0D}

@@ -1,11 +1,14 @@
 """The benchmark scripts still run (numbers are not asserted: performance lives in benchmarks/).
 
+Every script in benchmarks/ has a smoke run here: a test marked ``@smokes(script)``, which
+``test_every_benchmark_script_has_a_smoke_run`` counts; ``run_all.py`` runs the others.
 ``bench_gpu.py --cpu-smoke`` is the only run its code gets where no GPU is lent, with the GPU's
 data path (uint8 codes decoded per batch); ``bench_executors.py --quick`` runs every executor case;
 ``bench_artifacts.py --quick`` every cost it reports.
 """
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +16,31 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+SCRIPTS = sorted(p.name for p in BENCH.glob("*.py") if not p.name.startswith("_"))  # _harness.py is a library
+
+
+SMOKED: set[str] = set()
+
+
+def smokes(*scripts: str):
+    """Declare the test below the smoke run of ``scripts``."""
+    SMOKED.update(scripts)
+    return lambda test: test
+
+
+def test_every_benchmark_script_has_a_smoke_run():
+    missing = set(SCRIPTS) - {"run_all.py"} - SMOKED
+    assert not missing, f"no smoke run for {sorted(missing)}: add a test marked @smokes(...)"
+
+
+def test_run_all_runs_every_benchmark():
+    """``make bench`` (run_all.py) times every bench_*.py; the fault campaign soak_faults.py is no timing."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import run_all
+    finally:
+        sys.path.remove(str(BENCH))
+    assert sorted(run_all.BENCHMARKS) == [s for s in SCRIPTS if s.startswith("bench_")]
 
 
 def _run(*args: str, timeout: int) -> str:
@@ -22,6 +50,7 @@ def _run(*args: str, timeout: int) -> str:
 
 
 @pytest.mark.slow
+@smokes("bench_gpu.py")
 def test_bench_gpu_cpu_smoke_runs_every_configuration():
     out = _run("bench_gpu.py", "--cpu-smoke", timeout=600)
     for model in ("3c3d", "preact_resnet18"):
@@ -32,6 +61,7 @@ def test_bench_gpu_cpu_smoke_runs_every_configuration():
 
 
 @pytest.mark.slow
+@smokes("bench_executors.py")
 def test_bench_executors_quick_runs_every_case():
     pytest.importorskip("ray")
     out = _run("bench_executors.py", "--quick", timeout=600)
@@ -41,6 +71,7 @@ def test_bench_executors_quick_runs_every_case():
 
 
 @pytest.mark.slow
+@smokes("bench_artifacts.py")
 def test_bench_artifacts_quick_reports_every_cost(tmp_path):
     summary = tmp_path / "summary.json"
     out = _run("bench_artifacts.py", "--quick", "--summary-json", str(summary), timeout=300)
@@ -53,6 +84,7 @@ def test_bench_artifacts_quick_reports_every_cost(tmp_path):
 
 
 @pytest.mark.slow
+@smokes("bench_variability.py")
 def test_bench_variability_quick_times_every_part(tmp_path):
     summary = tmp_path / "summary.json"
     out = _run("bench_variability.py", "--quick", "--summary-json", str(summary), timeout=300)
@@ -63,9 +95,32 @@ def test_bench_variability_quick_times_every_part(tmp_path):
     assert entry["target"] == 10.0 and entry["value"] > 0
 
 
+@smokes("bench_tta.py")
 def test_bench_tta_quick_reports_every_ratio():
     out = _run("bench_tta.py", "--quick", timeout=300)
     for model in ("resnet14 / 3x32x32", "one_hidden_conv / 1x8x8"):
         for name in ("tta_flip", "tta_flip_crop"):
             assert f"| {model} | {name} |" in out, out[-3000:]
     assert "stored test logits: T(with) / T(without) = " in out, out[-3000:]
+
+
+QUICK_WITH_TARGETS = ["bench_loop.py", "bench_augment.py", "bench_mixing.py", "bench_probes.py"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", QUICK_WITH_TARGETS)
+@smokes(*QUICK_WITH_TARGETS)
+def test_quick_run_measures_every_target(script, tmp_path):
+    """The benchmarks whose numbers go to run_all's summary: each --quick run writes finite, positive values."""
+    summary = tmp_path / "summary.json"
+    _run(script, "--quick", "--summary-json", str(summary), timeout=600)
+    entries = json.loads(summary.read_text())
+    assert entries and all(e["benchmark"] and math.isfinite(e["value"]) and e["value"] > 0 for e in entries), entries
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds processes by pid in /proc")
+@smokes("soak_faults.py")
+def test_soak_faults_quick_runs_from_the_command_line(tmp_path):
+    out = _run("soak_faults.py", "--kills", "1", "--quick", "--seed", "2", "--work", str(tmp_path), timeout=600)
+    assert '"problems": {}' in out and '"cycles": 1' in out, out[-3000:]

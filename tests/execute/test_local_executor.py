@@ -1,6 +1,5 @@
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -9,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+import gates
+import procnet
 from ablab.cli import main
 from conftest import interruptible, same_metrics, status_counts, stored, tiny_study, wait_for_done
 
@@ -182,52 +183,55 @@ def test_forkserver_workers_with_two_threads_match_sequential(write_study, tmp_p
     capsys.readouterr()
 
 
-def _child_pids(parent: int | None = None) -> list[int]:
-    """Pids of the live children of ``parent`` (default: this process), Python's resource tracker aside."""
-    parent = parent or os.getpid()
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            cmdline = (stat.parent / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(fields[1]) == parent and fields[0] != "Z" and b"resource_tracker" not in cmdline:
-            pids.append(int(stat.parent.name))
-    return pids
+THREADS = [1, pytest.param(2, marks=pytest.mark.slow)]  # forked workers; forkserver workers
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find worker processes")
-def test_a_killed_worker_is_replaced_and_its_run_retried(write_study, tmp_path, capsys):
-    study = tiny_study(grid={"optimizer.lr": [0.1, 0.05, 0.02]}, seeds={"replicates": 2})
-    study["base"]["epochs"] = 15
-    out = tmp_path / "r"
-    killed = []
+def _gated_study(tmp_path: Path, gated: list[bool], **overrides) -> tuple[dict, Path]:
+    """``tiny_study`` on the gated model (tests/gates.py), one variant of the learning rate per entry of
+    ``gated``: those runs hold mid-training until the test opens the gate it returns."""
+    gate = tmp_path / "gate"
+    lrs = [0.1, 0.05, 0.02, 0.01][: len(gated)]
+    study = tiny_study(imports=[gates.install(tmp_path)], zip={"optimizer.lr": lrs,
+                       "model.gate": [str(gate) if g else "" for g in gated]}, **overrides)
+    study["base"]["model"] = {"name": "gated_mlp"}
+    return study, gate
 
-    def killer():
-        deadline = time.time() + 60
-        while time.time() < deadline and not killed:
-            if (out / "ablab.db").exists():
-                try:
-                    con = sqlite3.connect(out / "ablab.db")
-                    running = con.execute("SELECT COUNT(*) FROM runs WHERE status='running'").fetchone()[0]
-                    con.close()
-                except sqlite3.Error:
-                    running = 0
-                pids = _child_pids()
-                if running and pids:
-                    time.sleep(0.3)
-                    os.kill(pids[0], signal.SIGKILL)
-                    killed.append(pids[0])
-            time.sleep(0.05)
 
-    t = threading.Thread(target=killer)
+def _kill_one_waiting_worker(gate: Path, killed: list[int], study_ended: threading.Event) -> None:
+    """Once two workers hold mid-run at ``gate``, SIGKILL one of them (its pid goes to ``killed``), then open it."""
+    try:
+        pids = gates.wait_for_waiting(gate, 2, stop=study_ended)
+        if len(pids) >= 2:
+            os.kill(pids[0], signal.SIGKILL)
+            killed.append(pids[0])
+    finally:
+        gates.open_gate(gate)
+
+
+def _run_killing_one_worker(study: dict, gate: Path, write_study, out: Path, threads: int, capsys) -> list[int]:
+    """Run ``study`` with 2 workers in this process while one worker is killed mid-run; the killed pids."""
+    killed: list[int] = []
+    study_ended = threading.Event()
+    t = threading.Thread(target=_kill_one_waiting_worker, args=(gate, killed, study_ended))
     t.start()
-    code = main(["run", str(write_study(study)), "--out", str(out), "--workers", "2", "--threads", "1"])
-    t.join()
+    try:
+        code = main(["run", str(write_study(study)), "--out", str(out), "--workers", "2", "--threads", str(threads)])
+    finally:
+        study_ended.set()
+        t.join()
+    assert code == 0, capsys.readouterr().err[-3000:]
+    return killed
+
+
+@pytest.mark.parametrize("threads", THREADS)
+def test_a_killed_worker_is_replaced_and_its_run_retried(threads, own_code_sandbox, write_study, tmp_path, capsys):
+    study, gate = _gated_study(tmp_path, [True, True, True], seeds={"replicates": 2})
+    out = tmp_path / "r"
+    killed = _run_killing_one_worker(study, gate, write_study, out, threads, capsys)
     assert killed, "no worker was found to kill"
     _, runs = stored(out)
-    assert code == 0 and set(runs.status) == {"done"}
+    assert set(runs.status) == {"done"} and len(runs) == 6
+    assert sorted(runs.attempts) == [1, 1, 1, 1, 1, 2]  # the killed worker's run ran again, charged once
     capsys.readouterr()
 
 
@@ -236,44 +240,39 @@ def _ablab(*args, **kw):
                             stderr=subprocess.PIPE, text=True, preexec_fn=interruptible, **kw)
 
 
-def _alive(pid: int) -> bool:
-    """``pid`` exists and is not a zombie."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-@pytest.mark.parametrize("sig,workers", [(signal.SIGKILL, 1), (signal.SIGINT, 1), (signal.SIGINT, 2),
-                                         (signal.SIGTERM, 1), (signal.SIGTERM, 2)],
-                         ids=["kill-9", "ctrl-c", "ctrl-c-2-workers", "sigterm", "sigterm-2-workers"])
-def test_resume_after_the_driver_is_killed(sig, workers, write_study, tmp_path):
-    study = tiny_study(grid={"optimizer.lr": [0.1, 0.05, 0.02]}, seeds={"replicates": 2})
-    study["base"]["epochs"] = 8 * workers  # with 2 workers, the study must still be going at the signal
+@pytest.mark.parametrize("sig,workers,threads", [
+    (signal.SIGKILL, 1, 1), (signal.SIGINT, 1, 1), (signal.SIGINT, 2, 1), (signal.SIGTERM, 1, 1), (signal.SIGTERM, 2, 1),
+    pytest.param(signal.SIGINT, 2, 2, marks=pytest.mark.slow), pytest.param(signal.SIGTERM, 2, 2, marks=pytest.mark.slow),
+], ids=["kill-9", "ctrl-c", "ctrl-c-2-workers", "sigterm", "sigterm-2-workers", "ctrl-c-2-forkserver-workers",
+        "sigterm-2-forkserver-workers"])
+def test_resume_after_the_driver_is_killed(sig, workers, threads, write_study, tmp_path):
+    # the first learning rate's 2 runs finish; the others hold mid-run at the gate when the signal comes
+    study, gate = _gated_study(tmp_path, [False, True, True], seeds={"replicates": 2})
     path = write_study(study)
     out = tmp_path / "r"
     db = out / "ablab.db"
-    proc = _ablab("run", str(path), "--out", str(out), "--workers", str(workers), "--threads", "1")
+    proc = _ablab("run", str(path), "--out", str(out), "--workers", str(workers), "--threads", str(threads))
     wait_for_done(db, 2, proc)
-    workers_seen = _child_pids(proc.pid) if Path("/proc/self/stat").exists() else []
+    gates.wait_for_waiting(gate, 1, proc)
+    started = {pid: procnet.started(pid) for pid in procnet.descendants(proc.pid)}
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     counts = status_counts(db)
-    assert 2 <= counts.get("done", 0) < 6
+    assert counts.get("done", 0) == 2
     if sig in (signal.SIGINT, signal.SIGTERM):
         assert proc.returncode == (130 if sig == signal.SIGINT else 143) and "resume" in err, err
         assert "Traceback" not in err
         assert "running" not in counts  # interrupted runs were put back to pending
         if workers > 1:
-            assert workers_seen
-            time.sleep(0.5)  # a dying worker may take a moment to be reaped
-            assert not [pid for pid in workers_seen if _alive(pid)]  # the driver stopped its workers
+            assert started
+            assert not procnet.wait_gone(started, timeout_s=30)  # the driver stopped its workers
     else:
         assert proc.returncode == -signal.SIGKILL
     before = stored(out)[1].set_index("run")
     finished_before = before[before.status == "done"].finished.to_dict()
+    gates.open_gate(gate)
 
-    rerun = _ablab("run", str(path), "--out", str(out), "--threads", "1")
+    rerun = _ablab("run", str(path), "--out", str(out), "--threads", str(threads))
     stdout, stderr = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, stderr
     metrics, runs = stored(out)
@@ -285,50 +284,20 @@ def test_resume_after_the_driver_is_killed(sig, workers, write_study, tmp_path):
     assert per_run.nunique() == 1  # every run has exactly one copy of each record
     assert not metrics.duplicated(["run", "step", "split", "name"]).any()
 
-    fresh = _ablab("run", str(path), "--out", str(tmp_path / "fresh"), "--threads", "1")
+    fresh = _ablab("run", str(path), "--out", str(tmp_path / "fresh"), "--threads", str(threads))
     assert fresh.wait(timeout=300) == 0
     ref, _ = stored(tmp_path / "fresh")
     assert same_metrics(ref, metrics)
 
 
-def _running_runs(db: Path) -> int:
-    try:
-        con = sqlite3.connect(db)
-        try:
-            return con.execute("SELECT COUNT(*) FROM runs WHERE status='running'").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return 0
-
-
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find worker processes")
-def test_only_the_run_whose_worker_died_is_charged(write_study, tmp_path, capsys):
-    study = tiny_study(seeds={"replicates": 2})
-    study["base"]["epochs"] = 200  # a few seconds a run (20 epochs took 0.4 s: over before the kill)
+@pytest.mark.parametrize("threads", THREADS)
+def test_only_the_run_whose_worker_died_is_charged(threads, own_code_sandbox, write_study, tmp_path, capsys):
+    study, gate = _gated_study(tmp_path, [True], seeds={"replicates": 2})  # both runs in flight at the kill
     out = tmp_path / "r"
-    killed = []
-
-    def killer():  # kill one of the two workers while both runs are in flight
-        deadline = time.time() + 60
-        while time.time() < deadline and not killed:
-            pids = _child_pids()
-            if _running_runs(out / "ablab.db") == 2 and len(pids) == 2:
-                time.sleep(0.2)  # both workers have taken their run
-                try:
-                    os.kill(pids[0], signal.SIGKILL)
-                    killed.append(pids[0])
-                except ProcessLookupError:  # that run ended first: wait for the next chance
-                    pass
-            time.sleep(0.05)
-
-    t = threading.Thread(target=killer)
-    t.start()
-    code = main(["run", str(write_study(study)), "--out", str(out), "--workers", "2", "--threads", "1"])
-    t.join()
+    killed = _run_killing_one_worker(study, gate, write_study, out, threads, capsys)
     assert killed, "no worker was found to kill"
     _, runs = stored(out)
-    assert code == 0 and list(runs.status) == ["done", "done"]
+    assert list(runs.status) == ["done", "done"]
     # the killed worker's run started twice; the other run's start, cut short by the broken pool, does not count
     assert sorted(runs.attempts) == [1, 2]
     capsys.readouterr()

@@ -5,11 +5,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from pathlib import Path
 
 import pytest
 
+import gates
+import procnet
 from ablab.cli import main
 from conftest import interruptible, same_metrics, stored, tiny_study, wait_for_done
 
@@ -30,28 +30,14 @@ def test_ray_gives_the_same_numbers_as_the_local_executor(write_study, tmp_path,
     assert "0 of 4 runs to do" in capsys.readouterr().err
 
 
-def _ray_worker_pids() -> list[int]:
-    pids = []
-    for cmd in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if b"ray::_train_task" in cmd.read_bytes():
-                pids.append(int(cmd.parent.name))
-        except OSError:
-            continue
-    return pids
-
-
-def _kill_first_worker(killed: list, deadline: float) -> None:
-    while time.time() < deadline and not killed:
-        pids = _ray_worker_pids()
-        if pids:
-            time.sleep(0.5)
-            try:
-                os.kill(pids[0], signal.SIGKILL)
-                killed.append(pids[0])
-            except ProcessLookupError:
-                pass
-        time.sleep(0.1)
+def _kill_the_waiting_worker(gate, killed: list) -> None:
+    """SIGKILL the Ray worker whose run holds at ``gate`` (its pid goes to ``killed``), then open the gate."""
+    try:
+        pid = gates.wait_for_waiting(gate, 1)[0]
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+    finally:
+        gates.open_gate(gate)
 
 
 def test_continued_runs_and_post_hoc_units_run_on_ray_with_the_local_numbers(write_study, tmp_path):
@@ -75,14 +61,16 @@ def test_continued_runs_and_post_hoc_units_run_on_ray_with_the_local_numbers(wri
     assert len(stored(tmp_path / "pr")[1]) == 2
 
 
-@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc to find Ray workers")
 @pytest.mark.parametrize("retries, expect", [(2, {"done"}), (0, {"done", "failed"})], ids=["retried", "no-retries"])
-def test_a_dead_ray_worker_is_retried_then_failed_with_the_reason(retries, expect, write_study, tmp_path, capsys):
-    study = tiny_study(grid={"optimizer.lr": [0.1, 0.05]}, seeds={"replicates": 1})
-    study["base"]["epochs"] = 40
+def test_a_dead_ray_worker_is_retried_then_failed_with_the_reason(retries, expect, own_code_sandbox, write_study,
+                                                                  tmp_path, capsys):
+    gate = tmp_path / "gate"  # the first run holds there until its worker is killed
+    study = tiny_study(imports=[gates.install(tmp_path)], seeds={"replicates": 1},
+                       grid={"optimizer.lr": [0.1, 0.05]})
+    study["base"]["model"] = {"name": "gated_mlp", "gate": str(gate)}
     out = tmp_path / "r"
     killed: list[int] = []
-    t = threading.Thread(target=_kill_first_worker, args=(killed, time.time() + 120))
+    t = threading.Thread(target=_kill_the_waiting_worker, args=(gate, killed))
     t.start()
     code = main(["run", str(write_study(study)), "--out", str(out), "--executor", "ray", "--workers", "1",
                  "--max-retries", str(retries)])
@@ -106,39 +94,32 @@ def test_without_ray_the_executor_says_how_to_install(monkeypatch, write_study, 
     assert not (tmp_path / "r").exists()
 
 
-def _ray_daemons_of(pid: int) -> list[str]:
-    """Names of live raylet / gcs_server processes whose parent is ``pid``."""
-    names = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        name, fields = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
-        if int(fields[1]) == pid and fields[0] != "Z" and name in ("raylet", "gcs_server"):
-            names.append(name)
-    return names
-
-
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
 def test_resume_after_the_ray_driver_is_killed(sig, write_study, tmp_path):
-    study = tiny_study(grid={"optimizer.lr": [0.1, 0.05, 0.02]}, seeds={"replicates": 2})
-    study["base"]["epochs"] = 60  # a warm worker trains 10 epochs in 0.1 s; the study must outlast the poll
+    # the first learning rate's 2 runs finish; the others hold mid-run at the gate when the signal comes
+    gate = tmp_path / "gate"
+    study = tiny_study(imports=[gates.install(tmp_path)], seeds={"replicates": 2},
+                       zip={"optimizer.lr": [0.1, 0.05, 0.02], "model.gate": ["", str(gate), str(gate)]})
+    study["base"]["model"] = {"name": "gated_mlp"}
     path = write_study(study)
     out = tmp_path / "r"
     cmd = [sys.executable, "-m", "ablab", "run", str(path), "--out", str(out), "--executor", "ray", "--workers", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=interruptible)
-    wait_for_done(out / "ablab.db", 1, proc, timeout=180)
+    wait_for_done(out / "ablab.db", 2, proc, timeout=180)
+    gates.wait_for_waiting(gate, 1, proc)
+    ray_processes = {pid: procnet.started(pid) for pid in procnet.descendants(proc.pid)}
     proc.send_signal(sig)
     code = proc.wait(timeout=60)
     if sig == signal.SIGINT:  # a clean stop: exit 130, Ray shut down, no run left 'running'
         assert code == 130
-        assert _ray_daemons_of(proc.pid) == []
+        left = procnet.wait_gone(ray_processes, timeout_s=60)
+        assert not left, {pid: procnet.comm(pid) for pid in left}
     _, before = stored(out)
     if sig == signal.SIGINT:
         assert "running" not in set(before.status)
     finished = before[before.status == "done"].set_index("run").finished.to_dict()
-    assert len(finished) >= 1 and len(finished) < 6
+    assert len(finished) == 2
+    gates.open_gate(gate)
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     metrics, runs = stored(out)

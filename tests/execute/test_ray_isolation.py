@@ -13,18 +13,11 @@ from pathlib import Path
 import pytest
 
 from conftest import interruptible, status_counts, tiny_study
-from procnet import comm, descendants, is_loopback, listening_of
+from procnet import alive, comm, descendants, is_loopback, listening_of
 
 pytest.importorskip("ray")
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc to list sockets")]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _start_ray_study(write_study, tmp_path, group: bool) -> tuple[subprocess.Popen, Path]:
@@ -63,9 +56,9 @@ def test_private_ray_listens_on_loopback_only_and_stops_with_the_study(how, writ
     assert proc.returncode == (130 if how == "ctrl-c" else 143), err
     assert "Traceback" not in err
     deadline = time.time() + 5
-    while time.time() < deadline and any(_alive(p) for p in ray_pids):
+    while time.time() < deadline and any(alive(p) for p in ray_pids):
         time.sleep(0.1)
-    left = {pid: names[pid] for pid in ray_pids if _alive(pid)}
+    left = {pid: names[pid] for pid in ray_pids if alive(pid)}
     for pid in left:  # leave nothing behind for the next test, then fail
         os.kill(pid, signal.SIGKILL)
     assert not left, f"Ray processes outlived the study by 5 s: {left}"

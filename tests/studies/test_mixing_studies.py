@@ -19,7 +19,7 @@ from ablab.cli import main
 from ablab.data.mixing import METHODS
 from ablab.spec import expand, load_study
 from conftest import stored
-from fileformats import make_images, write_cifar_batch
+from fileformats import write_cifar10_folder
 
 STUDIES = Path(__file__).resolve().parents[2] / "studies" / "mixing"
 
@@ -27,14 +27,7 @@ STUDIES = Path(__file__).resolve().parents[2] / "studies" / "mixing"
 @pytest.fixture(scope="module")
 def fake_cifar10(tmp_path_factory):
     """A CIFAR-10 folder in the official pickle layout: 5 × 30 training images, 30 test images."""
-    root = tmp_path_factory.mktemp("c10")
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i, name in enumerate(["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
-                              "test_batch"]):
-        write_cifar_batch(folder / name, make_images(30, 3, 32, i), {"labels": rng.integers(0, 10, 30).tolist()})
-    return root
+    return write_cifar10_folder(tmp_path_factory.mktemp("c10"), 30, np.random.default_rng(0))
 
 
 def _spec(name: str) -> dict:

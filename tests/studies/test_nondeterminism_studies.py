@@ -1,6 +1,7 @@
 """studies/nondeterminism/: every training spec validates on small fake CIFAR-10 and MNIST files in the
 official formats (data paths from the command line); the CPU study runs one epoch end to end."""
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from ablab.cli import main
 from ablab.spec import expand, load_study
 from conftest import stored
 from fakestore import read_csv_exact
-from fileformats import make_images, write_cifar_batch, write_idx
+from fileformats import make_images, write_cifar10_folder, write_idx
 
 FOLDER = Path(__file__).resolve().parents[2] / "studies" / "nondeterminism"
 SPECS = sorted(FOLDER.glob("*.yaml"))
@@ -23,12 +24,8 @@ TRAINING = [p for p in SPECS if "source" not in yaml.safe_load(p.read_text())]
 def fake_data(tmp_path_factory) -> dict[str, Path]:
     """Tiny CIFAR-10 (pickle batches) and MNIST (idx) folders: random images, not real data."""
     root = tmp_path_factory.mktemp("data")
-    c10 = root / "cifar10" / "cifar-10-batches-py"
-    c10.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    for i, name in enumerate(["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
-                              "test_batch"]):
-        write_cifar_batch(c10 / name, make_images(20, 3, 32, i), {"labels": rng.integers(0, 10, 20).tolist()})
+    write_cifar10_folder(root / "cifar10", 20, rng)
     mnist = root / "mnist"
     mnist.mkdir()
     for prefix, n in (("train", 60), ("t10k", 20)):
@@ -52,16 +49,22 @@ def test_every_spec_validates_records_test_logits_and_states_its_result(spec, fa
     assert head.startswith("# ") and "Expected" in head and "MEASURED" not in head
     if name in fake_data:
         assert "--set data.path=" in head
-    overrides = [f"data.path={fake_data[name]}"] if name in fake_data else []
-    for v in expand(load_study(spec, overrides=overrides)):
+    for v in _expanded(spec, str(fake_data[name]) if name in fake_data else None):
         if v.spec.record.checkpoints.snapshots:  # a snapshot run is measured as its post-hoc ensemble's logits
             continue
         evaluators = v.spec.record.evaluators
         assert {"name": "predictions", "splits": ["test"], "epochs": "last"} in evaluators, v.label
 
 
-def _sizes(name: str, data: Path) -> tuple[list, dict[str, int]]:
-    variants = expand(load_study(FOLDER / f"{name}.yaml", overrides=[f"data.path={data}"]))
+@functools.cache
+def _expanded(spec: Path, data: str | None) -> tuple:
+    """The spec's runs, ``data.path`` set when given: expanded once for both tests that read them
+    (a full-size study takes tens of seconds to expand)."""
+    return tuple(expand(load_study(spec, overrides=[f"data.path={data}"] if data else [])))
+
+
+def _sizes(name: str, data: Path) -> tuple[tuple, dict[str, int]]:
+    variants = _expanded(FOLDER / f"{name}.yaml", str(data))
     sizes: dict[str, int] = {}
     for v in variants:
         sizes[v.label] = sizes.get(v.label, 0) + 1

@@ -10,21 +10,14 @@ import yaml
 from ablab.cli import main
 from ablab.spec import load_study
 from ablab.store import Store
-from fileformats import make_images, write_cifar_batch
+from fileformats import write_cifar10_folder
 
 FOLDER = Path(__file__).resolve().parents[2] / "studies" / "nondeterminism"
 
 
 @pytest.fixture(scope="module")
 def fake_cifar10(tmp_path_factory):
-    root = tmp_path_factory.mktemp("c10")
-    d = root / "cifar-10-batches-py"
-    d.mkdir()
-    rng = np.random.default_rng(0)
-    for i, name in enumerate(["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
-                              "test_batch"]):
-        write_cifar_batch(d / name, make_images(20, 3, 32, i), {"labels": rng.integers(0, 10, 20).tolist()})
-    return root
+    return write_cifar10_folder(tmp_path_factory.mktemp("c10"), 20, np.random.default_rng(0))
 
 
 def test_the_full_size_training_spec_validates_with_its_data_path(fake_cifar10, capsys):

@@ -7,7 +7,7 @@ import pytest
 
 from ablab.cli import main
 from conftest import stored
-from fileformats import make_images, write_cifar_batch
+from fileformats import make_images, write_cifar10_folder, write_cifar_batch
 from obesity_csv import write_obesity_csv
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,11 +25,8 @@ POST_HOC = {p.stem for p in STUDIES if "\nsource:" in p.read_text()}
 def fake_cifar(tmp_path_factory):
     """Tiny CIFAR-10 and CIFAR-100 folders in the official pickle layout (not real images)."""
     root = tmp_path_factory.mktemp("cifar")
-    c10 = root / "c10" / "cifar-10-batches-py"
-    c10.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    for i, name in enumerate(["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]):
-        write_cifar_batch(c10 / name, make_images(30, 3, 32, i), {"labels": rng.integers(0, 10, 30).tolist()})
+    write_cifar10_folder(root / "c10", 30, rng)
     c100 = root / "c100" / "cifar-100-python"
     c100.mkdir(parents=True)
     for i, name in enumerate(["train", "test"]):

@@ -93,6 +93,21 @@ def test_flip_tta_of_a_flip_invariant_model_is_the_plain_evaluation():
     assert result.metrics["tta_flip_loss"] == pytest.approx(standard["loss"], rel=1e-5)
 
 
+def test_flip_tta_averages_the_logits_of_the_image_and_its_mirror():
+    """A model that tells left from right: its flip TTA is the mean of f(x) and f(mirror(x)), not f(x)."""
+    torch.manual_seed(0)
+    data = DATASETS.create("digits")
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    split = data.splits["test"]
+    ctx = _ctx([model], data, batch_size=50, norm=False)
+    result = EVALUATORS.create({"name": "tta_flip", "store_logits": True}).evaluate(ctx, "test", split, 3)
+    stored = np.load(io.BytesIO(result.artifacts["predictions_tta_flip_test_e0003.npy"][1]))
+    with torch.no_grad():
+        plain, mirrored = model(split.x).numpy(), model(split.x.flip(-1)).numpy()
+    assert np.abs(plain - mirrored).max() > 0.1  # the two views differ for this model
+    np.testing.assert_allclose(stored, (plain + mirrored) / 2, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("batch_size", [7, 360, 5000])
 def test_crop_tta_averages_every_views_logits_over_every_member(batch_size):
     """Against a direct loop: each view padded by numpy, normalized, through each member; the mean logits."""

@@ -92,25 +92,46 @@ def warm_driver() -> None:
         importlib.import_module(name)
 
 
-def _die_with_parent() -> None:
-    """Linux: the kernel kills this worker when its parent (the driver, or the forkserver that dies
-    with it) exits, however it exits (kill -9, OOM), so no worker outlives a study."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
+def _die_with_driver() -> None:
+    """A worker ends when the driver ends, however it ends (kill -9, OOM), so no worker outlives a study.
 
+    Linux: the kernel sends SIGKILL when the worker's parent exits (``PR_SET_PDEATHSIG``). The parent
+    is the driver for forked workers but the forkserver otherwise, which lives as long as any worker
+    holds its "alive" pipe, so a thread also watches the driver itself: the pipe from it that
+    multiprocessing hands every child (``parent_process().sentinel``, readable once the driver's end
+    closes) and, where a parent's exit re-parents this process, the parent pid."""
     parent = os.getppid()
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the parent died before the signal was armed
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before anything was armed
         os._exit(1)
+    import threading
+
+    driver = mp.parent_process()
+    threading.Thread(target=_watch_driver, args=(driver.sentinel if driver else None, parent),
+                     name="ablab-driver-watch", daemon=True).start()
+
+
+def _watch_driver(sentinel: int | None, parent: int, poll_s: float = 1.0) -> None:
+    """Kill this process once the driver's pipe ``sentinel`` closes or its parent is no longer ``parent``."""
+    from multiprocessing.connection import wait as wait_ready
+
+    while os.getppid() == parent:
+        if sentinel is not None and wait_ready([sentinel], timeout=poll_s):
+            break
+        if sentinel is None:
+            time.sleep(poll_s)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _init_worker(progress_queue: Any, threads: int, folders: list[str]) -> None:
     global _progress_queue
-    _die_with_parent()
+    _die_with_driver()
     add_search_path(*folders)  # a spawned worker finds the study's own modules where the driver did
     _progress_queue = progress_queue
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle

@@ -85,12 +85,14 @@ def test_bad_override(write_study, tmp_path, capsys):
     assert f"{path}: base.optimizer.lr" in err
 
 
-def test_validate_command_writes_nothing(write_study, tmp_path, capsys):
+def test_validate_command_writes_nothing(write_study, tmp_path, capsys, monkeypatch):
     path = write_study(tiny_study(grid={"optimizer.lr": [0.1, 0.01]}))
+    monkeypatch.chdir(tmp_path)  # where the default results/tiny of a run would go
+    before = sorted(tmp_path.rglob("*"))
     assert main(["validate", str(path)]) == 0
     out = capsys.readouterr().out
     assert "4 runs = 2 variants × 2 replicates" in out
-    assert not Path("results/tiny").exists() or True  # validate never takes an --out; it only reads
+    assert sorted(tmp_path.rglob("*")) == before and not Path("results").exists()
 
 
 def test_status_of_a_missing_directory(tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 import copy
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ import ablab
 from ablab import seeding
 from ablab.cli import main
 from ablab.store import Store
+import gates
+import procnet
 from conftest import TINY_BASE, stored
 
 # dropout (stochastic stream), augmentation (augment stream), shuffling, momentum: every stream has state
@@ -377,37 +380,27 @@ def test_in_study_sources_are_checked_against_their_plan(write_study, tmp_path, 
     assert "saves no checkpoint at epoch 7" in capsys.readouterr().err
 
 
-def test_workers_die_with_their_driver(write_study, tmp_path):
-    import signal
-    import time
-
-    study = _study(seeds={"replicates": 4})
-    study["base"]["epochs"] = 200
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds processes by pid in /proc")
+@pytest.mark.parametrize("threads", [1, pytest.param(2, marks=pytest.mark.slow)], ids=["forked-workers", "forkserver-workers"])
+def test_workers_die_with_their_driver(threads, write_study, tmp_path):
+    """A SIGKILLed driver leaves no process behind: its workers (forked, or with 2 threads from the
+    forkserver, then grandchildren), the forkserver and the resource tracker all end."""
+    gate = tmp_path / "gate"  # never opened: both workers hold mid-run when the driver dies
+    study = _study(seeds={"replicates": 4}, imports=[gates.install(tmp_path)])
+    study["base"]["model"] = {"name": "gated_mlp", "gate": str(gate)}
     spec, out = write_study(study), tmp_path / "r"
-    proc = subprocess.Popen([sys.executable, "-m", "ablab", "run", str(spec), "--out", str(out), "--workers", "2"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    children: list[int] = []
-    deadline = time.time() + 120
-    while time.time() < deadline and len(children) < 2:
-        try:
-            children = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
-        except OSError:
-            children = []
-        time.sleep(0.2)
-    assert len(children) >= 2, "no worker processes appeared"
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    deadline = time.time() + 20
-    alive = children
-    while alive and time.time() < deadline:
-        alive = [p for p in children if Path(f"/proc/{p}").exists() and "Z" not in _state(p)]
-        time.sleep(0.2)
-    assert not alive, f"workers {alive} outlived their driver"
-
-
-def _state(pid: int) -> str:
+    proc = subprocess.Popen([sys.executable, "-m", "ablab", "run", str(spec), "--out", str(out), "--workers", "2",
+                             "--threads", str(threads)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tree: dict[int, int | None] = {}
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return "X"
+        gates.wait_for_waiting(gate, 2, proc)
+        tree = {pid: procnet.started(pid) for pid in procnet.descendants(proc.pid)}
+        assert set(gates.waiting(gate)) <= set(tree)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        left = procnet.wait_gone(tree, timeout_s=30)
+        assert not left, f"{ {pid: procnet.comm(pid) for pid in left} } outlived their driver"
+    finally:  # after a failed check: end whatever is left, by pid
+        tree = tree or {pid: procnet.started(pid) for pid in procnet.descendants(proc.pid)}
+        proc.kill()
+        procnet.kill_left(tree)
