@@ -199,6 +199,8 @@ CASES = [
     Case("cli", "`--address` without `--executor ray`", run_spec(tiny_study(), "--address", "auto")),
     Case("cli", "`--max-artifact-gb 0`", run_spec(tiny_study(), "--max-artifact-gb", "0")),
     Case("cli", "more runs than `--max-runs`", run_spec(tiny_study(), "--max-runs", "1")),
+    Case("spec", "two variants with one label", run_spec(tiny_study(zip={"label": ["a", "a"],
+                                                                         "optimizer.lr": [0.1, 0.05]}))),
     Case("cli", "`validate` of a missing file", command("validate", "DIR/nope.yaml")),
     Case("cli", "`list` of an unknown kind", command("list", "modle")),
     # ---- results directories and stores

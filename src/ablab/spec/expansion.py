@@ -98,6 +98,7 @@ def _expand_training(study: Study, file: str, open_stored: OpenStored | None) ->
     if n > MAX_RUNS * 10:  # refuse before building millions of dicts
         raise SpecError(f"the study expands to {n} runs; that is too many", file=file, field="seeds.replicates")
     named = frozenset(k for group in study.zip if "label" in group for k in group)
+    _check_unique_labels(combos, named, file)
     raws = []
     for axes in combos:
         label = make_label(axes, named)
@@ -114,6 +115,20 @@ def _expand_training(study: Study, file: str, open_stored: OpenStored | None) ->
         if _in_study_source(raw):
             per_raw[i] = _variants_of(raw, label, axes, r, file, sources, open_stored)
     return [v for vs in per_raw for v in vs]
+
+
+def _check_unique_labels(combos: list[dict[str, Any]], named: frozenset[str], file: str) -> None:
+    """Variants with different settings have different labels (a report row is one variant)."""
+    first: dict[str, dict[str, Any]] = {}
+    for axes in combos:
+        label = make_label(axes, named)
+        other = first.setdefault(label, axes)
+        differ = [k for k in axes if k != "label" and axes[k] != other.get(k)]
+        if differ:
+            k = differ[0]
+            raise SpecError(f"two variants are labelled '{label}' but differ in {k} ({other.get(k)!r} and "
+                            f"{axes[k]!r}); give each variant its own label", file=file,
+                            field="zip" if "label" in axes else "grid")
 
 
 def _seed_axis(study: Study, axes: dict[str, Any], label: str, file: str) -> SeedAxis:
@@ -355,7 +370,9 @@ def _expand_post_hoc(study: Study, file: str, open_stored: OpenStored | None) ->
                         field=f"base.{internal[0]}")
     out = []
     named = frozenset(k for group in study.zip if "label" in group for k in group)
-    for axes in _axis_combinations(study):
+    combos = _axis_combinations(study)
+    _check_unique_labels(combos, named, file)
+    for axes in combos:
         axes_label = make_label(axes, named) if axes else ""
         count: dict[str, int] = {}
         for unit in units:
