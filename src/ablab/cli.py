@@ -159,6 +159,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise AblabError(f"--workers must be at least 1, got {args.workers}")
     if args.threads is not None and args.threads < 1:
         raise AblabError(f"--threads must be at least 1, got {args.threads}")
+    cores = os.cpu_count() or 1
+    if args.workers > cores and not args.address:  # a cluster's nodes have their own cores
+        print(f"note: --workers {args.workers} is more than this machine's {cores} cores; the runs share them",
+              file=sys.stderr)
     if args.max_retries < 0:
         raise AblabError(f"--max-retries must be 0 or more, got {args.max_retries}")
     if args.executor == "ray":
