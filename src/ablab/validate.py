@@ -114,6 +114,7 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
                                              f"{', '.join(data.splits)}"), "base.record.evaluators")
             recorded |= recorded_by(parts.evaluators, spec.record.eval_splits, parts.classification, training=True)
         params, buffers, facts = built[key]
+        _check_epochs_within(spec, facts["epochs"], fail)
         _add_estimate(estimate, spec, params, buffers, facts)
         plans[v.id] = (spec, facts["epochs"], facts["shapes"])
         start = spec.init_from.epoch * facts["steps_per_epoch"] if spec.init_from is not None else 0
@@ -131,6 +132,23 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
             f"limit of {max_artifact_gb:g} GB; save fewer checkpoints or raise --max-artifact-gb", file=file,
             field="base.record.checkpoints")
     return estimate
+
+
+def _check_epochs_within(spec: RunSpec, last: int, fail) -> None:
+    """Checkpoint and evaluator epochs fall within training (0..``last``, the epoch its duration ends at):
+    one after the end would save or record nothing."""
+    from ablab.registry import EVALUATORS
+
+    late = [e for e in spec.record.checkpoints.epochs if e > last]
+    if late:
+        raise fail(SpecError(f"epoch {late[0]} is after the run's last epoch {last}: no checkpoint would be saved "
+                             "there"), "base.record.checkpoints.epochs")
+    for i, e in enumerate(spec.record.evaluators):
+        epochs = EVALUATORS.create(e).epochs
+        late = [x for x in epochs if x > last] if isinstance(epochs, list) else []
+        if late:
+            raise fail(SpecError(f"epoch {late[0]} is after the run's last epoch {last}: the evaluator would record "
+                                 "nothing there"), f"base.record.evaluators.{i}.epochs")
 
 
 def _device_problem(device: str) -> str | None:
