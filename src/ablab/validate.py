@@ -114,7 +114,6 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
                                              f"{', '.join(data.splits)}"), "base.record.evaluators")
             recorded |= recorded_by(parts.evaluators, spec.record.eval_splits, parts.classification, training=True)
         params, buffers, facts = built[key]
-        _check_epochs_within(spec, facts["epochs"], fail)
         _add_estimate(estimate, spec, params, buffers, facts)
         plans[v.id] = (spec, facts["epochs"], facts["shapes"])
         start = spec.init_from.epoch * facts["steps_per_epoch"] if spec.init_from is not None else 0
@@ -123,6 +122,9 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
         if isinstance(v.spec, RunSpec) and v.spec.init_from is not None:
             where = f" (variant '{v.label}')" if v.axes else ""
             _check_continuation(v.spec, plans, file, where)
+    for v in variants:  # after the continuations: a source that never reaches its epoch is said as such
+        if isinstance(v.spec, RunSpec):
+            _check_epochs_within(v.spec, plans[v.id][1], file, f" (variant '{v.label}')" if v.axes else "")
     if study is not None:
         check_report(study, variants, recorded, file)
     if estimate.total > max_artifact_gb * 1e9:
@@ -134,21 +136,21 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
     return estimate
 
 
-def _check_epochs_within(spec: RunSpec, last: int, fail) -> None:
+def _check_epochs_within(spec: RunSpec, last: int, file: str, where: str) -> None:
     """Checkpoint and evaluator epochs fall within training (0..``last``, the epoch its duration ends at):
     one after the end would save or record nothing."""
     from ablab.registry import EVALUATORS
 
     late = [e for e in spec.record.checkpoints.epochs if e > last]
     if late:
-        raise fail(SpecError(f"epoch {late[0]} is after the run's last epoch {last}: no checkpoint would be saved "
-                             "there"), "base.record.checkpoints.epochs")
+        raise SpecError(f"epoch {late[0]} is after the run's last epoch {last}: no checkpoint would be saved there"
+                        + where, file=file, field="base.record.checkpoints.epochs")
     for i, e in enumerate(spec.record.evaluators):
         epochs = EVALUATORS.create(e).epochs
         late = [x for x in epochs if x > last] if isinstance(epochs, list) else []
         if late:
-            raise fail(SpecError(f"epoch {late[0]} is after the run's last epoch {last}: the evaluator would record "
-                                 "nothing there"), f"base.record.evaluators.{i}.epochs")
+            raise SpecError(f"epoch {late[0]} is after the run's last epoch {last}: the evaluator would record "
+                            "nothing there" + where, file=file, field=f"base.record.evaluators.{i}.epochs")
 
 
 def _device_problem(device: str) -> str | None:
