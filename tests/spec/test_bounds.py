@@ -55,12 +55,13 @@ def test_checkpoints_are_counted_in_closed_form_as_the_loop_counted_them(setting
             assert c.count(last, ends) == _looped_count(c, last, ends), (settings, last, ends)
 
 
-@pytest.mark.parametrize("duration", ["epochs: 1000000000000000000", "epochs: 1.0e+18", "epochs: 10000000000000000000000000"])
+@pytest.mark.parametrize("duration", ["epochs: 1000000000000000000", "epochs: 1.0e+18",
+                                      "epochs: 10000000000000000000000000", "steps: 1000000000000000"])
 def test_a_run_of_a_huge_duration_validates_without_walking_its_epochs(write_study, capsys, duration):
     # a final checkpoint and every 1000th: counted, not enumerated (the artifacts are then too large)
     study = tiny_study(seeds={"replicates": 1})
     study["base"]["record"]["checkpoints"] = {"final": True, "every_epochs": 1000}
-    text = yaml.safe_dump(study).replace("epochs: 2\n", duration + "\n")
+    text = yaml.safe_dump(study).replace("  epochs: 2\n", f"  {duration}\n")
     assert duration in text
     assert main(["validate", str(write_study(text))]) == 2
     err = capsys.readouterr().err
