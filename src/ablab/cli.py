@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import math
 import os
 import signal
 import sqlite3
@@ -138,6 +139,14 @@ def _limits(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-runs", type=int, default=MAX_RUNS, help=f"refuse a study of more runs (default {MAX_RUNS})")
 
 
+def _check_limits(args: argparse.Namespace) -> None:
+    """``--max-artifact-gb`` a positive finite number, ``--max-runs`` at least 1 (none of them turns a guard off)."""
+    if not (math.isfinite(args.max_artifact_gb) and args.max_artifact_gb > 0):
+        raise AblabError(f"--max-artifact-gb must be a positive finite number, got {args.max_artifact_gb:g}")
+    if args.max_runs < 1:
+        raise AblabError(f"--max-runs must be at least 1, got {args.max_runs}")
+
+
 def _load(spec: str, overrides: list[str], max_artifact_gb: float | None = None, max_runs: int | None = None,
           local_devices: bool = True):
     from ablab.spec import MAX_RUNS, expand, load_study
@@ -159,6 +168,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise AblabError(f"--workers must be at least 1, got {args.workers}")
     if args.threads is not None and args.threads < 1:
         raise AblabError(f"--threads must be at least 1, got {args.threads}")
+    cores = os.cpu_count() or 1
+    if args.workers > cores and not args.address:  # a cluster's nodes have their own cores
+        print(f"note: --workers {args.workers} is more than this machine's {cores} cores; the runs share them",
+              file=sys.stderr)
     if args.max_retries < 0:
         raise AblabError(f"--max-retries must be 0 or more, got {args.max_retries}")
     if args.executor == "ray":
@@ -167,8 +180,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         import_ray()  # says how to install Ray before anything runs
     elif args.address:
         raise AblabError("--address needs --executor ray")
-    if args.max_artifact_gb <= 0:
-        raise AblabError(f"--max-artifact-gb must be positive, got {args.max_artifact_gb}")
+    _check_limits(args)
     # everything validated before anything is written
     on_cluster = args.executor == "ray" and bool(args.address or os.environ.get("RAY_ADDRESS"))
     study, variants, _ = _load(args.spec, args.overrides, args.max_artifact_gb, args.max_runs,
@@ -189,6 +201,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    _check_limits(args)
     study, variants, estimate = _load(args.spec, args.overrides, args.max_artifact_gb, args.max_runs)
     labels = sorted({v.label for v in variants}, key=[v.label for v in variants].index)
     if study.post_hoc:

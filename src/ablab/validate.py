@@ -122,6 +122,9 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
         if isinstance(v.spec, RunSpec) and v.spec.init_from is not None:
             where = f" (variant '{v.label}')" if v.axes else ""
             _check_continuation(v.spec, plans, file, where)
+    for v in variants:  # after the continuations: a source that never reaches its epoch is said as such
+        if isinstance(v.spec, RunSpec):
+            _check_epochs_within(v.spec, plans[v.id][1], file, f" (variant '{v.label}')" if v.axes else "")
     if study is not None:
         check_report(study, variants, recorded, file)
     if estimate.total > max_artifact_gb * 1e9:
@@ -131,6 +134,23 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
             f"limit of {max_artifact_gb:g} GB; save fewer checkpoints or raise --max-artifact-gb", file=file,
             field="base.record.checkpoints")
     return estimate
+
+
+def _check_epochs_within(spec: RunSpec, last: int, file: str, where: str) -> None:
+    """Checkpoint and evaluator epochs fall within training (0..``last``, the epoch its duration ends at):
+    one after the end would save or record nothing."""
+    from ablab.registry import EVALUATORS
+
+    late = [e for e in spec.record.checkpoints.epochs if e > last]
+    if late:
+        raise SpecError(f"epoch {late[0]} is after the run's last epoch {last}: no checkpoint would be saved there"
+                        + where, file=file, field="base.record.checkpoints.epochs")
+    for i, e in enumerate(spec.record.evaluators):
+        epochs = EVALUATORS.create(e).epochs
+        late = [x for x in epochs if x > last] if isinstance(epochs, list) else []
+        if late:
+            raise SpecError(f"epoch {late[0]} is after the run's last epoch {last}: the evaluator would record "
+                            "nothing there" + where, file=file, field=f"base.record.evaluators.{i}.epochs")
 
 
 def _device_problem(device: str) -> str | None:

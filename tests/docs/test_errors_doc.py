@@ -199,6 +199,17 @@ CASES = [
     Case("cli", "`--address` without `--executor ray`", run_spec(tiny_study(), "--address", "auto")),
     Case("cli", "`--max-artifact-gb 0`", run_spec(tiny_study(), "--max-artifact-gb", "0")),
     Case("cli", "more runs than `--max-runs`", run_spec(tiny_study(), "--max-runs", "1")),
+    Case("spec", "two variants with one label", run_spec(tiny_study(zip={"label": ["a", "a"],
+                                                                         "optimizer.lr": [0.1, 0.05]}))),
+    Case("spec", "10 million grid combinations made by YAML aliases",
+         run_spec(yaml_plus("grid:\n  a0: &ten [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]\n"
+                            + "".join(f"  a{i}: *ten\n" for i in range(1, 7))))),
+    Case("spec", "a checkpoint epoch after the end of training",
+         run_spec(_set("base.record.checkpoints", {"epochs": [5]}))),
+    Case("spec", "a prediction epoch after the end of training",
+         run_spec(_set("base.record.evaluators", ["standard", {"name": "predictions", "epochs": [9]}]))),
+    Case("cli", "`--max-artifact-gb nan`", run_spec(tiny_study(), "--max-artifact-gb", "nan")),
+    Case("cli", "`--max-runs 0`", run_spec(tiny_study(), "--max-runs", "0")),
     Case("cli", "`validate` of a missing file", command("validate", "DIR/nope.yaml")),
     Case("cli", "`list` of an unknown kind", command("list", "modle")),
     # ---- results directories and stores
