@@ -342,3 +342,14 @@ def test_a_reader_opened_on_an_idle_store_reads_on_after_the_study_is_extended(r
     finally:
         reader.close()
     assert _wal_files(results) == []
+
+
+@pytest.mark.parametrize("code", [errno.ELOOP, errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.EEXIST])
+def test_a_path_that_is_not_what_ablab_needs_is_bad_input_not_a_disk_failure(code):
+    from ablab.errors import StoreError, StoreIOError
+    from ablab.store.errors import io_error
+
+    err = io_error("some/path", OSError(code, os.strerror(code), "some/path"))
+    assert isinstance(err, StoreError) and not isinstance(err, StoreIOError)
+    assert str(err).startswith("some/path: ") and "disk" not in str(err).split("(")[0]
+    assert isinstance(io_error("some/path", OSError(errno.ENOSPC, "No space left on device")), StoreIOError)

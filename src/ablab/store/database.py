@@ -110,6 +110,8 @@ class Store(StoreReader):
         db = path / DB_NAME
         require_store_file(path)
         tidy = readonly and _writable_folder(path) and not _wal_files_exist(db)
+        if tidy:
+            _probe(db)  # a foreign or damaged file is refused before the reader's open makes any file
         with failing_as_io(db):
             conn = _connect(db, readonly=readonly)
             try:
@@ -334,6 +336,19 @@ def _create_atomically(db: Path) -> None:
             os.rename(tmp, db)  # a filesystem without hard links
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _probe(db: Path) -> None:
+    """Check, through an immutable open that makes no file, that ``db`` is an SQLite ablab store with its tables."""
+    with failing_as_io(db):
+        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+        try:
+            _check_is_store(db, conn)
+            _check_schema(db, conn)
+            conn.execute("SELECT COUNT(*) FROM runs").fetchone()
+            conn.execute("SELECT COUNT(*) FROM study_runs").fetchone()
+        finally:
+            conn.close()
 
 
 def _writable_folder(path: Path) -> bool:
