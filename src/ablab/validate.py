@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pydantic
 
-from ablab.errors import AblabError, SpecError
+from ablab.errors import AblabError, SpecError, StoreError
 from ablab.spec import EvalSpec, RunSpec, Study, Variant
 
 DEFAULT_MAX_ARTIFACT_GB = 20.0
@@ -122,6 +122,7 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
         if isinstance(v.spec, RunSpec) and v.spec.init_from is not None:
             where = f" (variant '{v.label}')" if v.axes else ""
             _check_continuation(v.spec, plans, file, where)
+    _check_stored_sources(variants, file)
     if study is not None:
         check_report(study, variants, recorded, file)
     if estimate.total > max_artifact_gb * 1e9:
@@ -173,6 +174,32 @@ def _check_continuation(spec: RunSpec, plans: dict, file: str, where: str) -> No
         raise SpecError(f"the source run's checkpoint does not fit this run's model ({diff}: "
                         f"{source_shapes.get(diff)} in the source, {shapes.get(diff)} here)" + where, file=file,
                         field="base.model")
+
+
+def _check_stored_sources(variants: list[Variant], file: str) -> None:
+    """Every checkpoint read from another results directory (``init_from.study``, a post-hoc ``source``) is
+    indexed there and is a regular file with its recorded sha256: otherwise one ``SpecError`` naming the file."""
+    from ablab.execute.files import checkpoint_file, checkpoints_read
+    from ablab.store import Store
+
+    wanted: dict[str, dict[tuple[str, int], str]] = {}  # results directory -> (run, epoch) -> field
+    for v in variants:
+        field = "source.study" if isinstance(v.spec, EvalSpec) else "base.init_from"
+        for where, pairs in checkpoints_read(v.spec).items():
+            if where is not None:
+                wanted.setdefault(where, {}).update({pair: field for pair in pairs})
+    for where, pairs in wanted.items():
+        store = Store.open(where, readonly=True)
+        try:
+            for (run, epoch), field in pairs.items():
+                try:
+                    checkpoint_file(store, run, epoch).verify()
+                except (StoreError, ValueError) as err:
+                    raise SpecError(f"{err}; the source checkpoint of run {run} at epoch {epoch} in {where} "
+                                    "cannot be read (restore it, or run the source study again)", file=file,
+                                    field=field) from None
+        finally:
+            store.close()
 
 
 @functools.lru_cache(maxsize=64)
