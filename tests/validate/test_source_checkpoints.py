@@ -134,3 +134,14 @@ def test_a_checkpoint_that_fails_to_load_names_its_file(copy_of, tmp_path):
     runs = ablab.load(tmp_path / "out").runs()
     failed = runs[runs.status == "failed"]
     assert len(failed) == 1 and str(target) in failed.error.iloc[0] and "cannot load the checkpoint" in failed.error.iloc[0]
+
+
+def test_select_on_a_metric_no_run_recorded_says_it_is_missing_and_names_those_recorded(source, tmp_path, capsys):
+    base = {**copy.deepcopy(TINY_BASE), "epochs": 2,
+            "init_from": {"study": str(source), "select": {"metric": "test.acuracy", "k": 1}, "epoch": 1}}
+    spec = tmp_path / "sel.yaml"
+    spec.write_text(yaml.safe_dump({"name": "sel", "base": base}))
+    assert main(["validate", str(spec), "--no-timing"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "base.init_from.select.metric" in err and "select.mode" not in err
+    assert "recorded 'test.acuracy'" in err and "test.accuracy" in err and "did you mean 'test.accuracy'" in err

@@ -249,6 +249,11 @@ class StoreReader:
             return {}
         return dict(self._conn.execute("SELECT name, direction FROM directions").fetchall())
 
+    def metric_names(self) -> list[str]:
+        """Every ``split.name`` some run of this store recorded, sorted."""
+        rows = self._conn.execute("SELECT DISTINCT split, name FROM metrics ORDER BY split, name").fetchall()
+        return [f"{split}.{name}" for split, name in rows]
+
     def final_values(self, split: str, name: str) -> dict[str, float]:
         """Each run's last recorded value (highest step, then epoch) of ``split.name``."""
         rows = self._conn.execute(
