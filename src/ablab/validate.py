@@ -195,8 +195,7 @@ def _check_stored_sources(variants: list[Variant], file: str) -> None:
                 try:
                     checkpoint_file(store, run, epoch).verify()
                 except (StoreError, ValueError) as err:
-                    raise SpecError(f"{err}; the source checkpoint of run {run} at epoch {epoch} in {where} "
-                                    "cannot be read (restore it, or run the source study again)", file=file,
+                    raise SpecError(f"{err}; restore it, or run the source study ({where}) again", file=file,
                                     field=field) from None
         finally:
             store.close()

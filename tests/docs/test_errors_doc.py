@@ -154,6 +154,50 @@ def _looping_link(root: Path) -> None:
     (root / "loop").symlink_to(root / "loop")
 
 
+def _source_study(root: Path) -> Path:
+    """A finished one-run study in ``DIR/src`` that saves its checkpoint at epoch 1."""
+    study = tiny_study(name="src", seeds={"replicates": 1})
+    study["base"]["record"]["checkpoints"] = {"epochs": [1]}
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main(["run", _spec(root, study, "src.yaml"), "--out", str(root / "src"), "--threads", "1"]) == 0
+    return root / "src"
+
+
+def _checkpoint_file(results: Path) -> Path:
+    return next((results / "runs").glob("*/checkpoint_*.pt"))
+
+
+def _remove_checkpoint(results: Path) -> None:
+    _checkpoint_file(results).unlink()
+
+
+def _flip_checkpoint(results: Path) -> None:
+    path = _checkpoint_file(results)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def from_source(damage: Callable[[Path], None] | None, init_from: dict) -> Callable[[Path, Path], list[str]]:
+    """``ablab validate`` of a study continuing a stored source study (``DIR/src``), damaged first if asked."""
+    def make(root: Path, _: Path) -> list[str]:
+        src = _source_study(root)
+        if damage:
+            damage(src)
+        study = _set("base.init_from", {"study": str(src), **init_from}, tiny_study(seeds={"replicates": 1}))
+        return ["validate", _spec(root, study), "--no-timing"]
+    return make
+
+
+def _exiting_import(root: Path) -> dict:
+    """A study importing a module that calls ``sys.exit(0)`` (compiled first, so the import writes no file)."""
+    import py_compile
+
+    (root / "exits_on_import.py").write_text("import sys\nsys.exit(0)\n")
+    py_compile.compile(str(root / "exits_on_import.py"), doraise=True)
+    return {**tiny_study(), "imports": ["exits_on_import"]}
+
+
 def _nested(depth: int) -> str:
     return yaml_plus("report:\n  selection: " + "[" * depth + "]" * depth + "\n")
 
@@ -198,6 +242,7 @@ CASES = [
     Case("spec", "normalization placement out of range",
          run_spec(_set("base.model", {"name": "mlp", "widths": [8], "norm": "batchnorm", "norm_at": [5]}))),
     Case("spec", "unknown evaluation split", run_spec(_set("base.record.eval_splits", ["train", "holdout"]))),
+    Case("spec", "a module in `imports:` that calls `sys.exit(0)`", run_spec(_exiting_import)),
     Case("spec", "0 replicates", run_spec(tiny_study(seeds={"replicates": 0}))),
     Case("spec", "grid axis with no values", run_spec(tiny_study(grid={"optimizer.lr": []}))),
     Case("spec", "grid axis not a list", run_spec(tiny_study(grid={"optimizer.lr": 0.1}))),
@@ -274,6 +319,11 @@ CASES = [
          command("run", "DIR/study.yaml", "--out", "DIR/loop", setup=_looping_link)),
     Case("store", "`run --out` a folder whose `.staging` is a file",
          into_store(tiny_study(seeds={"replicates": 1}), damage=lambda res: (res / ".staging").write_text(""))),
+    Case("store", "`init_from` source checkpoint missing", from_source(_remove_checkpoint, {"run": {}, "epoch": 1})),
+    Case("store", "`init_from` source checkpoint not its sha256",
+         from_source(_flip_checkpoint, {"run": {}, "epoch": 1})),
+    Case("store", "`init_from.select` on a metric no run recorded",
+         from_source(None, {"select": {"metric": "test.acuracy", "k": 1}, "epoch": 1})),
     Case("store", "a 300-character study name",
          command("run", "DIR/study.yaml", "--out", "DIR/results/" + "s" * 300,
                  setup=lambda r: _spec(r, tiny_study(name="s" * 300)))),
