@@ -186,6 +186,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     study, variants, _ = _load(args.spec, args.overrides, args.max_artifact_gb, args.max_runs,
                                local_devices=not on_cluster)  # a cluster's nodes have their own devices
     out = Path(args.out) if args.out else Path("results") / study.name
+    _check_existing_store(out)
     try:
         summary = run_study(study, args.spec, variants, out, workers=args.workers, executor=args.executor, threads=args.threads,
                             address=args.address, max_retries=args.max_retries, replace=args.replace)
@@ -198,6 +199,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         print(f"next: ablab report {out}")
     return EXIT_OK if summary.complete else EXIT_FAILED_RUNS
+
+
+def _check_existing_store(out: Path) -> None:
+    """A store already in ``out`` is opened to read first: a foreign or damaged one is refused before any file is written."""
+    from ablab.store import DB_NAME, Store, require_results_path
+
+    require_results_path(out)
+    db = out / DB_NAME
+    if db.is_file() and db.stat().st_size > 0:
+        Store.open(out, readonly=True).close()
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -356,6 +367,9 @@ def _print_report(results: str | Path) -> None:
     from ablab.report import write_report
     from ablab.store import Store
 
+    from ablab.export import require_folder
+
+    require_folder(Path(results) / "report", "ablab report writes its report into this folder: move the file away")
     store = Store.open(results, readonly=True)
     try:
         result = write_report(store)
@@ -433,14 +447,16 @@ def main(argv: list[str] | None = None) -> int:
             return _interrupted(stop, "")
         except (OSError, sqlite3.DatabaseError) as err:
             # a failure the store did not see coming (a damaged page met while reading, report/ on a full disk)
-            from ablab.store.errors import io_error, is_io_failure
+            # or a path that is not what the command needs (a file where it writes a folder, a looping link)
+            from ablab.store.errors import io_error, is_bad_path, is_io_failure
 
-            if not is_io_failure(err) or (isinstance(err, OSError) and err.errno not in _DISK_ERRNOS):
+            bad_path = is_bad_path(err)
+            if not bad_path and (not is_io_failure(err) or (isinstance(err, OSError) and err.errno not in _DISK_ERRNOS)):
                 raise
             where = (getattr(err, "filename", None) or getattr(args, "results", None) or getattr(args, "out", None)
                      or ".")
             print(f"error: {io_error(where, err)}", file=sys.stderr)
-            return EXIT_IO_ERROR
+            return EXIT_BAD_INPUT if bad_path else EXIT_IO_ERROR
 
 
 if __name__ == "__main__":

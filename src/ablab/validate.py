@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pydantic
 
-from ablab.errors import AblabError, SpecError
+from ablab.errors import AblabError, SpecError, StoreError
 from ablab.spec import EvalSpec, RunSpec, Study, Variant
 
 DEFAULT_MAX_ARTIFACT_GB = 20.0
@@ -125,6 +125,7 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
     for v in variants:  # after the continuations: a source that never reaches its epoch is said as such
         if isinstance(v.spec, RunSpec):
             _check_epochs_within(v.spec, plans[v.id][1], file, f" (variant '{v.label}')" if v.axes else "")
+    _check_stored_sources(variants, file)
     if study is not None:
         check_report(study, variants, recorded, file)
     if estimate.total > max_artifact_gb * 1e9:
@@ -193,6 +194,31 @@ def _check_continuation(spec: RunSpec, plans: dict, file: str, where: str) -> No
         raise SpecError(f"the source run's checkpoint does not fit this run's model ({diff}: "
                         f"{source_shapes.get(diff)} in the source, {shapes.get(diff)} here)" + where, file=file,
                         field="base.model")
+
+
+def _check_stored_sources(variants: list[Variant], file: str) -> None:
+    """Every checkpoint read from another results directory (``init_from.study``, a post-hoc ``source``) is
+    indexed there and is a regular file with its recorded sha256: otherwise one ``SpecError`` naming the file."""
+    from ablab.execute.files import checkpoint_file, checkpoints_read
+    from ablab.store import Store
+
+    wanted: dict[str, dict[tuple[str, int], str]] = {}  # results directory -> (run, epoch) -> field
+    for v in variants:
+        field = "source.study" if isinstance(v.spec, EvalSpec) else "base.init_from"
+        for where, pairs in checkpoints_read(v.spec).items():
+            if where is not None:
+                wanted.setdefault(where, {}).update({pair: field for pair in pairs})
+    for where, pairs in wanted.items():
+        store = Store.open(where, readonly=True)
+        try:
+            for (run, epoch), field in pairs.items():
+                try:
+                    checkpoint_file(store, run, epoch).verify()
+                except (StoreError, ValueError) as err:
+                    raise SpecError(f"{err}; restore it, or run the source study ({where}) again", file=file,
+                                    field=field) from None
+        finally:
+            store.close()
 
 
 @functools.lru_cache(maxsize=64)

@@ -13,6 +13,7 @@ the caller hands in: the spec layer never imports the store.
 from __future__ import annotations
 
 import copy
+import difflib
 import itertools
 import math
 from pathlib import Path
@@ -354,11 +355,17 @@ def _select(store, written: InitFromSpec, candidates: list[_Candidate], path: st
     if pending:
         raise SpecError(f"the source study {written.study} has {pending} unfinished runs; finish it before selecting"
                         + where, file=file, field="base.init_from.study")
+    finals = store.final_values(split, name)
+    if not finals:
+        recorded = store.metric_names()
+        close = difflib.get_close_matches(sel.metric, recorded, n=1, cutoff=0.4)
+        raise SpecError(f"no run of {written.study} recorded '{sel.metric}' (its runs recorded: "
+                        f"{', '.join(recorded) or 'no metric'})" + (f"; did you mean '{close[0]}'?" if close else "")
+                        + where, file=file, field="base.init_from.select.metric")
     mode = sel.mode or store.metric_direction(split, name)
     if mode not in ("min", "max"):
         raise SpecError(f"say whether the lowest or the highest '{sel.metric}' wins: select.mode: min | max"
                         + where, file=file, field="base.init_from.select.mode")
-    finals = store.final_values(split, name)
     scored = [(finals[c.id], c) for c in pool if c.id in finals and math.isfinite(finals[c.id])]
     if len(scored) < sel.k:
         raise SpecError(f"select wants the best {sel.k} runs by {sel.metric}; {written.study} has {len(scored)} "
