@@ -1,8 +1,12 @@
 """ablab: a laboratory for controlled ablation studies of deep-learning training.
 
-``import ablab`` registers every built-in component (``ablab.components``); a study's own modules
+``import ablab`` gives every registry its built-in components (``ablab.components``, imported at the
+first lookup of any registry, so that importing ablab loads no torch); a study's own modules
 (``imports:``) and installed plug-ins register with the same decorators (docs/components.md).
 """
+
+import functools
+import importlib
 
 from ablab.version import PROTOCOL_VERSION, __version__  # noqa: F401  (ablab.__version__, ablab.PROTOCOL_VERSION)
 
@@ -18,7 +22,7 @@ def load(path):
 # ``@ablab.register_model("mynet")`` in a module the study lists under ``imports:``.
 from ablab.registry import (  # noqa: E402  (after the constants the registries' users import)
     ACTIVATIONS, AUGMENTATIONS, DATASETS, EVALUATORS, LOSSES, MODELS, NORMS, OBJECTIVES, OPTIMIZERS, PROBES,
-    REPORT_SECTIONS, SCHEDULES,
+    REPORT_SECTIONS, SCHEDULES, set_builtin_loader,
 )
 
 register_dataset = DATASETS.register
@@ -34,4 +38,5 @@ register_objective = OBJECTIVES.register
 register_evaluator = EVALUATORS.register
 register_report_section = REPORT_SECTIONS.register
 
-import ablab.components  # noqa: E402,F401  (last: registers every built-in component)
+# the built-ins register at the first lookup of any registry (``ablab.registry.load_builtins``)
+set_builtin_loader(functools.partial(importlib.import_module, "ablab.components"))

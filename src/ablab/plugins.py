@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ablab.errors import AblabError, SpecError
-from ablab.registry import ALL_REGISTRIES, Registry
+from ablab.registry import ALL_REGISTRIES, Registry, load_builtins
 
 ENTRY_POINT_GROUP = "ablab.components"
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -93,7 +93,8 @@ def load_entry_points() -> None:
 
 
 def load_components() -> dict[str, Registry]:
-    """Every registry by kind, installed plug-ins loaded (the built-ins registered when ``ablab`` was imported)."""
+    """Every registry by kind, its built-ins and the installed plug-ins loaded."""
+    load_builtins()
     load_entry_points()  # after the built-ins, so a plug-in reusing a built-in name is the error
     return ALL_REGISTRIES
 

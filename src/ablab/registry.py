@@ -63,11 +63,17 @@ class Registry:
 
         return decorate
 
+    def _known(self) -> dict[str, Entry]:
+        """The entries, the built-in components registered first (at the first lookup of any registry)."""
+        if _builtin_loader is not None:
+            load_builtins()
+        return self._entries
+
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return name in self._known()
 
     def list_names(self) -> list[str]:
-        return sorted(self._entries)
+        return sorted(self._known())
 
     def list_entries(self) -> list[Entry]:
         return [self._entries[n] for n in self.list_names()]
@@ -77,7 +83,7 @@ class Registry:
         return self.get_entry(name).factory
 
     def get_entry(self, name: str) -> Entry:
-        if name not in self._entries:
+        if name not in self._known():
             raise SpecError(self._unknown(name), field="name")
         return self._entries[name]
 
@@ -94,7 +100,7 @@ class Registry:
         """An annotation for a parameter holding a name of this kind, checked during validation."""
 
         def check(name: str) -> str:
-            if name not in self._entries:
+            if name not in self._known():
                 raise ValueError(self._unknown(name))
             return name
 
@@ -155,6 +161,30 @@ class Registry:
         spec = self.validate(spec)
         name = spec.pop("name")
         return self.get(name)(**context, **spec)
+
+
+_builtin_loader: Callable[[], Any] | None = None
+
+
+def set_builtin_loader(load: Callable[[], Any]) -> None:
+    """How the built-in components get registered (``ablab/__init__.py`` sets it): called once, at the
+    first lookup of any registry, so ``import ablab`` stays light (no torch) and the CLI has set its
+    signal handlers before the components load."""
+    global _builtin_loader
+    _builtin_loader = load
+
+
+def load_builtins() -> None:
+    """Register the built-in components now; once per process (a lookup while they load sees those so far)."""
+    global _builtin_loader
+    load, _builtin_loader = _builtin_loader, None
+    if load is None:
+        return
+    try:
+        load()
+    except BaseException:  # interrupted or failed: the next lookup tries again
+        _builtin_loader = load
+        raise
 
 
 class RegistrationError(AblabError, ValueError):

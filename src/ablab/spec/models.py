@@ -273,7 +273,7 @@ class RunSpec(_OwnCode):
     compute: Compute = Compute()
     seeds: Seeds = Seeds()
     replicate: int = Field(0, ge=0)
-    record: Record = Record()
+    record: Record = Field(default_factory=Record)  # built when needed: its default evaluator is a registered one
 
     @model_validator(mode="before")
     @classmethod
