@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ablab.errors import AblabError
+from ablab.errors import AblabError, StoreIOError
 from ablab.execute.progress import ProgressView
 from ablab.spec import Study, Variant
 from ablab.store import DB_NAME, Store, StudyLock, remove_stale_temp_files, require_results_path
@@ -99,9 +99,21 @@ def _run_locked(study, file, variants, out, workers, executor, tty, threads, add
             # moment before the interrupt, is to do again: the next invocation resumes cleanly
             store.mark_pending(v.id for v in todo)
             raise
+        except StoreIOError:
+            _uncharge(store, todo)  # the disk failed, not the runs: they run again, attempts not counted
+            raise
         finally:
             view.close()
             store.remove_staging()
         return Summary(store.status_counts(), len(todo))
     finally:
         store.close()
+
+
+def _uncharge(store: Store, todo: list[Variant]) -> None:
+    """Put the runs in flight back to pending, their last start not counted; where the disk refuses
+    even that, the next invocation's ``prepare_staging`` puts them back."""
+    try:
+        store.mark_pending((v.id for v in todo), uncount=True)
+    except StoreIOError:
+        pass

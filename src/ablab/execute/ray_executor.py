@@ -16,14 +16,14 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
-from ablab.errors import AblabError
+from ablab.errors import AblabError, StoreIOError
 from ablab.execute.progress import ProgressView
 from ablab.execute.schedule import run_all
 from ablab.plugins import search_path
 from ablab.spec import Resources, Variant
 from ablab.store import Store
 from ablab.train.inputs import UnitFiles
-from ablab.train.result import RunResult
+from ablab.train.result import RunResult, StagingWriteError
 
 LOOPBACK = "127.0.0.1"
 INSTALL_HINT = "the Ray executor needs Ray: pip install -e '.[ray]' (or pip install 'ray>=2.9')"
@@ -39,7 +39,7 @@ def import_ray() -> Any:
 
 
 def _train_task(spec_json: str, run_id: str, threads: int, staging: str | None = None,
-                files: UnitFiles | None = None, search_path: tuple[str, ...] = ()) -> RunResult:
+                files: UnitFiles | None = None, search_path: tuple[str, ...] = ()) -> RunResult | StagingWriteError:
     """Runs on a Ray worker: the same code path as a local worker process. On another node without
     the study folder, artifacts travel back in the result; the stored files the unit reads come in
     ``files`` as bytes (read and checked by the driver); the study's own modules must be importable
@@ -52,7 +52,10 @@ def _train_task(spec_json: str, run_id: str, threads: int, staging: str | None =
 
     torch.set_num_threads(threads)
     add_search_path(*(p for p in search_path if os.path.isdir(p)))
-    return run_unit(parse_unit(spec_json), run_id=run_id, staging=Path(staging) if staging else None, files=files)
+    try:
+        return run_unit(parse_unit(spec_json), run_id=run_id, staging=Path(staging) if staging else None, files=files)
+    except StagingWriteError as err:  # returned, not raised: the driver raises it (exit 74, the run still to do)
+        return err
 
 
 def run_ray(
@@ -90,7 +93,7 @@ def run_ray(
     backend = _RayTasks(ray, remote, store, threads, max_retries)
     try:
         run_all(store, todo, view, backend, workers)
-    except KeyboardInterrupt:  # run_study marks the runs in flight pending
+    except (KeyboardInterrupt, StoreIOError):  # run_study marks the runs in flight pending
         if not started_here:
             # Ray belongs to the caller: stop our tasks. (Where we started Ray, shutdown kills them;
             # ray.cancel(force=True) racing a task's completion aborts the driver in Ray 2.60.)
@@ -123,10 +126,13 @@ class _RayTasks:
     def result(self, ref: Any) -> RunResult:
         self.submitted.discard(ref)
         try:
-            return self.ray.get(ref)
+            result = self.ray.get(ref)
         except self.ray.exceptions.RayError as err:  # worker died (retries used up) or task error
             return RunResult("", "failed", error=f"Ray task failed after {self.max_retries} retries: "
                              f"{type(err).__name__}: {err}")
+        if isinstance(result, StagingWriteError):
+            raise result
+        return result
 
     def drain_progress(self, view: ProgressView) -> None:
         pass
