@@ -1,8 +1,8 @@
 """Ray executor: each run is a Ray task; workers return results and the driver alone writes the store.
 
-Without an address it starts a private local Ray instance (dashboard off); with one it joins an
-existing cluster (``ray start --head`` on the head node, ``ray start --address=HEAD:6379`` on the
-others). The same spec gives the same numbers as the local executor for the same threads per run.
+Without an address it starts a private local Ray instance (dashboard off; nothing of it outlives
+the driver: ``ray_reaper``); with one it joins an existing cluster (``ray start --head`` on the head
+node, ``ray start --address=HEAD:6379`` on the others). The same spec gives the same numbers as the local executor for the same threads per run.
 """
 
 from __future__ import annotations
@@ -12,11 +12,14 @@ import importlib
 import math
 import os
 import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Iterator
 
 from ablab.errors import AblabError, StoreIOError
+from ablab.execute import ray_reaper
 from ablab.execute.progress import ProgressView
 from ablab.execute.schedule import run_all
 from ablab.plugins import search_path
@@ -75,16 +78,19 @@ def run_ray(
     address = address or os.environ.get("RAY_ADDRESS") or None  # a running instance saves ~5 s of start-up
     started_here = not ray.is_initialized()
     sigterm = signal.getsignal(signal.SIGTERM)
+    reaper = None
     if started_here:
         common = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
         if address:
             ray.init(address=address, **common)
         else:
+            before = _child_pids()
             with _loopback_node(ray):  # a private instance, reachable from this machine only
                 ray.init(
                     address="local", num_cpus=workers * max(1, math.ceil(resources.cpus)),
                     num_gpus=_local_gpus() if resources.gpus > 0 else 0, _node_ip_address=LOOPBACK, **common,
                 )
+            reaper = _start_reaper(_child_pids() - before)
     if started_here and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, sigterm)  # ray.init replaces it; SIGTERM stops a study like Ctrl-C
     remote = ray.remote(_train_task).options(
@@ -103,6 +109,7 @@ def run_ray(
     finally:
         if started_here:
             ray.shutdown()
+        _stop_reaper(reaper)
 
 
 class _RayTasks:
@@ -165,6 +172,32 @@ def _loopback_node(ray: Any) -> Iterator[None]:
         yield
     finally:
         constants.ENABLE_RAY_CLUSTER = before
+
+
+def _child_pids() -> set[int]:
+    """This process's children (Linux /proc; empty elsewhere)."""
+    return ray_reaper.children_of(os.getpid()) if Path("/proc/self/stat").exists() else set()
+
+
+def _start_reaper(roots: set[int]) -> subprocess.Popen | None:
+    """The process that kills what is left of the private instance (the processes ``roots`` and their
+    descendants) once this driver is gone, however it ends (``execute/ray_reaper.py``); None without /proc."""
+    if not roots:
+        return None
+    return subprocess.Popen([sys.executable, ray_reaper.__file__, *map(str, sorted(roots))], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop_reaper(reaper: subprocess.Popen | None) -> None:
+    """After ``ray.shutdown``: the reaper kills any straggler of the instance, then exits."""
+    if reaper is None:
+        return
+    reaper.stdin.close()
+    try:
+        reaper.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        reaper.kill()
+        reaper.wait()
 
 
 def _local_gpus() -> int:
