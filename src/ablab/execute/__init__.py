@@ -47,6 +47,10 @@ def run_study(
     (the same name with other settings, seeds or variants is that study, extended or edited).
     """
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    if executor == "ray":
+        from ablab.execute.ray_executor import check_reachable
+
+        check_reachable(address or os.environ.get("RAY_ADDRESS"))  # refused before anything is written
     require_results_path(Path(out))  # refused before the lock file is written
     with StudyLock(out):  # one writer per results directory
         if not replace:

@@ -12,6 +12,7 @@ import importlib
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -39,6 +40,29 @@ def import_ray() -> Any:
     except ImportError:
         raise AblabError(INSTALL_HINT) from None
     return ray
+
+
+CONNECT_TIMEOUT_S = 10  # an unreachable head is refused within this (ray.init would retry for many minutes)
+
+
+def check_reachable(address: str | None) -> None:
+    """One clear error (exit 2, before anything is written) when nothing answers at a ``HOST:PORT`` Ray address.
+
+    ``auto``, ``local`` and no address are Ray's to resolve. Only the TCP port is tried: a head that
+    answers there but is no Ray GCS is still ``ray.init``'s to report."""
+    host, sep, port = (address or "").removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+        return
+    except TimeoutError:
+        why = f"no answer within {CONNECT_TIMEOUT_S} s"
+    except OSError as err:
+        why = err.strerror or str(err)
+    raise AblabError(f"Ray address {address}: no Ray head answers there ({why}); start the cluster with 'ray start "
+                     "--head' on its head node or correct --address (or RAY_ADDRESS); without an address ablab "
+                     "starts a private Ray instance on this machine")
 
 
 def _train_task(spec_json: str, run_id: str, threads: int, staging: str | None = None,
