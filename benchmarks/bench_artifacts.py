@@ -66,12 +66,13 @@ class Prepared:
     """A validated study, its expanded runs and the validation time (expand + check_variants)."""
 
     def __init__(self, spec: dict[str, Any]):
+        import ablab
         from ablab.spec import Study, expand
         from ablab.validate import check_variants
 
         t0 = time.perf_counter()
         self.study = Study.model_validate(spec)
-        self.variants = expand(self.study)
+        self.variants = expand(self.study, open_stored=ablab.load)
         check_variants(self.variants, file="bench")
         self.validate_s = time.perf_counter() - t0
 

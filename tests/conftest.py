@@ -93,7 +93,8 @@ def own_code_sandbox(tmp_path: Path):
     import sys
 
     from ablab import plugins
-    from ablab.registry import ALL_REGISTRIES, load_components
+    from ablab.plugins import load_components
+    from ablab.registry import ALL_REGISTRIES
 
     load_components()  # the built-ins belong to what is restored, whether or not this process used them yet
     entries = {kind: dict(reg._entries) for kind, reg in ALL_REGISTRIES.items()}

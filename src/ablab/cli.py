@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import math
 import os
 import signal
 import sqlite3
@@ -138,6 +139,14 @@ def _limits(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-runs", type=int, default=MAX_RUNS, help=f"refuse a study of more runs (default {MAX_RUNS})")
 
 
+def _check_limits(args: argparse.Namespace) -> None:
+    """``--max-artifact-gb`` a positive finite number, ``--max-runs`` at least 1 (none of them turns a guard off)."""
+    if not (math.isfinite(args.max_artifact_gb) and args.max_artifact_gb > 0):
+        raise AblabError(f"--max-artifact-gb must be a positive finite number, got {args.max_artifact_gb:g}")
+    if args.max_runs < 1:
+        raise AblabError(f"--max-runs must be at least 1, got {args.max_runs}")
+
+
 def _load(spec: str, overrides: list[str], max_artifact_gb: float | None = None, max_runs: int | None = None,
           local_devices: bool = True):
     from ablab.spec import MAX_RUNS, expand, load_study
@@ -159,6 +168,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise AblabError(f"--workers must be at least 1, got {args.workers}")
     if args.threads is not None and args.threads < 1:
         raise AblabError(f"--threads must be at least 1, got {args.threads}")
+    cores = os.cpu_count() or 1
+    if args.workers > cores and not args.address:  # a cluster's nodes have their own cores
+        print(f"note: --workers {args.workers} is more than this machine's {cores} cores; the runs share them",
+              file=sys.stderr)
     if args.max_retries < 0:
         raise AblabError(f"--max-retries must be 0 or more, got {args.max_retries}")
     if args.executor == "ray":
@@ -167,13 +180,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         import_ray()  # says how to install Ray before anything runs
     elif args.address:
         raise AblabError("--address needs --executor ray")
-    if args.max_artifact_gb <= 0:
-        raise AblabError(f"--max-artifact-gb must be positive, got {args.max_artifact_gb}")
+    _check_limits(args)
     # everything validated before anything is written
     on_cluster = args.executor == "ray" and bool(args.address or os.environ.get("RAY_ADDRESS"))
     study, variants, _ = _load(args.spec, args.overrides, args.max_artifact_gb, args.max_runs,
                                local_devices=not on_cluster)  # a cluster's nodes have their own devices
     out = Path(args.out) if args.out else Path("results") / study.name
+    _check_existing_store(out)
     try:
         summary = run_study(study, args.spec, variants, out, workers=args.workers, executor=args.executor, threads=args.threads,
                             address=args.address, max_retries=args.max_retries, replace=args.replace)
@@ -188,7 +201,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK if summary.complete else EXIT_FAILED_RUNS
 
 
+def _check_existing_store(out: Path) -> None:
+    """A store already in ``out`` is opened to read first: a foreign or damaged one is refused before any file is written."""
+    from ablab.store import DB_NAME, Store, require_results_path
+
+    require_results_path(out)
+    db = out / DB_NAME
+    if db.is_file() and db.stat().st_size > 0:
+        Store.open(out, readonly=True).close()
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
+    _check_limits(args)
     study, variants, estimate = _load(args.spec, args.overrides, args.max_artifact_gb, args.max_runs)
     labels = sorted({v.label for v in variants}, key=[v.label for v in variants].index)
     if study.post_hoc:
@@ -343,6 +367,9 @@ def _print_report(results: str | Path) -> None:
     from ablab.report import write_report
     from ablab.store import Store
 
+    from ablab.export import require_folder
+
+    require_folder(Path(results) / "report", "ablab report writes its report into this folder: move the file away")
     store = Store.open(results, readonly=True)
     try:
         result = write_report(store)
@@ -420,14 +447,16 @@ def main(argv: list[str] | None = None) -> int:
             return _interrupted(stop, "")
         except (OSError, sqlite3.DatabaseError) as err:
             # a failure the store did not see coming (a damaged page met while reading, report/ on a full disk)
-            from ablab.store.errors import io_error, is_io_failure
+            # or a path that is not what the command needs (a file where it writes a folder, a looping link)
+            from ablab.store.errors import io_error, is_bad_path, is_io_failure
 
-            if not is_io_failure(err) or (isinstance(err, OSError) and err.errno not in _DISK_ERRNOS):
+            bad_path = is_bad_path(err)
+            if not bad_path and (not is_io_failure(err) or (isinstance(err, OSError) and err.errno not in _DISK_ERRNOS)):
                 raise
             where = (getattr(err, "filename", None) or getattr(args, "results", None) or getattr(args, "out", None)
                      or ".")
             print(f"error: {io_error(where, err)}", file=sys.stderr)
-            return EXIT_IO_ERROR
+            return EXIT_BAD_INPUT if bad_path else EXIT_IO_ERROR
 
 
 if __name__ == "__main__":

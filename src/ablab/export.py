@@ -31,6 +31,15 @@ def export_table(store, fmt: str, out: Path) -> int:
     return len(frame)
 
 
+def require_folder(path: Path, what: str) -> None:
+    """One clear error, before anything is written, when ``path`` or a folder above it is a file."""
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise AblabError(f"{path}: {part} is a file, not a folder; {what}")
+            return
+
+
 def run_folder(label: str, replicate: int) -> str:
     """A folder name TensorBoard shows as the run's name: the label with path separators replaced."""
     return re.sub(r"[/\\\x00]", "_", f"{label} #{replicate}")
@@ -42,6 +51,7 @@ def export_tensorboard(store, outdir: Path) -> list[Path]:
     Wall time: the run's start (the store keeps no time per value), so TensorBoard's relative-time
     axis is not meaningful; the step axis is.
     """
+    require_folder(outdir, "--tensorboard names the folder TensorBoard reads (tensorboard --logdir OUTDIR)")
     metrics = store.metrics()
     written = []
     for r in store.runs().itertuples():

@@ -72,6 +72,9 @@ def import_modules(names: Iterable[str], field: str = "imports") -> None:
                             field=f"{field}.{i}") from None
         except Exception as err:  # the module's own code failed: say which module and why
             raise SpecError(f"importing '{name}' failed: {type(err).__name__}: {err}", field=f"{field}.{i}") from None
+        except SystemExit as err:  # sys.exit() in the module's code: an import only defines and registers
+            raise SpecError(f"importing '{name}' exited (sys.exit({err.code!r})): a module in 'imports' defines and "
+                            "registers components; it must not exit", field=f"{field}.{i}") from None
 
 
 def load_entry_points() -> None:
@@ -83,7 +86,7 @@ def load_entry_points() -> None:
         _LOADED_ENTRY_POINTS.add(key)
         try:
             ep.load()
-        except Exception as err:
+        except (Exception, SystemExit) as err:  # SystemExit: the plug-in called sys.exit() while imported
             dist = f" of {ep.dist.name}" if getattr(ep, "dist", None) is not None else ""
             raise AblabError(f"plug-in '{ep.name} = {ep.value}' (entry point group {ENTRY_POINT_GROUP}{dist}) "
                              f"failed to load: {type(err).__name__}: {err}") from None

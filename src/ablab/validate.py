@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pydantic
 
-from ablab.errors import AblabError, SpecError
+from ablab.errors import AblabError, SpecError, StoreError
 from ablab.spec import EvalSpec, RunSpec, Study, Variant
 
 DEFAULT_MAX_ARTIFACT_GB = 20.0
@@ -122,6 +122,10 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
         if isinstance(v.spec, RunSpec) and v.spec.init_from is not None:
             where = f" (variant '{v.label}')" if v.axes else ""
             _check_continuation(v.spec, plans, file, where)
+    for v in variants:  # after the continuations: a source that never reaches its epoch is said as such
+        if isinstance(v.spec, RunSpec):
+            _check_epochs_within(v.spec, plans[v.id][1], file, f" (variant '{v.label}')" if v.axes else "")
+    _check_stored_sources(variants, file)
     if study is not None:
         check_report(study, variants, recorded, file)
     if estimate.total > max_artifact_gb * 1e9:
@@ -131,6 +135,23 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
             f"limit of {max_artifact_gb:g} GB; save fewer checkpoints or raise --max-artifact-gb", file=file,
             field="base.record.checkpoints")
     return estimate
+
+
+def _check_epochs_within(spec: RunSpec, last: int, file: str, where: str) -> None:
+    """Checkpoint and evaluator epochs fall within training (0..``last``, the epoch its duration ends at):
+    one after the end would save or record nothing."""
+    from ablab.registry import EVALUATORS
+
+    late = [e for e in spec.record.checkpoints.epochs if e > last]
+    if late:
+        raise SpecError(f"epoch {late[0]} is after the run's last epoch {last}: no checkpoint would be saved there"
+                        + where, file=file, field="base.record.checkpoints.epochs")
+    for i, e in enumerate(spec.record.evaluators):
+        epochs = EVALUATORS.create(e).epochs
+        late = [x for x in epochs if x > last] if isinstance(epochs, list) else []
+        if late:
+            raise SpecError(f"epoch {late[0]} is after the run's last epoch {last}: the evaluator would record "
+                            "nothing there" + where, file=file, field=f"base.record.evaluators.{i}.epochs")
 
 
 def _device_problem(device: str) -> str | None:
@@ -173,6 +194,31 @@ def _check_continuation(spec: RunSpec, plans: dict, file: str, where: str) -> No
         raise SpecError(f"the source run's checkpoint does not fit this run's model ({diff}: "
                         f"{source_shapes.get(diff)} in the source, {shapes.get(diff)} here)" + where, file=file,
                         field="base.model")
+
+
+def _check_stored_sources(variants: list[Variant], file: str) -> None:
+    """Every checkpoint read from another results directory (``init_from.study``, a post-hoc ``source``) is
+    indexed there and is a regular file with its recorded sha256: otherwise one ``SpecError`` naming the file."""
+    from ablab.execute.files import checkpoint_file, checkpoints_read
+    from ablab.store import Store
+
+    wanted: dict[str, dict[tuple[str, int], str]] = {}  # results directory -> (run, epoch) -> field
+    for v in variants:
+        field = "source.study" if isinstance(v.spec, EvalSpec) else "base.init_from"
+        for where, pairs in checkpoints_read(v.spec).items():
+            if where is not None:
+                wanted.setdefault(where, {}).update({pair: field for pair in pairs})
+    for where, pairs in wanted.items():
+        store = Store.open(where, readonly=True)
+        try:
+            for (run, epoch), field in pairs.items():
+                try:
+                    checkpoint_file(store, run, epoch).verify()
+                except (StoreError, ValueError) as err:
+                    raise SpecError(f"{err}; restore it, or run the source study ({where}) again", file=file,
+                                    field=field) from None
+        finally:
+            store.close()
 
 
 @functools.lru_cache(maxsize=64)

@@ -127,6 +127,77 @@ def _garbage(results: Path) -> None:
     (results / "ablab.db").write_bytes(b"definitely not sqlite " * 500)
 
 
+def _sql(*statements: str) -> Callable[[Path], None]:
+    """A damage: SQL statements run on the results' ``ablab.db``."""
+    def damage(results: Path) -> None:
+        import sqlite3
+
+        conn = sqlite3.connect(results / "ablab.db")
+        for statement in statements:
+            conn.execute(statement)
+        conn.commit()
+        conn.close()
+    return damage
+
+
+def _drop(table: str, *then: str) -> Callable[[Path], None]:
+    return _sql(f"DROP TABLE {table}", *then)
+
+
+def _foreign_db(root: Path) -> None:
+    """Someone else's SQLite database as ``DIR/ablab.db``."""
+    _sql("CREATE TABLE notes(text TEXT)", "INSERT INTO notes VALUES ('mine')")(root)
+
+
+def _looping_link(root: Path) -> None:
+    _spec(root, tiny_study())
+    (root / "loop").symlink_to(root / "loop")
+
+
+def _source_study(root: Path) -> Path:
+    """A finished one-run study in ``DIR/src`` that saves its checkpoint at epoch 1."""
+    study = tiny_study(name="src", seeds={"replicates": 1})
+    study["base"]["record"]["checkpoints"] = {"epochs": [1]}
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main(["run", _spec(root, study, "src.yaml"), "--out", str(root / "src"), "--threads", "1"]) == 0
+    return root / "src"
+
+
+def _checkpoint_file(results: Path) -> Path:
+    return next((results / "runs").glob("*/checkpoint_*.pt"))
+
+
+def _remove_checkpoint(results: Path) -> None:
+    _checkpoint_file(results).unlink()
+
+
+def _flip_checkpoint(results: Path) -> None:
+    path = _checkpoint_file(results)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def from_source(damage: Callable[[Path], None] | None, init_from: dict) -> Callable[[Path, Path], list[str]]:
+    """``ablab validate`` of a study continuing a stored source study (``DIR/src``), damaged first if asked."""
+    def make(root: Path, _: Path) -> list[str]:
+        src = _source_study(root)
+        if damage:
+            damage(src)
+        study = _set("base.init_from", {"study": str(src), **init_from}, tiny_study(seeds={"replicates": 1}))
+        return ["validate", _spec(root, study), "--no-timing"]
+    return make
+
+
+def _exiting_import(root: Path) -> dict:
+    """A study importing a module that calls ``sys.exit(0)`` (compiled first, so the import writes no file)."""
+    import py_compile
+
+    (root / "exits_on_import.py").write_text("import sys\nsys.exit(0)\n")
+    py_compile.compile(str(root / "exits_on_import.py"), doraise=True)
+    return {**tiny_study(), "imports": ["exits_on_import"]}
+
+
 def _nested(depth: int) -> str:
     return yaml_plus("report:\n  selection: " + "[" * depth + "]" * depth + "\n")
 
@@ -171,6 +242,7 @@ CASES = [
     Case("spec", "normalization placement out of range",
          run_spec(_set("base.model", {"name": "mlp", "widths": [8], "norm": "batchnorm", "norm_at": [5]}))),
     Case("spec", "unknown evaluation split", run_spec(_set("base.record.eval_splits", ["train", "holdout"]))),
+    Case("spec", "a module in `imports:` that calls `sys.exit(0)`", run_spec(_exiting_import)),
     Case("spec", "0 replicates", run_spec(tiny_study(seeds={"replicates": 0}))),
     Case("spec", "grid axis with no values", run_spec(tiny_study(grid={"optimizer.lr": []}))),
     Case("spec", "grid axis not a list", run_spec(tiny_study(grid={"optimizer.lr": 0.1}))),
@@ -187,6 +259,10 @@ CASES = [
     Case("dataset", "CSV target also a feature", run_spec(csv_study(features=["level", "height"]))),
     Case("dataset", "CSV with `inf`", run_spec(csv_study(cells={(3, "height"): np.inf}))),
     Case("dataset", "CSV with an empty cell", run_spec(csv_study(cells={(3, "height"): np.nan}))),
+    Case("dataset", "`synthetic` with `n_features: 1e9`",
+         run_spec(_set("base.data", {"name": "synthetic", "n_features": 1e9}))),
+    Case("dataset", "`synthetic` of more than 10^8 values",
+         run_spec(_set("base.data", {"name": "synthetic", "n_samples": 1_000_000, "n_features": 1000}))),
     Case("dataset", "CSV splits leave no training rows", run_spec(csv_study(test_fraction=0.5, val_fraction=0.49))),
     # ---- the command line
     Case("cli", "`--set` without `=`", run_spec(tiny_study(), "--set", "optimizer.lr")),
@@ -201,6 +277,17 @@ CASES = [
          run_spec(tiny_study(), "--executor", "ray", "--address", "127.0.0.1:1")),
     Case("cli", "`--max-artifact-gb 0`", run_spec(tiny_study(), "--max-artifact-gb", "0")),
     Case("cli", "more runs than `--max-runs`", run_spec(tiny_study(), "--max-runs", "1")),
+    Case("spec", "two variants with one label", run_spec(tiny_study(zip={"label": ["a", "a"],
+                                                                         "optimizer.lr": [0.1, 0.05]}))),
+    Case("spec", "10 million grid combinations made by YAML aliases",
+         run_spec(yaml_plus("grid:\n  a0: &ten [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]\n"
+                            + "".join(f"  a{i}: *ten\n" for i in range(1, 7))))),
+    Case("spec", "a checkpoint epoch after the end of training",
+         run_spec(_set("base.record.checkpoints", {"epochs": [5]}))),
+    Case("spec", "a prediction epoch after the end of training",
+         run_spec(_set("base.record.evaluators", ["standard", {"name": "predictions", "epochs": [9]}]))),
+    Case("cli", "`--max-artifact-gb nan`", run_spec(tiny_study(), "--max-artifact-gb", "nan")),
+    Case("cli", "`--max-runs 0`", run_spec(tiny_study(), "--max-runs", "0")),
     Case("cli", "`validate` of a missing file", command("validate", "DIR/nope.yaml")),
     Case("cli", "`list` of an unknown kind", command("list", "modle")),
     # ---- results directories and stores
@@ -224,6 +311,35 @@ CASES = [
     Case("store", "`report` of a garbage `ablab.db`", store_copy("report", "RESULTS", damage=_garbage), code=74),
     Case("store", "`run` into a garbage `ablab.db`", into_store(tiny_study(seeds={"replicates": 1}), damage=_garbage),
          code=74),
+    Case("store", "`status` of a foreign SQLite `ablab.db`", command("status", "DIR", setup=_foreign_db)),
+    Case("store", "`run --out` a folder holding a foreign SQLite `ablab.db`",
+         command("run", "DIR/study.yaml", "--out", "DIR", setup=lambda r: (_spec(r, tiny_study()), _foreign_db(r)))),
+    Case("store", "`status` of a store without `study_runs`", store_copy("status", "RESULTS", damage=_drop("study_runs")),
+         code=74),
+    Case("store", "`report` with the `metrics` table dropped", store_copy("report", "RESULTS", damage=_drop("metrics")),
+         code=74),
+    Case("store", "`run` into a store whose `artifacts` table was dropped",
+         into_store(tiny_study(seeds={"replicates": 1}), damage=_drop("artifacts")), code=74),
+    Case("store", "`run` into a store with a foreign `metrics` table",
+         into_store(tiny_study(seeds={"replicates": 1}), damage=_drop("metrics", "CREATE TABLE metrics(a, b)")), code=74),
+    Case("store", "`status` of a store with a garbage `spec_json`",
+         store_copy("status", "RESULTS", damage=_sql("UPDATE study SET spec_json = 'garbage{'")), code=74),
+    Case("store", "`report` where `report/` is a file",
+         store_copy("report", "RESULTS", damage=lambda res: (res / "report").write_text("mine"))),
+    Case("store", "`export --tensorboard` naming a file",
+         store_copy("export", "RESULTS", "--tensorboard", "RESULTS/ablab.db")),
+    Case("store", "`run --out` a symbolic link that loops",
+         command("run", "DIR/study.yaml", "--out", "DIR/loop", setup=_looping_link)),
+    Case("store", "`run --out` a folder whose `.staging` is a file",
+         into_store(tiny_study(seeds={"replicates": 1}), damage=lambda res: (res / ".staging").write_text(""))),
+    Case("store", "`init_from` source checkpoint missing", from_source(_remove_checkpoint, {"run": {}, "epoch": 1})),
+    Case("store", "`init_from` source checkpoint not its sha256",
+         from_source(_flip_checkpoint, {"run": {}, "epoch": 1})),
+    Case("store", "`init_from.select` on a metric no run recorded",
+         from_source(None, {"select": {"metric": "test.acuracy", "k": 1}, "epoch": 1})),
+    Case("store", "a 300-character study name",
+         command("run", "DIR/study.yaml", "--out", "DIR/results/" + "s" * 300,
+                 setup=lambda r: _spec(r, tiny_study(name="s" * 300)))),
 ]
 
 
@@ -243,7 +359,8 @@ def _tree(root: Path) -> dict[str, str]:
     out = {}
     for path in sorted(root.rglob("*")):
         rel = str(path.relative_to(root))
-        out[rel] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+        out[rel] = ("link" if path.is_symlink() else "dir" if path.is_dir()
+                    else hashlib.sha256(path.read_bytes()).hexdigest())
     return out
 
 

@@ -14,7 +14,7 @@ import yaml
 
 from ablab.registry import REPORT_SECTIONS
 from ablab.report import write_report
-from ablab.report.context import Part, ReportContext, ReportSection
+from ablab.report.context import PagePart, ReportContext, ReportSection
 from ablab.report.exact_csv import to_csv
 from ablab.report.html import e
 from ablab.report.sections import PAGE_ORDER, load_sections
@@ -78,11 +78,11 @@ class _Extra(ReportSection):
     def applies(self, ctx: ReportContext) -> bool:
         return bool(ctx.study.description)
 
-    def render(self, ctx: ReportContext) -> Part:
+    def render(self, ctx: ReportContext) -> PagePart:
         path = ctx.table_path("extra.csv")
         counts = ctx.runs.groupby("label", sort=False).size().rename("runs").reset_index()
         write_atomic(path, to_csv(counts).encode())
-        return Part(f"<h2>Extra {e(ctx.study.description)}</h2>", css=".extra { }\n", tables=[path])
+        return PagePart(f"<h2>Extra {e(ctx.study.description)}</h2>", css=".extra { }\n", tables=[path])
 
 
 class _Last(_Extra):
@@ -90,8 +90,8 @@ class _Last(_Extra):
 
     after = None
 
-    def render(self, ctx: ReportContext) -> Part:
-        return Part("<h2>Last</h2>")
+    def render(self, ctx: ReportContext) -> PagePart:
+        return PagePart("<h2>Last</h2>")
 
 
 @pytest.fixture

@@ -265,3 +265,91 @@ def test_database_full_in_a_commit_is_one_io_error_and_stores_no_half_run(result
     metrics, runs = stored(results)
     assert metrics.empty  # the failed transaction left no metric row
     assert runs.set_index("run").status.to_dict() == {ids[0]: "running", ids[1]: "pending"}
+
+
+# ---- issue 26: a damaged schema is never made again over stored runs; creation is atomic; readers last
+
+
+@pytest.mark.parametrize("table", ["metrics", "artifacts"])
+@pytest.mark.parametrize("command", ["run", "status", "export"])
+def test_a_dropped_table_is_one_io_error_and_never_made_again(table, command, results, reference, capsys):
+    con = sqlite3.connect(results / "ablab.db")
+    con.execute(f"DROP TABLE {table}")
+    con.commit()
+    con.close()
+    argv = ["run", reference[0], "--out", results] if command == "run" else [command, results]
+    code, err = _cli(capsys, *argv)
+    assert code == EXIT_IO_ERROR, err
+    line = _one_error(err)
+    assert str(results / "ablab.db") in line and f"table '{table}' is missing" in line
+    con = sqlite3.connect(results / "ablab.db")
+    assert con.execute("SELECT 1 FROM sqlite_master WHERE name=?", (table,)).fetchone() is None
+    con.close()
+
+
+def test_a_foreign_table_in_a_store_is_one_io_error(results, reference, capsys):
+    con = sqlite3.connect(results / "ablab.db")
+    con.execute("DROP TABLE metrics")
+    con.execute("CREATE TABLE metrics(a, b)")
+    con.commit()
+    con.close()
+    code, err = _cli(capsys, "run", reference[0], "--out", results)
+    assert code == EXIT_IO_ERROR, err
+    line = _one_error(err)
+    assert str(results / "ablab.db") in line and "table 'metrics' is not ablab's" in line
+
+
+def test_a_full_disk_while_the_store_is_made_leaves_none_and_the_rerun_makes_it(tmp_path, reference, capsys,
+                                                                               monkeypatch):
+    real_connect = sqlite3.connect
+
+    class FullMidway(sqlite3.Connection):
+        """Runs the schema up to the runs table, then fails as a full disk does."""
+
+        def executescript(self, script):
+            head, sep, _ = script.partition("CREATE TABLE IF NOT EXISTS runs(")
+            if not sep:
+                return super().executescript(script)
+            super().executescript(head)
+            raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: real_connect(*a, **k, factory=FullMidway))
+    out = tmp_path / "results"
+    code, err = _cli(capsys, "run", reference[0], "--out", out)
+    assert code == EXIT_IO_ERROR, err
+    assert "the disk is full" in _one_error(err)
+    monkeypatch.undo()
+    assert not (out / "ablab.db").exists()
+    code, err = _cli(capsys, "run", reference[0], "--out", out)
+    assert code == 0, err
+    assert sorted(stored(out)[1].status) == ["done", "done"]
+    assert [p.name for p in out.iterdir() if ".tmp-" in p.name] == []
+
+
+def test_a_reader_opened_on_an_idle_store_reads_on_after_the_study_is_extended(results, reference, tmp_path, capsys):
+    import yaml
+
+    reader = ablab.load(results)
+    assert len(reader.runs()) == 2 and len(reader.metrics()) > 0
+    spec = tmp_path / "more.yaml"
+    spec.write_text(yaml.safe_dump(tiny_study(seeds={"replicates": 3})))
+    code, err = _cli(capsys, "run", spec, "--out", results)
+    assert code == 0, err
+    try:
+        runs = reader.runs()
+        assert len(runs) == 3 and list(runs.status) == ["done"] * 3
+        assert set(reader.metrics().run) == set(runs.run)
+    finally:
+        reader.close()
+    assert _wal_files(results) == []
+
+
+@pytest.mark.parametrize("code", [errno.ELOOP, errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.EEXIST])
+def test_a_path_that_is_not_what_ablab_needs_is_bad_input_not_a_disk_failure(code):
+    from ablab.errors import StoreError, StoreIOError
+    from ablab.store.errors import io_error
+
+    err = io_error("some/path", OSError(code, os.strerror(code), "some/path"))
+    assert isinstance(err, StoreError) and not isinstance(err, StoreIOError)
+    assert str(err).startswith("some/path: ") and "disk" not in str(err).split("(")[0]
+    assert isinstance(io_error("some/path", OSError(errno.ENOSPC, "No space left on device")), StoreIOError)

@@ -212,14 +212,21 @@ def _unit_of(runs, member: str):
 
 
 def test_a_unit_whose_checkpoint_file_is_gone_fails_with_the_reason_and_the_others_run(source, write_study, tmp_path):
+    """The file went after validation (which refuses a study whose source checkpoint is missing, exit 2):
+    that unit fails with the reason, the others run."""
+    from ablab.execute import run_study
+    from ablab.spec import expand, load_study
+
     src, run, _ = _copy_and_lose_a_checkpoint(source, tmp_path, "file")
     study = _posthoc(src, members="single", base={"evaluators": ["standard"], "device": "cpu"})
-    out = tmp_path / "p"
-    assert main(["run", str(write_study(study)), "--out", str(out)]) == 1  # a failed unit, not a crashed driver
-    _, runs = stored(out)
-    assert sorted(runs.status) == ["done", "done", "done", "failed"]
+    file = write_study(study)
+    assert main(["validate", str(file)]) == 2
+    variants = expand(load_study(file), str(file), open_stored=ablab.load)
+    summary = run_study(load_study(file), str(file), variants, tmp_path / "p")  # a failed unit, not a crashed driver
+    assert summary.counts == {"done": 3, "failed": 1}
+    _, runs = stored(tmp_path / "p")
     lost = _unit_of(runs, run)
-    assert lost.status == "failed" and "cannot read the stored file" in lost.error
+    assert lost.status == "failed" and "the stored file is missing" in lost.error
 
 
 def test_a_unit_whose_checkpoint_is_not_stored_fails_before_it_starts(source, write_study, tmp_path):

@@ -38,6 +38,9 @@ from ablab.registry import DATASETS
 NonNegativeInt = Annotated[int, Field(ge=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+# the synthetic dataset's sizes: a study asking for more is refused at validation, not by the memory
+SYNTHETIC_MAX_SAMPLES, SYNTHETIC_MAX_FEATURES, SYNTHETIC_MAX_CLASSES = 10_000_000, 100_000, 10_000
+SYNTHETIC_MAX_VALUES = 100_000_000  # n_samples × n_features (800 MB of float64)
 
 TEST_SEED = SPLIT_SEED + 1  # the test cut (data without a test set) is independent of the val cut
 
@@ -440,9 +443,9 @@ def load_diabetes(test_fraction: Fraction = 0.2, val_fraction: Fraction = 0.1) -
 
 @DATASETS.register("synthetic")
 def load_synthetic(
-    n_samples: Annotated[int, Field(ge=10)] = 1000,
-    n_features: PositiveInt = 2,
-    n_classes: Annotated[int, Field(ge=2)] = 2,
+    n_samples: Annotated[int, Field(ge=10, le=SYNTHETIC_MAX_SAMPLES)] = 1000,
+    n_features: Annotated[int, Field(gt=0, le=SYNTHETIC_MAX_FEATURES)] = 2,
+    n_classes: Annotated[int, Field(ge=2, le=SYNTHETIC_MAX_CLASSES)] = 2,
     noise: Annotated[float, Field(ge=0.0)] = 1.0,
     seed: int = 0,
     test_fraction: Fraction = 0.2,
@@ -453,6 +456,10 @@ def load_synthetic(
     ``seed`` fixes the generated data (it is part of the data's definition, not a run seed);
     classes are balanced; features are not standardized.
     """
+    if n_samples * n_features > SYNTHETIC_MAX_VALUES:
+        raise DataError(f"synthetic: n_samples × n_features = {n_samples:,} × {n_features:,} values exceeds the limit "
+                        f"of {SYNTHETIC_MAX_VALUES:,} ({SYNTHETIC_MAX_VALUES * 8 / 1e9:.1f} GB in memory); "
+                        "make one of them smaller")
     # RandomState's streams are frozen across numpy versions (Generator's are not): same seed,
     # same data forever.
     rng = np.random.RandomState(seed)

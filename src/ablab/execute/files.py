@@ -13,7 +13,7 @@ from ablab.artifacts import CHECKPOINT_KIND
 from ablab.errors import StoreError
 from ablab.spec import EvalSpec, UnitSpec
 from ablab.store import Store
-from ablab.train.inputs import StoredFile, UnitFiles
+from ablab.train.inputs import StoredFile, UnitFiles, unreadable_reason
 
 
 def checkpoints_read(spec: UnitSpec) -> dict[str | None, list[tuple[str, int]]]:
@@ -46,4 +46,7 @@ def checkpoint_file(store: Store, run: str, epoch: int) -> StoredFile:
         have = store.checkpoint_epochs(run)
         raise StoreError(f"{store.path}: run {run} has no checkpoint at epoch {epoch} (it has: {have or 'none'})")
     row = rows.iloc[0]
-    return StoredFile(str(row["sha256"]), str(store.artifact_path(run, row["name"])))
+    path = store.artifact_path(run, row["name"])
+    if reason := unreadable_reason(path):  # refused before any read: a FIFO in its place would block the worker
+        raise StoreError(f"{path}: {reason} (the checkpoint of run {run} at epoch {epoch})")
+    return StoredFile(str(row["sha256"]), str(path))

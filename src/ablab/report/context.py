@@ -5,7 +5,7 @@ A ``ReportContext`` wraps a store: ``ablab.store.Store`` or anything with ``path
 through it, and the stored study as a validated ``Study`` (``ctx.study``). Each property is
 computed on first use and kept, so the sections that need the final selection or the variant
 colours share one computation, and a page without them costs nothing. A ``ReportSection`` decides from the context whether it ``applies`` and ``render``s a
-``Part``: its HTML, its CSS and the files it wrote (see ``ablab.report.sections``).
+``PagePart``: its HTML, its CSS and the files it wrote (see ``ablab.report.sections``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from ablab.spec.models import ReportSettings, Study
 
 
 @dataclass
-class Part:
+class PagePart:
     """One rendered section: its HTML, CSS it adds to the page, and the figure and table files it wrote."""
 
     html: str
@@ -259,5 +259,5 @@ class ReportSection:
         """Whether the page shows this section for the study in ``ctx``."""
         return True
 
-    def render(self, ctx: ReportContext) -> Part:
+    def render(self, ctx: ReportContext) -> PagePart:
         raise NotImplementedError

@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 from typing import Any, Iterable
 
-from ablab.report.context import Part
+from ablab.report.context import PagePart
 
 _CSP = "default-src 'none'; img-src 'self' file:; style-src 'unsafe-inline'"
 
@@ -31,7 +31,7 @@ dl { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; } d
 """
 
 
-def render_page(title: str, parts: Iterable[Part]) -> str:
+def render_page(title: str, parts: Iterable[PagePart]) -> str:
     """The whole report: the parts' HTML in order, their CSS after the page's own."""
     parts = list(parts)
     css = _CSS + "".join(dict.fromkeys(p.css for p in parts if p.css))  # a section's CSS once

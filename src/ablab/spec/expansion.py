@@ -13,6 +13,7 @@ the caller hands in: the spec layer never imports the store.
 from __future__ import annotations
 
 import copy
+import difflib
 import itertools
 import math
 from pathlib import Path
@@ -66,6 +67,39 @@ def _axis_combinations(study: Study) -> list[dict[str, Any]]:
     return combos
 
 
+def _combination_count(study: Study) -> int:
+    """Variants the grid and zip axes make: the product of their lengths (nothing is built)."""
+    return math.prod(len(values) for values in study.grid.values()) * math.prod(
+        len(next(iter(group.values()))) for group in study.zip if group)
+
+
+def _replicates(value: Any) -> int:
+    """A ``seeds.replicates`` axis value as a count (a value that is no count is refused later, as 1 here)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
+
+
+def _planned_runs(study: Study) -> int:
+    """Runs of a training study, variants × replicates, from the axes' lengths before any run is built."""
+    path = "seeds.replicates"
+    blocks = [study.grid, *(group for group in study.zip if group)]
+    held = next((b for b in blocks if path in b), None)
+    if held is None:
+        return _combination_count(study) * study.seeds.replicates
+    others = [len(v) for k, v in held.items() if k != path] if held is study.grid else []
+    rows = math.prod(others) * sum(_replicates(x) for x in held[path])
+    rest = [b for b in blocks if b is not held]
+    return rows * math.prod(math.prod(len(v) for v in b.values()) if b is study.grid else len(next(iter(b.values())))
+                            for b in rest if b)
+
+
+def _refuse_above(n: int, max_runs: int, file: str, study: Study) -> None:
+    """A study of more than ``max_runs`` runs is refused before it is built, naming the count."""
+    if n > max_runs:
+        field = "grid" if study.grid else ("zip" if study.zip else "seeds.replicates")
+        raise SpecError(f"the study expands to {n} runs, too many: more than {max_runs}; raise the cap with "
+                        "--max-runs if that is meant", file=file, field=field)
+
+
 def expand(study: Study, file: str = "", max_runs: int = MAX_RUNS, open_stored: OpenStored | None = None
            ) -> list[Variant]:
     """Every run of the study, each validated; init_from and post-hoc sources resolved read-only.
@@ -73,12 +107,10 @@ def expand(study: Study, file: str = "", max_runs: int = MAX_RUNS, open_stored: 
     ``open_stored`` opens a stored study that ``init_from.study`` or ``source.study`` names.
     """
     if study.post_hoc:
-        variants = _expand_post_hoc(study, file, open_stored)
+        variants = _expand_post_hoc(study, file, open_stored, max_runs)
     else:
-        variants = _expand_training(study, file, open_stored)
-    if len(variants) > max_runs:
-        raise SpecError(f"the study expands to {len(variants)} runs, more than {max_runs}; raise the cap with "
-                        "--max-runs if that is meant", file=file, field="grid")
+        variants = _expand_training(study, file, open_stored, max_runs)
+    _refuse_above(len(variants), max_runs, file, study)  # init_from.select continues k runs per variant
     seen: dict[str, str] = {}
     for v in variants:
         if v.id in seen:
@@ -91,13 +123,12 @@ def expand(study: Study, file: str = "", max_runs: int = MAX_RUNS, open_stored: 
 # ---------------------------------------------------------------- training studies
 
 
-def _expand_training(study: Study, file: str, open_stored: OpenStored | None) -> list[Variant]:
+def _expand_training(study: Study, file: str, open_stored: OpenStored | None, max_runs: int) -> list[Variant]:
     _check_no_imports(study, file)
+    _refuse_above(_planned_runs(study), max_runs, file, study)  # before building millions of dicts
     combos = _axis_combinations(study)
-    n = len(combos) * study.seeds.replicates
-    if n > MAX_RUNS * 10:  # refuse before building millions of dicts
-        raise SpecError(f"the study expands to {n} runs; that is too many", file=file, field="seeds.replicates")
     named = frozenset(k for group in study.zip if "label" in group for k in group)
+    _check_unique_labels(combos, named, file)
     raws = []
     for axes in combos:
         label = make_label(axes, named)
@@ -114,6 +145,20 @@ def _expand_training(study: Study, file: str, open_stored: OpenStored | None) ->
         if _in_study_source(raw):
             per_raw[i] = _variants_of(raw, label, axes, r, file, sources, open_stored)
     return [v for vs in per_raw for v in vs]
+
+
+def _check_unique_labels(combos: list[dict[str, Any]], named: frozenset[str], file: str) -> None:
+    """Variants with different settings have different labels (a report row is one variant)."""
+    first: dict[str, dict[str, Any]] = {}
+    for axes in combos:
+        label = make_label(axes, named)
+        other = first.setdefault(label, axes)
+        differ = [k for k in axes if k != "label" and axes[k] != other.get(k)]
+        if differ:
+            k = differ[0]
+            raise SpecError(f"two variants are labelled '{label}' but differ in {k} ({other.get(k)!r} and "
+                            f"{axes[k]!r}); give each variant its own label", file=file,
+                            field="zip" if "label" in axes else "grid")
 
 
 def _seed_axis(study: Study, axes: dict[str, Any], label: str, file: str) -> SeedAxis:
@@ -310,11 +355,17 @@ def _select(store, written: InitFromSpec, candidates: list[_Candidate], path: st
     if pending:
         raise SpecError(f"the source study {written.study} has {pending} unfinished runs; finish it before selecting"
                         + where, file=file, field="base.init_from.study")
+    finals = store.final_values(split, name)
+    if not finals:
+        recorded = store.metric_names()
+        close = difflib.get_close_matches(sel.metric, recorded, n=1, cutoff=0.4)
+        raise SpecError(f"no run of {written.study} recorded '{sel.metric}' (its runs recorded: "
+                        f"{', '.join(recorded) or 'no metric'})" + (f"; did you mean '{close[0]}'?" if close else "")
+                        + where, file=file, field="base.init_from.select.metric")
     mode = sel.mode or store.metric_direction(split, name)
     if mode not in ("min", "max"):
         raise SpecError(f"say whether the lowest or the highest '{sel.metric}' wins: select.mode: min | max"
                         + where, file=file, field="base.init_from.select.mode")
-    finals = store.final_values(split, name)
     scored = [(finals[c.id], c) for c in pool if c.id in finals and math.isfinite(finals[c.id])]
     if len(scored) < sel.k:
         raise SpecError(f"select wants the best {sel.k} runs by {sel.metric}; {written.study} has {len(scored)} "
@@ -333,7 +384,7 @@ def _select(store, written: InitFromSpec, candidates: list[_Candidate], path: st
 # ---------------------------------------------------------------- post-hoc studies
 
 
-def _expand_post_hoc(study: Study, file: str, open_stored: OpenStored | None) -> list[Variant]:
+def _expand_post_hoc(study: Study, file: str, open_stored: OpenStored | None, max_runs: int) -> list[Variant]:
     src = study.source
     store = _open_source(open_stored, src.study, file, "source.study")
     try:
@@ -355,7 +406,10 @@ def _expand_post_hoc(study: Study, file: str, open_stored: OpenStored | None) ->
                         field=f"base.{internal[0]}")
     out = []
     named = frozenset(k for group in study.zip if "label" in group for k in group)
-    for axes in _axis_combinations(study):
+    _refuse_above(_combination_count(study) * len(units), max_runs, file, study)
+    combos = _axis_combinations(study)
+    _check_unique_labels(combos, named, file)
+    for axes in combos:
         axes_label = make_label(axes, named) if axes else ""
         count: dict[str, int] = {}
         for unit in units:

@@ -149,7 +149,14 @@ class Checkpoints(_Strict):
                 or (self.final and epoch == last_epoch) or (self.snapshots and epoch in cycle_ends))
 
     def count(self, last_epoch: int, cycle_ends: Sequence[int] = ()) -> int:
-        return sum(self.due(e, last_epoch, cycle_ends) for e in range(last_epoch + 1))
+        """How many of the epochs 0..``last_epoch`` save a checkpoint, counted without walking them."""
+        if last_epoch < 0:
+            return 0
+        named = set(self.epochs) | ({last_epoch} if self.final else set())
+        named |= set(cycle_ends) if self.snapshots else set()
+        every = self.every_epochs
+        periodic = last_epoch // every if every is not None else 0
+        return periodic + sum(1 for e in named if 0 <= e <= last_epoch and not (every and e > 0 and e % every == 0))
 
 
 class Record(_Strict):

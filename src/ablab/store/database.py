@@ -11,9 +11,12 @@ the study starts again.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -21,7 +24,8 @@ from typing import Any, Iterable
 
 from ablab import version
 from ablab.version import PROTOCOL_VERSION
-from ablab.errors import StoreError
+from ablab.errors import StoreError, StoreIOError
+from ablab.files import temp_path
 from ablab.store import layout
 from ablab.store.errors import failing_as_io
 from ablab.store.layout import DB_NAME, require_results_path, require_store_file
@@ -72,18 +76,27 @@ class Store(StoreReader):
 
     @classmethod
     def create(cls, path: str | Path) -> "Store":
-        """The store in ``path`` to write, made if missing; one clear error when the path or disk refuses."""
+        """The store in ``path`` to write, made if missing; one clear error when the path or disk refuses.
+
+        A new store is built whole under a temporary name and then linked into place, so a full disk
+        while it is made leaves no half-made ``ablab.db`` behind (the next call makes it again)."""
         path = Path(path)
         db = path / DB_NAME
         require_results_path(path)
         with failing_as_io(path):
             path.mkdir(parents=True, exist_ok=True)
+        if not db.exists() or (db.is_file() and db.stat().st_size == 0):
+            with failing_as_io(db):
+                db.unlink(missing_ok=True)  # an empty file holds nothing: the store is made in its place
+                _create_atomically(db)
+        require_store_file(path)
         with failing_as_io(db):
             conn = _connect(db)
             try:
+                _check_is_store(db, conn)
+                _check_schema(db, conn)
                 with conn:
-                    conn.executescript(_SCHEMA)
-                    conn.execute("INSERT OR IGNORE INTO meta VALUES ('protocol', ?)", (str(PROTOCOL_VERSION),))
+                    conn.executescript(_SCHEMA)  # tables added since the store was written
                 _migrate(conn)
             except BaseException:
                 conn.close()
@@ -96,18 +109,32 @@ class Store(StoreReader):
         path = Path(path)
         db = path / DB_NAME
         require_store_file(path)
+        tidy = readonly and _writable_folder(path) and not _wal_files_exist(db)
+        if tidy:
+            _probe(db)  # a foreign or damaged file is refused before the reader's open makes any file
         with failing_as_io(db):
             conn = _connect(db, readonly=readonly)
             try:
                 _check_is_store(db, conn)
+                _check_schema(db, conn)
                 if not readonly:
                     with conn:
                         conn.executescript(_SCHEMA)  # tables added since the store was written
                     _migrate(conn)
             except BaseException:
                 conn.close()
+                if tidy:
+                    _remove_reader_wal_files(db)
                 raise
-        return cls(path, conn)
+        store = cls(path, conn)
+        store._tidy_on_close = tidy
+        return store
+
+    def close(self) -> None:
+        """Close the connection; a reader removes the ``-wal``/``-shm`` files its open made (when no one else uses them)."""
+        super().close()
+        if getattr(self, "_tidy_on_close", False):
+            _remove_reader_wal_files(self.db)
 
     # ---- writing (driver only)
 
@@ -229,34 +256,140 @@ def _migrate(conn: sqlite3.Connection) -> None:
 
 
 def _check_is_store(db: Path, conn: sqlite3.Connection) -> None:
-    """Reading the runs table proves an ablab store; an SQLite file without it is someone else's."""
+    """Reading the runs table proves an ablab store; an SQLite file without it is someone else's (bad input)."""
     try:
         conn.execute("SELECT 1 FROM runs LIMIT 1")
     except sqlite3.OperationalError as err:
         if "no such table" not in str(err):
             raise
         raise StoreError(f"{db}: an SQLite database but not an ablab store (no runs table); "
-                         "name a results directory written by 'ablab run'") from None
+                         "name a results directory written by 'ablab run', or move this file away") from None
+
+
+# tables every store has held since the first version; stores written since runs gained ``origin_json``
+# (the engine) also hold the artifact index and the metrics' directions
+_CORE_TABLES = ("meta", "study", "runs", "study_runs", "metrics", "failures")
+_ENGINE_TABLES = ("artifacts", "directions")
+_MIGRATED_COLUMNS = {"runs": {"origin_json"}}
+
+
+@functools.lru_cache(maxsize=1)
+def _schema_columns() -> dict[str, set[str]]:
+    """Each table of ``_SCHEMA`` and its columns (those added by ``_migrate`` left out)."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.executescript(_SCHEMA)
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {t: {r[1] for r in conn.execute(f"PRAGMA table_info({t})")} - _MIGRATED_COLUMNS.get(t, set())
+                for t in tables}
+    finally:
+        conn.close()
+
+
+def _check_schema(db: Path, conn: sqlite3.Connection) -> None:
+    """A store missing one of its tables, or holding a table of that name with other columns, is damaged
+    (exit 74): it is never made again over the runs it holds, which would lose their results."""
+    columns = {t: {r[1] for r in conn.execute(f"PRAGMA table_info({t})")} for t in _schema_columns()}
+    required = list(_CORE_TABLES)
+    if "origin_json" in columns["runs"]:
+        required += _ENGINE_TABLES
+    expected = _schema_columns()
+    for table in expected:
+        have = columns[table]
+        if not have and table in required:
+            raise StoreIOError(f"{db}: the results database is damaged: its table '{table}' is missing; restore "
+                               "ablab.db from a copy, or move the directory away and run the study again "
+                               "(its runs are then trained again)")
+        if have and not expected[table] <= have:
+            missing = ", ".join(sorted(expected[table] - have))
+            raise StoreIOError(f"{db}: the results database is damaged: its table '{table}' is not ablab's "
+                               f"(no column {missing}); restore ablab.db from a copy, or move the directory "
+                               "away and run the study again (its runs are then trained again)")
+
+
+def _create_atomically(db: Path) -> None:
+    """Make a new, empty store with its whole schema under a temporary name, then link it into place.
+
+    A failure midway (a full disk) removes the temporary file and leaves no ``ablab.db``; a store
+    that another process made meanwhile is kept (the link refuses to replace it)."""
+    tmp = temp_path(db)
+    tmp.unlink(missing_ok=True)
+    try:
+        conn = sqlite3.connect(tmp)
+        try:
+            with conn:
+                conn.executescript(_SCHEMA)
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('protocol', ?)", (str(PROTOCOL_VERSION),))
+            _migrate(conn)
+            conn.execute("PRAGMA journal_mode=WAL")
+        finally:
+            conn.close()
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, db)
+        except FileExistsError:
+            pass  # made by another process meanwhile: that one is the store
+        except OSError as err:
+            if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV):
+                raise
+            os.rename(tmp, db)  # a filesystem without hard links
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _probe(db: Path) -> None:
+    """Check, through an immutable open that makes no file, that ``db`` is an SQLite ablab store with its tables."""
+    with failing_as_io(db):
+        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+        try:
+            _check_is_store(db, conn)
+            _check_schema(db, conn)
+            conn.execute("SELECT COUNT(*) FROM runs").fetchone()
+            conn.execute("SELECT COUNT(*) FROM study_runs").fetchone()
+        finally:
+            conn.close()
+
+
+def _writable_folder(path: Path) -> bool:
+    """This user may create files in ``path`` (so a reader's open may make the ``-wal``/``-shm`` files)."""
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+def _wal_files_exist(db: Path) -> bool:
+    return any(db.with_name(db.name + suffix).exists() for suffix in ("-wal", "-shm"))
+
+
+def _remove_reader_wal_files(db: Path) -> None:
+    """Let SQLite remove the ``-wal``/``-shm`` files a read-only open made: the last connection to close
+    a WAL database deletes them, and a read-only one cannot; SQLite leaves them while anyone else has it open."""
+    with contextlib.suppress(sqlite3.Error, OSError):
+        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=rw", uri=True, timeout=0)
+        try:
+            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        finally:
+            conn.close()
 
 
 def _connect_readonly(db: Path) -> sqlite3.Connection:
-    """Open ``db`` to read without changing or creating any file, even where this user cannot write.
+    """Open ``db`` to read without changing any of its content or creating a file that stays behind.
 
-    Without a ``-wal`` file a WAL database holds everything in its main file: it is read as
-    immutable, since a plain read-only open would create ``-wal`` and ``-shm`` files and leave them
-    behind. (A run that starts meanwhile writes into its own ``-wal``; the main file changes only at
-    a checkpoint, after 1000 pages or when the run ends.) With a ``-wal`` file (a run is writing, or
-    was killed) the reader goes through it to see the newest commits; where the folder refuses the
-    ``-shm`` file (a read-only mount) it falls back to immutable and sees the main file only.
+    Where the folder is writable the connection is a plain read-only one (``mode=ro``): it sees
+    every commit of a writer, also one that starts later and extends or checkpoints the file (an
+    immutable open would read those pages as "malformed"). It makes ``-wal`` and ``-shm`` files,
+    which ``Store.close`` removes again. Only where the folder is not writable (a read-only medium)
+    is the file opened as immutable; with a ``-wal`` file there the reader still tries to go through it.
     """
     uri = db.resolve().as_uri()
-    if db.with_name(db.name + "-wal").exists():
+    if _writable_folder(db.parent) or db.with_name(db.name + "-wal").exists():
         conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30)
         try:
             conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
             return conn
         except sqlite3.OperationalError:
             conn.close()
+            if _writable_folder(db.parent):
+                raise
     return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, timeout=30)
 
 

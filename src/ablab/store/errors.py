@@ -1,7 +1,8 @@
 """Disk and database failures of a results directory, as one message naming the path and what to do.
 
 An operating-system error (``OSError``) or a SQLite failure of the file itself (full, read-only,
-damaged, unopenable) becomes a ``StoreIOError`` (exit 74, EX_IOERR). SQLite errors that mean a
+damaged, unopenable) becomes a ``StoreIOError`` (exit 74, EX_IOERR); a path that is not what ablab
+needs (a file where a folder goes, a looping link, a name too long) a ``StoreError`` (exit 2). SQLite errors that mean a
 bug in a statement (``ProgrammingError``, ``IntegrityError``) are left alone: they are not the disk's.
 """
 
@@ -13,7 +14,7 @@ import sqlite3
 from pathlib import Path
 from typing import Iterator
 
-from ablab.errors import StoreIOError
+from ablab.errors import StoreError, StoreIOError
 
 # SQLite primary result codes (https://www.sqlite.org/rescode.html)
 _SQLITE_KIND = {13: "full", 8: "readonly", 3: "readonly", 11: "damaged", 26: "damaged", 10: "io", 14: "io"}
@@ -53,10 +54,32 @@ def failure_kind(err: BaseException) -> str:
     return "io"
 
 
-def io_error(path: str | Path, err: BaseException) -> StoreIOError:
-    """The one message for ``err`` on ``path``: what happened, the system's words, and what to do."""
+# paths that are not what ablab needs (no failure of the disk): bad input, exit 2
+_BAD_PATH = {
+    errno.ELOOP: "a symbolic link in this path loops; fix or remove the link, or choose another path",
+    errno.ENAMETOOLONG: "the name is too long for the file system; choose a shorter study name or --out",
+    errno.ENOTDIR: "a part of this path is a file where a folder is needed; move it away or choose another path",
+    errno.EISDIR: "a folder where ablab needs a file; move it away or choose another path",
+    errno.EEXIST: "something else already has this name (a file where ablab needs a folder?); move it away or "
+                  "choose another path",
+}
+
+
+def io_error(path: str | Path, err: BaseException) -> StoreError:
+    """The one message for ``err`` on ``path``: what happened, the system's words, and what to do.
+
+    A ``StoreIOError`` (exit 74) for a failure of the disk or the database; a plain ``StoreError``
+    (exit 2) for a path that is not what ablab needs (a file in a folder's place, a looping link,
+    a name too long)."""
     detail = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+    if isinstance(err, OSError) and err.errno in _BAD_PATH:
+        return StoreError(f"{path}: {_BAD_PATH[err.errno]} ({detail})")
     return StoreIOError(f"{path}: {_ADVICE[failure_kind(err)]} ({detail})")
+
+
+def is_bad_path(err: BaseException) -> bool:
+    """An OS error that says a path is not what ablab needs (``io_error`` makes it bad input)."""
+    return isinstance(err, OSError) and err.errno in _BAD_PATH
 
 
 @contextlib.contextmanager

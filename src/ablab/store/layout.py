@@ -10,6 +10,8 @@ Layout::
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
@@ -42,9 +44,18 @@ def staging_dir(root: Path, run: str) -> Path:
 
 def reset_staging(root: Path) -> None:
     """An empty staging folder: whatever a killed or failed invocation staged is removed."""
+    require_staging_folder(root)
     remove_staging(root)
     with failing_as_io(root / STAGING):
         (root / STAGING).mkdir(parents=True, exist_ok=True)
+
+
+def require_staging_folder(root: Path) -> None:
+    """``.staging`` is ablab's folder: a file of that name is refused (bad input), never removed."""
+    staging = root / STAGING
+    if (staging.exists() or staging.is_symlink()) and not staging.is_dir():
+        raise StoreError(f"{staging}: is a file, not ablab's staging folder; move it away (ablab makes this folder "
+                         "itself), then run again")
 
 
 def remove_staging(root: Path, run: str | None = None) -> None:
@@ -85,16 +96,42 @@ def require_results_path(path: Path) -> None:
     require_directory(path)
     if (path / DB_NAME).is_dir():
         raise StoreError(f"{path / DB_NAME}: is a directory, not a results database; move it away or choose another --out")
+    require_staging_folder(path)
 
 
 def require_directory(path: Path) -> None:
     """A results directory must be a folder or not exist yet (``--out`` naming a file is bad input)."""
+    _require_short_names(path)
     for part in (path, *path.parents):
+        if part.is_symlink() and not part.exists():
+            _require_link_target(path, part)
         if part.exists():
             if not part.is_dir():
                 raise StoreError(f"{path}: {part} is a file, not a folder; choose a results directory (--out) "
                                  "that is a folder or does not exist yet")
             return
+
+
+def _require_short_names(path: Path) -> None:
+    """Each name in ``path`` fits the file system (a 300-character study name does not: bad input)."""
+    limit = 255
+    with contextlib.suppress(OSError, ValueError):
+        existing = next(p for p in (path, *path.parents) if p.is_dir())
+        limit = os.pathconf(existing, "PC_NAME_MAX")
+    for name in path.parts:
+        if len(os.fsencode(name)) > limit:
+            raise StoreError(f"{path}: the name '{name[:40]}…' is {len(os.fsencode(name))} bytes long, more than the "
+                             f"file system allows ({limit}); choose a shorter study name or --out")
+
+
+def _require_link_target(path: Path, link: Path) -> None:
+    """A link on the way to a results directory that loops is bad input (a dangling one is made as a folder)."""
+    try:
+        os.stat(link)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise StoreError(f"{path}: {link} is a symbolic link that loops; fix or remove the link, or choose "
+                             "another results directory (--out)") from None
 
 
 def require_store_file(path: Path) -> None:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ablab.artifacts import (CHECKPOINT_KIND, LABELS_KIND, PREDICTIONS_KIND, checkpoint_name, load_checkpoint,
                              load_npy)
-from ablab.errors import StoreError
+from ablab.errors import StoreError, StoreIOError
 from ablab.labels import label_value
 from ablab.store import layout
 from ablab.store.layout import DB_NAME
@@ -55,8 +55,8 @@ class StoreReader:
                                  f"studies: {', '.join(self.study_names()) or 'none'}")
         name, file, description, spec_json, report_json, version = row
         return {
-            "name": name, "file": file, "description": description, "spec": json.loads(spec_json),
-            "report": json.loads(report_json), "code_version": version,
+            "name": name, "file": file, "description": description, "spec": self._json(spec_json, "study.spec_json"),
+            "report": self._json(report_json, "study.report_json"), "code_version": version,
         }
 
     def study_names(self) -> list[str]:
@@ -81,12 +81,20 @@ class StoreReader:
         ).format(join="LEFT JOIN" if all_runs else "JOIN", listing=listing,
                  origin="r.origin_json" if self._has_origin() else "NULL AS origin_json")
         df = pd.read_sql_query(query, self._conn, params=params)
-        df["origin"] = df.pop("origin_json").map(lambda v: json.loads(v) if isinstance(v, str) else {})
-        df["axes"] = df.pop("axes_json").map(json.loads)
-        df["spec"] = df.pop("spec_json").map(json.loads)
-        df["info"] = df.pop("info_json").map(lambda v: json.loads(v) if isinstance(v, str) else {})
+        for column in ("origin", "axes", "spec", "info"):
+            df[column] = df.pop(f"{column}_json").map(
+                lambda v, c=column: self._json(v, f"runs.{c}_json") if isinstance(v, str) else {})
         df["in_study"] = df.pop("position").notna()
         return df
+
+    def _json(self, text: str, where: str) -> Any:
+        """A JSON column's value; a value that is not JSON means a damaged store (exit 74, naming the column)."""
+        try:
+            return json.loads(text)
+        except (ValueError, TypeError) as err:
+            raise StoreIOError(f"{self.db}: the results database is damaged: {where} holds no valid JSON ({err}); "
+                               "restore ablab.db from a copy, or move the directory away and run the study "
+                               "again (its runs are then trained again)") from None
 
     def _has_origin(self) -> bool:
         return "origin_json" in {r[1] for r in self._conn.execute("PRAGMA table_info(runs)")}
@@ -240,6 +248,11 @@ class StoreReader:
         if not self._has_table("directions"):
             return {}
         return dict(self._conn.execute("SELECT name, direction FROM directions").fetchall())
+
+    def metric_names(self) -> list[str]:
+        """Every ``split.name`` some run of this store recorded, sorted."""
+        rows = self._conn.execute("SELECT DISTINCT split, name FROM metrics ORDER BY split, name").fetchall()
+        return [f"{split}.{name}" for split, name in rows]
 
     def final_values(self, split: str, name: str) -> dict[str, float]:
         """Each run's last recorded value (highest step, then epoch) of ``split.name``."""

@@ -9,11 +9,27 @@ bytes (Ray, whose workers may run on another node). The worker checks the digest
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from ablab.artifacts import load_checkpoint
+
+
+def unreadable_reason(path: str | Path) -> str | None:
+    """Why ``path`` is no stored file to read, found without opening it (a FIFO would block), or None."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "the stored file is missing"
+    except OSError as err:
+        return f"cannot read the stored file: {err.strerror}"
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+        return f"is {kind}, not the stored file (it is never read)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -26,6 +42,8 @@ class StoredFile:
 
     def read(self) -> bytes:
         """The file's bytes, checked against the recorded digest (ValueError when damaged or unreadable)."""
+        if self.data is None and (reason := unreadable_reason(self.path)):
+            raise ValueError(f"{self.path}: {reason}")
         try:
             data = self.data if self.data is not None else Path(self.path).read_bytes()
         except OSError as err:
@@ -35,9 +53,28 @@ class StoredFile:
                              "(damaged or replaced)")
         return data
 
+    def verify(self) -> None:
+        """Check, reading in chunks, that the file is a regular file with the recorded digest (ValueError when not)."""
+        if self.data is not None:
+            self.read()
+            return
+        if reason := unreadable_reason(self.path):
+            raise ValueError(f"{self.path}: {reason}")
+        h = hashlib.sha256()
+        try:
+            with open(self.path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+        except OSError as err:
+            raise ValueError(f"{self.path}: cannot read the stored file: {err.strerror}") from None
+        if h.hexdigest() != self.sha256:
+            raise ValueError(f"{self.path}: the file does not match its recorded sha256 (damaged or replaced)")
+
     def in_memory(self) -> "StoredFile":
         """The same file with its bytes inside (for a worker that may not see the driver's disk); the worker
         checks them as it reads. A file the driver cannot read stays a path: the worker's read says why."""
+        if self.data is not None or unreadable_reason(self.path):
+            return self
         try:
             return StoredFile(self.sha256, self.path, Path(self.path).read_bytes())
         except OSError:
@@ -56,7 +93,12 @@ class UnitFiles:
         if file is None:
             raise ValueError(f"the checkpoint of run {run} at epoch {epoch} was not handed to this unit "
                              "(the driver resolves the files a unit reads: run it with ablab run)")
-        return load_checkpoint(file.read())
+        data = file.read()
+        try:
+            return load_checkpoint(data)
+        except Exception as err:  # noqa: BLE001 - torch.load fails in many types; name the file and the reason
+            raise ValueError(f"{file.path or f'the checkpoint of run {run} at epoch {epoch}'}: cannot load the "
+                             f"checkpoint ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
 
     def in_memory(self) -> "UnitFiles":
         return UnitFiles({key: f.in_memory() for key, f in self.checkpoints.items()})

@@ -8,7 +8,7 @@ built-in section is one module with one decorated class and its name in ``PAGE_O
 section::
 
     from ablab.registry import REPORT_SECTIONS
-    from ablab.report.context import Part, ReportContext, ReportSection
+    from ablab.report.context import PagePart, ReportContext, ReportSection
     from ablab.report.html import e
 
     @REPORT_SECTIONS.register("ensembles")
@@ -20,10 +20,10 @@ section::
         def applies(self, ctx: ReportContext) -> bool:
             return any(ctx.metrics["name"] == "ensemble_accuracy")
 
-        def render(self, ctx: ReportContext) -> Part:
+        def render(self, ctx: ReportContext) -> PagePart:
             path = ctx.table_path("ensembles.csv")
             ...  # compute from ctx.runs / ctx.metrics / ctx.artifact(run, NAME), write the file
-            return Part(html=f"<h2>Ensembles</h2>\\n<p>{e(...)}</p>", tables=[path])
+            return PagePart(html=f"<h2>Ensembles</h2>\\n<p>{e(...)}</p>", tables=[path])
 
 Rules a section keeps:
 - read only through ``ctx``: ``study`` (the validated ``Study``), ``settings`` (its ``report`` block),
@@ -31,7 +31,7 @@ Rules a section keeps:
   in ``ablab.artifacts``), or ``ctx.store``'s reading API; never import ``ablab.train``;
 - escape every string from the spec or the store with ``e``;
 - write files only at ``ctx.figure_path(name)`` / ``ctx.table_path(name)`` and list them in the
-  ``Part``: the next report removes the files a section no longer writes; CSV through
+  ``PagePart``: the next report removes the files a section no longer writes; CSV through
   ``ablab.report.exact_csv.to_csv``;
 - a setting that names something the study lacks is a message in the section, not a crash.
 """

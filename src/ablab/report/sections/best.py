@@ -11,7 +11,7 @@ from ablab.analysis.grids import BestConfigurations, axes_in_study_order, axis_l
 from ablab.analysis.multiple_tests import holm_adjust
 from ablab.errors import SpecError
 from ablab.registry import REPORT_SECTIONS
-from ablab.report.context import Part, ReportContext, ReportSection
+from ablab.report.context import PagePart, ReportContext, ReportSection
 from ablab.report.grid_tables import (
     best_to_csv,
     best_to_latex,
@@ -34,16 +34,16 @@ class Best(ReportSection):
     def applies(self, ctx: ReportContext) -> bool:
         return ctx.settings.best is not None
 
-    def render(self, ctx: ReportContext) -> Part:
+    def render(self, ctx: ReportContext) -> PagePart:
         cfg = ctx.settings.best
         runs = axes_in_study_order(ctx.runs, ctx.study.axes)
         metric = cfg.metric
         try:
             best = best_configurations(ctx.per_run, runs, metric, cfg.k, cfg.baseline, ctx.directions)
         except SpecError as err:
-            return Part(f"<h2>Best configurations by {e(metric)}</h2>\n"
+            return PagePart(f"<h2>Best configurations by {e(metric)}</h2>\n"
                         f"<p class=\"flag\">{e(err.located(prefix='report.best').render())}</p>")
-        return Part(_best_html(best, cfg.baseline), css=_CSS, tables=_write_files(ctx, best))
+        return PagePart(_best_html(best, cfg.baseline), css=_CSS, tables=_write_files(ctx, best))
 
 
 def _write_files(ctx: ReportContext, best: BestConfigurations) -> list[Path]:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ablab.registry import REPORT_SECTIONS
-from ablab.report.context import Part, ReportContext, ReportSection
+from ablab.report.context import PagePart, ReportContext, ReportSection
 from ablab.report.html import e
 from ablab.report.tables import MISSING
 
@@ -22,7 +22,7 @@ class Budget(ReportSection):
     def applies(self, ctx: ReportContext) -> bool:
         return any(k in info for info in _infos(ctx.runs) for k in PLAN)
 
-    def render(self, ctx: ReportContext) -> Part:
+    def render(self, ctx: ReportContext) -> PagePart:
         rows, costly = [], False
         for label, group in ctx.runs.groupby("label", sort=False):
             infos = _infos(group)
@@ -35,7 +35,7 @@ class Budget(ReportSection):
                         + f"<td class=\"num\">{mean_s}</td></tr>")
         note = ("<p class=\"note\">From each run's plan: a step can cost more than one gradient evaluation "
                 "(SAM: two), so under <code>budget_epochs</code> such runs take fewer steps.</p>\n") if costly else ""
-        return Part(
+        return PagePart(
             "<h2>Compute budget</h2>\n"
             f"<details><summary>Compute budget per variant ({len(rows)} variants)</summary>\n{note}"
             "<table class=\"budget\"><tr><th>variant</th><th>runs</th><th>epochs</th><th>steps</th>"

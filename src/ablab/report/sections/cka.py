@@ -10,7 +10,7 @@ import pandas as pd
 from ablab.analysis.stored_variability import CKA_MODELS, cka_table
 from ablab.artifacts import ACTIVATIONS_KIND
 from ablab.registry import REPORT_SECTIONS
-from ablab.report.context import Part, ReportContext, ReportSection
+from ablab.report.context import PagePart, ReportContext, ReportSection
 from ablab.report.exact_csv import to_csv
 from ablab.report.figures import new_figure, plain_text, save_png, shorten
 from ablab.report.html import e
@@ -30,7 +30,7 @@ class Cka(ReportSection):
         arts = ctx.artifacts
         return bool(((arts["kind"] == ACTIVATIONS_KIND) & (arts["split"] == SPLIT)).any())
 
-    def render(self, ctx: ReportContext) -> Part:
+    def render(self, ctx: ReportContext) -> PagePart:
         table = cka_table(ctx.store, ctx.runs, ctx.artifacts, SPLIT)
         csv_path = ctx.table_path(TABLE)
         write_atomic(csv_path, to_csv(table).encode())
@@ -41,9 +41,9 @@ class Cka(ReportSection):
                 f"in the <a href=\"tables/{TABLE}\">CSV</a> (seed 002 Fig. 5.1).")
         path = ctx.figure_path(FIGURE)
         if not plot_cka(table, ctx.colours, path):
-            return Part(head + f"<p class=\"note\">{note} No variant has two runs with finite activations of a "
+            return PagePart(head + f"<p class=\"note\">{note} No variant has two runs with finite activations of a "
                         "common layer.</p>", tables=[csv_path])
-        return Part(head + f"<p class=\"note\">{note}</p>\n<figure><img src=\"figures/{FIGURE}\" "
+        return PagePart(head + f"<p class=\"note\">{note}</p>\n<figure><img src=\"figures/{FIGURE}\" "
                     f"alt=\"{e('linear CKA per layer')}\"></figure>", figures=[path], tables=[csv_path])
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 
 from ablab.registry import REPORT_SECTIONS
-from ablab.report.context import Part, ReportContext, ReportSection
+from ablab.report.context import PagePart, ReportContext, ReportSection
 from ablab.report.exact_csv import to_csv
 from ablab.report.html import e
 from ablab.files import write_atomic
@@ -37,7 +37,7 @@ class ContinuedRuns(ReportSection):
     def applies(self, ctx: ReportContext) -> bool:
         return bool(_continued(ctx.runs))
 
-    def render(self, ctx: ReportContext) -> Part:
+    def render(self, ctx: ReportContext) -> PagePart:
         rows = []
         labels = dict(zip(ctx.runs["run"], ctx.runs["label"] + " #" + ctx.runs["replicate"].astype(str)))
         selection = None
@@ -67,7 +67,7 @@ class ContinuedRuns(ReportSection):
         if selection:
             cols += ["rank", "metric", "value"]
         body = "\n".join("<tr>" + "".join(f"<td>{e(_cell(row[c]))}</td>" for c in cols) + "</tr>" for row in rows)
-        return Part(
+        return PagePart(
             "<h2>Continued runs</h2>\n" + head
             + "<p class=\"note\">A continued run starts from the source's checkpoint; the streams listed continue "
               "from the saved state, any other starts afresh from the run's own seed at that epoch.</p>\n"

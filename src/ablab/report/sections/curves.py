@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from ablab.registry import REPORT_SECTIONS
-from ablab.report.context import Part, ReportContext, ReportSection
+from ablab.report.context import PagePart, ReportContext, ReportSection
 from ablab.report.figures import plot_curve
 from ablab.report.html import e, figure_html
 from ablab.report.plot_scale import BAND_TEXT, LOG_RATIO
@@ -18,8 +18,8 @@ class Curves(ReportSection):
     def applies(self, ctx: ReportContext) -> bool:
         return not ctx.study.post_hoc and bool(curve_refs(ctx))  # a post-hoc unit is one evaluation: no curve
 
-    def render(self, ctx: ReportContext) -> Part:
-        part = Part("")
+    def render(self, ctx: ReportContext) -> PagePart:
+        part = PagePart("")
         html = ["<h2>Learning curves</h2>",
                 f"<p class=\"note\">Lines: mean over the finished seeds of each variant; {e(BAND_TEXT)}. "
                 "A y-axis is logarithmic where the means span more than a factor of "

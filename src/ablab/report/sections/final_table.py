@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ablab.registry import REPORT_SECTIONS
 from ablab.report import tables
-from ablab.report.context import Part, ReportContext, ReportSection
+from ablab.report.context import PagePart, ReportContext, ReportSection
 from ablab.report.exact_csv import to_csv
 from ablab.report.html import e, swatch
 from ablab.files import write_atomic
@@ -14,7 +14,7 @@ from ablab.files import write_atomic
 class FinalTable(ReportSection):
     """Per variant: each ``report.metrics`` as mean ± SD at the selected epoch, Δ and p per baseline, counts."""
 
-    def render(self, ctx: ReportContext) -> Part:
+    def render(self, ctx: ReportContext) -> PagePart:
         csv_path, md_path = ctx.table_path("final.csv"), ctx.table_path("final.md")
         write_atomic(csv_path, to_csv(tables.to_csv_frame(ctx.agg, ctx.refs, ctx.rule)).encode())
         write_atomic(md_path, tables.to_markdown(ctx.agg, ctx.refs, ctx.rule).encode())
@@ -29,7 +29,7 @@ class FinalTable(ReportSection):
         missing = ""
         if ctx.missing_refs:
             missing = f"<p class=\"note\">Not recorded by any run: {', '.join(e(r) for r in ctx.missing_refs)}.</p>"
-        return Part(
+        return PagePart(
             "<h2>Final metrics</h2>\n"
             f"<p>{e(tables.caption(ctx.rule, ctx.agg))}</p>\n"
             f"<table><tr>{head}</tr>\n" + "\n".join(body) + "\n</table>\n" + missing

@@ -14,7 +14,7 @@ import numpy as np
 from ablab.analysis.grids import FacetTable, axes_in_study_order, grid_table
 from ablab.errors import SpecError
 from ablab.registry import REPORT_SECTIONS
-from ablab.report.context import Part, ReportContext, ReportSection
+from ablab.report.context import PagePart, ReportContext, ReportSection
 from ablab.report.grid_tables import format_mean_sd, grid_is_scientific, grid_to_latex, grid_to_markdown, grids_to_csv
 from ablab.report.html import e
 from ablab.report.numbers import format_value, standard_error
@@ -37,9 +37,9 @@ class Grids(ReportSection):
     def applies(self, ctx: ReportContext) -> bool:
         return bool(ctx.settings.grids)
 
-    def render(self, ctx: ReportContext) -> Part:
+    def render(self, ctx: ReportContext) -> PagePart:
         runs = axes_in_study_order(ctx.runs, ctx.study.axes)
-        part = Part("", css=_CSS)
+        part = PagePart("", css=_CSS)
         html = ["<h2>Hyperparameter grids</h2>"]
         for i, cfg in enumerate(ctx.settings.grids):
             try:

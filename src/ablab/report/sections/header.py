@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ablab.registry import REPORT_SECTIONS
-from ablab.report.context import Part, ReportContext, ReportSection
+from ablab.report.context import PagePart, ReportContext, ReportSection
 from ablab.report.html import e
 from ablab.report.tables import MISSING
 
@@ -14,7 +14,7 @@ STATUS_ORDER = ("done", "diverged", "failed", "running", "pending")
 class Header(ReportSection):
     """The study's name, description, spec file, runs by status, code versions and devices."""
 
-    def render(self, ctx: ReportContext) -> Part:
+    def render(self, ctx: ReportContext) -> PagePart:
         study = ctx.study
         items = [("file", e(ctx.study_file or MISSING)), ("runs", f"{len(ctx.runs)} ({status_counts(ctx.runs)})")]
         for column, title in (("code_version", "code version"), ("device", "device")):
@@ -23,7 +23,7 @@ class Header(ReportSection):
                 if values:
                     items.append((title, ", ".join(e(v) for v in values)))
         rows = "".join(f"<dt>{title}</dt><dd>{value}</dd>" for title, value in items)
-        return Part(
+        return PagePart(
             f"<h1>{e(study.name)}</h1>\n"
             + (f"<p>{e(study.description)}</p>\n" if study.description else "")
             + f"<dl>{rows}</dl>"

@@ -9,7 +9,7 @@ import pandas as pd
 
 from ablab.analysis.loss_spread import bitflip_variants, loss_spread
 from ablab.registry import REPORT_SECTIONS
-from ablab.report.context import Part, ReportContext, ReportSection
+from ablab.report.context import PagePart, ReportContext, ReportSection
 from ablab.report.exact_csv import to_csv
 from ablab.report.figures import new_figure, plain_text, save_png, shorten
 from ablab.report.html import e, figure_html
@@ -28,7 +28,7 @@ class LossSpread(ReportSection):
     def applies(self, ctx: ReportContext) -> bool:
         return bool(len(ctx.runs)) and "info" in ctx.runs and bool(bitflip_variants(ctx.runs))
 
-    def render(self, ctx: ReportContext) -> Part:
+    def render(self, ctx: ReportContext) -> PagePart:
         labels = bitflip_variants(ctx.runs)
         table = loss_spread(ctx.metrics, ctx.runs, labels)
         csv_path = ctx.table_path(TABLE)
@@ -41,12 +41,12 @@ class LossSpread(ReportSection):
                 f"the last bit) cannot be drawn on it and is marked ▽ on the axis floor. "
                 f"<a href=\"tables/{TABLE}\">CSV</a>.")
         if table.empty:
-            return Part(head + f"<p class=\"note\">{note} No loss was recorded.</p>", tables=[csv_path])
+            return PagePart(head + f"<p class=\"note\">{note} No loss was recorded.</p>", tables=[csv_path])
         path = ctx.figure_path(FIGURE)
         plot_loss_spread(table, ctx.colours, path)
         zeros = _zero_summary(table)
         caption = e(zeros) if zeros else ""
-        return Part(head + f"<p class=\"note\">{note}</p>\n"
+        return PagePart(head + f"<p class=\"note\">{note}</p>\n"
                     + figure_html(FIGURE, "range and SD of the loss over runs per epoch", caption),
                     figures=[path], tables=[csv_path])
 

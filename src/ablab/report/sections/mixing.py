@@ -9,7 +9,7 @@ from ablab.analysis.mixing import (
 )
 from ablab.errors import AblabError
 from ablab.registry import REPORT_SECTIONS
-from ablab.report.context import Part, ReportContext, ReportSection
+from ablab.report.context import PagePart, ReportContext, ReportSection
 from ablab.report.exact_csv import to_csv
 from ablab.report.html import e, swatch
 from ablab.report.mixing_figure import draw
@@ -36,14 +36,14 @@ class Mixing(ReportSection):
     def applies(self, ctx: ReportContext) -> bool:
         return "spec" in ctx.runs and has_mixing_axis(ctx.runs)
 
-    def render(self, ctx: ReportContext) -> Part:
+    def render(self, ctx: ReportContext) -> PagePart:
         table = error_table(ctx.per_run, ctx.runs)
         pairs = row_column_pairs(ctx.per_run, ctx.runs)
         paths = [ctx.table_path(TABLE), ctx.table_path(PAIRS)]
         write_atomic(paths[0], to_csv(table).encode())
         write_atomic(paths[1], to_csv(pairs).encode())
         figure_html, figures = self._figure(ctx)
-        return Part("<h2>Mixed-example augmentation</h2>\n" + self._error_html(ctx, table) + self._pairs_html(pairs)
+        return PagePart("<h2>Mixed-example augmentation</h2>\n" + self._error_html(ctx, table) + self._pairs_html(pairs)
                     + figure_html, figures=figures, tables=paths)
 
     def _error_html(self, ctx: ReportContext, table: pd.DataFrame) -> str:

@@ -18,7 +18,7 @@ import pandas as pd
 from ablab.analysis.trajectories import PARAMS, STATS, aggregate_over_seeds, trajectory_stats
 from ablab.artifacts import NORM_PARAMS_FILE
 from ablab.registry import REPORT_SECTIONS
-from ablab.report.context import Part, ReportContext, ReportSection
+from ablab.report.context import PagePart, ReportContext, ReportSection
 from ablab.report.exact_csv import to_csv
 from ablab.report.figures import shorten
 from ablab.report.html import e, figure_html, swatch
@@ -43,14 +43,14 @@ class NormParams(ReportSection):
     def applies(self, ctx: ReportContext) -> bool:
         return bool(ctx.runs_with(NORM_PARAMS_FILE))
 
-    def render(self, ctx: ReportContext) -> Part:
-        part = Part("", css=_CSS)
+    def render(self, ctx: ReportContext) -> PagePart:
+        part = PagePart("", css=_CSS)
         contours, stats = _contours_and_stats(ctx, part)
         part.html = "\n".join(["<h2>Normalization layers: γ and β</h2>", contours, _trajectory_html(ctx, stats, part)])
         return part
 
 
-def _contours_and_stats(ctx: ReportContext, part: Part) -> tuple[str, pd.DataFrame]:
+def _contours_and_stats(ctx: ReportContext, part: PagePart) -> tuple[str, pd.DataFrame]:
     """Contour figures of every seed (the first shown, the others folded), and every run's trajectory statistics."""
     mine = ctx.runs[ctx.runs["run"].isin(ctx.runs_with(NORM_PARAMS_FILE))].sort_values("replicate", kind="stable")
     index = {label: i for i, label in enumerate(dict.fromkeys(ctx.runs["label"]))}
@@ -86,7 +86,7 @@ def _contours_and_stats(ctx: ReportContext, part: Part) -> tuple[str, pd.DataFra
     return "\n".join(html), stats[head + [c for c in stats.columns if c not in head]]
 
 
-def _contour_figures(ctx: ReportContext, row, loaded, index: int, part: Part) -> list[str]:
+def _contour_figures(ctx: ReportContext, row, loaded, index: int, part: PagePart) -> list[str]:
     """γ and β contours of one run (those some layer learns), as ``<figure>`` elements."""
     html = []
     for param in PARAMS:
@@ -101,7 +101,7 @@ def _contour_figures(ctx: ReportContext, row, loaded, index: int, part: Part) ->
     return html
 
 
-def _trajectory_html(ctx: ReportContext, per_run: pd.DataFrame, part: Part) -> str:
+def _trajectory_html(ctx: ReportContext, per_run: pd.DataFrame, part: PagePart) -> str:
     done = per_run[per_run["status"] == "done"]
     summary = aggregate_over_seeds(done, by="label")
     part.tables += _write_files(ctx, per_run, summary)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ablab.registry import REPORT_SECTIONS
-from ablab.report.context import Part, ReportContext, ReportSection
+from ablab.report.context import PagePart, ReportContext, ReportSection
 from ablab.report.exact_csv import to_csv
 from ablab.report.html import e
 from ablab.report.sections.continued_runs import origins
@@ -19,7 +19,7 @@ class PostHocUnits(ReportSection):
     def applies(self, ctx: ReportContext) -> bool:
         return ctx.study.post_hoc
 
-    def render(self, ctx: ReportContext) -> Part:
+    def render(self, ctx: ReportContext) -> PagePart:
         source, members = ctx.study.source, ctx.study.members
         kind = members if isinstance(members, str) else f"groups of {members.groups}"
         rows = []
@@ -37,7 +37,7 @@ class PostHocUnits(ReportSection):
         left = (origins(ctx.runs)[0].get("left_out") or []) if len(ctx.runs) else []
         if left:
             more += f"<p class=\"note\">Left out (the groups do not divide the runs): {e(', '.join(left))}.</p>"
-        return Part(
+        return PagePart(
             "<h2>Post-hoc evaluation</h2>\n"
             f"<p>Stored runs of <code>{e(source.study)}</code> (selector {e(source.runs or 'all finished runs')}, "
             f"checkpoint {e(source.checkpoint)}) evaluated without training, {e(kind)} per unit: "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ablab.registry import REPORT_SECTIONS
-from ablab.report.context import Part, ReportContext, ReportSection
+from ablab.report.context import PagePart, ReportContext, ReportSection
 from ablab.report.html import e, swatch
 
 
@@ -13,10 +13,10 @@ from ablab.report.html import e, swatch
 class Problems(ReportSection):
     """Every diverged or failed run: its variant, replicate, id and error (traceback folded), or None."""
 
-    def render(self, ctx: ReportContext) -> Part:
+    def render(self, ctx: ReportContext) -> PagePart:
         bad = ctx.runs[ctx.runs["status"].isin(("diverged", "failed"))]
         if bad.empty:
-            return Part("<h2>Diverged and failed runs</h2>\n<p>None.</p>")
+            return PagePart("<h2>Diverged and failed runs</h2>\n<p>None.</p>")
         last_epochs = ctx.metrics.groupby("run")["epoch"].max() if len(ctx.metrics) else pd.Series(dtype=int)
         rows = []
         for _, run in bad.iterrows():
@@ -26,7 +26,7 @@ class Problems(ReportSection):
                 f"<td class=\"num\">{e(run['replicate'])}</td><td><code>{e(run['run'])}</code></td>"
                 f"<td class=\"flag\">{e(run['status'])}</td><td>{what}{detail}</td></tr>"
             )
-        return Part(
+        return PagePart(
             "<h2>Diverged and failed runs</h2>\n<table><tr><th>variant</th><th>replicate</th><th>run</th>"
             "<th>status</th><th>error</th></tr>\n" + "\n".join(rows) + "\n</table>"
         )

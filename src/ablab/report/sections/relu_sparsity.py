@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ablab.artifacts import RELU_SPARSITY_FILE
 from ablab.registry import REPORT_SECTIONS
-from ablab.report.context import Part, ReportContext, ReportSection
+from ablab.report.context import PagePart, ReportContext, ReportSection
 from ablab.report.html import figure_html
 from ablab.report.norm_figures import plot_sparsity
 
@@ -18,7 +18,7 @@ class ReluSparsity(ReportSection):
     def applies(self, ctx: ReportContext) -> bool:
         return bool(ctx.runs_with(RELU_SPARSITY_FILE))
 
-    def render(self, ctx: ReportContext) -> Part:
+    def render(self, ctx: ReportContext) -> PagePart:
         series: dict[str, list] = {}
         mine = ctx.runs[ctx.runs["run"].isin(ctx.runs_with(RELU_SPARSITY_FILE))]
         for row in mine.itertuples():
@@ -30,8 +30,8 @@ class ReluSparsity(ReportSection):
         head = "<h2>ReLU sparsity</h2>\n"
         path = ctx.figure_path(FIGURE)
         if not plot_sparsity(series, ctx.colours, ctx.widths, ctx.panels, path):
-            return Part(head + "<p class=\"note\">The runs' sparsity records name no ReLU layer.</p>")
-        return Part(
+            return PagePart(head + "<p class=\"note\">The runs' sparsity records name no ReLU layer.</p>")
+        return PagePart(
             head + "<p class=\"note\">Fraction of the activations each ReLU sets to zero "
             "on the training batch, every k steps (probe relu_sparsity): mean over the finished seeds of "
             "each variant; a variant without a finished seed shows its diverged runs dashed, × where "

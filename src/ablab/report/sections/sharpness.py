@@ -9,7 +9,7 @@ import pandas as pd
 
 from ablab.analysis.grids import axis_label, varied_axes
 from ablab.registry import REPORT_SECTIONS
-from ablab.report.context import Part, ReportContext, ReportSection
+from ablab.report.context import PagePart, ReportContext, ReportSection
 from ablab.report.figures import new_figure, plain_text, save_png, variant_colours
 from ablab.report.html import e, figure_html
 from ablab.spec.models import ReportSettings
@@ -25,15 +25,15 @@ class Sharpness(ReportSection):
     def applies(self, ctx: ReportContext) -> bool:
         return bool(recorded_sharpness(ctx.metrics))
 
-    def render(self, ctx: ReportContext) -> Part:
+    def render(self, ctx: ReportContext) -> PagePart:
         refs = recorded_sharpness(ctx.metrics)
         target = _target(ctx.settings)
         head = "<h2>Sharpness at the end of training</h2>\n"
         path = ctx.figure_path(FIGURE)
         if not plot_sharpness(ctx.metrics, ctx.runs, ctx.per_run, refs, target, path):
-            return Part(head + f"<p class=\"note\">{e(', '.join(refs))} recorded, but no finished run has both "
+            return PagePart(head + f"<p class=\"note\">{e(', '.join(refs))} recorded, but no finished run has both "
                         f"it and a final {e(target)} to plot against.</p>")
-        return Part(
+        return PagePart(
             head + f"<p class=\"note\">{e(', '.join(refs))} measured on fixed training batches after the last "
             f"step against the final {e(target)}; one point per finished run.</p>\n"
             + figure_html(FIGURE, f"sharpness vs final {target}"),

@@ -14,7 +14,7 @@ import pandas as pd
 import yaml
 
 from ablab.registry import REPORT_SECTIONS
-from ablab.report.context import Part, ReportContext, ReportSection
+from ablab.report.context import PagePart, ReportContext, ReportSection
 from ablab.report.html import e
 from ablab.report.numbers import MISSING
 
@@ -25,7 +25,7 @@ _ABSENT = object()  # a setting one RunSpec lacks (e.g. momentum under adam)
 class Spec(ReportSection):
     """The runs' resolved settings (shared, per variant, per seed) and the study spec as written."""
 
-    def render(self, ctx: ReportContext) -> Part:
+    def render(self, ctx: ReportContext) -> PagePart:
         shared, per_variant, per_seed = split_settings(ctx.runs)
         html = ["<h2>Study spec (resolved)</h2>"]
         if shared or per_variant:
@@ -41,7 +41,7 @@ class Spec(ReportSection):
         spec = ctx.study.model_dump(mode="json")
         html.append("<details><summary>Study spec as written</summary>"
                     f"<pre>{e(_yaml(spec))}</pre></details>")
-        return Part("\n".join(html))
+        return PagePart("\n".join(html))
 
 
 def split_settings(runs: pd.DataFrame) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[str]]:

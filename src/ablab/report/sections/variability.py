@@ -12,7 +12,7 @@ import pandas as pd
 from ablab.analysis.stored_variability import load_variant_logits, onset_epoch, variability_table
 from ablab.artifacts import PREDICTIONS_KIND
 from ablab.registry import REPORT_SECTIONS
-from ablab.report.context import Part, ReportContext, ReportSection
+from ablab.report.context import PagePart, ReportContext, ReportSection
 from ablab.report.exact_csv import to_csv
 from ablab.report.figures import new_figure, plain_text, save_png, shorten
 from ablab.report.html import e, swatch
@@ -39,7 +39,7 @@ class Variability(ReportSection):
         arts = ctx.artifacts
         return bool(((arts["kind"] == PREDICTIONS_KIND) & (arts["split"] == SPLIT)).any())
 
-    def render(self, ctx: ReportContext) -> Part:
+    def render(self, ctx: ReportContext) -> PagePart:
         variants = load_variant_logits(ctx.store, ctx.runs, SPLIT)
         roles = _baseline_roles(ctx, [v.label for v in variants])
         table = variability_table(variants, {role: ctx.baseline_pairs[role] for role in roles})
@@ -49,13 +49,13 @@ class Variability(ReportSection):
         write_atomic(csv_path, to_csv(table).encode())
         html = ["<h2>Run-to-run variability</h2>", _note(table, roles), _html_table(table, roles, ctx.colours, idle),
                 _kernels_note(idle), _left_out(variants)]
-        part = Part("\n".join(h for h in html if h), css=_CSS, tables=[csv_path])
+        part = PagePart("\n".join(h for h in html if h), css=_CSS, tables=[csv_path])
         onset = _onset_frame(ctx.runs, table)
         if onset is not None:
             part.html += "\n" + self._onset(ctx, onset, part)
         return part
 
-    def _onset(self, ctx: ReportContext, onset: pd.DataFrame, part: Part) -> str:
+    def _onset(self, ctx: ReportContext, onset: pd.DataFrame, part: PagePart) -> str:
         csv_path, fig_path = ctx.table_path(ONSET_TABLE), ctx.figure_path(ONSET_FIGURE)
         write_atomic(csv_path, to_csv(onset).encode())
         plot_onset(onset, fig_path)

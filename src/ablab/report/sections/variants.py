@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from ablab.registry import REPORT_SECTIONS
-from ablab.report.context import Part, ReportContext, ReportSection
+from ablab.report.context import PagePart, ReportContext, ReportSection
 from ablab.report.html import e, swatch
 
 
@@ -14,7 +14,7 @@ from ablab.report.html import e, swatch
 class Variants(ReportSection):
     """One row per variant: its colour in the figures, its axis values, its runs by status."""
 
-    def render(self, ctx: ReportContext) -> Part:
+    def render(self, ctx: ReportContext) -> PagePart:
         rows = []
         for label, group in ctx.runs.groupby("label", sort=False):
             counts = group["status"].value_counts()
@@ -22,7 +22,7 @@ class Variants(ReportSection):
             axes = axes_text(group["axes"].iloc[0]) if "axes" in group else ""
             rows.append(f"<tr><td>{swatch(ctx.colours, label)}{e(label)}</td><td>{axes}</td>"
                         f"<td class=\"num\">{len(group)}</td><td>{status}</td></tr>")
-        return Part(
+        return PagePart(
             "<h2>Variants</h2>\n<table><tr><th>variant</th><th>axes</th><th>runs</th><th>status</th></tr>\n"
             + "\n".join(rows) + "\n</table>"
         )
