@@ -1,6 +1,12 @@
 """Fault-injection campaign (issue 11): random kills of the driver, of one worker and of the whole
 process group, Ctrl-C and SIGTERM, against a small study with checkpoints, resuming after each.
 
+A fault strikes only while the study is known to be running, whatever the machine's speed: the
+study's model is tests/gates.py's ``gated_mlp``, whose runs hold at a random training step (the
+same for every run of the invocation) until the gate opens; the fault is sent once a run of this
+invocation is marked running in the store and holds at the gate in a worker seen under the driver
+(the one ``kill-worker`` kills), then the gate opens. Invocations without a fault never hold.
+
 After every cycle it checks: nothing lost (runs done before stay done, untouched; every indexed
 artifact on disk with its size and digest), nothing duplicated (metric rows, retrained runs,
 artifact files not in the index), no run left ``running`` after a clean stop or a finished resume,
@@ -37,21 +43,26 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the suite's /proc helpers, shared
+import gates  # noqa: E402
 import procnet  # noqa: E402
 
 KINDS = ("kill-driver", "kill-group", "kill-worker", "ctrl-c", "sigterm")
 EXPECTED_EXIT = {"kill-driver": {-9}, "kill-group": {-9}, "kill-worker": {0, 1}, "ctrl-c": {130}, "sigterm": {143}}
 CLEAN_STOP = {"ctrl-c", "sigterm"}
-WORKER_TICKS = 5  # CPU ticks since first seen that tell a working worker from an idle forkserver or resource tracker
 # after main() returned, Python restores the default handlers: a signal then ends the process by
 # that signal (exit -2 / -15) although the study is stored; counted as late, not as a fault
 EXIT_SIGNAL = {"ctrl-c": signal.SIGINT, "sigterm": signal.SIGTERM}
 
 
-def study(epochs: int = 6) -> dict:
-    """4 runs (2 learning rates × 2 seeds) on the embedded digits, with checkpoints every 2 epochs and at the end."""
+MIN_STEPS_PER_EPOCH = 10  # digits' training split in batches of 64 has more: a hold at step < 10 × epochs is reached
+
+
+def study(gate: Path, epochs: int = 6) -> dict:
+    """4 runs (2 learning rates × 2 seeds) on the embedded digits, with checkpoints every 2 epochs and at the end;
+    each run holds at ``gate`` while it is closed (``gates.close_gate``)."""
     return {"name": "soak", "seeds": {"replicates": 2}, "grid": {"optimizer.lr": [0.1, 0.05]},
-            "base": {"data": "digits", "model": {"name": "mlp", "widths": [32]},
+            "imports": [gates.MODULE],
+            "base": {"data": "digits", "model": {"name": "gated_mlp", "width": 32, "gate": str(gate)},
                      "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9}, "epochs": epochs, "batch_size": 64,
                      "device": "cpu", "record": {"every_steps": 5, "checkpoints": {"every_epochs": 2, "final": True}}}}
 
@@ -171,23 +182,30 @@ def _finished(out: Path) -> bool:
     return (out / "ablab.db").exists() and all(v["status"] == "done" for v in read_store(out)["runs"].values())
 
 
-def invoke(spec: Path, out: Path, logs: Path, kind: str | None, rng: random.Random, threads: int,
-           timeout: float = 600) -> tuple:
-    """Run ``ablab run`` once; with ``kind``, deliver that fault a random moment after training started.
-    Returns (exit code, whether the fault was delivered, pid -> start time of the processes seen under the driver)."""
+def invoke(spec: Path, out: Path, logs: Path, kind: str | None, rng: random.Random, threads: int, gate: Path,
+           epochs: int, timeout: float = 600) -> tuple:
+    """Run ``ablab run`` once; with ``kind``, its runs hold at a random training step and the fault strikes
+    while one holds (then the gate opens). Returns (exit code, whether the fault was delivered, pid -> start
+    time of the processes seen under the driver)."""
+    if kind:
+        gates.close_gate(gate, at=rng.randrange(MIN_STEPS_PER_EPOCH * epochs))
+    else:
+        gates.open_gate(gate)
     t0 = time.time()
     proc, seen, delivered = start(spec, out, logs, threads), {}, False
-    deadline, fault_at, first_seen = time.time() + timeout, None, {}
-    while proc.poll() is None and time.time() < deadline:
-        seen.update({pid: procnet.started(pid) for pid in procnet.descendants(proc.pid) - set(seen)})
-        # workers: with 2 threads they are the forkserver's children, not the driver's
-        workers = procnet.working(proc.pid, WORKER_TICKS, first_seen)
-        if kind and not delivered:
-            if fault_at is None and runs_started_since(out, t0) > 0:
-                fault_at = time.time() + rng.uniform(0.2, 3.0)
-            if fault_at is not None and time.time() >= fault_at:
-                delivered = deliver(kind, proc, workers)
-        time.sleep(0.05)
+    deadline = time.time() + timeout
+    try:
+        while proc.poll() is None and time.time() < deadline:
+            below = procnet.descendants(proc.pid)  # workers: with 2 threads the forkserver's children
+            seen.update({pid: procnet.started(pid) for pid in below - set(seen)})
+            if kind and not delivered:
+                held = set(gates.waiting(gate)) & below  # mid-run, in a worker of this driver
+                if held and runs_started_since(out, t0) > 0:
+                    delivered = deliver(kind, proc, held)
+                    gates.open_gate(gate)
+            time.sleep(0.05)
+    finally:
+        gates.open_gate(gate)
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
     return proc.wait(), delivered, seen
@@ -204,11 +222,12 @@ def campaign(kills: int, seed: int, work: Path, epochs: int = 6, kinds: list[str
              threads: int = 1) -> Tally:
     """``kills`` faults (random kinds, or ``kinds`` in order), resuming after each; the tally of every check."""
     rng = random.Random(seed)
-    spec = work / "soak.yaml"
-    spec.write_text(yaml.safe_dump(study(epochs)))
+    spec, gate = work / "soak.yaml", work / "gate"
+    gates.install(work)
+    spec.write_text(yaml.safe_dump(study(gate, epochs)))
     logs = work / "logs"
     logs.mkdir(exist_ok=True)
-    code, _, seen = invoke(spec, work / "reference", logs, None, rng, threads)
+    code, _, seen = invoke(spec, work / "reference", logs, None, rng, threads, gate, epochs)
     assert code == 0, (logs / "stderr").read_text()[-2000:]
     reference = read_store(work / "reference")
     tally = Tally()
@@ -216,7 +235,7 @@ def campaign(kills: int, seed: int, work: Path, epochs: int = 6, kinds: list[str
     plan = list(kinds) if kinds else [rng.choice(KINDS) for _ in range(kills)]
     for kind in plan:
         tally.cycles += 1
-        code, delivered, seen = invoke(spec, out, logs, kind, rng, threads)
+        code, delivered, seen = invoke(spec, out, logs, kind, rng, threads, gate, epochs)
         tally.flag("orphan processes", len(orphans(seen)), "")
         late = kind in CLEAN_STOP and code == -EXIT_SIGNAL[kind] and _finished(out)
         if not delivered or late:  # late: the signal reached the driver as Python exited, the study stored
@@ -234,7 +253,7 @@ def campaign(kills: int, seed: int, work: Path, epochs: int = 6, kinds: list[str
         out, before = work / f"round{tally.rounds}", {}
     # the last round: resume it to the end
     while out.exists() and any(v["status"] != "done" for v in read_store(out)["runs"].values()):
-        code, _, seen = invoke(spec, out, logs, None, rng, threads)
+        code, _, seen = invoke(spec, out, logs, None, rng, threads, gate, epochs)
         tally.flag("orphan processes", len(orphans(seen)), "")
         tally.flag("unexpected exit codes", int(code not in (0, 1)), f"resume: {code}")
         before = check(out, reference, before, tally, finished=code == 0, clean=True)

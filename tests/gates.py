@@ -3,8 +3,9 @@
 
 ``install(folder)`` writes the module ``gated_mlp`` (a study's ``imports: [gated_mlp]`` loads it in the
 driver and every worker, forked, forkserver or spawned). Its model ``gated_mlp`` is ``mlp`` with one
-hidden layer; with ``gate: PATH`` its first training step writes ``PATH.waiting-<pid>`` and waits until
-the file ``PATH`` exists. Without a gate it never waits.
+hidden layer; with ``gate: PATH`` its first training step (or its N-th, N read from the file
+``PATH.at`` when there is one: ``hold_at``) writes ``PATH.waiting-<pid>`` and waits until the file
+``PATH`` exists. Without a gate it never waits.
 """
 
 from __future__ import annotations
@@ -32,13 +33,17 @@ class Gated(nn.Module):
         super().__init__()
         self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_features, width), nn.ReLU(), nn.Linear(width, out_dim))
         self.gate = Path(gate) if gate else None
+        self.steps = 0
 
     def forward(self, x):
         if self.training and self.gate is not None:
-            Path(f"{self.gate}.waiting-{os.getpid()}").touch()
-            while not self.gate.exists():
-                time.sleep(0.02)
-            self.gate = None
+            at = Path(f"{self.gate}.at")
+            if self.steps >= (int(at.read_text()) if at.exists() else 0):
+                Path(f"{self.gate}.waiting-{os.getpid()}").touch()
+                while not self.gate.exists():
+                    time.sleep(0.02)
+                self.gate = None
+            self.steps += 1
         return self.net(x)
 
 
@@ -69,6 +74,15 @@ def wait_for_waiting(gate: Path, n: int, proc=None, timeout_s: float = 300, stop
         assert time.monotonic() < deadline, f"{len(waiting(gate))} of {n} runs reached the gate {gate}"
         time.sleep(0.05)
     return waiting(gate)
+
+
+def close_gate(gate: Path, at: int = 0) -> None:
+    """Runs started from now hold at their ``at``-th training step (0: the first) until ``open_gate``;
+    the waiting files of earlier holds are removed."""
+    gate.unlink(missing_ok=True)
+    for old in gate.parent.glob(f"{gate.name}.waiting-*"):
+        old.unlink()
+    Path(f"{gate}.at").write_text(str(at))
 
 
 def open_gate(gate: Path) -> None:

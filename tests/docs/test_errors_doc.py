@@ -273,6 +273,8 @@ CASES = [
     Case("cli", "`--threads 0`", run_spec(tiny_study(), "--threads", "0")),
     Case("cli", "`--max-retries -1`", run_spec(tiny_study(), "--max-retries", "-1")),
     Case("cli", "`--address` without `--executor ray`", run_spec(tiny_study(), "--address", "auto")),
+    Case("cli", "`--address` where no Ray head answers (port 1 of this machine)",
+         run_spec(tiny_study(), "--executor", "ray", "--address", "127.0.0.1:1")),
     Case("cli", "`--max-artifact-gb 0`", run_spec(tiny_study(), "--max-artifact-gb", "0")),
     Case("cli", "more runs than `--max-runs`", run_spec(tiny_study(), "--max-runs", "1")),
     Case("spec", "two variants with one label", run_spec(tiny_study(zip={"label": ["a", "a"],

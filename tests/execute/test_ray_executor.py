@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -127,3 +128,17 @@ def test_resume_after_the_ray_driver_is_killed(sig, write_study, tmp_path):
     for run, t in finished.items():
         assert runs.set_index("run").loc[run, "finished"] == t
     assert not metrics.duplicated(["run", "step", "split", "name"]).any()
+
+
+def test_an_unreachable_head_is_one_message_and_nothing_is_written(write_study, tmp_path, capsys):
+    with socket.socket() as closed:  # a port of this machine that nothing listens on, held for the test
+        closed.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{closed.getsockname()[1]}"
+        code = main(["run", str(write_study(tiny_study())), "--out", str(tmp_path / "r"), "--executor", "ray",
+                     "--address", address])
+    err = capsys.readouterr().err
+    assert code == 2, err  # the address given names no cluster: fix it and rerun (the store is not at fault)
+    assert err.startswith(f"error: Ray address {address}: no Ray head answers there (Connection refused)")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+    assert not ray.is_initialized()

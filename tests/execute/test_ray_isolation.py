@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import interruptible, status_counts, tiny_study
-from procnet import alive, comm, descendants, is_loopback, listening_of
+from procnet import alive, comm, descendants, is_loopback, kill_left, listening_of, started, wait_gone
 
 pytest.importorskip("ray")
 pytestmark = [pytest.mark.slow,
@@ -63,3 +63,16 @@ def test_private_ray_listens_on_loopback_only_and_stops_with_the_study(how, writ
         os.kill(pid, signal.SIGKILL)
     assert not left, f"Ray processes outlived the study by 5 s: {left}"
     assert "running" not in status_counts(out / "ablab.db")
+
+
+def test_nothing_of_the_private_ray_outlives_a_killed_driver_by_10_s(write_study, tmp_path):
+    proc, out = _start_ray_study(write_study, tmp_path, group=False)
+    ray_processes = {pid: started(pid) for pid in descendants(proc.pid)}  # GCS, raylet, both agents, workers
+    names = {pid: comm(pid) for pid in ray_processes}
+    assert any(n.startswith("ray::Dashboard") for n in names.values()), names  # the agent (comm: 15 characters)
+    proc.kill()
+    proc.wait()
+    left = wait_gone(ray_processes, timeout_s=10)
+    kill_left(left)  # leave nothing behind for the next test, then fail
+    assert not left, f"Ray processes outlived a killed driver by 10 s: {[names[p] for p in left]}"
+    proc.stderr.close()

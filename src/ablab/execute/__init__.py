@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ablab.errors import AblabError
+from ablab.errors import AblabError, StoreIOError
 from ablab.execute.progress import ProgressView
 from ablab.spec import Study, Variant
 from ablab.store import DB_NAME, Store, StudyLock, remove_stale_temp_files, require_results_path
@@ -47,6 +47,10 @@ def run_study(
     (the same name with other settings, seeds or variants is that study, extended or edited).
     """
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    if executor == "ray":
+        from ablab.execute.ray_executor import check_reachable
+
+        check_reachable(address or os.environ.get("RAY_ADDRESS"))  # refused before anything is written
     require_results_path(Path(out))  # refused before the lock file is written
     with StudyLock(out):  # one writer per results directory
         if not replace:
@@ -100,9 +104,21 @@ def _run_locked(study, file, variants, out, workers, executor, tty, threads, add
             # moment before the interrupt, is to do again: the next invocation resumes cleanly
             store.mark_pending(v.id for v in todo)
             raise
+        except StoreIOError:
+            _uncharge(store, todo)  # the disk failed, not the runs: they run again, attempts not counted
+            raise
         finally:
             view.close()
             store.remove_staging()
         return Summary(store.status_counts(), len(todo))
     finally:
         store.close()
+
+
+def _uncharge(store: Store, todo: list[Variant]) -> None:
+    """Put the runs in flight back to pending, their last start not counted; where the disk refuses
+    even that, the next invocation's ``prepare_staging`` puts them back."""
+    try:
+        store.mark_pending((v.id for v in todo), uncount=True)
+    except StoreIOError:
+        pass

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from ablab.errors import StoreIOError
 from ablab.execute.progress import ProgressView
 from ablab.execute.schedule import WorkerDied, finish_run, note_for, run_all, start_run  # noqa: F401  (re-exported)
 from ablab.plugins import add_search_path, search_path
@@ -198,7 +199,7 @@ def run_parallel(store: Store, todo: list[Variant], view: ProgressView, workers:
     backend = _Pool(ctx, workers, threads, store)
     try:
         run_all(store, todo, view, backend, workers, max_crashes=MAX_WORKER_CRASHES)
-    except KeyboardInterrupt:  # run_study marks the runs in flight pending
+    except (KeyboardInterrupt, StoreIOError):  # run_study marks the runs in flight pending
         backend.terminate()
         raise
     finally:

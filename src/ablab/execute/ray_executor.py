@@ -1,8 +1,8 @@
 """Ray executor: each run is a Ray task; workers return results and the driver alone writes the store.
 
-Without an address it starts a private local Ray instance (dashboard off); with one it joins an
-existing cluster (``ray start --head`` on the head node, ``ray start --address=HEAD:6379`` on the
-others). The same spec gives the same numbers as the local executor for the same threads per run.
+Without an address it starts a private local Ray instance (dashboard off; nothing of it outlives
+the driver: ``ray_reaper``); with one it joins an existing cluster (``ray start --head`` on the head
+node, ``ray start --address=HEAD:6379`` on the others). The same spec gives the same numbers as the local executor for the same threads per run.
 """
 
 from __future__ import annotations
@@ -12,18 +12,22 @@ import importlib
 import math
 import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Iterator
 
-from ablab.errors import AblabError
+from ablab.errors import AblabError, StoreIOError
+from ablab.execute import ray_reaper
 from ablab.execute.progress import ProgressView
 from ablab.execute.schedule import run_all
 from ablab.plugins import search_path
 from ablab.spec import Resources, Variant
 from ablab.store import Store
 from ablab.train.inputs import UnitFiles
-from ablab.train.result import RunResult
+from ablab.train.result import RunResult, StagingWriteError
 
 LOOPBACK = "127.0.0.1"
 INSTALL_HINT = "the Ray executor needs Ray: pip install -e '.[ray]' (or pip install 'ray>=2.9')"
@@ -38,8 +42,31 @@ def import_ray() -> Any:
     return ray
 
 
+CONNECT_TIMEOUT_S = 10  # an unreachable head is refused within this (ray.init would retry for many minutes)
+
+
+def check_reachable(address: str | None) -> None:
+    """One clear error (exit 2, before anything is written) when nothing answers at a ``HOST:PORT`` Ray address.
+
+    ``auto``, ``local`` and no address are Ray's to resolve. Only the TCP port is tried: a head that
+    answers there but is no Ray GCS is still ``ray.init``'s to report."""
+    host, sep, port = (address or "").removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+        return
+    except TimeoutError:
+        why = f"no answer within {CONNECT_TIMEOUT_S} s"
+    except OSError as err:
+        why = err.strerror or str(err)
+    raise AblabError(f"Ray address {address}: no Ray head answers there ({why}); start the cluster with 'ray start "
+                     "--head' on its head node or correct --address (or RAY_ADDRESS); without an address ablab "
+                     "starts a private Ray instance on this machine")
+
+
 def _train_task(spec_json: str, run_id: str, threads: int, staging: str | None = None,
-                files: UnitFiles | None = None, search_path: tuple[str, ...] = ()) -> RunResult:
+                files: UnitFiles | None = None, search_path: tuple[str, ...] = ()) -> RunResult | StagingWriteError:
     """Runs on a Ray worker: the same code path as a local worker process. On another node without
     the study folder, artifacts travel back in the result; the stored files the unit reads come in
     ``files`` as bytes (read and checked by the driver); the study's own modules must be importable
@@ -52,7 +79,10 @@ def _train_task(spec_json: str, run_id: str, threads: int, staging: str | None =
 
     torch.set_num_threads(threads)
     add_search_path(*(p for p in search_path if os.path.isdir(p)))
-    return run_unit(parse_unit(spec_json), run_id=run_id, staging=Path(staging) if staging else None, files=files)
+    try:
+        return run_unit(parse_unit(spec_json), run_id=run_id, staging=Path(staging) if staging else None, files=files)
+    except StagingWriteError as err:  # returned, not raised: the driver raises it (exit 74, the run still to do)
+        return err
 
 
 def run_ray(
@@ -72,16 +102,19 @@ def run_ray(
     address = address or os.environ.get("RAY_ADDRESS") or None  # a running instance saves ~5 s of start-up
     started_here = not ray.is_initialized()
     sigterm = signal.getsignal(signal.SIGTERM)
+    reaper = None
     if started_here:
         common = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
         if address:
             ray.init(address=address, **common)
         else:
+            before = _child_pids()
             with _loopback_node(ray):  # a private instance, reachable from this machine only
                 ray.init(
                     address="local", num_cpus=workers * max(1, math.ceil(resources.cpus)),
                     num_gpus=_local_gpus() if resources.gpus > 0 else 0, _node_ip_address=LOOPBACK, **common,
                 )
+            reaper = _start_reaper(_child_pids() - before)
     if started_here and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, sigterm)  # ray.init replaces it; SIGTERM stops a study like Ctrl-C
     remote = ray.remote(_train_task).options(
@@ -90,7 +123,7 @@ def run_ray(
     backend = _RayTasks(ray, remote, store, threads, max_retries)
     try:
         run_all(store, todo, view, backend, workers)
-    except KeyboardInterrupt:  # run_study marks the runs in flight pending
+    except (KeyboardInterrupt, StoreIOError):  # run_study marks the runs in flight pending
         if not started_here:
             # Ray belongs to the caller: stop our tasks. (Where we started Ray, shutdown kills them;
             # ray.cancel(force=True) racing a task's completion aborts the driver in Ray 2.60.)
@@ -100,6 +133,7 @@ def run_ray(
     finally:
         if started_here:
             ray.shutdown()
+        _stop_reaper(reaper)
 
 
 class _RayTasks:
@@ -123,10 +157,13 @@ class _RayTasks:
     def result(self, ref: Any) -> RunResult:
         self.submitted.discard(ref)
         try:
-            return self.ray.get(ref)
+            result = self.ray.get(ref)
         except self.ray.exceptions.RayError as err:  # worker died (retries used up) or task error
             return RunResult("", "failed", error=f"Ray task failed after {self.max_retries} retries: "
                              f"{type(err).__name__}: {err}")
+        if isinstance(result, StagingWriteError):
+            raise result
+        return result
 
     def drain_progress(self, view: ProgressView) -> None:
         pass
@@ -159,6 +196,32 @@ def _loopback_node(ray: Any) -> Iterator[None]:
         yield
     finally:
         constants.ENABLE_RAY_CLUSTER = before
+
+
+def _child_pids() -> set[int]:
+    """This process's children (Linux /proc; empty elsewhere)."""
+    return ray_reaper.children_of(os.getpid()) if Path("/proc/self/stat").exists() else set()
+
+
+def _start_reaper(roots: set[int]) -> subprocess.Popen | None:
+    """The process that kills what is left of the private instance (the processes ``roots`` and their
+    descendants) once this driver is gone, however it ends (``execute/ray_reaper.py``); None without /proc."""
+    if not roots:
+        return None
+    return subprocess.Popen([sys.executable, ray_reaper.__file__, *map(str, sorted(roots))], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop_reaper(reaper: subprocess.Popen | None) -> None:
+    """After ``ray.shutdown``: the reaper kills any straggler of the instance, then exits."""
+    if reaper is None:
+        return
+    reaper.stdin.close()
+    try:
+        reaper.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        reaper.kill()
+        reaper.wait()
 
 
 def _local_gpus() -> int:

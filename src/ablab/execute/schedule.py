@@ -4,7 +4,9 @@ A backend (local processes, Ray) only starts a unit and says when units finish; 
 at most ``workers`` in flight, starts a unit that continues a run of the same study only once
 that run is stored, hands each unit the stored files it reads (``execute.files``; a worker never
 opens the store), charges a worker's death to the run it was running (to every run in flight
-where the backend cannot tell which), and has the driver store each result as it arrives.
+where the backend cannot tell which), and has the driver store each result as it arrives. A
+worker that cannot write its staged artifacts (disk full) stops the study as an I/O failure
+(``StoreIOError``, exit 74), after the results that came back with it are stored.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from __future__ import annotations
 import collections
 from typing import Any, Hashable, Iterable, Optional, Protocol
 
-from ablab.errors import AblabError
+from ablab.errors import AblabError, StoreIOError
 from ablab.execute.files import resolve_files
 from ablab.execute.progress import ProgressView
 from ablab.spec import Variant
 from ablab.store import FINAL, Store
+from ablab.store.errors import io_error
 from ablab.train.inputs import UnitFiles
-from ablab.train.result import RunResult
+from ablab.train.result import RunResult, StagingWriteError
 
 
 class WorkerDied(Exception):
@@ -39,7 +42,8 @@ class Backend(Protocol):
     def wait(self, handles: list[Hashable], timeout: float) -> list[Hashable]: ...
 
     def result(self, handle: Hashable) -> RunResult:
-        """The unit's result; raises ``WorkerDied`` when its worker died."""
+        """The unit's result; raises ``WorkerDied`` when its worker died, ``StagingWriteError`` when
+        its worker could not write its artifacts."""
 
     def drain_progress(self, view: ProgressView) -> None: ...
 
@@ -75,8 +79,24 @@ def in_study_source(v: Variant) -> Optional[str]:
 
 def run_all(store: Store, todo: Iterable[Variant], view: ProgressView, backend: Backend, workers: int,
             max_crashes: int = 2, poll_s: float = 0.2) -> None:
-    """Run every unit of ``todo`` through ``backend``; results are stored as they arrive."""
-    pending = collections.deque(todo)
+    """Run every unit of ``todo`` through ``backend``; results are stored as they arrive.
+
+    Raises ``StoreIOError`` when a worker could not write its artifacts (the disk's failure: the
+    caller puts the runs in flight back to pending, uncharged)."""
+    try:
+        _schedule(store, collections.deque(todo), view, backend, workers, max_crashes, poll_s)
+    except StagingWriteError as err:
+        raise disk_failure(err) from None
+
+
+def disk_failure(err: StagingWriteError) -> StoreIOError:
+    """The study's one I/O message for a worker's failed artifact write: the path and what to do."""
+    return io_error(err.path, OSError(err.errno, err.strerror))
+
+
+def _schedule(store: Store, pending: collections.deque, view: ProgressView, backend: Backend, workers: int,
+              max_crashes: int, poll_s: float) -> None:
+    """``run_all``'s loop; a ``StagingWriteError`` is raised once the other results of its batch are stored."""
     inflight: dict[Any, Variant] = {}
     crashes: collections.Counter[str] = collections.Counter()
     while pending or inflight:
@@ -85,11 +105,14 @@ def run_all(store: Store, todo: Iterable[Variant], view: ProgressView, backend: 
             break
         done = backend.wait(list(inflight), poll_s)
         backend.drain_progress(view)
-        died = False
+        died, disk_failed = False, None
         for handle in done:
             v = inflight.pop(handle)
             try:
                 result = backend.result(handle)
+            except StagingWriteError as err:
+                disk_failed = disk_failed or err
+                continue
             except WorkerDied as err:
                 died = True
                 if not err.charged:  # another worker died: run it again, as if it had not started
@@ -105,6 +128,8 @@ def run_all(store: Store, todo: Iterable[Variant], view: ProgressView, backend: 
                                    f"this run ({err})")
             result.run_id = v.id
             finish_run(store, view, v, result)
+        if disk_failed is not None:
+            raise disk_failed
         if died:
             backend.recover()
 

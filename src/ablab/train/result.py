@@ -8,7 +8,9 @@ memory. Either way ``result.artifacts[name]`` gives the bytes.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import time
 import traceback
 from collections.abc import Mapping
@@ -63,6 +65,25 @@ class Artifacts(Mapping):
         self._items[artifact.name] = artifact
 
 
+# a write into the study's staging folder that fails with one of these failed for the disk, not the run
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM})
+
+
+class StagingWriteError(BaseException):
+    """A staged artifact could not be written (disk full, quota, read-only): an I/O failure of the study.
+
+    A ``BaseException`` like ``KeyboardInterrupt``: it is no error of the unit, so ``run_guarded``
+    (which catches ``Exception``) lets it through, and the executor stops the study with exit 74
+    and the run still to do. Picklable: it crosses from a worker process to the driver."""
+
+    def __init__(self, path: str, code: int, strerror: str):
+        super().__init__(path, code, strerror)
+        self.path, self.errno, self.strerror = path, code, strerror
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.strerror}"
+
+
 class ArtifactSink:
     """Where a worker puts artifact bytes: files in ``staging`` (atomic), or memory when it is None."""
 
@@ -78,7 +99,12 @@ class ArtifactSink:
         record = Artifact(name, kind, epoch, split, len(data), hashlib.sha256(data).hexdigest())
         if self.staging is not None:
             path = self.staging / name
-            write_atomic(path, data)
+            try:
+                write_atomic(path, data)
+            except OSError as err:
+                if err.errno not in DISK_ERRNOS:
+                    raise
+                raise StagingWriteError(str(path), err.errno, err.strerror or os.strerror(err.errno)) from err
             record.path = str(path)
         else:
             record.data = data
