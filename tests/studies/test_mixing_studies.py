@@ -15,6 +15,8 @@ import pandas as pd
 import pytest
 import yaml
 
+import ablab
+
 from ablab.cli import main
 from ablab.data.mixing import METHODS
 from ablab.spec import expand, load_study
@@ -86,7 +88,7 @@ def test_cifar_screen_and_continuation_validate_and_continue_each_arms_3_lowest_
     cont = STUDIES / "cifar10.yaml"
     overrides = ["data.path=" + str(fake_cifar10), "model=linear", f"init_from.study={screen}"]
     assert main(["validate", str(cont), "--no-timing", *[a for o in overrides for a in ("--set", o)]]) == 0, capsys.readouterr().err
-    variants = expand(load_study(cont, overrides), str(cont))
+    variants = expand(load_study(cont, overrides), str(cont), open_stored=ablab.load)
     assert len(variants) == 17 * 3
 
     metrics, runs = stored(screen)
