@@ -80,3 +80,17 @@ def test_importing_ablab_registers_every_built_in_component(first_import):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:2] == ["[]", "12 True True"]
+
+
+def test_descriptions_cite_the_thesis_not_internal_notes_or_markup():
+    """`ablab list` shows each description: the thesis by chapter/section, never seed002.md line numbers or RST."""
+    import re
+
+    import ablab
+    from ablab.registry import ALL_REGISTRIES
+
+    ablab.MODELS.list_names()  # the built-ins are registered
+    internal = re.compile(r"\bL\d+\b|seed002\.md|``")
+    bad = [(kind, e.name, e.description) for kind, reg in ALL_REGISTRIES.items() for e in reg.list_entries()
+           if internal.search(e.description)]
+    assert not bad, bad

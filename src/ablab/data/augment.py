@@ -57,7 +57,7 @@ def random_crop(
     padding: Annotated[int, Field(ge=0)] = 4,
     mode: Literal["zero", "reflect"] = "zero",
 ) -> Augmentation:
-    """Pad each image by ``padding`` pixels per side, then cut a random window of its own size."""
+    """Pad each image by 'padding' pixels per side, then cut a random window of its own size."""
     _, h, w = _image_shape(dataset, "random_crop")
     if mode == "reflect" and padding >= min(h, w):
         raise SpecError(f"reflect padding must be smaller than the image ({h}×{w}), got {padding}",
@@ -83,7 +83,7 @@ def random_crop(
 
 @AUGMENTATIONS.register("hflip")
 def hflip(dataset: Dataset, p: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5) -> Augmentation:
-    """Mirror each image left-right with probability ``p``."""
+    """Mirror each image left-right with probability 'p'."""
     _image_shape(dataset, "hflip")
 
     def flip(x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:

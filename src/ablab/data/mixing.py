@@ -211,7 +211,7 @@ def first_of_pair(x1: Tensor, x2: Tensor, generator: torch.Generator) -> tuple[T
 
 @AUGMENTATIONS.register("baseline")
 def baseline(dataset: Dataset) -> Augmentation:
-    """The baseline arm (seed002.md §2.1, [code] ``first_example``): the first image of each pair, label unchanged.
+    """The baseline arm (seed 002 §2.3; the authors' first_example): the first image of each pair, label unchanged.
 
     With the random cyclic pairing every image of the batch is the first image of exactly one pair,
     so the outputs are the batch itself, permuted; the batch is returned as it is (no draw, class
@@ -296,7 +296,7 @@ def horizontal_concat(dataset: Dataset, alpha: Alpha = 1.0, cut: Cut = "floor_be
 
 @AUGMENTATIONS.register("mixed_concat")
 def mixed_concat(dataset: Dataset, alpha: Alpha = 1.0, cut: Cut = "floor_beta") -> Augmentation:
-    """Mixed concat (L404): a 2×2 grid from a row and a column cut, top-left and bottom-right from x₁.
+    """Mixed concat (seed 002 §2.3): a 2×2 grid from a row and a column cut, top-left and bottom-right from x₁.
 
     Label weight a₁a₂ + (1 − a₁)(1 − a₂), a₁, a₂ the realised row and column fractions; ``cut``
     as for ``vertical_concat``, drawn independently for the rows and the columns.
@@ -306,7 +306,7 @@ def mixed_concat(dataset: Dataset, alpha: Alpha = 1.0, cut: Cut = "floor_beta") 
 
 @AUGMENTATIONS.register("random_2x2")
 def random_2x2(dataset: Dataset, middle: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5) -> Augmentation:
-    """Random 2×2 (L406–408): a random 2×2 grid, each cell from x₁ or x₂; label weight the area from x₁.
+    """Random 2×2 (seed 002 §2.3): a random 2×2 grid, each cell from x₁ or x₂; label weight the area from x₁.
 
     The two cut lines fall in the middle ``middle`` fraction of each axis (the seed's p = 0.5): a cut
     k ~ U{m..n−m−1}, m = ⌊(1 − middle)·n/2 + ½⌋. Each cell comes from x₁ with probability q,
@@ -370,7 +370,7 @@ def vh_mixup(dataset: Dataset, alpha: Alpha = 1.0, cut: Cut = "floor_beta") -> A
 @AUGMENTATIONS.register("vh_bc_plus")
 def vh_bc_plus(dataset: Dataset, alpha: Alpha = 1.0, cut: Cut = "floor_beta",
                std_eps: Annotated[float, Field(gt=0.0)] = DEFAULT_STD_EPS) -> Augmentation:
-    """VH-BC+ (L421): BC+ with λ₃ of the concats of the zero-meaned images; label weight λ₃a₁ + (1 − λ₃)a₂.
+    """VH-BC+ (seed 002 §2.3): BC+ with λ₃ of the concats of the zero-meaned images; label weight λ₃a₁ + (1 − λ₃)a₂.
 
     The originals are zero-meaned before concatenating (the thesis' better option); p uses the
     stds of the two concats + ``std_eps``, and the concats are not centred again (the code).
@@ -380,7 +380,7 @@ def vh_bc_plus(dataset: Dataset, alpha: Alpha = 1.0, cut: Cut = "floor_beta",
 
 @AUGMENTATIONS.register("random_square")
 def random_square(dataset: Dataset, size: Annotated[int, Field(ge=1)] | None = None) -> Augmentation:
-    """Random square (L423–425): a square of x₁ replaced by a same-size patch of x₂ from a random place.
+    """Random square (seed 002 §2.3): a square of x₁ replaced by a same-size patch of x₂ from a random place.
 
     Label weight 1 − patch area / HW. ``size``: the side in pixels, default half the shorter side
     (the seed's 16 on 32×32). The centre is uniform over the pixels and the square is clipped at the
@@ -430,7 +430,7 @@ Offset = Literal["random", "same"]
 
 @AUGMENTATIONS.register("random_column_interval")
 def random_column_interval(dataset: Dataset, offset: Offset = "random") -> Augmentation:
-    """Random column interval (L427): columns [lo, hi) of x₁ replaced by x₂'s; label weight (W − length)/W.
+    """Random column interval (seed 002 §2.3): columns [lo, hi) of x₁ replaced by x₂'s; label weight (W − length)/W.
 
     lo ~ U{0..W−1}, then hi ~ U{lo..W}: the length may be 0 and may reach the last column (the
     code's hi stops one short). ``offset``: the x₂ columns start at a uniform place where they fit
@@ -441,7 +441,7 @@ def random_column_interval(dataset: Dataset, offset: Offset = "random") -> Augme
 
 @AUGMENTATIONS.register("random_row_interval")
 def random_row_interval(dataset: Dataset, offset: Offset = "random") -> Augmentation:
-    """Random row interval (L429): rows [lo, hi) of x₁ replaced by x₂'s; label weight (H − length)/H.
+    """Random row interval (seed 002 §2.3): rows [lo, hi) of x₁ replaced by x₂'s; label weight (H − length)/H.
 
     Drawn as in ``random_column_interval``, on rows.
     """
@@ -464,19 +464,19 @@ def _random_mask(dataset: Dataset, name: str, alpha: float, per: str) -> Augment
 
 @AUGMENTATIONS.register("random_rows")
 def random_rows(dataset: Dataset, alpha: Alpha = 1.0) -> Augmentation:
-    """Random rows (L431): each row from x₁ with probability λ ~ Beta(α, α); label weight the fraction of rows."""
+    """Random rows (seed 002 §2.3): each row from x₁ with probability λ ~ Beta(α, α); label weight the fraction of rows."""
     return _random_mask(dataset, "random_rows", alpha, "rows")
 
 
 @AUGMENTATIONS.register("random_columns")
 def random_columns(dataset: Dataset, alpha: Alpha = 1.0) -> Augmentation:
-    """Random columns (L433): each column from x₁ with probability λ; label weight the fraction of columns."""
+    """Random columns (seed 002 §2.3): each column from x₁ with probability λ; label weight the fraction of columns."""
     return _random_mask(dataset, "random_columns", alpha, "columns")
 
 
 @AUGMENTATIONS.register("random_pixels")
 def random_pixels(dataset: Dataset, alpha: Alpha = 1.0) -> Augmentation:
-    """Random pixels (L435): each pixel (all channels) from x₁ with probability λ; label weight the realised fraction.
+    """Random pixels (seed 002 §2.3): each pixel (all channels) from x₁ with probability λ; label weight the realised fraction.
 
     The thesis labels with the mask's expected value λ; we use the realised mean, as the code does.
     """
@@ -485,14 +485,14 @@ def random_pixels(dataset: Dataset, alpha: Alpha = 1.0) -> Augmentation:
 
 @AUGMENTATIONS.register("random_elements")
 def random_elements(dataset: Dataset, alpha: Alpha = 1.0) -> Augmentation:
-    """Random elements (L437): each element (pixel and channel) from x₁ with probability λ; weight the realised fraction."""
+    """Random elements (seed 002 §2.3): each element (pixel and channel) from x₁ with probability λ; weight the realised fraction."""
     return _random_mask(dataset, "random_elements", alpha, "elements")
 
 
 @AUGMENTATIONS.register("noisy_mixup")
 def noisy_mixup(dataset: Dataset, alpha: Alpha = 1.0,
                 sigma: Annotated[float, Field(ge=0.0)] = THESIS_SIGMA) -> Augmentation:
-    """Noisy mixup (L439): λ_rc = clip(λ + ℓ_rc, 0, 1), ℓ_rc ~ N(0, σ²) per pixel; label weight the un-noised λ.
+    """Noisy mixup (seed 002 §2.3): λ_rc = clip(λ + ℓ_rc, 0, 1), ℓ_rc ~ N(0, σ²) per pixel; label weight the un-noised λ.
 
     λ ~ Beta(α, α); the noise is shared by a pixel's channels. ``sigma`` defaults to the thesis'
     √0.025 ≈ 0.158 (variance 0.025, seed002.md K1); the authors' code used σ = 0.025.

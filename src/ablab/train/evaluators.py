@@ -202,7 +202,7 @@ class Predictions(Evaluator):
 
 @EVALUATORS.register("activations")
 class Activations(Evaluator):
-    """Chosen layers' outputs on the first ``examples`` examples of a split, flattened per example (float32 .npz).
+    """Chosen layers' outputs on the first 'examples' examples of a split, flattened per example (float32 .npz).
 
     For representation similarity across runs (linear CKA, seed 002 Fig. 5.1): eval mode, split order,
     one array [examples, features] per layer named as in ``model.named_modules()``.

@@ -13,7 +13,7 @@ from ablab.report.plot_scale import BAND_TEXT, LOG_RATIO
 
 @REPORT_SECTIONS.register("curves")
 class Curves(ReportSection):
-    """One figure per ``report.curves`` metric (default: every recorded one); a missing one is named."""
+    """One figure per 'report.curves' metric (default: every recorded one); a missing one is named."""
 
     def applies(self, ctx: ReportContext) -> bool:
         return not ctx.study.post_hoc and bool(curve_refs(ctx))  # a post-hoc unit is one evaluation: no curve

@@ -12,7 +12,7 @@ from ablab.files import write_atomic
 
 @REPORT_SECTIONS.register("final_table")
 class FinalTable(ReportSection):
-    """Per variant: each ``report.metrics`` as mean ± SD at the selected epoch, Δ and p per baseline, counts."""
+    """Per variant: each 'report.metrics' as mean ± SD at the selected epoch, Δ and p per baseline, counts."""
 
     def render(self, ctx: ReportContext) -> PagePart:
         csv_path, md_path = ctx.table_path("final.csv"), ctx.table_path("final.md")

@@ -32,7 +32,7 @@ _CSS = (
 
 @REPORT_SECTIONS.register("grids")
 class Grids(ReportSection):
-    """Heatmap tables per ``report.grids`` entry: mean ± SD over repeats per cell, one table per facet."""
+    """Heatmap tables per 'report.grids' entry: mean ± SD over repeats per cell, one table per facet."""
 
     def applies(self, ctx: ReportContext) -> bool:
         return bool(ctx.settings.grids)
