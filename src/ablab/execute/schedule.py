@@ -156,7 +156,7 @@ def _start_ready(store: Store, view: ProgressView, backend: Backend, pending: co
         try:
             files = resolve_files(store, v.spec)
         except AblabError as err:
-            _fail_at_start(store, view, v, f"a stored file it reads is missing: {err}")
+            _fail_at_start(store, view, v, f"a stored file it reads is missing or unreadable: {err}")
             continue
         start_run(store, view, v)
         inflight[backend.submit(v, files)] = v
