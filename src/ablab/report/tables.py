@@ -23,6 +23,7 @@ import pandas as pd
 
 from ablab.analysis.grids import welch_test
 from ablab.analysis.multiple_tests import holm_adjust
+from ablab.labels import plural
 from ablab.report import numbers
 from ablab.report.numbers import MISSING, format_p, format_value, is_number, is_scientific
 from ablab.report.markdown import escape_markdown, markdown_row  # noqa: F401  (escape_markdown re-exported)
@@ -46,7 +47,7 @@ def caption(rule: str, agg: pd.DataFrame | None = None) -> str:
             "a family of labels, the rest of its label, e.g. the same lr_scale); p: "
             "two-sided Welch's t-test on the per-run values when both have n ≥ 2, with the numbers of "
             f"runs compared (n = variant vs baseline); Holm: the p-value Holm–Bonferroni-adjusted over all "
-            f"{tests} tests of this table."
+            f"{plural(tests, 'test')} of this table."
         )
         for role in agg.attrs.get("baselines_unmatched", []):
             why = agg.attrs.get("baselines_problems", {}).get(role)

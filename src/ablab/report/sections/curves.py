@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from ablab.registry import REPORT_SECTIONS
+from ablab.spec.models import ReportSettings
 from ablab.report.context import PagePart, ReportContext, ReportSection
 from ablab.report.figures import plot_curve
 from ablab.report.html import e, figure_html
@@ -39,8 +40,14 @@ class Curves(ReportSection):
 
 
 def curve_refs(ctx: ReportContext) -> list[str]:
-    """``report.curves``, else every metric with a final value."""
-    return list(ctx.settings.curves or ctx.recorded)
+    """``report.curves`` as written; left at its default (or empty), every metric some run recorded.
+
+    A stored study holds its whole ``report`` block, so a default list is told by its value: a default
+    metric no run recorded is left out, not shown as "not recorded"."""
+    written = list(ctx.settings.curves)
+    if written and written != ReportSettings.model_fields["curves"].default:
+        return written
+    return list(ctx.recorded)
 
 
 def _slug(text: str) -> str:
