@@ -182,3 +182,21 @@ def test_bands_are_light_and_left_out_for_two_seeds_and_for_many_variants():
     assert any(f"more than {MAX_BAND_VARIANTS} variants" in n for n in many.ablab_notes)
     three = curve_figure(*_plateau(["a", "b"], seeds=3), "test.accuracy", COLOURS)
     assert any(len(c.get_paths()) for c in three.axes[0].collections)  # 3 seeds, 2 variants: bands
+
+
+def test_coinciding_cka_markers_do_not_hide_each_other():
+    """bitflip and kernels both at CKA 1 on every layer (seed 002 Fig. 5.1, small): each stays visible."""
+    from ablab.report.sections.cka import cka_figure
+
+    layers = ["conv0", "act0", "fc1"]
+    table = pd.DataFrame([(v, layer, value, 0.0) for v, value in (("init", 0.97), ("bitflip", 1.0), ("kernels", 1.0))
+                          for layer in layers], columns=["variant", "layer", "cka", "cka_err"])
+    fig = cka_figure(table, {"init": "#1f77b4", "bitflip": "#ff7f0e", "kernels": "#2ca02c"})
+    (ax,) = fig.axes
+    by_colour = {line.get_color(): line for line in ax.get_lines() if line.get_marker() not in ("_", "|", "None", "")}
+    flip, kernels = by_colour["#ff7f0e"], by_colour["#2ca02c"]
+    assert list(flip.get_ydata()) == list(kernels.get_ydata()) == [1.0] * 3
+    gap = np.asarray(kernels.get_xdata(), float) - np.asarray(flip.get_xdata(), float)
+    assert np.all(gap > 0.05) and np.all(np.abs(np.asarray(flip.get_xdata()) - np.arange(3)) < 0.5)  # side by side
+    assert flip.get_marker() != kernels.get_marker()
+    assert kernels.get_zorder() > flip.get_zorder() and kernels.get_markersize() < flip.get_markersize()
