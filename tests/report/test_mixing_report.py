@@ -15,7 +15,7 @@ from scipy import stats
 from ablab.analysis.seeds import select_final
 from ablab.analysis.mixing import THESIS_ERROR, error_table, row_column_pairs
 from ablab.cli import main
-from ablab.report.mixing_figure import tile_box
+from ablab.report.mixing_figure import LABEL_PX, label_anchor, tile_box, tile_label
 from conftest import stored
 
 ARMS = ["baseline", "mixup", "vertical_concat", "horizontal_concat", "random_rows", "random_columns", "bc_plus"]
@@ -112,6 +112,27 @@ def test_example_grid_exists_and_the_baseline_tile_is_image_1(study):
     assert np.array_equal(base, one) and not np.array_equal(one, two)
     mixed = pixels[tile_box(titles.index("vertical_concat"), (16, 16), scale)]
     assert not np.array_equal(mixed, one)
+
+
+def test_every_tile_is_labelled_with_its_arm_under_it(study):
+    """Issue 21: the grid's tiles carry their number and arm in a band under them, never on their pixels."""
+    pixels = matplotlib.image.imread(study / "report" / "figures" / "mixing_examples.png")[..., :3]
+    titles = ["image 1", "image 2", *ARMS]
+    scale = 96 // 16
+    assert [tile_label(i, t) for i, t in enumerate(titles)][2:4] == ["3 baseline", "4 mixup"]
+    assert tile_label(0, "x" * 40).endswith("…") and len(tile_label(0, "x" * 40)) == 20
+    white = np.ones(3)
+    for i in range(len(titles)):
+        rows, cols = tile_box(i, (16, 16), scale)
+        band = pixels[rows.stop: rows.stop + LABEL_PX + 2 * scale, cols]  # the label band under the tile
+        assert (np.abs(band - white).sum(axis=-1) > 0.5).sum() > 20, titles[i]  # text drawn there
+        x, y = label_anchor(i, (16, 16), scale)
+        assert cols.start < x < cols.stop and y > rows.stop
+    one, base = pixels[tile_box(0, (16, 16), scale)], pixels[tile_box(titles.index("baseline"), (16, 16), scale)]
+    assert np.array_equal(one, base)  # the tiles' own pixels untouched by any label
+    empty = len(titles)  # the grid's first unused place holds no label
+    rows, cols = tile_box(empty, (16, 16), scale)
+    assert (np.abs(pixels[rows.stop: rows.stop + LABEL_PX, cols] - white).sum() == 0)
 
 
 def test_section_absent_for_a_study_without_a_mixing_axis(tmp_path):

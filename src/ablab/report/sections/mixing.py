@@ -93,7 +93,7 @@ class Mixing(ReportSection):
         order = "; ".join(f"{i + 1}. {t}" for i, t in enumerate(titles))
         return ("<h3>What each arm makes of the same two images</h3>\n"
                 f"<figure><img src=\"figures/{FIGURE}\" alt=\"mixed examples per arm\"><figcaption>"
-                f"Row by row: {e(order)}. Drawn now by each arm's own code and parameters on two test images "
+                f"Row by row, each tile labelled with its number and arm: {e(order)}. Drawn now by each arm's own code and parameters on two test images "
                 "(after the runs' normalisation, without crop and flip), with one fixed seed (the same draws for "
                 "every arm), as the thesis' "
                 "Fig. 2.2; one scale for all tiles except BC+ and VH-BC+ (each on its own range).</figcaption>"
