@@ -164,3 +164,14 @@ def test_one_precision_per_column_and_a_tiny_sd_at_that_precision():
     column = column_format([0.5, 0.25], [0.0, float("nan")])
     assert column.places is None and format_mean_sd(0.5, 0.0, 3, column=column) == "0.5000 (all equal)"
     assert format_mean_sd(123.0, 0.01, 4, column=column_format([123.0], [40.0])) == "123 ± <1"
+
+
+def test_a_value_with_its_error_bar_at_its_columns_precision():
+    """The variability table's ρ: ``0.99999848 ± 0.00000061`` beside ``0.9500 ± 0.0031`` reads ``1.0000 ± <0.0001``."""
+    from ablab.report.numbers import format_with_error
+
+    column = column_format([0.95, 0.99999848], [0.0031, 6.1e-7])
+    assert [format_with_error(v, err, column) for v, err in ((0.95, 0.0031), (0.99999848, 6.1e-7))] == [
+        "0.9500 ± 0.0031", "1.0000 ± <0.0001"]
+    assert format_with_error(0.99999848, 6.1e-7) == "0.99999848 ± 0.00000061"  # alone: the error's own digits
+    assert format_with_error(NAN, 0.1) == "—" and format_with_error(0.5, NAN) == "0.5000"

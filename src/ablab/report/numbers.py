@@ -126,6 +126,22 @@ def format_value(x: Any, se: Any = math.nan, scientific: bool = False, sign: boo
     return f"{text}e{column.exponent:+03d}" if column.exponent else text
 
 
+def format_with_error(x: Any, err: Any, column: Column | None = None) -> str:
+    """``0.9523 ± 0.0031``: a value and its error bar, both to the error's second significant digit, or to the
+    column's places (``column``; an error too small for them reads ``<0.0001``); — for a missing value."""
+    if not is_number(x):
+        return MISSING
+    if not is_number(err):
+        return format_value(x, column=column)
+    column = column or Column(0, _places(float(err)) if float(err) > 0 else None)
+    scale = 10.0 ** column.exponent
+    if column.places is None:
+        text = f"{_significant(float(x) / scale)} ± {_significant(float(err) / scale)}"
+    else:
+        text = f"{_fixed(float(x) / scale, column.places)} ± {_small(float(err) / scale, column.places)}"
+    return f"({text})e{column.exponent:+03d}" if column.exponent else text
+
+
 def format_p(p: Any) -> str:
     """A p-value to 2 significant digits (scientific below 0.001); n/a when it could not be computed."""
     if not is_number(p):
