@@ -161,3 +161,14 @@ def test_tiles_take_the_eval_steps_and_the_rescaling_methods_own_range():
     norm = AUGMENTATIONS.create("normalize", dataset=dataset)
     x1, _ = two_images(dataset)
     assert torch.equal(images[0], norm(x1[None], torch.zeros(1), None)[0][0])
+
+
+def test_the_error_column_has_one_precision(study):
+    """Issue 21: every cell of the error % column shows the same number of decimals (report/numbers.py)."""
+    page = (study / "report" / "index.html").read_text()
+    table = page.split("<h2>Mixed-example augmentation</h2>", 1)[1].split("</table>", 1)[0]
+    cells = [row.split("<td class=\"num\">")[2].split("</td>")[0] for row in table.split("<tr>")[2:]]
+    assert len(cells) == len(ARMS) and all(" ± " in c for c in cells)
+    decimals = {len(part.split(".")[1]) if "." in part else 0 for c in cells for part in c.split(" ± ")
+                if not part.startswith("<")}
+    assert len(decimals) == 1, cells
