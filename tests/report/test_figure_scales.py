@@ -167,6 +167,9 @@ def test_close_final_accuracies_get_a_zoomed_row_of_the_last_epochs():
     assert any("zooms into the last" in n for n in fig.ablab_notes)
     far = _plateau(["a"], seeds=3)
     assert len(curve_figure(*far, "test.accuracy", COLOURS).axes) == 1  # one variant: nothing to tell apart
+    apart, runs = _plateau(["a", "b"], seeds=3)
+    apart.loc[apart["run"].str.startswith("b") & (apart["epoch"] >= 2), "value"] -= 0.18  # 0.95 vs 0.77: visible
+    assert len(curve_figure(apart, runs, "test.accuracy", COLOURS).axes) == 1
 
 
 def test_bands_are_light_and_left_out_for_two_seeds_and_for_many_variants():

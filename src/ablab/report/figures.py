@@ -46,7 +46,7 @@ BAND_ALPHA = 0.10
 MIN_BAND_N = 3  # fewer seeds: no band (t_{0.975, 1} = 12.7)
 MAX_BAND_VARIANTS = 6  # more variants in a panel: no bands, the lines alone
 ZOOM_FRACTION = 0.3  # the zoomed row shows this last part of the x-range
-ZOOM_RATIO = 0.2  # ... when the means there span less than this part of the full axis
+ZOOM_RATIO = 0.1  # ... when the means there span less than this part of the full axis
 # tab10 without its grey, then colours picked greedily far from those, from black, grey and white in CIELAB
 # (L* 35–78, chroma 25–65): the minimum pairwise ΔE*ab of the 20 is 27.7 (tab20's first 17: 16.6)
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
@@ -213,8 +213,8 @@ def curve_figure(
             _zoom_panel(fig.add_subplot(rows, len(layout), len(layout) + i + 1), part, x, zooms[i], log, colours,
                         widths, f"{ref}: {title}" if title else ref, notes)
     if rows == 2:
-        notes.append(f"the lower row zooms into the last {round(ZOOM_FRACTION * 100)} % of the {x}s, where the "
-                     "means lie too close together to tell apart on the full axis")
+        notes.append(f"the lower row zooms into the last {round(ZOOM_FRACTION * 100)} % of the {x}s (at least two), "
+                     "where the means lie too close together to tell apart on the full axis")
     axes[0].set_ylabel(plain_text(ref + (" (log scale)" if log else "")))
     special = [legend.pop(k) for k in ("\0band", "\0diverged") if k in legend]
     entries = list(legend.values()) + special
@@ -222,8 +222,10 @@ def curve_figure(
     # explicit handles and labels: a label starting with "_" would otherwise be hidden
     axes[-1].legend(handles, texts, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small",
                     frameon=False, ncol=1 if len(texts) <= 14 else 2)
-    if panels or rows == 2:
+    if panels:
         fig.tight_layout()
+    elif rows == 2:
+        fig.subplots_adjust(hspace=0.35)
     fig.ablab_notes = list(dict.fromkeys(notes))
     return fig
 
@@ -238,11 +240,11 @@ def zoom_start(part: pd.DataFrame, x: str, log: bool) -> float | None:
     """Where a zoomed view of the last epochs starts, or None when the full axis already tells the means apart.
 
     Zoom when ≥ 2 variants and ≥ 4 x-values are drawn and the means over the last ``ZOOM_FRACTION`` of the
-    x-range span less than ``ZOOM_RATIO`` of the full axis (in log10 on a log axis)."""
+    x-values (at least 2 of them) span less than ``ZOOM_RATIO`` of the full axis (in log10 on a log axis)."""
     if part.empty or part["label"].nunique() < 2 or part[x].nunique() < 4:
         return None
-    xs = part[x].to_numpy(dtype=float)
-    start = float(xs.max() - ZOOM_FRACTION * (xs.max() - xs.min()))
+    xs = np.sort(part[x].unique().astype(float))
+    start = float(xs[-max(2, int(np.ceil(ZOOM_FRACTION * len(xs))))])
     lo, hi = data_limits(part["mean"], log)
     last = part.loc[part[x] >= start, "mean"].to_numpy(dtype=float)
     last = last[np.isfinite(last) & ((last > 0) if log else True)]
