@@ -396,6 +396,7 @@ def _expand_post_hoc(study: Study, file: str, open_stored: OpenStored | None, ma
             units, left_out = [_snapshot_members(store, c, study, file) for c in pool], []
         else:
             units, left_out = _units([_final_or_fixed_member(store, c, src, file) for c in pool], study.members, file)
+        names = _source_variant_names(store, pool)
     finally:
         store.close()
     path = str(Path(src.study).resolve())
@@ -413,7 +414,7 @@ def _expand_post_hoc(study: Study, file: str, open_stored: OpenStored | None, ma
         axes_label = make_label(axes, named) if axes else ""
         count: dict[str, int] = {}
         for unit in units:
-            label = ", ".join(x for x in (_unit_label(unit), axes_label) if x)
+            label = ", ".join(x for x in (_unit_label(unit, names), axes_label) if x)
             index = count[label] = count.get(label, -1) + 1
             raw = copy.deepcopy(study.base)
             for p, value in axes.items():
@@ -466,9 +467,23 @@ def _snapshot_members(store, c: _Candidate, study: Study, file: str) -> list[Mem
     return [Member(run=c.id, epoch=e, label=f"{label} @{e}", spec=spec) for e in epochs]
 
 
-def _unit_label(unit: list[Member]) -> str:
-    """What a unit evaluates, by the source variants: ``a``, ``a × b`` (a pair), ``a + b + …`` (a group)."""
-    variants = [m.label.rsplit(" #", 1)[0] for m in unit]
+def _source_variant_names(store, pool: list[_Candidate]) -> dict[str, str]:
+    """Source label → its name in unit labels: a source study without axes names its one variant ``base``,
+    which in a post-hoc study would read as the post-hoc study's own ``base:``; it is named by its study."""
+    if not any(c.label == "base" and not c.axes for c in pool):
+        return {}
+    try:
+        name = str(store.study().get("name") or "")
+    except Exception:  # noqa: BLE001 - a store without a readable study row keeps the plain label
+        name = ""
+    return {"base": name} if name else {}
+
+
+def _unit_label(unit: list[Member], names: dict[str, str] | None = None) -> str:
+    """What a unit evaluates, by the source variants: ``a``, ``a × b`` (a pair), ``a + b + …`` (a group).
+
+    ``names``: source label → the name shown (``_source_variant_names``)."""
+    variants = [(names or {}).get(v, v) for v in (m.label.rsplit(" #", 1)[0] for m in unit)]
     if len({m.run for m in unit}) == 1:  # one run's snapshots, or a single run
         return variants[0]
     if len(unit) == 1:

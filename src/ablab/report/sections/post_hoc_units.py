@@ -7,6 +7,7 @@ import pandas as pd
 from ablab.registry import REPORT_SECTIONS
 from ablab.report.context import PagePart, ReportContext, ReportSection
 from ablab.report.exact_csv import to_csv
+from ablab.labels import plural
 from ablab.report.html import e
 from ablab.report.sections.continued_runs import origins
 from ablab.files import write_atomic
@@ -41,7 +42,7 @@ class PostHocUnits(ReportSection):
             "<h2>Post-hoc evaluation</h2>\n"
             f"<p>Stored runs of <code>{e(source.study)}</code> (selector {e(source.runs or 'all finished runs')}, "
             f"checkpoint {e(source.checkpoint)}) evaluated without training, {e(kind)} per unit: "
-            f"{len(rows)} units.</p>\n"
+            f"{e(plural(len(rows), 'unit'))}.</p>\n"
             f"<details><summary>Units and their members</summary>{more}<table class=\"lineage\"><tr><th>variant</th>"
             "<th>unit</th><th>members</th><th>checkpoint epochs</th><th>status</th></tr>\n" + body + "\n</table></details>",
             tables=[path],
