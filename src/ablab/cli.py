@@ -98,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("spec")
     val.add_argument("--out", help="results directory to count stored runs in (default: results/<study name>)")
     val.add_argument("--no-timing", action="store_true",
-                     help="skip measuring a few training steps of the first run (no cost estimate)")
+                     help="skip timing training steps of the first run (no cost estimate)")
     val.add_argument("--workers", type=int, default=1, help="workers the estimate assumes (as for ablab run)")
     val.add_argument("--threads", type=int, help="CPU threads per run for the measured steps (default: cores // workers)")
     val.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE")
@@ -255,20 +255,22 @@ def _stored_ids(folder: Path) -> set[str]:
 
 
 def _cost_line(to_do: list, steps: dict[str, int], workers: int, threads: int) -> str:
-    """Training steps still to run × the measured time of one step of the first run to do (÷ workers)."""
+    """Training steps still to run × the measured time of one step of the first run to do (÷ workers), with
+    the range the fastest and slowest block of measured steps give, and the machine's load when measured."""
     from ablab import step_time
 
     first = to_do[0].spec
     try:
-        per_step = step_time.measure_step_seconds(first, threads=threads)
+        t = step_time.measure_step_seconds(first, threads=threads)
     except Exception as err:  # noqa: BLE001 - an estimate: the study itself validated, so say why and go on
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         return f"cost: not measured ({first.device}: {reason}); --no-timing skips the measurement"
     total = sum(steps.get(v.id, 0) for v in to_do)
-    wall = f", about {_duration(total * per_step / workers)} with {workers} workers" if workers > 1 else ""
-    return (f"cost: about {_duration(total * per_step)} of training = {total:,} steps × {per_step * 1e3:.3g} ms{wall} "
-            f"(measured: {step_time.TIMED_STEPS} steps of '{to_do[0].label}' on {first.device}, {threads} "
-            "thread(s) per run; evaluation not included)")
+    wall = f", about {_duration(total * t.seconds / workers)} with {workers} workers" if workers > 1 else ""
+    return (f"cost: about {_duration(total * t.seconds)} of training ({_duration(total * t.low)} to "
+            f"{_duration(total * t.high)}) = {total:,} steps × {t.seconds * 1e3:.3g} ms{wall} (measured: {t.steps} "
+            f"steps of '{to_do[0].label}' after {t.warmup} warm-up steps, on {first.device}, {threads} thread(s) per "
+            f"run, {t.load_text()}; evaluation not included)")
 
 
 def _duration(seconds: float) -> str:
