@@ -125,8 +125,9 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("results", help="study results directory")
 
     ls = sub.add_parser("list", help="every registered component, by kind")
-    ls.add_argument("kind", nargs="?", help="only this kind (dataset, model, optimizer, …)")
+    ls.add_argument("kind", nargs="*", help="only these kinds (dataset, model, optimizer, …)")
     ls.add_argument("--params", action="store_true", help="each component's parameters, with their types and defaults")
+    ls.add_argument("--spec", help="also the components a study's imports: registers (marked with their module)")
     return p
 
 
@@ -391,15 +392,21 @@ def cmd_list(args: argparse.Namespace) -> int:
     from ablab.registry import closest_names
 
     registries = load_components()
-    kinds = [args.kind] if args.kind else list(registries)
+    if args.spec:
+        from ablab.spec import import_spec_modules
+
+        import_spec_modules(args.spec)
+    kinds = args.kind or list(registries)
     for kind in kinds:
         if kind not in registries:
             raise AblabError(f"unknown component kind '{kind}'.{closest_names(kind, list(registries))}")
+    for kind in kinds:
         reg = registries[kind]
         print(f"{kind}:")
         width = max((len(n) for n in reg.list_names()), default=0)
         for entry in reg.list_entries():
-            print(f"  {entry.name:<{width}}  {entry.description}")
+            own = "" if not entry.module or entry.module.split(".")[0] == "ablab" else f"  [{entry.module}]"
+            print(f"  {entry.name:<{width}}  {entry.description}{own}")
             if args.params:
                 for line in _parameter_lines(reg, entry.name):
                     print(f"      {line}")
@@ -422,8 +429,13 @@ def _parameter_lines(reg, name: str) -> list[str]:
 
 
 def _annotation_text(annotation) -> str:
-    """A parameter's type as written in its source (annotations are strings under postponed evaluation)."""
-    return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    """A parameter's type as written in its source (annotations are strings under postponed evaluation;
+    a module without it gives objects: a class by its name, a typing form as typing writes it)."""
+    if isinstance(annotation, str):
+        return annotation
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
 
 
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "status": cmd_status, "show": cmd_show, "export": cmd_export,

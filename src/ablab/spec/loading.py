@@ -72,6 +72,23 @@ def _yaml_error(err: yaml.YAMLError, file: str) -> SpecError:
     return SpecError(f"not valid YAML: {what}", field=f"line {mark.line + 1}, column {mark.column + 1}", file=file)
 
 
+def import_spec_modules(path: str | Path) -> list[str]:
+    """Import what a study's ``imports:`` names (as ``ablab run`` would, its folder first on ``sys.path``),
+    without validating the rest of it; returns the module names."""
+    path = Path(path)
+    try:
+        raw = load_yaml(path.read_text())
+    except FileNotFoundError:
+        raise SpecError("file not found", file=str(path)) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError(f"cannot read: {err}", file=str(path)) from None
+    except yaml.YAMLError as err:
+        raise _yaml_error(err, str(path)) from None
+    imports = raw.get("imports") if isinstance(raw, dict) else None
+    _import_own_modules(imports, path)
+    return list(imports or [])
+
+
 def read_stored_study(spec: dict[str, Any], file: str) -> Study:
     """A study as a store holds it (``Study.model_dump``), validated again; its ``imports`` loaded first, as here."""
     if spec.get("imports"):
