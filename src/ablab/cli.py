@@ -122,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--study", help="a study this directory held before --replace (default: the current one)")
 
     rep = sub.add_parser("report", help="write report/index.html with figures and tables; print the table")
-    rep.add_argument("results", help="study results directory")
+    rep.add_argument("results", help="study results directory, or the study's spec file (results/<name>)")
 
     ls = sub.add_parser("list", help="every registered component, by kind")
     ls.add_argument("kind", nargs="*", help="only these kinds (dataset, model, optimizer, …)")
@@ -383,6 +383,9 @@ def _print_report(results: str | Path) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from ablab.cli_inspect import results_dir
+
+    args.results = str(results_dir(args.results))
     _print_report(args.results)
     return EXIT_OK
 
