@@ -270,7 +270,7 @@ def _cost_line(to_do: list, steps: dict[str, int], workers: int, threads: int) -
     wall = f", about {_duration(total * t.seconds / workers)} with {workers} workers" if workers > 1 else ""
     return (f"cost: about {_duration(total * t.seconds)} of training ({_duration(total * t.low)} to "
             f"{_duration(total * t.high)}) = {total:,} steps × {t.seconds * 1e3:.3g} ms{wall} (measured: {t.steps} "
-            f"steps of '{to_do[0].label}' after {t.warmup} warm-up steps, on {first.device}, {threads} thread(s) per "
+            f"steps of '{to_do[0].label}' after {t.warmup} warm-up steps, on {t.device}, {threads} thread(s) per "
             f"run, {t.load_text()}; evaluation not included)")
 
 

@@ -39,13 +39,15 @@ class StepTime:
     steps: int  # timed steps
     warmup: int  # untimed steps before them
     load: tuple[float, float, float] | None = None  # os.getloadavg() when measured (None where unknown)
+    device: str = "cpu"  # where the steps ran (the spec's ``auto`` resolved)
 
     def load_text(self) -> str:
-        """``load average 1.8 on 2 cores`` (the last minute's), or that it is unknown."""
+        """``load average 1.8 on 2 cores`` (the last minute's), said to be busy above the core count."""
         cores = os.cpu_count() or 1
         if self.load is None:
             return f"load average unknown, {cores} cores"
-        return f"load average {self.load[0]:.1f} on {cores} cores"
+        busy = ": a busy machine, the time will follow its load" if self.load[0] > cores else ""
+        return f"load average {self.load[0]:.1f} on {cores} cores{busy}"
 
 
 def measure_step_seconds(spec: RunSpec, threads: int | None = None, min_steps: int = MIN_STEPS,
@@ -85,7 +87,8 @@ def _timed_steps(spec: RunSpec, min_steps: int, min_seconds: float) -> StepTime:
         stamps.append(step())
     durations = [b - a for a, b in zip(stamps, stamps[1:])]
     blocks = _block_means(durations)
-    return StepTime(sum(durations) / len(durations), min(blocks), max(blocks), len(durations), warmup, _load())
+    return StepTime(sum(durations) / len(durations), min(blocks), max(blocks), len(durations), warmup, _load(),
+                    str(run.device))
 
 
 def _enough(steps: int, seconds: float, min_steps: int, min_seconds: float) -> bool:

@@ -13,7 +13,7 @@ from conftest import tiny_study
 STEPS_PER_EPOCH = {False: math.ceil(1257 / 128), True: 1257 // 128}
 
 
-FIXED = ablab.step_time.StepTime(0.010, 0.008, 0.0125, steps=40, warmup=12, load=(1.75, 1.0, 0.5))
+FIXED = ablab.step_time.StepTime(0.010, 0.008, 0.0125, steps=40, warmup=12, load=(0.75, 1.0, 0.5))
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def test_cost_is_training_steps_times_the_step_time(drop_last, fixed_step, write
     assert "  stored: 0 of 4 runs already have a final result; 4 to run" in out
     assert (f"  cost: about {steps * 0.01:.1f} s of training ({steps * 0.008:.1f} s to {steps * 0.0125:.1f} s) = "
             f"{steps} steps × 10 ms (measured: 40 steps of 'optimizer.lr=0.1' after 12 warm-up steps, on cpu, ") in out
-    assert f"load average 1.8 on {os.cpu_count()} cores; evaluation not included)" in out
+    assert f"load average 0.8 on {os.cpu_count()} cores; evaluation not included)" in out
 
 
 def test_stored_runs_are_counted_and_left_out_of_the_cost(fixed_step, write_study, tmp_path, capsys):
@@ -75,6 +75,14 @@ def test_the_step_time_is_measured_on_real_steps_after_a_warm_up(monkeypatch):
     assert len(calls) == t.warmup + t.steps
     assert 0 < t.low <= t.seconds <= t.high
     assert t.load is None or len(t.load) == 3
+    assert t.device == "cpu"
+
+
+def test_a_busy_machine_is_said_to_be_busy(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert FIXED.load_text() == "load average 0.8 on 2 cores"
+    busy = ablab.step_time.StepTime(0.01, 0.01, 0.01, 20, 3, load=(19.1, 14.0, 12.0))
+    assert busy.load_text() == "load average 19.1 on 2 cores: a busy machine, the time will follow its load"
 
 
 def test_slow_steps_stop_at_the_time_limit_with_a_few_steps(monkeypatch):
