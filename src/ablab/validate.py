@@ -4,8 +4,8 @@
 ``build_run`` for each distinct run set-up (models on the ``meta`` device, so no memory or time
 is spent) to catch what only the component can know: a missing or corrupt dataset file, a norm
 placement index out of range, a loss that does not fit the task, a probe or evaluator that cannot
-be built. Each distinct model × data shape then runs one forward and backward pass on the CPU, on a
-few examples of the real training split (a shape bug in a model is found here, not in every run).
+be built. Each distinct model × data shape then runs one forward and backward pass (eval mode) on the CPU,
+on two examples of the real training split (a shape bug in a model is found here, not in every run).
 It also estimates the disk the study's artifacts will take.
 """
 
@@ -21,7 +21,7 @@ from ablab.errors import AblabError, SpecError, StoreError
 from ablab.spec import EvalSpec, RunSpec, Study, Variant
 
 DEFAULT_MAX_ARTIFACT_GB = 20.0
-PASS_EXAMPLES = 2  # examples in the one forward and backward pass (at most the run's batch size; BatchNorm needs 2)
+PASS_EXAMPLES = 2  # examples in the one forward and backward pass (at most the run's batch size): a batch, not one
 _OPTIMIZER_SLOTS = 2  # state tensors per parameter assumed for the estimate (Adam's two; SGD momentum has one)
 
 
@@ -150,9 +150,11 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
 
 
 def forward_backward(spec: RunSpec, data, parts) -> None:
-    """One training-mode forward and backward pass of the run's model (built for real, on the CPU, from its
-    ``init`` seed) on the first ``PASS_EXAMPLES`` training examples, augmented as the run augments them,
-    through the run's loss. The global random state is left as it was."""
+    """One forward and backward pass of the run's model (built for real, on the CPU, from its ``init`` seed)
+    on the first ``PASS_EXAMPLES`` training examples, augmented as the run augments them, through the run's
+    loss. In eval mode: the shapes are the training pass's, while what a model does only when it trains
+    (running statistics, dropout draws, a researcher's own side effects) stays out of the driver. The
+    global random state is left as it was."""
     import torch
 
     from ablab.train.build import build_model
@@ -164,7 +166,7 @@ def forward_backward(spec: RunSpec, data, parts) -> None:
     try:
         with torch.random.fork_rng(devices=[]):
             model = build_model(spec, data)
-            model.train()
+            model.eval()
             x, y = train.rows(slice(0, n))
             generator = torch.Generator().manual_seed(0)
             for aug in parts.augments:

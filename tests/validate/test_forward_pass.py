@@ -65,4 +65,24 @@ def test_one_pass_per_distinct_model_and_shape_on_a_batch_of_the_real_data(own_c
         capsys.readouterr().err
     passes = sys.modules["shape_bug_models"].PASSES
     assert len(passes) == 2 and all(shape[1:] == (1, 8, 8) for shape in passes)
-    assert passes[0][0] == 2  # two examples: BatchNorm trains on one only with spatial dimensions
+    assert passes[0][0] == 2  # two examples: a batch, not one
+
+
+def test_the_pass_runs_in_eval_mode_and_leaves_no_state(own_code_sandbox, capsys):
+    """A model's training-only behaviour (here: a gate that would hold training) does not run in the driver, and
+    the global random state is as before."""
+    import torch
+
+    (own_code_sandbox / "train_only.py").write_text(
+        "from torch import nn\nimport ablab\nMODES = []\n\n\nclass M(nn.Sequential):\n"
+        "    def forward(self, x):\n        MODES.append(self.training)\n        return super().forward(x)\n\n\n"
+        "@ablab.register_model('train_only_net')\ndef build(in_shape, out_dim):\n    \"\"\"A test model.\"\"\"\n"
+        "    return M(nn.Flatten(), nn.Dropout(0.5), nn.Linear(64, out_dim))\n")
+    base = {**copy.deepcopy(TINY_BASE), "model": {"name": "train_only_net"}, "epochs": 1}
+    spec = own_code_sandbox / "s.yaml"
+    spec.write_text(yaml.safe_dump({"name": "m", "imports": ["train_only"], "base": base, "seeds": {"replicates": 1}}))
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    assert main(["validate", str(spec), "--no-timing", "--out", str(own_code_sandbox / "none")]) == 0
+    assert sys.modules["train_only"].MODES == [False]
+    assert torch.equal(torch.get_rng_state(), before)
