@@ -4,7 +4,9 @@
 ``build_run`` for each distinct run set-up (models on the ``meta`` device, so no memory or time
 is spent) to catch what only the component can know: a missing or corrupt dataset file, a norm
 placement index out of range, a loss that does not fit the task, a probe or evaluator that cannot
-be built. It also estimates the disk the study's artifacts will take.
+be built. Each distinct model × data shape then runs one forward and backward pass (eval mode) on the CPU,
+on two examples of the real training split (a shape bug in a model is found here, not in every run).
+It also estimates the disk the study's artifacts will take.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ablab.errors import AblabError, SpecError, StoreError
 from ablab.spec import EvalSpec, RunSpec, Study, Variant
 
 DEFAULT_MAX_ARTIFACT_GB = 20.0
+PASS_EXAMPLES = 2  # examples in the one forward and backward pass (at most the run's batch size): a batch, not one
 _OPTIMIZER_SLOTS = 2  # state tensors per parameter assumed for the estimate (Adam's two; SGD momentum has one)
 
 
@@ -53,6 +56,7 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
 
     datasets: dict[str, object] = {}
     built: dict[str, tuple[int, int, dict]] = {}
+    passed: set[str] = set()  # model × data shape keys whose forward and backward pass ran
     plans: dict[str, tuple[RunSpec, int, dict]] = {}  # run id -> (spec, planned epochs, parameter shapes)
     estimate = Estimate()
     recorded: set[str] = set()  # split.name of every metric some run records
@@ -96,6 +100,14 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
                 parts = build_run(spec, data=data, meta=True)
             except PartError as err:  # any failure to build is a spec problem of that field
                 raise fail(err.cause, f"base.{err.field}") from None
+            pass_key = _key([spec.model, spec.data, spec.corrupt.model_dump(mode="json"), spec.augment, spec.loss,
+                             min(spec.batch_size, PASS_EXAMPLES)])
+            if pass_key not in passed:
+                try:
+                    forward_backward(spec, data, parts)
+                except Exception as err:  # noqa: BLE001 - whatever the model raises is this spec's problem
+                    raise fail(SpecError(_pass_failure(err)), "base.model") from None
+                passed.add(pass_key)
             params = sum(p.numel() for p in parts.model.parameters())
             buffers = sum(b.numel() for b in parts.model.buffers())
             sizes = {s: len(data.splits[s]) * int(data.out_dim or 1) * 4 for s in data.splits}
@@ -135,6 +147,39 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
             f"limit of {max_artifact_gb:g} GB; save fewer checkpoints or raise --max-artifact-gb", file=file,
             field="base.record.checkpoints")
     return estimate
+
+
+def forward_backward(spec: RunSpec, data, parts) -> None:
+    """One forward and backward pass of the run's model (built for real, on the CPU, from its ``init`` seed)
+    on the first ``PASS_EXAMPLES`` training examples, augmented as the run augments them, through the run's
+    loss. In eval mode: the shapes are the training pass's, while what a model does only when it trains
+    (running statistics, dropout draws, a researcher's own side effects) stays out of the driver. The
+    global random state is left as it was."""
+    import torch
+
+    from ablab.train.build import build_model
+
+    train = data.splits["train"]
+    n = min(PASS_EXAMPLES, spec.batch_size, len(train))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a pass on two examples gains nothing from threads, and loses on a busy machine
+    try:
+        with torch.random.fork_rng(devices=[]):
+            model = build_model(spec, data)
+            model.eval()
+            x, y = train.rows(slice(0, n))
+            generator = torch.Generator().manual_seed(0)
+            for aug in parts.augments:
+                x, y = aug(x, y, generator)
+            parts.loss_fn(model(x), y).backward()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _pass_failure(err: Exception) -> str:
+    """One line saying that the pass failed, and PyTorch's reason."""
+    reason = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+    return f"one forward and backward pass of the model on training examples failed: {reason}"
 
 
 def _check_epochs_within(spec: RunSpec, last: int, file: str, where: str) -> None:

@@ -62,7 +62,7 @@ def note_for(result: RunResult) -> str:
 def start_run(store: Store, view: ProgressView, v: Variant) -> None:
     """The driver's side of a run starting: status ``running`` in the store, a line in the view."""
     store.mark_running(v.id)
-    view.started(v.id, v.label, v.replicate)
+    view.started(v.id, v.label, v.replicate, getattr(v.spec, "epochs", None) or 0)
 
 
 def finish_run(store: Store, view: ProgressView, v: Variant, result: RunResult) -> None:

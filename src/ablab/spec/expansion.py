@@ -249,7 +249,17 @@ def _validate(raw: dict, label: str, axes: dict, file: str) -> RunSpec:
     except pydantic.ValidationError as err:
         e = _spec_error(err, file, prefix="base")
         where = f" (variant '{label}')" if axes else ""
-        raise SpecError(e.message + where, field=e.field, file=file) from None
+        raise SpecError(e.message + where, field=_axis_field(e.field, axes), file=file) from None
+
+
+def _axis_field(field: str | None, axes: dict) -> str | None:
+    """``axis 'model.chanels'`` where a grid or zip axis of the variant set the failing base field (the key
+    as the study writes it), else the field itself."""
+    path = field[len("base."):] if field and field.startswith("base.") else None
+    for key in axes:
+        if path is not None and key != "label" and (path == key or path.startswith(key + ".")):
+            return f"axis '{key}'"
+    return field
 
 
 def _resolve_sources(written: InitFromSpec, replicate: int, file: str, sources: list[Variant], where: str,

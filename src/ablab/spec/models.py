@@ -554,6 +554,12 @@ class Source(_Strict):
     checkpoint: Union[Literal["final"], NonNegativeInt] = "final"
 
 
+def _axis_path(path: str) -> None:
+    """A grid or zip key is a path in the base run (``model.widths``), not from the study's top (``base.…``)."""
+    if path.startswith("base."):
+        raise ValueError(f"axis '{path}': axes are paths in the base run, without 'base.': write '{path[5:]}'")
+
+
 class Study(_Strict):
     """A base run plus the axes to vary; or, with ``source``, stored runs evaluated without training.
 
@@ -579,6 +585,7 @@ class Study(_Strict):
     @classmethod
     def _grid(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
         for path, values in v.items():
+            _axis_path(path)
             if not values:
                 raise ValueError(f"axis '{path}' has no values")
         return v
@@ -588,6 +595,8 @@ class Study(_Strict):
     def _zip(cls, v: Any) -> list[dict[str, list[Any]]]:
         groups = [v] if isinstance(v, dict) else v
         for group in groups:
+            for path in group:
+                _axis_path(path)
             lengths = {k: len(vals) for k, vals in group.items()}
             if len(set(lengths.values())) > 1:
                 raise ValueError(f"zip axes must have equal lengths, got {lengths}")

@@ -71,6 +71,7 @@ def _train(spec: RunSpec, progress: Progress, run_id: str, sink: ArtifactSink, f
     with seeding.deterministic_kernels(spec.deterministic), state.stochastic_stream():
         run.model.train()
         _begin(t)
+        progress(state.epoch, run.duration.epochs)  # the total, known now (a steps or budget run's too)
         for epoch in range(state.epoch + 1, run.duration.epochs + 1):
             if not (_train_epoch(t, epoch) and _end_epoch(t)):
                 status = "diverged"

@@ -84,7 +84,7 @@ class Mixing(ReportSection):
                  format_mean_sd(r.row_error_mean, r.row_error_sd, r.row_n, r.row_n, column=row_col),
                  format_mean_sd(r.column_error_mean, r.column_error_sd, r.column_n, r.column_n, column=col_col),
                  format_delta(r.delta, r.p)] for r in pairs.itertuples()]
-        return ("<h3>Rows vs columns</h3>\n<p>The seed's claim (L517): each row-based method beats its column twin "
+        return ("<h3>Rows vs columns</h3>\n<p>The thesis' claim (seed 002 §2.4, Tables 2.1 and 2.2): each row-based method beats its column twin "
                 "on both CIFARs, Δ = row − column &lt; 0.</p>\n"
                 + _html_table(["pair", "row error %", "column error %", "Δ row − column (Welch p)"], rows)
                 + f"<p class=\"note\">Also as <a href=\"tables/{PAIRS}\">CSV</a>.</p>\n")
