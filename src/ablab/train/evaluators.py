@@ -175,6 +175,11 @@ def hard_labels(y: torch.Tensor) -> np.ndarray:
     return (y.argmax(dim=-1) if y.is_floating_point() else y).cpu().numpy().astype(np.int64)
 
 
+def stored_labels(split_name: str, split: Split, epoch: int) -> dict[str, tuple[str, bytes]]:
+    """The split's class labels as the artifact stored beside any logits (the same file for every evaluator)."""
+    return {labels_name(split_name, epoch): (LABELS_KIND, save_npy(hard_labels(split.y)))}
+
+
 @EVALUATORS.register("predictions")
 class Predictions(Evaluator):
     """The per-example outputs (logits) of a split as float32 (N × classes), and its class labels, as artifacts.
@@ -196,7 +201,7 @@ class Predictions(Evaluator):
         logits = outputs(m.forward, m.module, split, ctx.batch_size, ctx.transforms).cpu().numpy().astype(np.float32)
         stored = {predictions_name(split_name, epoch): (PREDICTIONS_KIND, save_npy(logits))}
         if ctx.classification:
-            stored[labels_name(split_name, epoch)] = (LABELS_KIND, save_npy(hard_labels(split.y)))
+            stored.update(stored_labels(split_name, split, epoch))
         return Evaluation(artifacts=stored)
 
 
@@ -286,7 +291,7 @@ class SharpnessEvaluator(Evaluator):
 
 @EVALUATORS.register("ensemble")
 class Ensemble(Evaluator):
-    """Loss and accuracy of the members' averaged logits (an ensemble of a post-hoc group), and those logits."""
+    """Loss and accuracy of the members' averaged logits (an ensemble of a post-hoc group); those logits and the labels."""
 
     members = None
 
@@ -314,7 +319,8 @@ class Ensemble(Evaluator):
         logits = save_npy(mean.cpu().numpy().astype(np.float32))
         return Evaluation({"ensemble_loss": ctx.loss_fn(mean, y).item(),
                            "ensemble_accuracy": correct(mean, y).item() / max(1, len(split))},
-                          {predictions_name(split_name, epoch): (PREDICTIONS_KIND, logits)})
+                          {predictions_name(split_name, epoch): (PREDICTIONS_KIND, logits),
+                           **stored_labels(split_name, split, epoch)})
 
 
 @EVALUATORS.register("disagreement")

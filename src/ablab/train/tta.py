@@ -24,7 +24,8 @@ from ablab.data.base import Split
 from ablab.artifacts import save_npy, tta_predictions_kind, tta_predictions_name
 from ablab.errors import SpecError
 from ablab.registry import EVALUATORS
-from ablab.train.evaluators import MAX, MIN, Epochs, EvalContext, Evaluation, Evaluator, SplitName, correct
+from ablab.train.evaluators import (MAX, MIN, Epochs, EvalContext, Evaluation, Evaluator, SplitName, correct,
+                                    stored_labels)
 
 View = tuple[int, int, bool]  # (top, left) offset of the window in the padded image, mirrored?
 
@@ -121,6 +122,8 @@ class _TTA(Evaluator):
         if self.store_logits:
             blob = save_npy(logits.cpu().numpy().astype(np.float32))
             artifacts[tta_predictions_name(self.prefix, split_name, epoch)] = (tta_predictions_kind(self.prefix), blob)
+            if ctx.classification:  # self-contained like the predictions evaluator's files
+                artifacts.update(stored_labels(split_name, split, epoch))
         return Evaluation(score(logits, split.y, ctx, self.prefix), artifacts)
 
 
