@@ -235,7 +235,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
           f"{len(to_do)} to run")
     if estimate.total:
         print(f"  artifacts: about {_size(estimate.total)} (checkpoints {_size(estimate.checkpoints)}, "
-              f"predictions {_size(estimate.predictions)})")
+              f"evaluator outputs {_size(estimate.predictions)})")
     if not study.post_hoc and to_do and not args.no_timing:
         if args.workers < 1 or (args.threads is not None and args.threads < 1):
             raise AblabError("--workers and --threads must be at least 1")

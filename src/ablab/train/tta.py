@@ -24,7 +24,7 @@ from ablab.data.base import Split
 from ablab.artifacts import save_npy, tta_predictions_kind, tta_predictions_name
 from ablab.errors import SpecError
 from ablab.registry import EVALUATORS
-from ablab.train.evaluators import (MAX, MIN, Epochs, EvalContext, Evaluation, Evaluator, SplitName, correct,
+from ablab.train.evaluators import (MAX, MIN, Epochs, EvalContext, Evaluation, Evaluator, Sizing, SplitName, correct,
                                     stored_labels)
 
 View = tuple[int, int, bool]  # (top, left) offset of the window in the padded image, mirrored?
@@ -104,6 +104,12 @@ class _TTA(Evaluator):
 
     def view_list(self) -> list[View]:
         raise NotImplementedError
+
+    def stored_bytes(self, sizing: Sizing) -> int:
+        return sizing.logits() if self.store_logits else 0
+
+    def stores_labels(self) -> bool:
+        return self.store_logits
 
     def directions(self, classification: bool) -> dict[str, str]:
         if classification:
