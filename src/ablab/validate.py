@@ -110,6 +110,10 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
             built[key] = (params, buffers, {"epochs": parts.duration.epochs, "sizes": sizes, "shapes": shapes,
                                             "total_steps": parts.duration.total_steps,
                                             "steps_per_epoch": parts.duration.steps_per_epoch})
+            if "augment_order" not in (study.insist if study is not None else []):
+                problem = augment_order_problem(spec.augment, parts.augments)
+                if problem:
+                    raise fail(SpecError(problem), "base.augment")
             for ev in parts.evaluators:
                 try:
                     ev.check_model(parts.model)
@@ -142,6 +146,28 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
             f"limit of {max_artifact_gb:g} GB; save fewer checkpoints or raise --max-artifact-gb", file=file,
             field="base.record.checkpoints")
     return estimate
+
+
+def augment_order_problem(written: list, steps: list) -> str | None:
+    """Why the ``augment`` steps run in an order that makes no sense, naming them; None when it does.
+
+    A mix before a crop or flip (seed 002 §2.4.1: mixing after them was worth > 1 % on CIFAR-10), or a
+    colour change after ``normalize`` (it expects pixels in [0, 1]). Roles are the steps' ``stage``s."""
+    from ablab.data.augment import COLOUR, MIX, NORMALIZE, SPATIAL
+
+    stages = [getattr(step, "stage", None) for step in steps]
+    names = [f"augment.{i} '{w if isinstance(w, str) else w.get('name')}'" for i, w in enumerate(written)]
+    for later, stage in enumerate(stages):
+        earlier = [i for i in range(later) if stages[i] == {SPATIAL: MIX, COLOUR: NORMALIZE}.get(stage)]
+        if not earlier:
+            continue
+        first = earlier[0]
+        if stage == SPATIAL:
+            return (f"{names[first]} mixes images before {names[later]} crops or flips them: list the mix after "
+                    "every crop and flip (seed 002 §2.4.1), or set 'insist: [augment_order]' to run it as written")
+        return (f"{names[later]} changes colours after {names[first]}: it expects pixels in [0, 1]; list it before "
+                "normalize, or set 'insist: [augment_order]' to run it as written")
+    return None
 
 
 def _check_epochs_within(spec: RunSpec, last: int, file: str, where: str) -> None:

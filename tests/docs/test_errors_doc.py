@@ -110,6 +110,16 @@ def into_store(study: dict, damage: Callable[[Path], None] | None = None) -> Cal
     return make
 
 
+def post_hoc(**fields) -> Callable[[Path, Path], list[str]]:
+    """``ablab run`` of a post-hoc ensemble study (``fields`` added) over a copy of a finished study."""
+    def make(root: Path, finished: Path) -> list[str]:
+        shutil.copytree(finished, root / "source")
+        study = {"name": "ens", "source": {"study": str(root / "source")},
+                 "base": {"evaluators": ["ensemble"], "eval_splits": ["test"], "device": "cpu"}, **fields}
+        return ["run", _spec(root, study), "--out", str(root / "results")]
+    return make
+
+
 def command(*argv: str, setup: Callable[[Path], None] | None = None) -> Callable[[Path, Path], list[str]]:
     def make(root: Path, _: Path) -> list[str]:
         if setup:
@@ -238,6 +248,15 @@ CASES = [
     Case("spec", "epochs and steps both given", run_spec(_set("base.steps", 100))),
     Case("spec", "warmup in two units", run_spec(_set("base.schedule", {"name": "cosine", "warmup_steps": 5,
                                                                           "warmup_epochs": 1}))),
+    Case("spec", "a mix before a crop", run_spec(_set("base.augment", ["mixup", {"name": "random_crop", "padding": 1}]))),
+    Case("spec", "colour jitter after `normalize`",
+         run_spec(_set("base.augment", ["normalize", {"name": "color_jitter", "brightness": 0.2}]))),
+    Case("spec", "`insist` on an unknown rule", run_spec(tiny_study(insist=["everything"]))),
+    Case("spec", "`members` axis in a training study", run_spec(tiny_study(grid={"members": [{"groups": 2}]}))),
+    Case("spec", "`members` axis value that is no unit kind",
+         post_hoc(grid={"members": [{"groups": 1}, "triples"]})),
+    Case("spec", "`members` axis beside a top-level `members`",
+         post_hoc(members="pairs", grid={"members": ["single"]})),
     Case("spec", "no duration", run_spec(_set("base.epochs", None))),
     Case("spec", "normalization placement out of range",
          run_spec(_set("base.model", {"name": "mlp", "widths": [8], "norm": "batchnorm", "norm_at": [5]}))),

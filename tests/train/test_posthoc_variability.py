@@ -127,9 +127,11 @@ def test_members_as_a_grid_axis_is_one_study_with_a_row_per_ensemble_size(source
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"grid": {"members": [{"groups": 2}, "triples"]}}, "members: 'triples' is none of single, pairs, snapshots"),
-    ({"grid": {"members": [{"groups": 0}]}}, "members: {'groups': 0} is none of"),
-    ({"grid": {"members": ["pairs"]}, "members": "pairs"}, "'members' is an axis of this study; leave the top-level"),
+    ({"grid": {"members": [{"groups": 2}, "triples"]}},
+     "grid.members: 'triples' is no unit kind: single, pairs, snapshots or {groups: N} (N ≥ 1)"),
+    ({"zip": {"members": [{"groups": 0}]}}, "zip.members: {'groups': 0} is no unit kind"),
+    ({"grid": {"members": ["pairs"]}, "members": "pairs"},
+     "grid.members: 'members' is an axis of this study; leave the top-level"),
 ])
 def test_a_bad_members_axis_is_one_clear_error(source, tmp_path, capsys, change, message):
     study = {"name": "bad", "source": {"study": str(source / "src")},

@@ -551,7 +551,7 @@ def member_kind(value: Any) -> MemberKind:
     try:
         return TypeAdapter(MemberKind).validate_python(value)
     except ValidationError:
-        raise ValueError(f"members: {value!r} is none of single, pairs, snapshots, {{groups: N}} (N ≥ 1)") from None
+        raise ValueError(f"{value!r} is no unit kind: single, pairs, snapshots or {{groups: N}} (N ≥ 1)") from None
 
 
 def member_kind_text(kind: MemberKind) -> str:
@@ -592,6 +592,9 @@ class Study(_Strict):
     seeds: SeedAxis = SeedAxis()
     report: ReportSettings = ReportSettings()
     resources: Resources = Resources()
+    # validation rules the researcher overrides on purpose: augment_order runs `augment` as written even
+    # with a mix before a crop or flip, or a colour change after normalize (ablab.validate)
+    insist: list[Literal["augment_order"]] = []
 
     @field_validator("grid")
     @classmethod
@@ -631,10 +634,14 @@ class Study(_Strict):
         """``members`` as a grid or zip axis (seed 002 Table 5.5's N = 2…5 in one study): valid values, not twice."""
         if "members" not in self.axes:
             return self
+        where = "grid.members" if "members" in self.grid else "zip.members"
         if self.members != "single":
-            raise ValueError("'members' is an axis of this study; leave the top-level 'members' out")
+            raise ValueError(f"{where}: 'members' is an axis of this study; leave the top-level 'members' out")
         for value in self.axis_values("members"):
-            member_kind(value)
+            try:
+                member_kind(value)
+            except ValueError as err:
+                raise ValueError(f"{where}: {err}") from None
         return self
 
     def axis_values(self, path: str) -> list[Any]:
