@@ -604,3 +604,17 @@ def test_beta_draws_at_alpha_one_and_above_are_the_plain_gamma_ratio():
     for alpha in (1.0, 2.0):
         g = torch._standard_gamma(torch.full((2, 64), alpha), generator=gen(4))
         assert torch.equal(mixing.draw_beta(64, alpha, gen(4), torch.device("cpu")), g[0] / (g[0] + g[1]))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("alpha", [0.01, 0.5, 1.0])
+def test_beta_draws_on_cuda_stay_on_the_device_and_have_no_underflow_halves(alpha):
+    from scipy import stats
+
+    n = 200_000
+    lam = mixing.draw_beta(n, alpha, gen(2, "cuda"), torch.device("cuda"))
+    assert lam.device.type == "cuda" and torch.equal(lam, mixing.draw_beta(n, alpha, gen(2, "cuda"), torch.device("cuda")))
+    lam = lam.double().cpu().numpy()
+    assert np.isfinite(lam).all() and lam.min() >= 0 and lam.max() <= 1 and np.mean(lam == 0.5) < 1e-3
+    assert abs(lam.mean() - 0.5) < 5 * float(stats.beta.std(alpha, alpha)) / math.sqrt(n)
