@@ -248,15 +248,6 @@ CASES = [
     Case("spec", "epochs and steps both given", run_spec(_set("base.steps", 100))),
     Case("spec", "warmup in two units", run_spec(_set("base.schedule", {"name": "cosine", "warmup_steps": 5,
                                                                           "warmup_epochs": 1}))),
-    Case("spec", "a mix before a crop", run_spec(_set("base.augment", ["mixup", {"name": "random_crop", "padding": 1}]))),
-    Case("spec", "colour jitter after `normalize`",
-         run_spec(_set("base.augment", ["normalize", {"name": "color_jitter", "brightness": 0.2}]))),
-    Case("spec", "`insist` on an unknown rule", run_spec(tiny_study(insist=["everything"]))),
-    Case("spec", "`members` axis in a training study", run_spec(tiny_study(grid={"members": [{"groups": 2}]}))),
-    Case("spec", "`members` axis value that is no unit kind",
-         post_hoc(grid={"members": [{"groups": 1}, "triples"]})),
-    Case("spec", "`members` axis beside a top-level `members`",
-         post_hoc(members="pairs", grid={"members": ["single"]})),
     Case("spec", "no duration", run_spec(_set("base.epochs", None))),
     Case("spec", "normalization placement out of range",
          run_spec(_set("base.model", {"name": "mlp", "widths": [8], "norm": "batchnorm", "norm_at": [5]}))),
@@ -359,6 +350,16 @@ CASES = [
     Case("store", "a 300-character study name",
          command("run", "DIR/study.yaml", "--out", "DIR/results/" + "s" * 300,
                  setup=lambda r: _spec(r, tiny_study(name="s" * 300)))),
+    # ---- later additions, at the end so that the rows above keep their numbers
+    Case("spec", "a mix before a crop", run_spec(_set("base.augment", ["mixup", {"name": "random_crop", "padding": 1}]))),
+    Case("spec", "colour jitter after `normalize`",
+         run_spec(_set("base.augment", ["normalize", {"name": "color_jitter", "brightness": 0.2}]))),
+    Case("spec", "`insist` on an unknown rule", run_spec(tiny_study(insist=["everything"]))),
+    Case("spec", "`members` axis in a training study", run_spec(tiny_study(grid={"members": [{"groups": 2}]}))),
+    Case("spec", "`members` axis value that is no unit kind",
+         post_hoc(grid={"members": [{"groups": 1}, "triples"]})),
+    Case("spec", "`members` axis beside a top-level `members`",
+         post_hoc(members="pairs", grid={"members": ["single"]})),
 ]
 
 
