@@ -217,10 +217,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     study, variants, estimate = _load(args.spec, args.overrides, args.max_artifact_gb, args.max_runs)
     labels = sorted({v.label for v in variants}, key=[v.label for v in variants].index)
     if study.post_hoc:
-        kind = study.members if isinstance(study.members, str) else f"groups of {study.members.groups}"
-        units = len(variants) // max(1, len(labels))
-        print(f"{args.spec}: post-hoc study '{study.name}' is valid: {len(variants)} units = {len(labels)} variants × "
-              f"{units} units ({kind}) of stored runs in {study.source.study}")
+        from ablab.spec.models import member_kind_text
+
+        kinds = [member_kind_text(k) for k in study.unit_kinds]
+        if len(kinds) == 1:
+            units = len(variants) // max(1, len(labels))
+            print(f"{args.spec}: post-hoc study '{study.name}' is valid: {len(variants)} units = {len(labels)} variants "
+                  f"× {units} units ({kinds[0]}) of stored runs in {study.source.study}")
+        else:
+            print(f"{args.spec}: post-hoc study '{study.name}' is valid: {len(variants)} units in {len(labels)} "
+                  f"variants ({', '.join(kinds)}) of stored runs in {study.source.study}")
     else:
         print(f"{args.spec}: study '{study.name}' is valid: {len(variants)} runs = {len(labels)} variants × "
               f"{len(variants) // max(1, len(labels))} replicates")
@@ -230,7 +236,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
           f"{len(to_do)} to run")
     if estimate.total:
         print(f"  artifacts: about {_size(estimate.total)} (checkpoints {_size(estimate.checkpoints)}, "
-              f"predictions {_size(estimate.predictions)})")
+              f"evaluator outputs {_size(estimate.predictions)})")
     if not study.post_hoc and to_do and not args.no_timing:
         if args.workers < 1 or (args.threads is not None and args.threads < 1):
             raise AblabError("--workers and --threads must be at least 1")

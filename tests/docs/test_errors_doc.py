@@ -110,6 +110,16 @@ def into_store(study: dict, damage: Callable[[Path], None] | None = None) -> Cal
     return make
 
 
+def post_hoc(**fields) -> Callable[[Path, Path], list[str]]:
+    """``ablab run`` of a post-hoc ensemble study (``fields`` added) over a copy of a finished study."""
+    def make(root: Path, finished: Path) -> list[str]:
+        shutil.copytree(finished, root / "source")
+        study = {"name": "ens", "source": {"study": str(root / "source")},
+                 "base": {"evaluators": ["ensemble"], "eval_splits": ["test"], "device": "cpu"}, **fields}
+        return ["run", _spec(root, study), "--out", str(root / "results")]
+    return make
+
+
 def command(*argv: str, setup: Callable[[Path], None] | None = None) -> Callable[[Path, Path], list[str]]:
     def make(root: Path, _: Path) -> list[str]:
         if setup:
@@ -360,6 +370,16 @@ CASES = [
     Case("store", "a 300-character study name",
          command("run", "DIR/study.yaml", "--out", "DIR/results/" + "s" * 300,
                  setup=lambda r: _spec(r, tiny_study(name="s" * 300)))),
+    # ---- later additions, at the end so that the rows above keep their numbers
+    Case("spec", "a mix before a crop", run_spec(_set("base.augment", ["mixup", {"name": "random_crop", "padding": 1}]))),
+    Case("spec", "colour jitter after `normalize`",
+         run_spec(_set("base.augment", ["normalize", {"name": "color_jitter", "brightness": 0.2}]))),
+    Case("spec", "`insist` on an unknown rule", run_spec(tiny_study(insist=["everything"]))),
+    Case("spec", "`members` axis in a training study", run_spec(tiny_study(grid={"members": [{"groups": 2}]}))),
+    Case("spec", "`members` axis value that is no unit kind",
+         post_hoc(grid={"members": [{"groups": 1}, "triples"]})),
+    Case("spec", "`members` axis beside a top-level `members`",
+         post_hoc(members="pairs", grid={"members": ["single"]})),
 ]
 
 

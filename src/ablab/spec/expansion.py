@@ -402,10 +402,7 @@ def _expand_post_hoc(study: Study, file: str, open_stored: OpenStored | None, ma
         if not pool:
             raise SpecError(f"no finished run of {src.study} matches {src.runs or 'anything'}", file=file,
                             field="source.runs")
-        if study.members == "snapshots":
-            units, left_out = [_snapshot_members(store, c, study, file) for c in pool], []
-        else:
-            units, left_out = _units([_final_or_fixed_member(store, c, src, file) for c in pool], study.members, file)
+        by_kind = [(kind, _units_of(store, pool, study, kind, file)) for kind in study.unit_kinds]
         names = _source_variant_names(store, pool)
     finally:
         store.close()
@@ -417,18 +414,24 @@ def _expand_post_hoc(study: Study, file: str, open_stored: OpenStored | None, ma
                         field=f"base.{internal[0]}")
     out = []
     named = frozenset(k for group in study.zip if "label" in group for k in group)
-    _refuse_above(_combination_count(study) * len(units), max_runs, file, study)
     combos = _axis_combinations(study)
+
+    def units_of(axes: dict[str, Any]) -> tuple[list[list[Member]], list[str]]:
+        kind = study.unit_kind(axes)
+        return next(made for k, made in by_kind if k == kind)
+
+    _refuse_above(sum(len(units_of(axes)[0]) for axes in combos), max_runs, file, study)
     _check_unique_labels(combos, named, file)
     for axes in combos:
         axes_label = make_label(axes, named) if axes else ""
+        units, left_out = units_of(axes)
         count: dict[str, int] = {}
         for unit in units:
             label = ", ".join(x for x in (_unit_label(unit, names), axes_label) if x)
             index = count[label] = count.get(label, -1) + 1
             raw = copy.deepcopy(study.base)
             for p, value in axes.items():
-                if p != "label":
+                if p not in ("label", "members"):
                     set_path(raw, p, copy.deepcopy(value), where=p)
             raw.update(source_study=path, members=[m.model_dump() for m in unit], replicate=index)
             if study.imports:
@@ -442,6 +445,14 @@ def _expand_post_hoc(study: Study, file: str, open_stored: OpenStored | None, ma
                       "epochs": [m.epoch for m in unit], "left_out": left_out}
             out.append(Variant(spec=spec, label=label, axes=axes, replicate=index, origin=origin))
     return out
+
+
+def _units_of(store, pool: list[_Candidate], study: Study, kind: Any, file: str
+              ) -> tuple[list[list[Member]], list[str]]:
+    """The units of one kind over the source runs, and the runs left out."""
+    if kind == "snapshots":
+        return [_snapshot_members(store, c, study, file) for c in pool], []
+    return _units([_final_or_fixed_member(store, c, study.source, file) for c in pool], kind, file)
 
 
 def _final_or_fixed_member(store, c: _Candidate, src, file: str) -> Member:

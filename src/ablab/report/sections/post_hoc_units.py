@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ablab.registry import REPORT_SECTIONS
+from ablab.spec.models import member_kind_text
 from ablab.report.context import PagePart, ReportContext, ReportSection
 from ablab.report.exact_csv import to_csv
 from ablab.labels import plural
@@ -21,8 +22,8 @@ class PostHocUnits(ReportSection):
         return ctx.study.post_hoc
 
     def render(self, ctx: ReportContext) -> PagePart:
-        source, members = ctx.study.source, ctx.study.members
-        kind = members if isinstance(members, str) else f"groups of {members.groups}"
+        source = ctx.study.source
+        kind = " / ".join(member_kind_text(k) for k in ctx.study.unit_kinds)
         rows = []
         for (_, r), origin in zip(ctx.runs.iterrows(), origins(ctx.runs)):
             rows.append({"run": r["run"], "variant": r["label"], "unit": int(r["replicate"]), "status": r["status"],
