@@ -109,7 +109,7 @@ def test_members_as_a_grid_axis_is_one_study_with_a_row_per_ensemble_size(source
         ids = set(runs.run)
     finally:
         store.close()
-    assert [len(by_label[k]) for k in ("base × base, members=(groups=2)", "base, members=(groups=3)")] == [3, 2]
+    assert [len(by_label[k]) for k in ("src × src, members=(groups=2)", "src, members=(groups=3)")] == [3, 2]
     assert list(table["variant"]) == list(by_label) and list(table["n"]) == [3, 2]
     for _, row in table.iterrows():
         want = _numpy_row(by_label[row["variant"]], labels)
