@@ -42,6 +42,10 @@ class ProgressView:
 
     # ---- events
 
+    def note(self, text: str) -> None:
+        """A line for the log (the packing plan, a family of runs not packed and why)."""
+        self._log(text)
+
     def started(self, run_id: str, label: str, replicate: int) -> None:
         self.active[run_id] = _Active(f"{label} #{replicate}")
         self._draw(force=True)

@@ -53,30 +53,43 @@ class Unpackable(Exception):
 # ---------------------------------------------------------------- what packs
 
 
-def refusal(spec: RunSpec) -> Optional[str]:
-    """Why ``spec`` cannot be packed with other seeds of itself, or None when it can."""
+@dataclass
+class Packability:
+    """What the executor's plan needs of a run: why it cannot be packed (None: it can), its size and device."""
+
+    refusal: Optional[str]
+    parameters: int = 0
+    device: str = "cpu"
+
+
+def packability(spec: RunSpec) -> Packability:
+    """Whether ``spec`` can be packed with other seeds of itself (its model built on the meta device)."""
     if spec.objective["name"] != "standard":
-        return f"objective '{spec.objective['name']}' is not packed yet (packs: standard)"
+        return Packability(f"objective '{spec.objective['name']}' is not packed yet (packs: standard)")
     if spec.optimizer["name"] not in PACKED_OPTIMIZERS:
-        return f"optimizer '{spec.optimizer['name']}' is not packed (packs: {', '.join(PACKED_OPTIMIZERS)})"
+        return Packability(f"optimizer '{spec.optimizer['name']}' is not packed (packs: {', '.join(PACKED_OPTIMIZERS)})")
     if spec.record.probes:
-        return "probes are not packed yet"
+        return Packability("probes are not packed yet")
     c = spec.compute
     if c.precision != "fp32" or c.compile or c.channels_last:
-        return "compute options (precision, compile, channels_last) are not packed"
+        return Packability("compute options (precision, compile, channels_last) are not packed")
     try:
         device = resolve_device(spec.device)
-    except Exception as err:  # noqa: BLE001  (the run itself reports its device problem)
-        return f"device: {err}"
-    try:
         data = load_run_data(spec)
         with torch.device("meta"):
             model = MODELS.create(spec.model, in_shape=tuple(data.in_shape), out_dim=data.out_dim)
         for module in _layers(model, spec.model["name"]):
             _check_layer(module, device)
     except Unpackable as err:
-        return str(err)
-    return None
+        return Packability(str(err))
+    except Exception as err:  # noqa: BLE001  (the run alone reports the problem with its field)
+        return Packability(f"the run cannot be built: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+    return Packability(None, sum(p.numel() for p in model.parameters()), device.type)
+
+
+def refusal(spec: RunSpec) -> Optional[str]:
+    """Why ``spec`` cannot be packed with other seeds of itself, or None when it can."""
+    return packability(spec).refusal
 
 
 def _layers(model: nn.Module, name: str) -> list[nn.Module]:
