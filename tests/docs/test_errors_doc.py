@@ -244,6 +244,7 @@ CASES = [
     Case("spec", "unknown evaluation split", run_spec(_set("base.record.eval_splits", ["train", "holdout"]))),
     Case("spec", "a module in `imports:` that calls `sys.exit(0)`", run_spec(_exiting_import)),
     Case("spec", "0 replicates", run_spec(tiny_study(seeds={"replicates": 0}))),
+    Case("spec", "execute.pack neither auto, off nor a number of runs", run_spec(tiny_study(execute={"pack": 0}))),
     Case("spec", "grid axis with no values", run_spec(tiny_study(grid={"optimizer.lr": []}))),
     Case("spec", "grid axis not a list", run_spec(tiny_study(grid={"optimizer.lr": 0.1}))),
     Case("spec", "grid value invalid", run_spec(tiny_study(grid={"optimizer.lr": [0.1, -1.0]}))),

@@ -554,7 +554,7 @@ class Execute(_Strict):
         if v is False:  # YAML 1.1 reads a bare ``off`` as false
             return "off"
         if isinstance(v, bool) or (v not in ("auto", "off") and not (isinstance(v, int) and v >= 1)):
-            raise ValueError(f"pack is auto, off or a number of runs (1 or more), got {v!r}")
+            raise ValueError("pack is auto, off or a number of runs (1 or more)")
         return v
 
 
