@@ -122,3 +122,19 @@ def test_validate_prints_the_packing_plan_and_why_not(write_study, capsys):
     assert "packing: none (10 runs, one per process)" in out
     assert "not packed: 10 runs (seeds of 'optimizer.lr=0.01', 'optimizer.lr=0.003') run one per process: auto packs " \
            "at 1 CPU thread per run only" in out
+
+
+def test_the_status_line_shows_a_pack_as_one_entry_with_its_size():
+    import io
+
+    from ablab.execute.progress import ProgressView
+
+    view = ProgressView(total=4, stream=io.StringIO(), tty=False)
+    for i, rid in enumerate(["a", "b", "c", "d"]):
+        view.started(rid, "lr=0.1", i)
+    view.packed(["a", "b", "c"])
+    line = view.line()
+    assert "lr=0.1 #0,1,2 packed ×3 epoch 0/?" in line and "lr=0.1 #3 epoch" in line
+    view.epoch("a", 1, 2)
+    assert view.eta_seconds() is not None  # 3 runs half done count as 1.5 runs of progress
+    assert view.active["a"].runs * view.active["a"].epoch / view.active["a"].epochs == 1.5

@@ -14,6 +14,7 @@ class _Active:
     label: str
     epoch: int = 0
     epochs: int = 0
+    runs: int = 1  # a pack of R runs trains as one line of the status
 
 
 def _clock(seconds: float) -> str:
@@ -50,6 +51,17 @@ class ProgressView:
         self.active[run_id] = _Active(f"{label} #{replicate}")
         self._draw(force=True)
 
+    def packed(self, run_ids: list[str]) -> None:
+        """The runs ``run_ids`` (started) train as one pack: one entry ``label #a, #b … ×R`` in the status line."""
+        first = self.active.get(run_ids[0])
+        if first is None or len(run_ids) < 2:
+            return
+        others = [self.active.pop(r) for r in run_ids[1:] if r in self.active]
+        reps = [first.label.rsplit(" #", 1)[-1], *(a.label.rsplit(" #", 1)[-1] for a in others)]
+        first.label = f"{first.label.rsplit(' #', 1)[0]} #{','.join(reps)} packed ×{len(run_ids)}"
+        first.runs = len(run_ids)
+        self._draw(force=True)
+
     def epoch(self, run_id: str, epoch: int, epochs: int) -> None:
         if run_id in self.active:
             self.active[run_id].epoch, self.active[run_id].epochs = epoch, epochs
@@ -75,7 +87,7 @@ class ProgressView:
 
     def eta_seconds(self) -> float | None:
         """Remaining time from the work done so far (finished runs plus epochs of running ones)."""
-        progress = self.finished_now + sum(a.epoch / a.epochs for a in self.active.values() if a.epochs)
+        progress = self.finished_now + sum(a.runs * a.epoch / a.epochs for a in self.active.values() if a.epochs)
         if progress <= 0:
             return None
         elapsed = time.monotonic() - self.start

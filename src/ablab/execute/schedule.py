@@ -167,6 +167,8 @@ def _start_ready(store: Store, view: ProgressView, backend: Backend, pending: co
             continue
         for v in ready:
             start_run(store, view, v)
+        if len(ready) > 1:
+            view.packed([v.id for v in ready])
         handle = backend.submit(ready[0], files[0]) if len(ready) == 1 else backend.submit_pack(ready, files)
         inflight[handle] = ready
         inflight_ids.update(v.id for v in ready)
