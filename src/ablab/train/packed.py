@@ -408,7 +408,7 @@ def _packed_epoch(pack: Pack, epoch: int) -> None:
               for r, split in zip(pack.replicas, splits)]
     total, every = run.duration.total_steps, spec.record.every_steps
     for idxs in zip(*orders):
-        outs, ys = _packed_step(pack, [split.rows(idx) for split, idx in zip(splits, idxs)])
+        outs, ys = _packed_step(pack, *_batch(pack, splits, idxs))
         step = first.state.step
         if step % every == 0 or step == total:
             for r in pack.alive:
@@ -418,19 +418,29 @@ def _packed_epoch(pack: Pack, epoch: int) -> None:
             break
 
 
-def _packed_step(pack: Pack, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[list, list]:
-    """One optimizer step of every replica: its batch augmented from its own stream, its loss, one packed update."""
+def _batch(pack: Pack, splits: list, idxs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The replicas' batches stacked [R, B, …], each in its own order and augmented from its own stream; without
+    augmentations one gather (the replicas' data are the same: their specs differ only in seeds)."""
+    if not pack.replicas[0].t.run.augments:
+        x, y = splits[0].rows(torch.stack(idxs))
+        return x, list(y.unbind(0))
     xs, ys = [], []
-    for r, (x, y) in zip(pack.replicas, batches):
+    for r, split, idx in zip(pack.replicas, splits, idxs):
+        x, y = split.rows(idx)
         for aug in r.t.run.augments:
             x, y = aug(x, y, r.t.state.augment)
         xs.append(x)
         ys.append(y)
+    return torch.stack(xs), ys
+
+
+def _packed_step(pack: Pack, x: torch.Tensor, ys: list[torch.Tensor]) -> tuple[list, list]:
+    """One optimizer step of every replica: its loss on its own batch, one packed update."""
     run = pack.replicas[0].t.run
     factor = run.schedule(pack.replicas[0].t.state.step)
     for group, lr in zip(pack.opt.optimizer.param_groups, run.base_lrs):
         group["lr"] = lr * factor
-    outs = pack.net(torch.stack(xs)).unbind(0)
+    outs = pack.net(x).unbind(0)
     losses = [r.t.run.loss_fn(out, y) for r, out, y in zip(pack.replicas, outs, ys)]
     total = torch.stack(losses).sum()
     if pack.opt.penalty is not None:
