@@ -138,3 +138,43 @@ def test_the_status_line_shows_a_pack_as_one_entry_with_its_size():
     view.epoch("a", 1, 2)
     assert view.eta_seconds() is not None  # 3 runs half done count as 1.5 runs of progress
     assert view.active["a"].runs * view.active["a"].epoch / view.active["a"].epochs == 1.5
+
+
+def test_kill_9_during_a_pack_then_resume_loses_and_duplicates_nothing(write_study, tmp_path):
+    """The driver (training a pack in its own process) is killed while the second pack trains; the rerun
+    keeps the first pack's stored runs, trains the second again, and the store equals a fresh unpacked run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import interruptible, status_counts, wait_for_done
+
+    study = tiny_study(base={**BASE, "record": {**BASE["record"], "every_steps": 20}}, grid={"epochs": [2, 60]},
+                       seeds={"replicates": 3}, execute={"pack": "auto"})
+    path, out = write_study(study), tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "ablab", "run", str(path), "--out", str(out), "--threads", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible)
+    wait_for_done(out / "ablab.db", 3, proc)
+    deadline = time.time() + 60
+    while status_counts(out / "ablab.db").get("running", 0) < 3 and time.time() < deadline:
+        time.sleep(0.01)
+    assert status_counts(out / "ablab.db").get("running", 0) == 3  # the whole second pack is in flight
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    finished = stored(out)[1].set_index("run")
+    finished = finished[finished.status == "done"].finished.to_dict()
+    assert len(finished) == 3
+    rerun = subprocess.run([sys.executable, "-m", "ablab", "run", str(path), "--out", str(out), "--threads", "1"],
+                           capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "packing: 3 runs in 1 pack of 3 replicas" in rerun.stderr
+    metrics, runs = stored(out)
+    assert set(runs.status) == {"done"} and len(runs) == 6
+    assert all(runs.set_index("run").loc[r, "finished"] == f for r, f in finished.items())  # not redone
+    assert not metrics.duplicated(["run", "step", "split", "name"]).any()
+    fresh = tmp_path / "fresh"
+    off = write_study({**study, "execute": {"pack": "off"}}, "off.yaml")
+    assert subprocess.run([sys.executable, "-m", "ablab", "run", str(off), "--out", str(fresh), "--threads", "1"],
+                          capture_output=True, timeout=600).returncode == 0
+    assert same_metrics(stored(fresh)[0], metrics)

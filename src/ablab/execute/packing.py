@@ -42,7 +42,8 @@ class PackPlan:
         sizes = sorted({len(p) for p in packs}, reverse=True)
         packed = sum(map(len, packs))
         singles = len(self.units) - len(packs)
-        return (f"packing: {packed} runs in {len(packs)} packs of {'/'.join(map(str, sizes))} replicas"
+        return (f"packing: {packed} runs in {len(packs)} pack{'s' if len(packs) > 1 else ''} of "
+                f"{'/'.join(map(str, sizes))} replicas"
                 f"{f', {singles} runs one per process' if singles else ''}")
 
 
