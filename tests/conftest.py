@@ -40,9 +40,10 @@ def same_metrics(a, b) -> bool:
 
 
 def status_counts(db: Path) -> dict:
-    """Runs per status in a store's database, read directly (works while a driver writes it)."""
+    """Runs per status in a store's database, read directly (works while a driver writes it). Opened read-only:
+    a plain connect would create an empty ``ablab.db`` the driver then rightly refuses as no store."""
     try:
-        con = sqlite3.connect(db)
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         rows = con.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall()
         con.close()
         return dict(rows)

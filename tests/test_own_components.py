@@ -198,8 +198,19 @@ def test_list_params_shows_an_own_component(own_code_sandbox, capsys):
     load_study(_study(own_code_sandbox, ["own_pkg_d.models"], model="own_net_d"))
     assert main(["list", "model", "--params"]) == 0
     out = capsys.readouterr().out
-    assert "  own_net_d        A test model of our own.\n      width: int = 7\n" in out
+    assert "  own_net_d        A test model of our own.  [own_pkg_d.models]\n      width: int = 7\n" in out
     assert "  linear           Linear (logistic / least-squares) model on the flattened input.\n      (no parameters)\n" in out
+
+
+def test_list_spec_imports_the_study_s_modules_first(own_code_sandbox, capsys):
+    _package(own_code_sandbox, "own_pkg_l", "own_net_l")
+    spec = _study(own_code_sandbox, ["own_pkg_l.models"], model="own_net_l")
+    assert main(["list", "model", "--params"]) == 0
+    assert "own_net_l" not in capsys.readouterr().out  # nothing imported it yet
+    assert main(["list", "model", "--params", "--spec", str(spec)]) == 0
+    assert "  own_net_l        A test model of our own.  [own_pkg_l.models]\n      width: int = 7\n" in capsys.readouterr().out
+    assert main(["list", "--spec", str(own_code_sandbox / "nope.yaml")]) == 2
+    assert "nope.yaml: file not found" in capsys.readouterr().err
 
 
 def test_a_spawned_worker_finds_the_study_s_module(own_code_sandbox):

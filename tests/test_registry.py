@@ -94,3 +94,14 @@ def test_descriptions_cite_the_thesis_not_internal_notes_or_markup():
     bad = [(kind, e.name, e.description) for kind, reg in ALL_REGISTRIES.items() for e in reg.list_entries()
            if internal.search(e.description)]
     assert not bad, bad
+
+
+def test_descriptions_are_whole_sentences():
+    """The first docstring line is all `ablab list` shows: it ends a sentence, never mid-way (mnist_cnn did)."""
+    import ablab
+    from ablab.registry import ALL_REGISTRIES
+
+    ablab.MODELS.list_names()
+    cut = [(kind, e.name, e.description) for kind, reg in ALL_REGISTRIES.items() for e in reg.list_entries()
+           if not e.description.rstrip().endswith((".", ".)"))]
+    assert not cut, cut

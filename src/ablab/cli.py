@@ -98,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("spec")
     val.add_argument("--out", help="results directory to count stored runs in (default: results/<study name>)")
     val.add_argument("--no-timing", action="store_true",
-                     help="skip measuring a few training steps of the first run (no cost estimate)")
+                     help="skip timing training steps of the first run (no cost estimate)")
     val.add_argument("--workers", type=int, default=1, help="workers the estimate assumes (as for ablab run)")
     val.add_argument("--threads", type=int, help="CPU threads per run for the measured steps (default: cores // workers)")
     val.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE")
@@ -122,11 +122,12 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--study", help="a study this directory held before --replace (default: the current one)")
 
     rep = sub.add_parser("report", help="write report/index.html with figures and tables; print the table")
-    rep.add_argument("results", help="study results directory")
+    rep.add_argument("results", help="study results directory, or the study's spec file (results/<name>)")
 
     ls = sub.add_parser("list", help="every registered component, by kind")
-    ls.add_argument("kind", nargs="?", help="only this kind (dataset, model, optimizer, …)")
+    ls.add_argument("kind", nargs="*", help="only these kinds (dataset, model, optimizer, …)")
     ls.add_argument("--params", action="store_true", help="each component's parameters, with their types and defaults")
+    ls.add_argument("--spec", help="also the components a study's imports: registers (marked with their module)")
     return p
 
 
@@ -216,10 +217,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     study, variants, estimate = _load(args.spec, args.overrides, args.max_artifact_gb, args.max_runs)
     labels = sorted({v.label for v in variants}, key=[v.label for v in variants].index)
     if study.post_hoc:
-        kind = study.members if isinstance(study.members, str) else f"groups of {study.members.groups}"
-        units = len(variants) // max(1, len(labels))
-        print(f"{args.spec}: post-hoc study '{study.name}' is valid: {len(variants)} units = {len(labels)} variants × "
-              f"{units} units ({kind}) of stored runs in {study.source.study}")
+        from ablab.spec.models import member_kind_text
+
+        kinds = [member_kind_text(k) for k in study.unit_kinds]
+        if len(kinds) == 1:
+            units = len(variants) // max(1, len(labels))
+            print(f"{args.spec}: post-hoc study '{study.name}' is valid: {len(variants)} units = {len(labels)} variants "
+                  f"× {units} units ({kinds[0]}) of stored runs in {study.source.study}")
+        else:
+            print(f"{args.spec}: post-hoc study '{study.name}' is valid: {len(variants)} units in {len(labels)} "
+                  f"variants ({', '.join(kinds)}) of stored runs in {study.source.study}")
     else:
         print(f"{args.spec}: study '{study.name}' is valid: {len(variants)} runs = {len(labels)} variants × "
               f"{len(variants) // max(1, len(labels))} replicates")
@@ -229,7 +236,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
           f"{len(to_do)} to run")
     if estimate.total:
         print(f"  artifacts: about {_size(estimate.total)} (checkpoints {_size(estimate.checkpoints)}, "
-              f"predictions {_size(estimate.predictions)})")
+              f"evaluator outputs {_size(estimate.predictions)})")
     if args.workers < 1 or (args.threads is not None and args.threads < 1):
         raise AblabError("--workers and --threads must be at least 1")
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
@@ -267,20 +274,22 @@ def _stored_ids(folder: Path) -> set[str]:
 
 
 def _cost_line(to_do: list, steps: dict[str, int], workers: int, threads: int) -> str:
-    """Training steps still to run × the measured time of one step of the first run to do (÷ workers)."""
+    """Training steps still to run × the measured time of one step of the first run to do (÷ workers), with
+    the range the fastest and slowest block of measured steps give, and the machine's load when measured."""
     from ablab import step_time
 
     first = to_do[0].spec
     try:
-        per_step = step_time.measure_step_seconds(first, threads=threads)
+        t = step_time.measure_step_seconds(first, threads=threads)
     except Exception as err:  # noqa: BLE001 - an estimate: the study itself validated, so say why and go on
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         return f"cost: not measured ({first.device}: {reason}); --no-timing skips the measurement"
     total = sum(steps.get(v.id, 0) for v in to_do)
-    wall = f", about {_duration(total * per_step / workers)} with {workers} workers" if workers > 1 else ""
-    return (f"cost: about {_duration(total * per_step)} of training = {total:,} steps × {per_step * 1e3:.3g} ms{wall} "
-            f"(measured: {step_time.TIMED_STEPS} steps of '{to_do[0].label}' on {first.device}, {threads} "
-            "thread(s) per run; evaluation not included)")
+    wall = f", about {_duration(total * t.seconds / workers)} with {workers} workers" if workers > 1 else ""
+    return (f"cost: about {_duration(total * t.seconds)} of training ({_duration(total * t.low)} to "
+            f"{_duration(total * t.high)}) = {total:,} steps × {t.seconds * 1e3:.3g} ms{wall} (measured: {t.steps} "
+            f"steps of '{to_do[0].label}' after {t.warmup} warm-up steps, on {t.device}, {threads} thread(s) per "
+            f"run, {t.load_text()}; evaluation not included)")
 
 
 def _duration(seconds: float) -> str:
@@ -392,6 +401,9 @@ def _print_report(results: str | Path) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from ablab.cli_inspect import results_dir
+
+    args.results = str(results_dir(args.results))
     _print_report(args.results)
     return EXIT_OK
 
@@ -401,15 +413,21 @@ def cmd_list(args: argparse.Namespace) -> int:
     from ablab.registry import closest_names
 
     registries = load_components()
-    kinds = [args.kind] if args.kind else list(registries)
+    if args.spec:
+        from ablab.spec import import_spec_modules
+
+        import_spec_modules(args.spec)
+    kinds = args.kind or list(registries)
     for kind in kinds:
         if kind not in registries:
             raise AblabError(f"unknown component kind '{kind}'.{closest_names(kind, list(registries))}")
+    for kind in kinds:
         reg = registries[kind]
         print(f"{kind}:")
         width = max((len(n) for n in reg.list_names()), default=0)
         for entry in reg.list_entries():
-            print(f"  {entry.name:<{width}}  {entry.description}")
+            own = "" if not entry.module or entry.module.split(".")[0] == "ablab" else f"  [{entry.module}]"
+            print(f"  {entry.name:<{width}}  {entry.description}{own}")
             if args.params:
                 for line in _parameter_lines(reg, entry.name):
                     print(f"      {line}")
@@ -432,8 +450,13 @@ def _parameter_lines(reg, name: str) -> list[str]:
 
 
 def _annotation_text(annotation) -> str:
-    """A parameter's type as written in its source (annotations are strings under postponed evaluation)."""
-    return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    """A parameter's type as written in its source (annotations are strings under postponed evaluation;
+    a module without it gives objects: a class by its name, a typing form as typing writes it)."""
+    if isinstance(annotation, str):
+        return annotation
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
 
 
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "status": cmd_status, "show": cmd_show, "export": cmd_export,

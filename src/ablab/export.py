@@ -21,7 +21,7 @@ FORMATS = ("csv", "parquet")
 def export_table(store, fmt: str, out: Path) -> int:
     """Write every metric with its run's columns to ``out``; the number of rows written."""
     if fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:
-        raise AblabError("--format parquet needs pyarrow: pip install 'ablab[export]' (or use --format csv)")
+        raise AblabError("--format parquet needs pyarrow: pip install -e '.[export]' (or pip install pyarrow; or use --format csv)")
     frame = store.metrics(with_axes=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
@@ -40,9 +40,15 @@ def require_folder(path: Path, what: str) -> None:
             return
 
 
+MAX_FOLDER = 120  # characters of a run's folder name taken from its label
+
+
 def run_folder(label: str, replicate: int) -> str:
-    """A folder name TensorBoard shows as the run's name: the label with path separators replaced."""
-    return re.sub(r"[/\\\x00]", "_", f"{label} #{replicate}")
+    """A folder name TensorBoard shows as the run's name, safe to type in a shell: the label's letters,
+    digits and ``. = , + -``, every other run of characters (spaces, parentheses, slashes) one ``_``, then
+    ``_rep<replicate>``: ``model.norm=none,optimizer=sgd_lr=0.05,momentum=0.9_rep0``."""
+    safe = re.sub(r"[^A-Za-z0-9.=,+-]+", "_", label.replace(", ", ",")).strip("_")[:MAX_FOLDER] or "run"
+    return f"{safe}_rep{replicate}"
 
 
 def export_tensorboard(store, outdir: Path) -> list[Path]:
@@ -53,13 +59,17 @@ def export_tensorboard(store, outdir: Path) -> list[Path]:
     """
     require_folder(outdir, "--tensorboard names the folder TensorBoard reads (tensorboard --logdir OUTDIR)")
     metrics = store.metrics()
-    written = []
+    written, taken = [], set()
     for r in store.runs().itertuples():
         rows = metrics[metrics["run"] == r.run]
         if rows.empty:
             continue
         wall = float(r.started) if r.started is not None and math.isfinite(r.started) else 0.0
-        with EventWriter(outdir / run_folder(r.label, int(r.replicate)), wall) as writer:
+        folder = run_folder(r.label, int(r.replicate))
+        if folder in taken:  # two labels that differ only in characters the name leaves out
+            folder = f"{folder}_{r.run[:8]}"
+        taken.add(folder)
+        with EventWriter(outdir / folder, wall) as writer:
             for m in rows.itertuples():
                 writer.scalar(f"{m.split}/{m.name}", float(m.value), int(m.step), wall)
         written.append(writer.path)

@@ -24,3 +24,8 @@ def label_value(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(label_value(v) for v in value) + "]"
     return str(value)
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 thread``, ``2 threads``: a count with its noun in the right number (``many``: an irregular plural)."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"

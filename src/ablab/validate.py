@@ -4,7 +4,9 @@
 ``build_run`` for each distinct run set-up (models on the ``meta`` device, so no memory or time
 is spent) to catch what only the component can know: a missing or corrupt dataset file, a norm
 placement index out of range, a loss that does not fit the task, a probe or evaluator that cannot
-be built. It also estimates the disk the study's artifacts will take.
+be built. Each distinct model × data shape then runs one forward and backward pass (eval mode) on the CPU,
+on two examples of the real training split (a shape bug in a model is found here, not in every run).
+It also estimates the disk the study's artifacts will take.
 """
 
 from __future__ import annotations
@@ -19,7 +21,12 @@ from ablab.errors import AblabError, SpecError, StoreError
 from ablab.spec import EvalSpec, RunSpec, Study, Variant
 
 DEFAULT_MAX_ARTIFACT_GB = 20.0
+PASS_EXAMPLES = 2  # examples in the one forward and backward pass (at most the run's batch size): a batch, not one
 _OPTIMIZER_SLOTS = 2  # state tensors per parameter assumed for the estimate (Adam's two; SGD momentum has one)
+# a checkpoint's bytes beyond its tensors' data: three CPU generator states of 5056 bytes (shuffle, augment,
+# stochastic) and the zip/pickle framing, about 512 bytes per tensor plus a few kB (measured with torch.save)
+_CHECKPOINT_BASE = 3 * 5056 + 4096
+_TENSOR_FRAMING = 512
 
 
 def _key(obj: object) -> str:
@@ -28,7 +35,8 @@ def _key(obj: object) -> str:
 
 @dataclass
 class Estimate:
-    """Bytes the study's artifacts are expected to take (checkpoints and stored predictions)."""
+    """Bytes the study's artifacts are expected to take: checkpoints, and the evaluators' files (logits of runs,
+    ensembles and TTA, labels, activations) as ``predictions``."""
 
     checkpoints: int = 0
     predictions: int = 0
@@ -53,7 +61,9 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
 
     datasets: dict[str, object] = {}
     built: dict[str, tuple[int, int, dict]] = {}
+    passed: set[str] = set()  # model × data shape keys whose forward and backward pass ran
     plans: dict[str, tuple[RunSpec, int, dict]] = {}  # run id -> (spec, planned epochs, parameter shapes)
+    unit_models: dict[str, object] = {}  # a post-hoc unit's model (meta device), built when an evaluator needs it
     estimate = Estimate()
     recorded: set[str] = set()  # split.name of every metric some run records
     for v in variants:
@@ -72,6 +82,7 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
         if isinstance(spec, EvalSpec):
             _check_unit(spec, fail, datasets)
             recorded |= _unit_records(spec)
+            estimate.predictions += _unit_outputs(spec, datasets, unit_models)
             continue
         dkey = _key([spec.data, spec.corrupt])
         if dkey not in datasets:
@@ -96,13 +107,25 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
                 parts = build_run(spec, data=data, meta=True)
             except PartError as err:  # any failure to build is a spec problem of that field
                 raise fail(err.cause, f"base.{err.field}") from None
+            pass_key = _key([spec.model, spec.data, spec.corrupt.model_dump(mode="json"), spec.augment, spec.loss,
+                             min(spec.batch_size, PASS_EXAMPLES)])
+            if pass_key not in passed:
+                try:
+                    forward_backward(spec, data, parts)
+                except Exception as err:  # noqa: BLE001 - whatever the model raises is this spec's problem
+                    raise fail(SpecError(_pass_failure(err)), "base.model") from None
+                passed.add(pass_key)
             params = sum(p.numel() for p in parts.model.parameters())
             buffers = sum(b.numel() for b in parts.model.buffers())
-            sizes = {s: len(data.splits[s]) * int(data.out_dim or 1) * 4 for s in data.splits}
             shapes = {k: tuple(t.shape) for k, t in parts.model.state_dict().items()}
+            sizes = _outputs_per_evaluation(parts.evaluators, spec.record.eval_splits, data, lambda: parts.model)
             built[key] = (params, buffers, {"epochs": parts.duration.epochs, "sizes": sizes, "shapes": shapes,
                                             "total_steps": parts.duration.total_steps,
                                             "steps_per_epoch": parts.duration.steps_per_epoch})
+            if "augment_order" not in (study.insist if study is not None else []):
+                problem = augment_order_problem(spec.augment, parts.augments)
+                if problem:
+                    raise fail(SpecError(problem), "base.augment")
             for ev in parts.evaluators:
                 try:
                     ev.check_model(parts.model)
@@ -131,10 +154,65 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
     if estimate.total > max_artifact_gb * 1e9:
         raise SpecError(
             f"the study's artifacts would take about {estimate.total / 1e9:.1f} GB (checkpoints "
-            f"{estimate.checkpoints / 1e9:.1f} GB, predictions {estimate.predictions / 1e9:.1f} GB), more than the "
+            f"{estimate.checkpoints / 1e9:.1f} GB, evaluator outputs {estimate.predictions / 1e9:.1f} GB), more than the "
             f"limit of {max_artifact_gb:g} GB; save fewer checkpoints or raise --max-artifact-gb", file=file,
             field="base.record.checkpoints")
     return estimate
+
+
+def forward_backward(spec: RunSpec, data, parts) -> None:
+    """One forward and backward pass of the run's model (built for real, on the CPU, from its ``init`` seed)
+    on the first ``PASS_EXAMPLES`` training examples, augmented as the run augments them, through the run's
+    loss. In eval mode: the shapes are the training pass's, while what a model does only when it trains
+    (running statistics, dropout draws, a researcher's own side effects) stays out of the driver. The
+    global random state is left as it was."""
+    import torch
+
+    from ablab.train.build import build_model
+
+    train = data.splits["train"]
+    n = min(PASS_EXAMPLES, spec.batch_size, len(train))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a pass on two examples gains nothing from threads, and loses on a busy machine
+    try:
+        with torch.random.fork_rng(devices=[]):
+            model = build_model(spec, data)
+            model.eval()
+            x, y = train.rows(slice(0, n))
+            generator = torch.Generator().manual_seed(0)
+            for aug in parts.augments:
+                x, y = aug(x, y, generator)
+            parts.loss_fn(model(x), y).backward()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _pass_failure(err: Exception) -> str:
+    """One line saying that the pass failed, and PyTorch's reason."""
+    reason = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+    return f"one forward and backward pass of the model on training examples failed: {reason}"
+
+
+def augment_order_problem(written: list, steps: list) -> str | None:
+    """Why the ``augment`` steps run in an order that makes no sense, naming them; None when it does.
+
+    A mix before a crop or flip (seed 002 §2.4.1: mixing after them was worth > 1 % on CIFAR-10), or a
+    colour change after ``normalize`` (it expects pixels in [0, 1]). Roles are the steps' ``stage``s."""
+    from ablab.data.augment import COLOUR, MIX, NORMALIZE, SPATIAL
+
+    stages = [getattr(step, "stage", None) for step in steps]
+    names = [f"augment.{i} '{w if isinstance(w, str) else w.get('name')}'" for i, w in enumerate(written)]
+    for later, stage in enumerate(stages):
+        earlier = [i for i in range(later) if stages[i] == {SPATIAL: MIX, COLOUR: NORMALIZE}.get(stage)]
+        if not earlier:
+            continue
+        first = earlier[0]
+        if stage == SPATIAL:
+            return (f"{names[first]} mixes images before {names[later]} crops or flips them: list the mix after "
+                    "every crop and flip (seed 002 §2.4.1), or set 'insist: [augment_order]' to run it as written")
+        return (f"{names[later]} changes colours after {names[first]}: it expects pixels in [0, 1]; list it before "
+                "normalize, or set 'insist: [augment_order]' to run it as written")
+    return None
 
 
 def _check_epochs_within(spec: RunSpec, last: int, file: str, where: str) -> None:
@@ -252,15 +330,65 @@ def _loss(spec: RunSpec):
 
 
 def _add_estimate(estimate: Estimate, spec: RunSpec, params: int, buffers: int, facts: dict) -> None:
-    per_checkpoint = 4 * (params * (1 + _OPTIMIZER_SLOTS) + buffers)
+    tensors = len(facts["shapes"]) * (1 + _OPTIMIZER_SLOTS)
+    per_checkpoint = 4 * (params * (1 + _OPTIMIZER_SLOTS) + buffers) + _CHECKPOINT_BASE + _TENSOR_FRAMING * tensors
     estimate.checkpoints += per_checkpoint * spec.record.checkpoints.count(facts["epochs"], spec.snapshot_epochs)
+    last, every = facts["epochs"], spec.record.eval_every_epochs
+    for epochs, size in facts["sizes"]:
+        times = 1 if epochs == "last" else (len(epochs) if isinstance(epochs, list) else len(
+            {e for e in range(last + 1) if e % every == 0} | {last}))
+        estimate.predictions += times * size
+
+
+def _outputs_per_evaluation(evaluators: list, default_splits: list[str], data, build_model) -> list[tuple[object, int]]:
+    """(epochs, bytes stored per evaluation) of each evaluator that stores files: logits, labels (one file per
+    split and epoch, however many evaluators store logits beside them), activations."""
+    from ablab.train.evaluators import Sizing
+
+    out, labelled = [], set()
+    classification = data.task == "classification"
+    for ev in evaluators:
+        total = 0
+        for split in ev.splits_for(default_splits):
+            if split not in data.splits:
+                continue
+            sizing = Sizing(len(data.splits[split]), int(data.out_dim or 1), classification, tuple(data.in_shape),
+                            build_model)
+            size = ev.stored_bytes(sizing)
+            if size and classification and ev.stores_labels():
+                if (split, str(ev.epochs)) in labelled:  # the same labels file as an evaluator before it
+                    size -= sizing.labels()
+                labelled.add((split, str(ev.epochs)))
+            total += size
+        if total:
+            out.append((ev.epochs, total))
+    return out
+
+
+def _unit_outputs(spec: EvalSpec, datasets: dict, models: dict) -> int:
+    """Bytes a post-hoc unit's evaluators store once (ensemble and TTA logits, labels, activations)."""
     from ablab.registry import EVALUATORS
 
-    for ev in (EVALUATORS.create(e) for e in spec.record.evaluators):
-        if ev.stores_predictions:
-            epochs = ev.epochs
-            times = 1 if epochs == "last" else (len(epochs) if isinstance(epochs, list) else facts["epochs"] + 1)
-            estimate.predictions += times * sum(facts["sizes"].get(s, 0) for s in ev.splits_for(spec.record.eval_splits))
+    first = spec.members[0].spec
+    data = datasets[_key([first.data, first.corrupt])]
+    def model():
+        key = spec.members[0].run
+        if key not in models:
+            models[key] = _meta_model(first, data)
+        return models[key]
+
+    evaluators = [EVALUATORS.create(e) for e in spec.evaluators]
+    return sum(size for _, size in _outputs_per_evaluation(evaluators, spec.eval_splits, data, model))
+
+
+def _meta_model(spec: RunSpec, data):
+    """The run's model on the meta device (shapes only), or None when it cannot be built."""
+    from ablab.train.build import PartError, build_run
+
+    try:
+        return build_run(spec, data=data, meta=True).model
+    except PartError:
+        return None
 
 
 def _unit_records(spec: EvalSpec) -> set[str]:

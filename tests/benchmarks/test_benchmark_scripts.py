@@ -116,6 +116,16 @@ def test_bench_tta_quick_reports_every_ratio():
     assert "stored test logits: T(with) / T(without) = " in out, out[-3000:]
 
 
+@pytest.mark.slow
+@smokes("bench_estimate.py")
+def test_bench_estimate_quick_prints_the_ratio(tmp_path):
+    summary = tmp_path / "summary.json"
+    out = _run("bench_estimate.py", "--quick", "--summary-json", str(summary), timeout=300)
+    assert "quickstart.yaml (epochs=2, seeds.replicates=1)" in out and "wall / est" in out, out[-3000:]
+    (entry,) = json.loads(summary.read_text())
+    assert entry["target"] is None and math.isfinite(entry["value"]) and entry["value"] > 0
+
+
 QUICK_WITH_TARGETS = ["bench_loop.py", "bench_augment.py", "bench_mixing.py", "bench_probes.py"]
 
 

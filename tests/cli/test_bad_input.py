@@ -43,7 +43,17 @@ CASES = [
     ("placement out of range", _with("base.model", {"name": "mlp", "widths": [8], "norm": "batchnorm", "norm_at": [5]}),
      "base.model.norm_at", "out of range"),
     ("unknown eval split", _with("base.record.eval_splits", ["train", "holdout"]), "base.record.eval_splits", "holdout"),
-    ("grid value invalid", {**tiny_study(), "grid": {"optimizer.lr": [0.1, -1.0]}}, "base.optimizer.lr", "variant 'optimizer.lr=-1'"),
+    ("grid value invalid", {**tiny_study(), "grid": {"optimizer.lr": [0.1, -1.0]}}, "axis 'optimizer.lr'", "variant 'optimizer.lr=-1'"),
+    # a typo in a grid or zip key is named as the study writes it (issue 21)
+    ("grid key typo", {**tiny_study(), "grid": {"model.widht": [[8], [16]]}}, "axis 'model.widht'",
+     "model 'mlp' has no parameter 'widht'. Did you mean 'widths'?"),
+    ("zip key typo", {**tiny_study(), "zip": {"model.widht": [[8], [16]], "optimizer.lr": [0.1, 0.2]}},
+     "axis 'model.widht'", "Did you mean 'widths'?"),
+    ("grid key from the top", {**tiny_study(), "grid": {"base.model.widths": [[8], [16]]}}, "grid",
+     "axis 'base.model.widths': axes are paths in the base run, without 'base.': write 'model.widths'"),
+    ("base key at the top", {**tiny_study(), "epochs": 3}, "epochs",
+     "unknown key: 'epochs' is a setting of the base run: put it under base:"),
+    ("batch size at the top", {**tiny_study(), "batch_size": 3}, "batch_size", "put it under base:"),
     ("bad report metric", {**tiny_study(), "report": {"metrics": ["accuracy"]}}, "report.metrics", "split.name"),
 ]
 
@@ -58,6 +68,20 @@ def test_bad_spec(case, study, field, text, write_study, tmp_path, capsys):
 def test_unreadable_yaml(write_study, tmp_path, capsys):
     err, path = _run(write_study, "name: x\nbase: [unclosed\n", tmp_path, capsys)
     assert path in err and "not valid YAML" in err
+
+
+def test_an_over_indented_line_is_named_by_line_and_column(write_study, tmp_path, capsys):
+    text = "name: x\nbase:\n  data: digits\n  model: mlp\n   optimizer: sgd\n"
+    err, path = _run(write_study, text, tmp_path, capsys)
+    assert err == (f"error: {path}: line 5, column 13: not valid YAML: mapping values are not allowed here; is this "
+                   "line indented more than the key above it, or is a ': ' inside a value that needs quotes?\n"), err
+    assert "<unicode string>" not in err
+
+
+def test_a_tab_is_named_by_line_and_column(write_study, tmp_path, capsys):
+    err, path = _run(write_study, "name: x\nbase:\n  data: digits\n\tmodel: mlp\n", tmp_path, capsys)
+    assert err.startswith(f"error: {path}: line 4, column 1: not valid YAML: found character '\\t'"), err
+    assert len(err.splitlines()) == 1
 
 
 def test_yaml_that_is_not_a_mapping(write_study, tmp_path, capsys):

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from ablab.cli import main
+from ablab.export import export_tensorboard, run_folder
 from ablab.store import Store
 from ablab.tfevents import crc32c, masked_crc32c
 from conftest import tiny_study
@@ -131,7 +132,7 @@ def test_export_parquet(study, capsys, tmp_path):
         import pyarrow  # noqa: F401
     except ImportError:
         code, _, err = _run(capsys, *argv)
-        assert code == 2 and "pip install 'ablab[export]'" in err and not out.exists()
+        assert code == 2 and "pip install -e '.[export]'" in err and not out.exists()
         return
     assert _run(capsys, *argv)[0] == 0
     pd.testing.assert_frame_equal(pd.read_parquet(out), wide)
@@ -223,7 +224,7 @@ def test_export_tensorboard_event_files(study, capsys, tmp_path):
     code, out, _ = _run(capsys, "export", str(root / "results" / "inspect"), "--tensorboard", str(tmp_path / "tb"))
     assert code == 0 and out.startswith("1 runs -> ")  # the failed run recorded nothing
     done = runs[runs["status"] == "done"].iloc[0]
-    files = list((tmp_path / "tb" / f"{done['label']} #0").glob("events.out.tfevents.*"))
+    files = list((tmp_path / "tb" / run_folder(done["label"], 0)).glob("events.out.tfevents.*"))
     assert len(files) == 1
     events = _read_events(files[0])
     assert events[0]["file_version"] == "brain.Event:2" and events[0]["values"] == []
@@ -240,3 +241,54 @@ def test_export_tensorboard_event_files(study, capsys, tmp_path):
     acc.Reload()
     loss = [(s.step, s.value) for s in acc.Scalars("train/loss")]
     assert loss == [(step, value) for tag, step, value in want if tag == "train/loss"]
+
+
+def test_the_parquet_hint_is_the_readme_s():
+    """The missing-pyarrow message and the README give the same install command (issue 21)."""
+    import re
+
+    import ablab.export
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (command,) = set(re.findall(r"pip install -e '\.\[export\]'", readme))
+    assert command in Path(ablab.export.__file__).read_text()
+
+
+@pytest.mark.parametrize("label, replicate, folder", [
+    ("optimizer=sgd(lr=0.05, momentum=0.9)", 0, "optimizer=sgd_lr=0.05,momentum=0.9_rep0"),
+    ("model.norm=none, optimizer=adam(lr=0.001)", 2, "model.norm=none,optimizer=adam_lr=0.001_rep2"),
+    ("data=a/b\\c; rm -rf ~ 'x' \"y\" $HOME `z` #1 &", 1, "data=a_b_c_rm_-rf_x_y_HOME_z_1_rep1"),
+    ("λ=0.5", 0, "=0.5_rep0"), ("()", 3, "run_rep3"),
+])
+def test_tensorboard_folder_names_are_safe_in_a_shell(label, replicate, folder):
+    import re
+
+    assert run_folder(label, replicate) == folder
+    assert re.fullmatch(r"[A-Za-z0-9._=,+-]+", folder)
+    assert len(run_folder("x" * 1000, 0)) <= 130
+
+
+def test_tensorboard_folders_of_labels_that_differ_only_in_left_out_characters(tmp_path):
+    """Two variants whose safe names agree get the run id appended: no run's events land in another's folder."""
+    class Stub:
+        def runs(self):
+            return pd.DataFrame({"run": ["aaaaaaaa11", "bbbbbbbb22"], "label": ["lr=(1)", "lr=[1]"],
+                                 "replicate": [0, 0], "started": [1.0, 2.0]})
+
+        def metrics(self):
+            return pd.DataFrame({"run": ["aaaaaaaa11", "bbbbbbbb22"], "split": "train", "name": "loss",
+                                 "value": [0.5, 0.25], "step": [1, 1]})
+
+    store = Stub()
+    written = export_tensorboard(store, tmp_path / "tb")
+    assert sorted(p.parent.name for p in written) == ["lr=_1_rep0", "lr=_1_rep0_bbbbbbbb"]
+
+
+def test_report_accepts_the_study_s_spec_file(study, capsys, monkeypatch):
+    """`ablab report SPEC` reads results/<name>, as `ablab status SPEC` does (issue 21)."""
+    root = study[0]
+    monkeypatch.chdir(root)
+    spec = next(root.glob("*.yaml"))
+    code, out, err = _run(capsys, "report", str(spec.name))
+    assert code == 0, err
+    assert "report: results/inspect/report/index.html" in out

@@ -423,3 +423,16 @@ def test_spec_rejects_bad_values(tmp_path):
         DATASETS.validate({"name": "cifar100", "path": str(tmp_path), "label_mode": "medium"})
     with pytest.raises(SpecError):
         DATASETS.validate({"name": "wine", "test_fraction": 1.0})
+
+
+@pytest.mark.parametrize("spec", [{"name": "digits"}, {"name": "digits", "channels": 3, "size": 12},
+                                  {"name": "synthetic"}, {"name": "wine"}])
+def test_every_loader_normalizes_with_the_population_sd_of_its_training_split(spec):
+    """One rule for `normalize`'s default statistics: per channel (feature) mean and SD with ddof 0 (np.std)
+    over the training split; digits used the sample SD (ddof 1) before protocol 3."""
+    ds = DATASETS.create(spec)
+    x = ds.splits["train"].x.double().numpy()
+    axes = (0, 2, 3) if x.ndim == 4 else (0,)
+    np.testing.assert_allclose(ds.std, x.std(axis=axes, ddof=0), rtol=1e-6)
+    assert not np.allclose(ds.std, x.std(axis=axes, ddof=1), rtol=1e-7, atol=0)  # the test tells the two apart
+    assert_train_stats(ds)

@@ -568,3 +568,53 @@ def test_cli_bad_mixing_input_is_one_error_naming_the_field(tmp_path, capsys, da
     err = capsys.readouterr().err
     assert field in err and words in err and err.count("\n") == 1, err
     assert not out.exists()
+
+
+# ---- λ ~ Beta(α, α) without underflow (seed002.md K7: every method draws Beta(α, α), L365)
+
+
+def test_at_tiny_alpha_beta_draws_are_a_fair_coin_not_a_half():
+    """α = 0.01: float32 gammas underflow together in 17.7 % of draws; in log space no λ is 0.5 by accident."""
+    from scipy import stats
+
+    n, alpha = 1_000_000, 0.01
+    lam = mixing.draw_beta(n, alpha, gen(3), torch.device("cpu")).double().numpy()
+    true = stats.beta.cdf(0.51, alpha, alpha) - stats.beta.cdf(0.49, alpha, alpha)  # ≈ 3.95e-4
+    near_half = np.mean((lam >= 0.49) & (lam <= 0.51))
+    assert abs(near_half - true) < 5 * math.sqrt(true * (1 - true) / n), (near_half, true)
+    assert abs(lam.mean() - 0.5) < 5 * float(stats.beta.std(alpha, alpha)) / math.sqrt(n)
+    assert np.mean(lam == 0.5) < 1e-4  # was 0.177
+    assert 0.45 < np.mean(lam < 0.5) < 0.55 and np.isfinite(lam).all() and lam.min() >= 0 and lam.max() <= 1
+
+
+@pytest.mark.parametrize("alpha", [0.2, 0.5, 0.9, 1.0, 2.0])
+def test_beta_draws_match_scipy_beta(alpha):
+    """Two-sample KS against scipy's Beta(α, α) rounded to float32 as ours are (λ near 1 rounds to 1.0 in both)."""
+    from scipy import stats
+
+    n = 20_000
+    ours = mixing.draw_beta(n, alpha, gen(11), torch.device("cpu")).numpy()
+    ref = stats.beta.rvs(alpha, alpha, size=n, random_state=np.random.default_rng(5)).astype(np.float32)
+    assert stats.ks_2samp(ours, ref).pvalue > 0.01
+    assert abs(float(ours.mean()) - 0.5) < 5 * float(stats.beta.std(alpha, alpha)) / math.sqrt(n)
+
+
+def test_beta_draws_at_alpha_one_and_above_are_the_plain_gamma_ratio():
+    """α ≥ 1 keeps the draws it had (G₁ / (G₁ + G₂) from one gamma draw each), bit for bit."""
+    for alpha in (1.0, 2.0):
+        g = torch._standard_gamma(torch.full((2, 64), alpha), generator=gen(4))
+        assert torch.equal(mixing.draw_beta(64, alpha, gen(4), torch.device("cpu")), g[0] / (g[0] + g[1]))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("alpha", [0.01, 0.5, 1.0])
+def test_beta_draws_on_cuda_stay_on_the_device_and_have_no_underflow_halves(alpha):
+    from scipy import stats
+
+    n = 200_000
+    lam = mixing.draw_beta(n, alpha, gen(2, "cuda"), torch.device("cuda"))
+    assert lam.device.type == "cuda" and torch.equal(lam, mixing.draw_beta(n, alpha, gen(2, "cuda"), torch.device("cuda")))
+    lam = lam.double().cpu().numpy()
+    assert np.isfinite(lam).all() and lam.min() >= 0 and lam.max() <= 1 and np.mean(lam == 0.5) < 1e-3
+    assert abs(lam.mean() - 0.5) < 5 * float(stats.beta.std(alpha, alpha)) / math.sqrt(n)

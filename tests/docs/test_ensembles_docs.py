@@ -38,7 +38,8 @@ def _outputs(src: Store, run: str, epoch) -> np.ndarray:
 def test_the_ensembles_page_examples_run_in_order(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     examples = _examples()
-    assert [e["name"] for e in examples] == ["ens_source", "ens_pairs", "snap_source", "snap_ensembles", "snap_tta"]
+    assert [e["name"] for e in examples] == ["ens_source", "ens_pairs", "ens_sizes", "snap_source", "snap_ensembles",
+                                             "snap_tta"]
     for study in examples:
         path = tmp_path / f"{study['name']}.yaml"
         path.write_text(yaml.safe_dump(study))
@@ -61,6 +62,9 @@ def test_the_ensembles_page_examples_run_in_order(tmp_path, monkeypatch, capsys)
                                  for m in unit.spec["members"]]).mean(0)
             assert abs(F.nll_loss(probs.log(), labels).item() - values["ensemble_loss"]) > 1e-4
             assert values["ensemble_accuracy"] == (logits.argmax(1) == labels).double().mean().item()
+        sizes = stores["ens_sizes"].runs()  # 4 ensembles of one, then the 2 pairs of ens_pairs with their ids
+        assert list(sizes.groupby("label", sort=False).size()) == [4, 2]
+        assert set(pairs.run) < set(sizes.run)
         snaps = stores["snap_ensembles"].runs()
         assert len(snaps) == 2 and all([m["epoch"] for m in s["members"]] == [2, 4, 6] for s in snaps.spec)
         unit = snaps.iloc[0]

@@ -110,6 +110,16 @@ def into_store(study: dict, damage: Callable[[Path], None] | None = None) -> Cal
     return make
 
 
+def post_hoc(**fields) -> Callable[[Path, Path], list[str]]:
+    """``ablab run`` of a post-hoc ensemble study (``fields`` added) over a copy of a finished study."""
+    def make(root: Path, finished: Path) -> list[str]:
+        shutil.copytree(finished, root / "source")
+        study = {"name": "ens", "source": {"study": str(root / "source")},
+                 "base": {"evaluators": ["ensemble"], "eval_splits": ["test"], "device": "cpu"}, **fields}
+        return ["run", _spec(root, study), "--out", str(root / "results")]
+    return make
+
+
 def command(*argv: str, setup: Callable[[Path], None] | None = None) -> Callable[[Path, Path], list[str]]:
     def make(root: Path, _: Path) -> list[str]:
         if setup:
@@ -198,6 +208,21 @@ def _exiting_import(root: Path) -> dict:
     return {**tiny_study(), "imports": ["exits_on_import"]}
 
 
+def _shape_bug(root: Path) -> dict:
+    """A study of an own model (``imports:``) whose second layer expects one input too many when ``bug`` is set
+    (compiled first, so the import writes no file; built with its defaults, as other tests do, it works)."""
+    import py_compile
+
+    (root / "shape_bug_doc.py").write_text(
+        "from torch import nn\nimport ablab\n\n\n@ablab.register_model('shape_bug_doc')\n"
+        "def build(in_shape, out_dim, bug: bool = False):\n    \"\"\"A model for docs/errors.md.\"\"\"\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.Linear(64 + bug, out_dim))\n")
+    py_compile.compile(str(root / "shape_bug_doc.py"), doraise=True)
+    study = tiny_study(imports=["shape_bug_doc"], grid={"model.bug": [False, True]})
+    study["base"]["model"] = {"name": "shape_bug_doc"}
+    return study
+
+
 def _nested(depth: int) -> str:
     return yaml_plus("report:\n  selection: " + "[" * depth + "]" * depth + "\n")
 
@@ -209,6 +234,7 @@ CASES = [
     Case("spec", "spec file empty", run_spec("")),
     Case("spec", "binary file", run_spec(b"\xff\xfe\x00garbage\x81")),
     Case("spec", "not valid YAML", run_spec("name: x\nbase: [unclosed\n")),
+    Case("spec", "over-indented line", run_spec("name: x\nbase:\n  data: digits\n  model: mlp\n   optimizer: sgd\n")),
     Case("spec", "YAML list instead of a mapping", run_spec("- just\n- a list\n")),
     Case("spec", "YAML alias bomb (billion laughs)", run_spec(yaml_plus(BOMB + "grid:\n  optimizer.lr: *a8\n"))),
     Case("spec", "duplicate top-level key", run_spec(yaml_plus("description: x\ndescription: y\n"))),
@@ -221,6 +247,7 @@ CASES = [
     Case("spec", "10 million replicates", run_spec(tiny_study(seeds={"replicates": 10_000_000}))),
     Case("spec", "no base", run_spec(_set("base", None))),
     Case("spec", "unknown top-level key", run_spec({**tiny_study(), "gird": {}})),
+    Case("spec", "a base setting at the top level (`epochs:`)", run_spec({**tiny_study(), "epochs": 3})),
     Case("spec", "unknown base key (typo)", run_spec(_set("base.epoch", 3))),
     Case("spec", "unknown record key", run_spec(_set("base.record.every", 3))),
     Case("spec", "unknown component parameter", run_spec(_set("base.model.width", [3]))),
@@ -244,11 +271,13 @@ CASES = [
     Case("spec", "unknown evaluation split", run_spec(_set("base.record.eval_splits", ["train", "holdout"]))),
     Case("spec", "a module in `imports:` that calls `sys.exit(0)`", run_spec(_exiting_import)),
     Case("spec", "0 replicates", run_spec(tiny_study(seeds={"replicates": 0}))),
-    Case("spec", "execute.pack neither auto, off nor a number of runs", run_spec(tiny_study(execute={"pack": 0}))),
     Case("spec", "grid axis with no values", run_spec(tiny_study(grid={"optimizer.lr": []}))),
     Case("spec", "grid axis not a list", run_spec(tiny_study(grid={"optimizer.lr": 0.1}))),
     Case("spec", "grid value invalid", run_spec(tiny_study(grid={"optimizer.lr": [0.1, -1.0]}))),
     Case("spec", "grid over an unknown setting", run_spec(tiny_study(grid={"optimizer.lrr": [0.1, 0.2]}))),
+    Case("spec", "grid key with a typo in a parameter", run_spec(tiny_study(grid={"model.widht": [[8], [16]]}))),
+    Case("spec", "grid key starting with `base.`", run_spec(tiny_study(grid={"base.model.widths": [[8], [16]]}))),
+    Case("spec", "a model that fails its forward pass (shape bug, own model)", run_spec(_shape_bug)),
     Case("spec", "report metric without split", run_spec({**tiny_study(), "report": {"metrics": ["accuracy"]}})),
     # ---- datasets
     Case("dataset", "unknown dataset", run_spec(_set("base.data", "cifar11"))),
@@ -341,6 +370,17 @@ CASES = [
     Case("store", "a 300-character study name",
          command("run", "DIR/study.yaml", "--out", "DIR/results/" + "s" * 300,
                  setup=lambda r: _spec(r, tiny_study(name="s" * 300)))),
+    # ---- later additions, at the end so that the rows above keep their numbers
+    Case("spec", "a mix before a crop", run_spec(_set("base.augment", ["mixup", {"name": "random_crop", "padding": 1}]))),
+    Case("spec", "colour jitter after `normalize`",
+         run_spec(_set("base.augment", ["normalize", {"name": "color_jitter", "brightness": 0.2}]))),
+    Case("spec", "`insist` on an unknown rule", run_spec(tiny_study(insist=["everything"]))),
+    Case("spec", "`members` axis in a training study", run_spec(tiny_study(grid={"members": [{"groups": 2}]}))),
+    Case("spec", "`members` axis value that is no unit kind",
+         post_hoc(grid={"members": [{"groups": 1}, "triples"]})),
+    Case("spec", "`members` axis beside a top-level `members`",
+         post_hoc(members="pairs", grid={"members": ["single"]})),
+    Case("spec", "execute.pack neither auto, off nor a number of runs", run_spec(tiny_study(execute={"pack": 0}))),
 ]
 
 

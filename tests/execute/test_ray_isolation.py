@@ -37,12 +37,27 @@ def _start_ray_study(write_study, tmp_path, group: bool) -> tuple[subprocess.Pop
     return proc, out
 
 
+def _settled_listeners(driver: int, still_s: float = 1.5, timeout_s: float = 60) -> tuple[set, dict]:
+    """The driver's descendants and every listening socket of them and the driver, once the agents have bound
+    theirs: read until neither has changed for ``still_s`` (a loaded machine binds late; a fixed wait would
+    then see too few sockets and pass for the wrong reason)."""
+    deadline = time.time() + timeout_s
+    seen, since = None, time.time()
+    while True:
+        pids = descendants(driver)
+        now = (pids, listening_of(pids | {driver}))
+        if now != seen:
+            seen, since = now, time.time()
+        elif time.time() - since >= still_s:
+            return seen
+        assert time.time() < deadline, "Ray's processes did not settle"
+        time.sleep(0.1)
+
+
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_private_ray_listens_on_loopback_only_and_stops_with_the_study(how, write_study, tmp_path):
     proc, out = _start_ray_study(write_study, tmp_path, group=how == "ctrl-c")
-    time.sleep(2)  # the agents have bound their ports
-    ray_pids = descendants(proc.pid)
-    listening = listening_of(ray_pids | {proc.pid})
+    ray_pids, listening = _settled_listeners(proc.pid)
     names = {pid: comm(pid) for pid in ray_pids}
     assert len(ray_pids) >= 3 and proc.pid in listening  # GCS, raylet, workers; the driver's core worker listens
     exposed = {f"{pid} ({comm(pid)})": [a for a in addrs if not is_loopback(a[0])] for pid, addrs in listening.items()}

@@ -42,8 +42,8 @@ def test_a_variant_without_a_partner_gets_a_note_and_no_delta(tmp_path):
     assert csv.loc["bn_beta, lr_scale=1", "baseline_lower"] == "bn_beta, lr_scale=10"
     alone = ["bn_none, lr_scale=1"] + [lb for lb in csv.index if lb.startswith("<script>")]
     assert csv.loc[alone, "baseline_lower"].isna().all() and csv.loc[alone, "test.accuracy.delta_lower"].isna().all()
-    assert "No lower baseline ('lr_scale=10') with the same other settings for" in result.table_text
-    assert "'bn_none, lr_scale=1'" in result.table_text
+    assert "No lower baseline ('lr_scale=10') with the same other settings for" in " ".join(result.table_text.split())  # the caption wraps at 120
+    assert "'bn_none, lr_scale=1'" in " ".join(result.table_text.split())  # the caption wraps at 120
     mine, base = FINAL["bn_beta, lr_scale=1"], FINAL["bn_beta, lr_scale=10"]
     assert csv.loc["bn_beta, lr_scale=1", "test.accuracy.delta_lower"] == pytest.approx(np.mean(mine) - np.mean(base))
 
@@ -53,7 +53,7 @@ def test_an_ambiguous_selector_in_a_stored_study_is_stated_not_a_crash(tmp_path)
     store = _with_axes(make_store(tmp_path), keep=("lr_scale",))  # the runs record only the rate
     store._study["spec"]["report"]["baselines"] = {"lower": {"lr_scale": 1}}
     result = write_report(store)
-    assert "report.baselines.lower ('lr_scale=1') compares nothing" in result.table_text
-    assert "baselines with its other settings" in result.table_text
+    assert "report.baselines.lower ('lr_scale=1') compares nothing" in " ".join(result.table_text.split())  # the caption wraps at 120
+    assert "baselines with its other settings" in " ".join(result.table_text.split())  # the caption wraps at 120
     csv = pd.read_csv(result.path.parent / "tables" / "final.csv")
     assert csv["test.accuracy.delta_lower"].isna().all()

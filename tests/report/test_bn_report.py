@@ -17,7 +17,7 @@ from ablab.report import write_report
 from ablab.report.context import ReportContext
 from ablab.report.figures import BASELINE_COLOURS, curve_panels, line_widths, variant_colours
 from ablab.report.norm_figures import colour_limits, contour_figure, contour_matrix
-from ablab.report.numbers import format_p, format_value
+from ablab.report.numbers import column_format, format_p, format_value
 from ablab.report.tables import resolve_baselines, split_label
 from fakestore import FakeStore, parse_html as parse
 
@@ -250,12 +250,20 @@ def test_delta_cells_in_page_and_terminal(report):
     assert csv["test.accuracy.se_delta_lower"] == pytest.approx(se) and csv["test.accuracy.n_baseline_lower"] == 3
     holm = csv["test.accuracy.p_holm_lower"]
     assert csv["test.accuracy.p_lower"] <= holm <= 1
-    # Δ rounded by its standard error, the raw and the Holm-adjusted p, and the n of both sides
-    assert f"{format_value(delta, se, sign=True)} (p={format_p(_welch(mine, lower))}, Holm {format_p(holm)}; n=3 vs 3)" in line
+    # Δ to its column's precision (the median SE of the column's Δs), the raw and the Holm-adjusted p, and
+    # the n of both sides in the Markdown copy; the terminal shows Δ and p, the page the rest in a hover
+    table = pd.read_csv(result.path.parent / "tables" / "final.csv")
+    column = column_format(table["test.accuracy.delta_lower"], table["test.accuracy.se_delta_lower"])
+    shown = format_value(delta, se, sign=True, column=column)
+    p = format_p(_welch(mine, lower))
+    md = (result.path.parent / "tables" / "final.md").read_text(encoding="utf-8")
+    assert f"{shown} (p={p}, Holm {format_p(holm)}; n=3 vs 3)" in md
+    assert f"{shown} p={p}" in line
+    page = result.path.read_text(encoding="utf-8")
+    assert f"Holm-adjusted p = {format_p(holm)}; n = 3 vs 3" in page and f"lower: {shown} p={p}" in page
     assert "Holm–Bonferroni-adjusted over all" in result.table_text
     base = next(line for line in result.table_text.splitlines() if line.startswith("vanilla, lr_scale=1 "))
     assert "baseline" in base
-    md = (result.path.parent / "tables" / "final.md").read_text(encoding="utf-8")
     assert "| variant | test.accuracy | Δ vs lower | Δ vs upper | train.loss | Δ vs lower | Δ vs upper |" in md
 
 
@@ -297,6 +305,6 @@ def test_a_baseline_that_names_nothing_is_stated(tmp_path):
     store = make_store(tmp_path)
     store._study["spec"]["report"]["baselines"] = {"lower": "nope", "upper": "bn_gamma_beta"}
     result = write_report(store)
-    assert "report.baselines.lower ('nope') compares nothing: 'nope' names no variant" in result.table_text
+    assert "report.baselines.lower ('nope') compares nothing: 'nope' names no variant" in " ".join(result.table_text.split())
     csv = pd.read_csv(result.path.parent / "tables" / "final.csv")
     assert csv["test.accuracy.delta_lower"].isna().all() and csv["test.accuracy.delta_upper"].notna().any()

@@ -109,3 +109,97 @@ def test_relu_sparsity_values_outside_zero_one_are_not_clipped():
     (ax,) = sparsity_figure(series, COLOURS, {}, None).axes
     assert ax.get_ylim()[0] < -0.76
     assert_inside(ax)
+
+
+# ---- readable with many variants, few seeds, and close final values (issue 21) -----------------------
+
+def _lab(hex_colour: str) -> np.ndarray:
+    """CIELAB (D65) of an sRGB colour, straight from the CIE formulas."""
+    rgb = np.array([int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ linear
+    t = xyz / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(t > (6 / 29) ** 3, np.cbrt(t), t / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def test_seventeen_arms_get_colours_far_apart_in_cielab():
+    from ablab.report.figures import BASELINE_COLOURS, variant_colours
+
+    arms = [f"arm{i}" for i in range(17)]
+    for colours in (variant_colours(arms), variant_colours(["base", *arms], {"lower": "base"})):
+        labs = [_lab(c) for label, c in colours.items() if label != "base"]
+        assert len(labs) == 17
+        gaps = [np.linalg.norm(a - b) for i, a in enumerate(labs) for b in labs[i + 1:]]
+        assert min(gaps) > 25, min(gaps)  # tab20's first 17: 16.6
+        for fixed in (*BASELINE_COLOURS.values(), "#ffffff"):  # none looks like a baseline or the background
+            assert min(np.linalg.norm(a - _lab(fixed)) for a in labs) > 20
+
+
+def _plateau(labels: list[str], seeds: int, epochs: int = 10) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Accuracy from chance (0.1) to a plateau near 0.95 + 0.002·i for variant i."""
+    rng = np.random.default_rng(7)
+    runs, rows = [], []
+    for i, label in enumerate(labels):
+        for rep in range(seeds):
+            run = f"{label}-{rep}"
+            runs.append((run, label, rep, "done"))
+            for epoch in range(epochs):
+                top = 0.95 + 0.002 * i
+                value = top - (top - 0.1) * np.exp(-1.5 * epoch) + rng.normal(0, 0.001)
+                rows.append((run, epoch * 10, epoch, "test", "accuracy", value))
+    return (pd.DataFrame(rows, columns=["run", "step", "epoch", "split", "name", "value"]),
+            pd.DataFrame(runs, columns=["run", "label", "replicate", "status"]))
+
+
+def test_close_final_accuracies_get_a_zoomed_row_of_the_last_epochs():
+    metrics, runs = _plateau(["a", "b", "c"], seeds=3)
+    fig = curve_figure(metrics, runs, "test.accuracy", COLOURS)
+    full, zoom = fig.axes[0], fig.axes[1]
+    lo, hi = full.get_ylim()
+    assert lo < 0.15 and hi > 0.95  # from chance: the finals 0.950–0.954 are one line there
+    finals = metrics[metrics["epoch"] == 9].groupby(runs.set_index("run").loc[metrics[metrics["epoch"] == 9]["run"],
+                                                                               "label"].to_numpy())["value"].mean()
+    zlo, zhi = zoom.get_ylim()
+    assert zlo <= finals.min() and finals.max() <= zhi  # holds the final means
+    assert (zhi - zlo) < 0.2 * (hi - lo) and zlo > 0.9  # and magnifies them
+    assert min(zoom.get_xlim()) >= 9 - 0.3 * 9 - 1  # the last epochs only
+    assert any("zooms into the last" in n for n in fig.ablab_notes)
+    far = _plateau(["a"], seeds=3)
+    assert len(curve_figure(*far, "test.accuracy", COLOURS).axes) == 1  # one variant: nothing to tell apart
+    apart, runs = _plateau(["a", "b"], seeds=3)
+    apart.loc[apart["run"].str.startswith("b") & (apart["epoch"] >= 2), "value"] -= 0.18  # 0.95 vs 0.77: visible
+    assert len(curve_figure(apart, runs, "test.accuracy", COLOURS).axes) == 1
+
+
+def test_bands_are_light_and_left_out_for_two_seeds_and_for_many_variants():
+    from ablab.report.figures import BAND_ALPHA, MAX_BAND_VARIANTS
+
+    assert BAND_ALPHA <= 0.12
+    two = curve_figure(*_plateau(["a", "b"], seeds=2), "test.accuracy", COLOURS)
+    assert not any(len(c.get_paths()) for ax in two.axes for c in ax.collections)  # n = 2: ±12.7 SE
+    assert any("n = 2" in n for n in two.ablab_notes)
+    labels = [f"arm{i}" for i in range(17)]
+    many = curve_figure(*_plateau(labels, seeds=3), "test.accuracy", {k: "#1f77b4" for k in labels})
+    assert not any(len(c.get_paths()) for ax in many.axes for c in ax.collections)
+    assert any(f"more than {MAX_BAND_VARIANTS} variants" in n for n in many.ablab_notes)
+    three = curve_figure(*_plateau(["a", "b"], seeds=3), "test.accuracy", COLOURS)
+    assert any(len(c.get_paths()) for c in three.axes[0].collections)  # 3 seeds, 2 variants: bands
+
+
+def test_coinciding_cka_markers_do_not_hide_each_other():
+    """bitflip and kernels both at CKA 1 on every layer (seed 002 Fig. 5.1, small): each stays visible."""
+    from ablab.report.sections.cka import cka_figure
+
+    layers = ["conv0", "act0", "fc1"]
+    table = pd.DataFrame([(v, layer, value, 0.0) for v, value in (("init", 0.97), ("bitflip", 1.0), ("kernels", 1.0))
+                          for layer in layers], columns=["variant", "layer", "cka", "cka_err"])
+    fig = cka_figure(table, {"init": "#1f77b4", "bitflip": "#ff7f0e", "kernels": "#2ca02c"})
+    (ax,) = fig.axes
+    by_colour = {line.get_color(): line for line in ax.get_lines() if line.get_marker() not in ("_", "|", "None", "")}
+    flip, kernels = by_colour["#ff7f0e"], by_colour["#2ca02c"]
+    assert list(flip.get_ydata()) == list(kernels.get_ydata()) == [1.0] * 3
+    gap = np.asarray(kernels.get_xdata(), float) - np.asarray(flip.get_xdata(), float)
+    assert np.all(gap > 0.05) and np.all(np.abs(np.asarray(flip.get_xdata()) - np.arange(3)) < 0.5)  # side by side
+    assert flip.get_marker() != kernels.get_marker()
+    assert kernels.get_zorder() > flip.get_zorder() and kernels.get_markersize() < flip.get_markersize()

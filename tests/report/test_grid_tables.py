@@ -49,6 +49,8 @@ def test_csv_markdown_and_latex_round_trip_the_numbers():
     for text in (best_to_markdown(best), best_to_latex(best)):
         assert np.all(np.abs(np.array(_parse_cells(text)) - best.table["mean"].to_numpy()) <= se / 20)
         assert f"p = {best.runner_up.p:.2g}" in text
+        means = re.findall(r"(-?\d+\.(\d+)) (?:±|\$\\pm\$)", text)
+        assert len({len(decimals) for _, decimals in means}) == 1, means  # one precision for the column (issue 21)
 
 
 def test_grid_csv_keeps_a_17_digit_mean_of_one_run_and_leaves_an_empty_cell_empty():
@@ -73,3 +75,15 @@ def test_labels_with_markup_are_escaped_in_markdown_and_latex():
     t = grid_table(per_run, runs, "optimizer.lr", "optimizer.weight_decay", "test.loss")[0]
     assert r"a\|b\_&amp;%$#" in grid_to_markdown(t)
     assert r"a|b\_\&\%\$\#" in grid_to_latex(t)
+
+
+def test_the_best_tables_mean_column_has_one_precision():
+    """Issue 21: a noisy and a quiet variant in one column share its decimals (the median SE's)."""
+    import pandas as pd
+
+    from ablab.report.grid_tables import best_column, format_mean_sd
+
+    frame = pd.DataFrame({"mean": [0.5, 0.52, 0.61], "sd": [0.1, 0.0001, 0.05], "n": [3, 3, 3]})
+    column = best_column(frame)
+    cells = [format_mean_sd(m, s, n, column=column) for m, s, n in frame.itertuples(index=False)]
+    assert cells == ["0.500 ± 0.100", "0.520 ± <0.001", "0.610 ± 0.050"]

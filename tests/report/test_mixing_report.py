@@ -15,7 +15,7 @@ from scipy import stats
 from ablab.analysis.seeds import select_final
 from ablab.analysis.mixing import THESIS_ERROR, error_table, row_column_pairs
 from ablab.cli import main
-from ablab.report.mixing_figure import tile_box
+from ablab.report.mixing_figure import LABEL_PX, label_anchor, tile_box, tile_label
 from conftest import stored
 
 ARMS = ["baseline", "mixup", "vertical_concat", "horizontal_concat", "random_rows", "random_columns", "bc_plus"]
@@ -114,6 +114,27 @@ def test_example_grid_exists_and_the_baseline_tile_is_image_1(study):
     assert not np.array_equal(mixed, one)
 
 
+def test_every_tile_is_labelled_with_its_arm_under_it(study):
+    """Issue 21: the grid's tiles carry their number and arm in a band under them, never on their pixels."""
+    pixels = matplotlib.image.imread(study / "report" / "figures" / "mixing_examples.png")[..., :3]
+    titles = ["image 1", "image 2", *ARMS]
+    scale = 96 // 16
+    assert [tile_label(i, t) for i, t in enumerate(titles)][2:4] == ["3 baseline", "4 mixup"]
+    assert tile_label(0, "x" * 40).endswith("…") and len(tile_label(0, "x" * 40)) == 20
+    white = np.ones(3)
+    for i in range(len(titles)):
+        rows, cols = tile_box(i, (16, 16), scale)
+        band = pixels[rows.stop: rows.stop + LABEL_PX + 2 * scale, cols]  # the label band under the tile
+        assert (np.abs(band - white).sum(axis=-1) > 0.5).sum() > 20, titles[i]  # text drawn there
+        x, y = label_anchor(i, (16, 16), scale)
+        assert cols.start < x < cols.stop and y > rows.stop
+    one, base = pixels[tile_box(0, (16, 16), scale)], pixels[tile_box(titles.index("baseline"), (16, 16), scale)]
+    assert np.array_equal(one, base)  # the tiles' own pixels untouched by any label
+    empty = len(titles)  # the grid's first unused place holds no label
+    rows, cols = tile_box(empty, (16, 16), scale)
+    assert (np.abs(pixels[rows.stop: rows.stop + LABEL_PX, cols] - white).sum() == 0)
+
+
 def test_section_absent_for_a_study_without_a_mixing_axis(tmp_path):
     plain = {**STUDY, "name": "plain", "zip": {}, "seeds": {"replicates": 1},
              "grid": {"optimizer.lr": [0.05, 0.1]}}
@@ -140,3 +161,14 @@ def test_tiles_take_the_eval_steps_and_the_rescaling_methods_own_range():
     norm = AUGMENTATIONS.create("normalize", dataset=dataset)
     x1, _ = two_images(dataset)
     assert torch.equal(images[0], norm(x1[None], torch.zeros(1), None)[0][0])
+
+
+def test_the_error_column_has_one_precision(study):
+    """Issue 21: every cell of the error % column shows the same number of decimals (report/numbers.py)."""
+    page = (study / "report" / "index.html").read_text()
+    table = page.split("<h2>Mixed-example augmentation</h2>", 1)[1].split("</table>", 1)[0]
+    cells = [row.split("<td class=\"num\">")[2].split("</td>")[0] for row in table.split("<tr>")[2:]]
+    assert len(cells) == len(ARMS) and all(" ± " in c for c in cells)
+    decimals = {len(part.split(".")[1]) if "." in part else 0 for c in cells for part in c.split(" ± ")
+                if not part.startswith("<")}
+    assert len(decimals) == 1, cells

@@ -11,7 +11,7 @@ from scipy import stats
 
 from ablab.analysis.multiple_tests import holm_adjust
 from ablab.analysis.seeds import ci_halfwidth
-from ablab.report.numbers import (format_delta, format_fixed, format_mean_sd, format_p, format_value, is_scientific,
+from ablab.report.numbers import (column_format, format_delta, format_fixed, format_mean_sd, format_p, format_value, is_scientific,
                                   standard_error)
 from ablab.report.plot_scale import data_limits, use_log_scale
 from ablab.report.tables import table_rows, to_markdown
@@ -136,8 +136,9 @@ def test_a_rendered_table_has_one_notation_per_column_and_no_false_precision():
     })
     header, rows = table_rows(agg, ["train.loss", "test.accuracy"])
     loss, acc = [r[1] for r in rows], [r[2] for r in rows]
-    assert loss == ["(8.27 ± 0.29)e-04", "(9.20 ± 1.00)e-04", "5.000e-05 (all equal)"]  # all scientific
-    assert acc == ["0.9444 (all equal)", "0.9000 ± 0.0173", "1.000 ± — (n=1)"]  # SE 0.0100; none scientific
+    # one power of ten and one precision per column: the median SE (0.37e-04; 0.00999) sets the places
+    assert loss == ["(8.27 ± 0.29)e-04", "(9.20 ± 1.00)e-04", "0.50e-04 (all equal)"]  # all scientific
+    assert acc == ["0.9444 (all equal)", "0.9000 ± 0.0173", "1.0000 ± — (n=1)"]  # SE 0.00999: 4 places
     md = to_markdown(agg, ["train.loss", "test.accuracy"], "final epoch")
     assert all(cell in md for cell in loss + acc) and "± 0.00000000" not in md and "1 ± 0" not in md
 
@@ -148,3 +149,29 @@ def test_a_delta_cell_is_signed_fixed_with_its_p_value():
     assert format_delta(float("nan"), 0.5) == "—"
     assert format_delta(0.004, 2e-5) == "+0.00 (p=2.0e-05)"
     assert format_fixed(4.25, 1) == "4.2" and format_fixed(None) == "—"
+
+
+def test_one_precision_per_column_and_a_tiny_sd_at_that_precision():
+    """``0.99999848 ± 0.00000061`` beside ``0.9731 ± 0.0042`` becomes ``1.0000 ± <0.0001``: one decimal place
+    per column, from its median SE (here 0.0042/√2 = 0.0030 → 4 places), every cell with the same decimals."""
+    agg = pd.DataFrame({"label": ["a", "b", "c"], "n": 2, "n_diverged": 0, "n_failed": 0,
+                        "test.accuracy.mean": [0.9731, 0.99999848, 0.9512], "test.accuracy.sd": [0.0042, 6.1e-7, 0.0301],
+                        "test.accuracy.n": 2})
+    _, rows = table_rows(agg, ["test.accuracy"])
+    assert [r[1] for r in rows] == ["0.9731 ± 0.0042", "1.0000 ± <0.0001", "0.9512 ± 0.0301"]
+    decimals = {len(r[1].split(" ± ")[0].split(".")[1]) for r in rows}
+    assert decimals == {4}
+    column = column_format([0.5, 0.25], [0.0, float("nan")])
+    assert column.places is None and format_mean_sd(0.5, 0.0, 3, column=column) == "0.5000 (all equal)"
+    assert format_mean_sd(123.0, 0.01, 4, column=column_format([123.0], [40.0])) == "123 ± <1"
+
+
+def test_a_value_with_its_error_bar_at_its_columns_precision():
+    """The variability table's ρ: ``0.99999848 ± 0.00000061`` beside ``0.9500 ± 0.0031`` reads ``1.0000 ± <0.0001``."""
+    from ablab.report.numbers import format_with_error
+
+    column = column_format([0.95, 0.99999848], [0.0031, 6.1e-7])
+    assert [format_with_error(v, err, column) for v, err in ((0.95, 0.0031), (0.99999848, 6.1e-7))] == [
+        "0.9500 ± 0.0031", "1.0000 ± <0.0001"]
+    assert format_with_error(0.99999848, 6.1e-7) == "0.99999848 ± 0.00000061"  # alone: the error's own digits
+    assert format_with_error(NAN, 0.1) == "—" and format_with_error(0.5, NAN) == "0.5000"

@@ -168,3 +168,33 @@ def test_the_report_of_a_stored_study_shows_its_probes_and_plans(stored_study):
     # the probes' artifacts were found and decoded: both sections are on the page
     assert "Normalization layers: γ and β" in text and "ReLU sparsity" in text
     assert "Compute budget per variant (2 variants)" in text  # the runs' plans, from the store
+
+
+def test_default_curves_and_metrics_are_the_recorded_ones(tmp_path):
+    """Issue 21: a study that leaves report.curves and report.metrics at their defaults and records only
+    test.loss gets its curve and its column, and no "train.loss: not recorded." for the defaults it lacks."""
+    from ablab.report.context import ReportContext
+    from ablab.report.sections.curves import curve_refs
+
+    store = _store(tmp_path / "study")
+    ctx = ReportContext(store, tmp_path / "study" / "report")
+    assert curve_refs(ctx) == ["test.loss"] and ctx.refs == ["test.loss"] and ctx.missing_refs == []
+    page = write_report(store).path.read_text()
+    assert "not recorded" not in page.lower() and "Not recorded by any run" not in page
+    assert page.count("<img") == 1 and "learning curve of test.loss" in page
+    written = FakeStore(tmp_path / "w", {"name": "s", "spec": {"grid": {"x": [1, 2]}},
+                                         "report": {"curves": ["test.loss", "val.accuracy"]}},
+                        store.runs(), store.metrics())
+    assert "val.accuracy: not recorded." in write_report(written).path.read_text()  # as written: named
+
+
+def test_one_thread_is_singular(tmp_path):
+    """Issue 21: ``1 thread``, not ``1 threads``: the training loop's device string, and stores written before."""
+    from ablab.labels import plural
+
+    assert [plural(n, "thread") for n in (1, 2, 0)] == ["1 thread", "2 threads", "0 threads"]
+    store = _store(tmp_path / "study")
+    runs = store.runs().assign(device=["cpu (1 threads)", "cpu (12 threads)"])
+    page = write_report(FakeStore(tmp_path / "s2", {"name": "s", "spec": {"grid": {"x": [1, 2]}}}, runs,
+                                  store.metrics())).path.read_text()
+    assert "cpu (1 thread)" in page and "1 threads" not in page and "cpu (12 threads)" in page

@@ -42,19 +42,22 @@ def test_every_study_has_the_17_arms_in_table_order_and_the_seed_protocol(name):
     spec = _spec(name)
     assert spec["zip"]["label"] == list(METHODS)
     mix_axis = [k for k in spec["zip"] if k.startswith("augment.")]
-    assert len(mix_axis) == 1 and spec["zip"][mix_axis[0]] == list(METHODS)
+    arms = spec["zip"][mix_axis[0]]
+    assert len(mix_axis) == 1 and [a if isinstance(a, str) else a["name"] for a in arms] == list(METHODS)
     augment = spec["base"]["augment"]
     assert int(mix_axis[0].split(".")[1]) == len(augment) - 1  # the mix is the last step: after crop (and flip)
-    assert augment[0]["name"] == "random_crop"
     if name == "cpu.yaml":
+        assert augment[0]["name"] == "random_crop"
         assert spec["seeds"]["replicates"] >= 3
         return
+    # the authors' code: normalize, then crop with zero padding (the mean colour), flip, mix; noisy σ = 0.025
+    assert augment[:3] == ["normalize", {"name": "random_crop", "padding": 4}, "hflip"]
+    assert arms[METHODS.index("noisy_mixup")] == {"name": "noisy_mixup", "sigma": 0.025}
     base = spec["base"]
     assert base["model"] == "preact_resnet18" and base["batch_size"] == 128
     assert base["optimizer"] == {"name": "sgd", "lr": 0.1, "momentum": 0.9}
     assert base["schedule"] == {"name": "piecewise", "boundaries_steps": [400, 32000, 48000, 70000],
                                 "factors": [0.1, 1, 0.1, 0.01, 0.001]}
-    assert augment[:2] == [{"name": "random_crop", "padding": 4}, "hflip"]
     wd = dict(zip(spec["zip"]["label"], spec["zip"]["weight_decay.value"]))
     mixed = {wd[m] for m in METHODS[1:]}
     assert (wd["baseline"], mixed) == ((5e-4, {1e-4}) if name.startswith("cifar10_") or name == "cifar10.yaml"
@@ -121,3 +124,15 @@ def test_cpu_study_runs_one_epoch_one_seed_and_reports_every_arm(tmp_path, capsy
     assert (report / "figures" / "mixing_examples.png").is_file()
     table = pd.read_csv(report / "tables" / "mixing.csv")
     assert sorted(table.method) == sorted(METHODS) and (table.n == 1).all()
+
+
+@pytest.mark.parametrize("name", ["cifar10_screen.yaml", "cifar10.yaml", "cifar100_screen.yaml", "cifar100.yaml"])
+def test_the_cifar_specs_pad_crops_with_the_training_sets_mean_colour(fake_cifar10, name):
+    """normalize before random_crop (the authors' code): a padded pixel is the mean colour, not black."""
+    import torch
+
+    from padding import padded_raw_colours
+
+    padded, mean_colour = padded_raw_colours(_spec(name)["base"], fake_cifar10)
+    torch.testing.assert_close(padded, mean_colour, atol=1e-6, rtol=0)
+    assert (padded > 0.05).all()  # not black

@@ -122,3 +122,14 @@ def test_cpu_study_runs_one_epoch(tmp_path, capsys):
     assert variability["kernels_no_effect"].to_dict() == {
         "init": False, "shuffle": False, "augment": False, "bitflip": False, "kernels": True}
     assert variability.loc["kernels", "acc_sd"] == 0 and "zero variability is expected" in page
+
+
+@pytest.mark.parametrize("name", ["cifar10_sources", "cifar10_bitflip", "cifar10_depth", "reduce_cifar10"])
+def test_the_cifar_specs_pad_crops_black_as_the_authors_code(fake_data, name):
+    """random_crop before normalize (the authors' torchvision pipeline: RandomCrop, then Normalize): black padding."""
+    import torch
+
+    from padding import padded_raw_colours
+
+    padded, _ = padded_raw_colours(yaml.safe_load((FOLDER / f"{name}.yaml").read_text())["base"], fake_data["cifar10"])
+    torch.testing.assert_close(padded, torch.zeros_like(padded), atol=1e-6, rtol=0)

@@ -247,3 +247,23 @@ def test_a_unit_whose_checkpoint_is_not_stored_fails_before_it_starts(source, wr
     _, runs = stored(out)
     lost = _unit_of(runs, run)
     assert f"run {run} has no checkpoint at epoch {epoch} (it has: none)" in lost.error
+
+
+def test_a_source_without_axes_is_named_by_its_study_not_base(source, write_study):
+    """Issue 21: pairs of a source study without axes (its one variant is 'base') read '<study> × <study>',
+    not 'base × base', which would name the post-hoc study's own base."""
+    from ablab.spec import expand, load_study
+
+    class NoAxes:  # the stored source as a study without a grid would have stored it
+        def __init__(self, store):
+            self.store = store
+
+        def runs(self):
+            return self.store.runs().assign(label="base", axes=[{}] * len(self.store.runs()))
+
+        def __getattr__(self, name):
+            return getattr(self.store, name)
+
+    units = expand(load_study(write_study(_posthoc(source), "a.yaml")), open_stored=lambda p: NoAxes(ablab.load(p)))
+    assert {v.label for v in units} == {"src × src"}
+    assert [m.label for m in units[0].spec.members] == ["base #0", "base #1"]  # members keep their stored labels

@@ -1,6 +1,7 @@
 """``ablab validate`` counts the runs, those already stored, and estimates the cost (issue 12)."""
 
 import math
+import os
 
 import pytest
 
@@ -12,10 +13,13 @@ from conftest import tiny_study
 STEPS_PER_EPOCH = {False: math.ceil(1257 / 128), True: 1257 // 128}
 
 
+FIXED = ablab.step_time.StepTime(0.010, 0.008, 0.0125, steps=40, warmup=12, load=(0.75, 1.0, 0.5))
+
+
 @pytest.fixture
 def fixed_step(monkeypatch):
-    """Every measured step takes 10 ms, so the printed estimate is known exactly."""
-    monkeypatch.setattr(ablab.step_time, "measure_step_seconds", lambda spec, timed=5, threads=None: 0.010)
+    """Every measured step takes 10 ms (blocks of 8 and 12.5 ms), so the printed estimate is known exactly."""
+    monkeypatch.setattr(ablab.step_time, "measure_step_seconds", lambda spec, threads=None: FIXED)
 
 
 @pytest.mark.parametrize("drop_last", [False, True])
@@ -26,7 +30,9 @@ def test_cost_is_training_steps_times_the_step_time(drop_last, fixed_step, write
     assert main(["validate", str(write_study(study)), "--out", str(tmp_path / "none")]) == 0
     out = capsys.readouterr().out
     assert "  stored: 0 of 4 runs already have a final result; 4 to run" in out
-    assert f"  cost: about {steps * 0.01:.1f} s of training = {steps} steps × 10 ms (measured: 5 steps of " in out
+    assert (f"  cost: about {steps * 0.01:.1f} s of training ({steps * 0.008:.1f} s to {steps * 0.0125:.1f} s) = "
+            f"{steps} steps × 10 ms (measured: 40 steps of 'optimizer.lr=0.1' after 12 warm-up steps, on cpu, ") in out
+    assert f"load average 0.8 on {os.cpu_count()} cores; evaluation not included)" in out
 
 
 def test_stored_runs_are_counted_and_left_out_of_the_cost(fixed_step, write_study, tmp_path, capsys):
@@ -56,7 +62,7 @@ def test_validate_counts_in_the_default_results_directory(fixed_step, write_stud
     assert "stored: 1 of 1 runs" in capsys.readouterr().out
 
 
-def test_the_step_time_is_measured_on_real_steps(monkeypatch):
+def test_the_step_time_is_measured_on_real_steps_after_a_warm_up(monkeypatch):
     from ablab.spec import RunSpec
     from ablab.train import objectives
 
@@ -64,15 +70,41 @@ def test_the_step_time_is_measured_on_real_steps(monkeypatch):
     real = objectives.StandardStep.step
     monkeypatch.setattr(objectives.StandardStep, "step", lambda self, *a: calls.append(1) or real(self, *a))
     spec = RunSpec.model_validate(tiny_study()["base"])
-    seconds = ablab.step_time.measure_step_seconds(spec, timed=3)
-    assert len(calls) == ablab.step_time.WARMUP_STEPS + 3
-    assert 0 < seconds < 60
+    t = ablab.step_time.measure_step_seconds(spec, min_steps=7, min_seconds=0.0)
+    assert t.warmup >= ablab.step_time.WARMUP_STEPS and t.steps == 7  # at least 7, and 0 s is reached at once
+    assert len(calls) == t.warmup + t.steps
+    assert 0 < t.low <= t.seconds <= t.high
+    assert t.load is None or len(t.load) == 3
+    assert t.device == "cpu"
+
+
+def test_a_busy_machine_is_said_to_be_busy(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert FIXED.load_text() == "load average 0.8 on 2 cores"
+    busy = ablab.step_time.StepTime(0.01, 0.01, 0.01, 20, 3, load=(19.1, 14.0, 12.0))
+    assert busy.load_text() == "load average 19.1 on 2 cores: a busy machine, the time will follow its load"
+
+
+def test_slow_steps_stop_at_the_time_limit_with_a_few_steps(monkeypatch):
+    from ablab.spec import RunSpec
+
+    clock = iter(range(0, 10**6, 2))  # every clock read is 2 s later: each step is slow
+    monkeypatch.setattr(ablab.step_time.time, "perf_counter", lambda: next(clock))
+    t = ablab.step_time.measure_step_seconds(RunSpec.model_validate(tiny_study()["base"]))
+    assert t.warmup == ablab.step_time.WARMUP_STEPS and t.steps == ablab.step_time.FEW_STEPS
+    assert t.seconds == t.low == t.high == 2
+
+
+def test_the_range_is_the_fastest_and_slowest_block():
+    means = ablab.step_time._block_means([1.0] * 4 + [3.0] * 4 + [2.0] * 2)
+    assert means == [1.0, 1.0, 3.0, 3.0, 2.0]
+    assert ablab.step_time._block_means([5.0, 7.0]) == [5.0, 7.0]
 
 
 def test_the_estimate_divides_by_workers_and_measures_with_their_threads(monkeypatch, write_study, tmp_path, capsys):
     seen = []
     monkeypatch.setattr(ablab.step_time, "measure_step_seconds",
-                        lambda spec, timed=5, threads=None: seen.append(threads) or 0.010)
+                        lambda spec, threads=None: seen.append(threads) or FIXED)
     monkeypatch.setattr("os.cpu_count", lambda: 8)
     path = str(write_study(tiny_study()))  # 2 runs × 2 epochs × 10 steps
     assert main(["validate", path, "--workers", "2", "--out", str(tmp_path / "none")]) == 0
@@ -87,5 +119,6 @@ def test_measuring_restores_the_thread_count():
     from ablab.spec import RunSpec
 
     before = torch.get_num_threads()
-    ablab.step_time.measure_step_seconds(RunSpec.model_validate(tiny_study()["base"]), timed=1, threads=1)
+    ablab.step_time.measure_step_seconds(RunSpec.model_validate(tiny_study()["base"]), threads=1, min_steps=1,
+                                         min_seconds=0.0)
     assert torch.get_num_threads() == before

@@ -20,6 +20,16 @@ from ablab.registry import AUGMENTATIONS
 
 Augmentation = Callable[[Tensor, Tensor, torch.Generator], tuple[Tensor, Tensor]]
 
+# What a built step does, as its ``stage`` attribute, for validation's order rules (ablab.validate):
+# a mix runs after every crop and flip; a colour change runs before normalize.
+SPATIAL, COLOUR, NORMALIZE, MIX = "spatial", "colour", "normalize", "mix"
+
+
+def staged(aug: Augmentation, stage: str) -> Augmentation:
+    """``aug`` with its ``stage`` (SPATIAL, COLOUR, NORMALIZE or MIX) declared."""
+    aug.stage = stage  # type: ignore[attr-defined]
+    return aug
+
 
 def compose(augs: Sequence[Augmentation]) -> Augmentation:
     """Apply ``augs`` in order, all drawing from the same generator; no augs is the identity."""
@@ -78,7 +88,7 @@ def random_crop(
         cols = left[:, None] + torch.arange(w, device=x.device)
         return x.gather(3, cols.view(b, 1, 1, w).expand(b, c, h, w)), y
 
-    return crop
+    return staged(crop, SPATIAL)
 
 
 @AUGMENTATIONS.register("hflip")
@@ -90,7 +100,7 @@ def hflip(dataset: Dataset, p: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5) ->
         chosen = torch.rand(x.shape[0], generator=generator, device=x.device) < p
         return torch.where(chosen.view(-1, 1, 1, 1), x.flip(-1), x), y
 
-    return flip
+    return staged(flip, SPATIAL)
 
 
 # A jitter strength: v means factors in [max(0, 1 − v), 1 + v]; a pair [lo, hi] is the range itself
@@ -201,14 +211,14 @@ def color_jitter(
         order = torch.rand(b, 3, generator=generator, device=x.device).argsort(dim=1)
         return jitter_colors(x, factors, order, eight_bit), y
 
-    return jitter
+    return staged(jitter, COLOUR)
 
 
 @AUGMENTATIONS.register("normalize")
 def normalize(
     dataset: Dataset, mean: list[float] | None = None, std: list[float] | None = None
 ) -> Augmentation:
-    """(x − mean) / std per channel (feature for vectors); default: the dataset's train stats."""
+    """(x − mean) / std per channel (feature for vectors); default: the train split's mean and population SD (ddof 0)."""
     channels = dataset.in_shape[0]
     mean = list(mean if mean is not None else dataset.mean or [])
     if std is not None and any(s <= 0 for s in std):
@@ -235,4 +245,4 @@ def normalize(
         return (x - m) / s, y
 
     norm.at_eval = True  # type: ignore[attr-defined]  (a preprocessing step: evaluation sees it too)
-    return norm
+    return staged(norm, NORMALIZE)

@@ -65,5 +65,5 @@ def digits(
     tx = splits["train"].x
     return Dataset(
         "digits", splits, in_shape=(channels, size, size), out_dim=10, task="classification",
-        mean=(float(tx.mean()),) * channels, std=(float(tx.std()),) * channels,
+        mean=(float(tx.mean()),) * channels, std=(float(tx.std(correction=0)),) * channels,
     ).check()

@@ -1,4 +1,8 @@
-"""Progress of a study: a redrawn status line on a terminal, plain log lines otherwise."""
+"""Progress of a study: a redrawn status line on a terminal, plain log lines otherwise.
+
+The status line puts what matters first, so that a narrow terminal cuts the least useful part: runs
+done, the ETA and the elapsed time, then each running run's epoch.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ class _Active:
     label: str
     epoch: int = 0
     epochs: int = 0
+    first: int | None = None  # the epoch of the run's first report (a continued run starts past 0)
     runs: int = 1  # a pack of R runs trains as one line of the status
 
 
@@ -47,8 +52,9 @@ class ProgressView:
         """A line for the log (the packing plan, a family of runs not packed and why)."""
         self._log(text)
 
-    def started(self, run_id: str, label: str, replicate: int) -> None:
-        self.active[run_id] = _Active(f"{label} #{replicate}")
+    def started(self, run_id: str, label: str, replicate: int, epochs: int = 0) -> None:
+        """A run started; ``epochs``: its planned total where the spec gives it (0: known at its first report)."""
+        self.active[run_id] = _Active(f"{label} #{replicate}", epochs=epochs)
         self._draw(force=True)
 
     def packed(self, run_ids: list[str]) -> None:
@@ -63,8 +69,10 @@ class ProgressView:
         self._draw(force=True)
 
     def epoch(self, run_id: str, epoch: int, epochs: int) -> None:
-        if run_id in self.active:
-            self.active[run_id].epoch, self.active[run_id].epochs = epoch, epochs
+        a = self.active.get(run_id)
+        if a is not None:
+            a.epoch, a.epochs = epoch, epochs
+            a.first = epoch if a.first is None else a.first
         self._draw()
 
     def finished(self, run_id: str, label: str, replicate: int, status: str, duration_s: float, note: str = "") -> None:
@@ -87,19 +95,20 @@ class ProgressView:
 
     def eta_seconds(self) -> float | None:
         """Remaining time from the work done so far (finished runs plus epochs of running ones)."""
-        progress = self.finished_now + sum(a.runs * a.epoch / a.epochs for a in self.active.values() if a.epochs)
+        progress = self.finished_now + sum(a.runs * (a.epoch - a.first) / (a.epochs - a.first) for a in self.active.values()
+                                           if a.first is not None and a.epochs > a.first)
         if progress <= 0:
             return None
         elapsed = time.monotonic() - self.start
         return elapsed * (self.todo - progress) / progress
 
     def line(self) -> str:
+        """Runs done, ETA, elapsed, then the running runs' epochs: a narrow terminal cuts from the end."""
         eta = self.eta_seconds()
-        parts = [f"{self.done}/{self.total} runs"]
+        parts = [f"{self.done}/{self.total} runs", f"ETA {_clock(eta)}" if eta is not None else "ETA ?",
+                 f"elapsed {_clock(time.monotonic() - self.start)}"]
         for a in self.active.values():
             parts.append(f"{a.label} epoch {a.epoch}/{a.epochs or '?'}")
-        parts.append(f"elapsed {_clock(time.monotonic() - self.start)}")
-        parts.append(f"ETA {_clock(eta)}" if eta is not None else "ETA ?")
         return " | ".join(parts)
 
     def _draw(self, force: bool = False) -> None:

@@ -66,7 +66,7 @@ def note_for(result: RunResult) -> str:
 def start_run(store: Store, view: ProgressView, v: Variant) -> None:
     """The driver's side of a run starting: status ``running`` in the store, a line in the view."""
     store.mark_running(v.id)
-    view.started(v.id, v.label, v.replicate)
+    view.started(v.id, v.label, v.replicate, getattr(v.spec, "epochs", None) or 0)
 
 
 def finish_run(store: Store, view: ProgressView, v: Variant, result: RunResult) -> None:
@@ -183,7 +183,7 @@ def _resolved(store: Store, view: ProgressView, unit: list[Variant]) -> tuple[li
             files.append(resolve_files(store, v.spec))
             ready.append(v)
         except AblabError as err:
-            _fail_at_start(store, view, v, f"a stored file it reads is missing: {err}")
+            _fail_at_start(store, view, v, f"a stored file it reads is missing or unreadable: {err}")
     return ready, files
 
 

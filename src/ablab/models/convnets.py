@@ -105,9 +105,10 @@ def mnist_cnn(
     norm_at: Placement = "all_hidden",
     activation: ActivationName = "relu",
 ) -> nn.Module:
-    """MNIST net of Summers & Dinneen (2021, seed 002 §5.6): conv 32 → conv 64 (3×3, no padding) →
-    max-pool 2 → linear 128 → linear, no dropout (PyTorch's MNIST example without its dropout);
-    PyTorch's default initialization. 28×28 → 26 → 24 → 12: 9216 features. Layers 0-3 for ``norm_at``.
+    """MNIST net of seed 002 §5.6: conv 32 → conv 64 (3×3) → max-pool 2 → linear 128 → linear, no dropout.
+
+    Summers & Dinneen (2021): PyTorch's MNIST example without its dropout, no padding, PyTorch's
+    default initialization. 28×28 → 26 → 24 → 12: 9216 features. Layers 0-3 for ``norm_at``.
     """
     c, h, w = image_shape(in_shape, "mnist_cnn")
     oh, ow = (h - 4) // 2, (w - 4) // 2

@@ -247,7 +247,11 @@ class ReportContext:
 
     @property
     def _wanted(self) -> list[str]:
-        return list(self.settings.metrics or self.recorded)
+        """``report.metrics`` as written; left at its default, those of it some run recorded (else every one)."""
+        metrics = list(self.settings.metrics)
+        if metrics == ReportSettings.model_fields["metrics"].default:
+            return [r for r in metrics if r in self.recorded] or list(self.recorded)
+        return metrics or list(self.recorded)
 
 
 class ReportSection:

@@ -2,7 +2,13 @@
 
 Scales and limits follow ``ablab.report.plot_scale``: a log y-axis where the means span decades,
 limits that hold every drawn value with a margin, bands of the t-based 95 % confidence interval
-of the mean (none where n = 1), clipped to the axis.
+of the mean, light and clipped to the axis, drawn only where they stay readable: for a variant
+with n ≥ ``MIN_BAND_N`` seeds (at n = 2 the interval is ±12.7 SE and fills the panel) and in a
+panel of at most ``MAX_BAND_VARIANTS`` variants (17 overlapping bands turn brown). Where the last
+epochs' means lie close together on an axis that starts far below them (accuracy from chance),
+a second row zooms into the last ``ZOOM_FRACTION`` of the x-range (``zoom_start``). Colours come
+from ``PALETTE``: tab10 without its grey, then colours chosen far apart in CIELAB (every pair of
+the first 20 at least ΔE*ab 27), so 17 arms stay distinguishable.
 
 Figures are built on ``matplotlib.figure.Figure`` with an Agg canvas (``new_figure``), never through
 pyplot, so writing a report changes no global matplotlib state (backend, current figure). Matplotlib is
@@ -36,8 +42,16 @@ DIVERGED_STYLE = dict(linewidth=0.8, alpha=0.8, linestyle="--")
 LINE_WIDTH = 1.8
 BASELINE_LINE_WIDTH = 3.0
 BASELINE_COLOURS = {"lower": "#000000", "upper": "#8c8c8c"}  # black and grey; the palettes skip greys
-_GREYS = {"tab10": (7,), "tab20": (14, 15)}
-BAND_ALPHA = 0.18
+BAND_ALPHA = 0.10
+MIN_BAND_N = 3  # fewer seeds: no band (t_{0.975, 1} = 12.7)
+MAX_BAND_VARIANTS = 6  # more variants in a panel: no bands, the lines alone
+ZOOM_FRACTION = 0.3  # the zoomed row shows this last part of the x-range
+ZOOM_RATIO = 0.1  # ... when the means there span less than this part of the full axis
+# tab10 without its grey, then colours picked greedily far from those, from black, grey and white in CIELAB
+# (L* 35–78, chroma 25–65): the minimum pairwise ΔE*ab of the 20 is 27.7 (tab20's first 17: 16.6)
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
+           "#556622", "#ddaa66", "#88cc99", "#aa0055", "#ff8888", "#006655", "#994400", "#bbbbee", "#0055bb",
+           "#886600", "#774466")
 _CLIP_SPANS = 1.0  # a diverged curve is clipped this many y-spans of the mean curves beyond them
 _CLIP_LOG_SPANS = 0.25  # on a log axis, of the span in decades: 1 would add as many empty decades
 
@@ -127,11 +141,16 @@ def legend_name(label: str, panels: dict[str, list[str]] | None) -> str:
 def plot_curve(
     metrics: pd.DataFrame, runs: pd.DataFrame, ref: str, colours: dict[str, str], path: Path,
     widths: dict[str, float] | None = None, panels: dict[str, list[str]] | None = None,
+    notes: list[str] | None = None,
 ) -> bool:
-    """Draw one metric (``"split.name"``) for every variant into a PNG; False when there is nothing to draw."""
+    """Draw one metric (``"split.name"``) for every variant into a PNG; False when there is nothing to draw.
+
+    ``notes`` receives what the figure leaves out or adds (bands, a zoomed row), for its caption."""
     fig = curve_figure(metrics, runs, ref, colours, widths, panels)
     if fig is None:
         return False
+    if notes is not None:
+        notes += getattr(fig, "ablab_notes", [])
     save_png(fig, path)
     return True
 
@@ -144,7 +163,9 @@ def curve_figure(
 
     ``widths``: line width per label (baselines thicker); ``panels``: label → panel titles
     (``curve_panels``), one subplot per panel side by side. The y-axis is logarithmic where the
-    means span decades and zoomed to what is drawn (``ablab.report.plot_scale``).
+    means span decades and zoomed to what is drawn (``ablab.report.plot_scale``); a second row of
+    subplots zooms into the last epochs where the means there would otherwise look the same
+    (``zoom_start``). ``fig.ablab_notes`` says what was left out or added, for the caption.
     """
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -159,20 +180,21 @@ def curve_figure(
     log = use_log_scale(mean["mean"] if len(mean) else diverged["value"])
 
     layout = panel_order(panels, list(runs["label"])) if panels else [("", list(dict.fromkeys(runs["label"])))]
-    fig = new_figure(figsize=(7.5 if len(layout) == 1 else min(3.6 * len(layout) + 2.2, 18.0), 4.2), dpi=110)
+    zooms = [zoom_start(mean[mean["label"].isin(members)], x, log) for _, members in layout]
+    rows = 2 if any(z is not None for z in zooms) else 1
+    fig = new_figure(figsize=(7.5 if len(layout) == 1 else min(3.6 * len(layout) + 2.2, 18.0), 4.2 * rows), dpi=110)
     legend: dict[str, tuple[Any, str]] = {}
+    notes: list[str] = []
     axes = []
     for i, (title, members) in enumerate(layout):
-        ax = fig.add_subplot(1, len(layout), i + 1)
+        ax = fig.add_subplot(rows, len(layout), i + 1)
         axes.append(ax)
         if log:
             ax.set_yscale("log")
         part, part_div = mean[mean["label"].isin(members)], diverged[diverged["label"].isin(members)]
         drawn = list(part["mean"])
         for label, group in part.groupby("label", sort=False):
-            colour, width = colours[label], (widths or {}).get(label, LINE_WIDTH)
-            (line,) = ax.plot(group[x].to_numpy(), group["mean"].to_numpy(), color=colour, linewidth=width,
-                              zorder=2.5 if width > LINE_WIDTH else 2)
+            line = _mean_line(ax, group, x, colours[label], (widths or {}).get(label, LINE_WIDTH))
             shown = legend_name(label, panels)
             n = int(group["n"].max())
             legend.setdefault(shown, (line, f"{plain_text(shorten(shown))}" + ("" if panels else f" (n={n})")))
@@ -181,12 +203,18 @@ def curve_figure(
             legend.setdefault("\0diverged", (Line2D([], [], color="0.35", marker="x", **DIVERGED_STYLE),
                                               "diverged run (× where it stopped)"))
         ax.set_ylim(*data_limits(drawn, log))
-        if _draw_bands(ax, part, x, colours):
+        if _draw_bands(ax, part, x, colours, notes):
             legend.setdefault("\0band", (Patch(color="0.5", alpha=BAND_ALPHA), "95 % CI of the mean (t)"))
         ax.set_title(plain_text(f"{ref}: {title}" if title else ref), fontsize="medium")
         ax.set_xlabel(x)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
+        if zooms[i] is not None:
+            _zoom_panel(fig.add_subplot(rows, len(layout), len(layout) + i + 1), part, x, zooms[i], log, colours,
+                        widths, f"{ref}: {title}" if title else ref, notes)
+    if rows == 2:
+        notes.append(f"the lower row zooms into the last {round(ZOOM_FRACTION * 100)} % of the {x}s (at least two), "
+                     "where the means lie too close together to tell apart on the full axis")
     axes[0].set_ylabel(plain_text(ref + (" (log scale)" if log else "")))
     special = [legend.pop(k) for k in ("\0band", "\0diverged") if k in legend]
     entries = list(legend.values()) + special
@@ -196,16 +224,74 @@ def curve_figure(
                     frameon=False, ncol=1 if len(texts) <= 14 else 2)
     if panels:
         fig.tight_layout()
+    elif rows == 2:
+        fig.subplots_adjust(hspace=0.35)
+    fig.ablab_notes = list(dict.fromkeys(notes))
     return fig
 
 
-def _draw_bands(ax, part: pd.DataFrame, x: str, colours: dict[str, str]) -> bool:
-    """Each variant's 95 % CI band, clipped to the axis (a band is no value; the means set the limits)."""
+def _mean_line(ax, group: pd.DataFrame, x: str, colour: str, width: float):
+    (line,) = ax.plot(group[x].to_numpy(), group["mean"].to_numpy(), color=colour, linewidth=width,
+                      zorder=2.5 if width > LINE_WIDTH else 2)
+    return line
+
+
+def zoom_start(part: pd.DataFrame, x: str, log: bool) -> float | None:
+    """Where a zoomed view of the last epochs starts, or None when the full axis already tells the means apart.
+
+    Zoom when ≥ 2 variants and ≥ 4 x-values are drawn and the means over the last ``ZOOM_FRACTION`` of the
+    x-values (at least 2 of them) span less than ``ZOOM_RATIO`` of the full axis (in log10 on a log axis)."""
+    if part.empty or part["label"].nunique() < 2 or part[x].nunique() < 4:
+        return None
+    xs = np.sort(part[x].unique().astype(float))
+    start = float(xs[-max(2, int(np.ceil(ZOOM_FRACTION * len(xs))))])
+    lo, hi = data_limits(part["mean"], log)
+    last = part.loc[part[x] >= start, "mean"].to_numpy(dtype=float)
+    last = last[np.isfinite(last) & ((last > 0) if log else True)]
+    if len(last) < 2:
+        return None
+    if log:
+        spread, span = np.log10(last.max()) - np.log10(last.min()), np.log10(hi) - np.log10(lo)
+    else:
+        spread, span = last.max() - last.min(), hi - lo
+    return start if spread < ZOOM_RATIO * span else None
+
+
+def _zoom_panel(ax, part: pd.DataFrame, x: str, start: float, log: bool, colours: dict[str, str],
+                widths: dict[str, float] | None, title: str, notes: list[str]) -> None:
+    """The means (and bands) from ``start`` on, the y-axis zoomed to those means."""
+    from matplotlib.ticker import MaxNLocator
+
+    if log:
+        ax.set_yscale("log")
+    last = part[part[x] >= start]
+    for label, group in last.groupby("label", sort=False):
+        _mean_line(ax, group, x, colours[label], (widths or {}).get(label, LINE_WIDTH))
+    ax.set_ylim(*data_limits(last["mean"], log))
+    _draw_bands(ax, last, x, colours, notes)
+    ax.set_title(plain_text(f"{title} (last {x}s, zoomed)"), fontsize="medium")
+    ax.set_xlabel(x)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, alpha=0.3)
+
+
+def _draw_bands(ax, part: pd.DataFrame, x: str, colours: dict[str, str], notes: list[str] | None = None) -> bool:
+    """Each variant's 95 % CI band, clipped to the axis (a band is no value; the means set the limits).
+
+    None in a panel of more than ``MAX_BAND_VARIANTS`` variants, none for a variant with fewer than
+    ``MIN_BAND_N`` seeds; ``notes`` gets a line for each rule that left a band out."""
+    notes = [] if notes is None else notes
     lo, hi = ax.get_ylim()
+    if part["label"].nunique() > MAX_BAND_VARIANTS:
+        notes.append(f"no bands in a panel of more than {MAX_BAND_VARIANTS} variants (they would cover each other)")
+        return False
     any_band = False
     for label, group in part.groupby("label", sort=False):
         lower, upper = ci_band(group["mean"], group["sd"], group["n"])
-        has = np.isfinite(lower) & np.isfinite(upper)
+        has = np.isfinite(lower) & np.isfinite(upper) & (group["n"].to_numpy() >= MIN_BAND_N)
+        if (group["n"].to_numpy() == 2).any():
+            notes.append(f"no band for fewer than {MIN_BAND_N} seeds (at n = 2 the 95 % t interval is ±12.7 "
+                         "standard errors and fills the panel)")
         if has.any():
             ax.fill_between(group[x].to_numpy(dtype=float), np.clip(np.where(has, lower, lo), lo, hi),
                             np.clip(np.where(has, upper, lo), lo, hi), where=has, color=colours[label],
@@ -216,15 +302,13 @@ def _draw_bands(ax, part: pd.DataFrame, x: str, colours: dict[str, str]) -> bool
 
 
 def _palette(n: int, skip_greys: bool = False) -> list[str]:
-    """``n`` distinct colours: tab10, tab20, then spread over turbo; optionally without the greys."""
+    """``n`` distinct colours: ``PALETTE`` (no greys: those are the baselines'), then spread over turbo."""
     import matplotlib
     from matplotlib.colors import to_hex
 
-    for name, size in (("tab10", 10), ("tab20", 20)):
-        points = [i for i in range(size) if not (skip_greys and i in _GREYS[name])]
-        if n <= len(points):
-            return [to_hex(matplotlib.colormaps[name](i)) for i in points[:n]]
-    # qualitative maps run out; spread over a perceptual one
+    if n <= len(PALETTE):
+        return list(PALETTE[:n])
+    # the hand-picked colours run out; spread over a perceptual map
     return [to_hex(matplotlib.colormaps["turbo"](p)) for p in np.linspace(0.05, 0.95, n)]
 
 

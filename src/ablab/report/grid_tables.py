@@ -18,9 +18,17 @@ from ablab.report.numbers import format_p, is_scientific
 from ablab.report.markdown import escape_markdown, markdown_row
 
 
-def format_mean_sd(mean: float, sd: float, n: int, scientific: bool = False) -> str:
-    """``1.234 ± 0.056`` rounded by the standard error SD/√n (``ablab.report.numbers``); — for a missing value."""
-    return numbers.format_mean_sd(mean, sd, n, scientific)
+def format_mean_sd(mean: float, sd: float, n: int, scientific: bool = False,
+                   column: numbers.Column | None = None) -> str:
+    """``1.234 ± 0.056`` rounded by the standard error SD/√n, or to ``column``'s precision
+    (``ablab.report.numbers``); — for a missing value."""
+    return numbers.format_mean_sd(mean, sd, n, scientific, column=column)
+
+
+def best_column(frame: pd.DataFrame) -> numbers.Column:
+    """One precision for the best table's mean ± SD column (``numbers.column_format``)."""
+    ses = [numbers.standard_error(sd, n) for sd, n in zip(frame["sd"], frame["n"])]
+    return numbers.column_format(frame["mean"], ses, is_scientific(frame["mean"]))
 
 
 def grid_is_scientific(tables: list[FacetTable]) -> bool:
@@ -91,10 +99,10 @@ def best_to_markdown(best: BestConfigurations) -> str:
     axes = best.axes or ["label"]
     head = ["rank", *(a if a != "label" else "variant" for a in axes), best.metric, "n"]
     lines = [markdown_row(head), "|" + "|".join(["---:"] + ["---"] * len(axes) + ["---:", "---:"]) + "|"]
-    sci = is_scientific(best.table["mean"])
+    column = best_column(best.table)
     for _, row in best.table.iterrows():
         lines.append(markdown_row([str(row["rank"]), *(str(row[a]) for a in axes),
-                                   format_mean_sd(row["mean"], row["sd"], row["n"], sci), str(row["n"])]))
+                                   format_mean_sd(row["mean"], row["sd"], row["n"], column=column), str(row["n"])]))
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {escape_markdown(s)}" for s in describe_tests(best)) + "\n"
 
 
@@ -104,10 +112,10 @@ def best_to_latex(best: BestConfigurations) -> str:
     lines = ["\\begin{tabular}{r" + "l" * len(axes) + "rr}", "\\hline",
              " & ".join(["rank", *(_tex(a if a != "label" else "variant") for a in axes), _tex(best.metric), "n"])
              + " \\\\", "\\hline"]
-    sci = is_scientific(best.table["mean"])
+    column = best_column(best.table)
     for _, row in best.table.iterrows():
         lines.append(" & ".join([str(row["rank"]), *(_tex(str(row[a])) for a in axes),
-                                 _tex_mean_sd(row["mean"], row["sd"], row["n"], sci), str(row["n"])]) + " \\\\")
+                                 _tex_mean_sd(row["mean"], row["sd"], row["n"], False, column), str(row["n"])]) + " \\\\")
     lines += ["\\hline", "\\end{tabular}"] + [f"% {_tex_comment(s)}" for s in describe_tests(best)]
     return "\n".join(lines) + "\n"
 
@@ -140,5 +148,5 @@ def _tex_comment(text: str) -> str:
     return str(text).replace("\n", " ")
 
 
-def _tex_mean_sd(mean: float, sd: float, n: int, scientific: bool) -> str:
-    return format_mean_sd(mean, sd, n, scientific).replace(" ± ", r" $\pm$ ").replace(MISSING, "--")
+def _tex_mean_sd(mean: float, sd: float, n: int, scientific: bool, column: numbers.Column | None = None) -> str:
+    return format_mean_sd(mean, sd, n, scientific, column).replace(" ± ", r" $\pm$ ").replace(MISSING, "--")

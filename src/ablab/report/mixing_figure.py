@@ -6,7 +6,8 @@ crop and flip are left out so both images stay recognisable), then through the a
 (``mix_pairs``: the same code and parameters the runs trained with) with a generator seeded ``FIGURE_SEED``.
 Tiles share one grey/colour scale, the two inputs' range, except a method's that ``rescales`` (BC+ and
 VH-BC+: zero-mean, rescaled outputs): each of those is shown on its own range. The PNG is the tiles themselves,
-enlarged by pixel repetition, so a tile's pixels are the method's output.
+enlarged by pixel repetition, so a tile's pixels are the method's output; under each row of tiles a white band
+of ``LABEL_PX`` pixels names each tile (its number and arm), drawn as text beside the pixels, never on them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from ablab.registry import AUGMENTATIONS, DATASETS
 
 COLUMNS = 6
 GAP = 2  # background pixels between tiles (in source pixels, before enlarging)
+LABEL_PX = 16  # the text band under each row of tiles, in the PNG's pixels
+LABEL_CHARS = 20  # longer arm names are shortened with …
 FIGURE_SEED = 1  # its first Beta(1, 1) draw on the CPU is λ ≈ 0.60: most tiles show both images
 
 
@@ -65,37 +68,61 @@ def _display(tile: torch.Tensor, lo: float, hi: float) -> np.ndarray:
 
 
 def compose(images: list[torch.Tensor], own: list[bool], scale: int) -> np.ndarray:
-    """The grid as one (rows·(H+gap)·scale, COLUMNS·(W+gap)·scale, C) array in [0, 1], white between tiles."""
+    """The grid as one (rows·((H+gap)·scale + LABEL_PX), COLUMNS·(W+gap)·scale, C) array in [0, 1], white
+    between tiles and in each row's label band."""
     lo = float(min(images[0].min(), images[1].min()))
     hi = float(max(images[0].max(), images[1].max()))
     c, h, w = images[0].shape
     rows = -(-len(images) // COLUMNS)
-    grid = np.ones((rows * (h + GAP), COLUMNS * (w + GAP), c))
+    grid = np.ones((rows * ((h + GAP) * scale + LABEL_PX), COLUMNS * (w + GAP) * scale, c))
     for i, (tile, alone) in enumerate(zip(images, own)):
-        r, k = divmod(i, COLUMNS)
         shown = _display(tile, float(tile.min()), float(tile.max())) if alone else _display(tile, lo, hi)
-        grid[r * (h + GAP): r * (h + GAP) + h, k * (w + GAP): k * (w + GAP) + w] = shown
-    return grid.repeat(scale, 0).repeat(scale, 1)
+        grid[tile_box(i, (h, w), scale)] = shown.repeat(scale, 0).repeat(scale, 1)
+    return grid
 
 
 def tile_box(index: int, shape: tuple[int, int], scale: int) -> tuple[slice, slice]:
     """Where tile ``index`` of (H, W) images lies in the saved PNG (rows, columns)."""
     h, w = shape
     r, k = divmod(index, COLUMNS)
-    return (slice(r * (h + GAP) * scale, (r * (h + GAP) + h) * scale),
-            slice(k * (w + GAP) * scale, (k * (w + GAP) + w) * scale))
+    top = r * ((h + GAP) * scale + LABEL_PX)
+    return slice(top, top + h * scale), slice(k * (w + GAP) * scale, (k * (w + GAP) + w) * scale)
+
+
+def label_anchor(index: int, shape: tuple[int, int], scale: int) -> tuple[float, float]:
+    """(x, y) in PNG pixels, from the top left, where tile ``index``'s label is centred: under the tile."""
+    rows, cols = tile_box(index, shape, scale)
+    return (cols.start + cols.stop) / 2, rows.stop + (LABEL_PX + GAP * scale) / 2 - 1
+
+
+def tile_label(index: int, title: str) -> str:
+    """``3 baseline``: the tile's number (as the caption lists them) and its arm, shortened to fit."""
+    text = f"{index + 1} {title}"
+    return text if len(text) <= LABEL_CHARS else text[: LABEL_CHARS - 1] + "…"
 
 
 def draw(arms: list[tuple[str, list]], data_spec: Any, path: Path) -> tuple[list[str], int]:
-    """Write the grid PNG; (titles in grid order, row-major, and the enlargement factor)."""
-    from matplotlib.image import imsave
+    """Write the grid PNG with a label under every tile; (titles in grid order, row-major, and the enlargement)."""
+    from ablab.report.figures import new_figure, plain_text
+    from ablab.files import write_atomic
+    import io
 
     dataset = DATASETS.create(data_spec)
     titles, images, own = tiles(arms, dataset)
-    scale = max(1, 96 // images[0].shape[-1])
+    shape = tuple(images[0].shape[-2:])
+    scale = max(1, 96 // shape[-1])
     grid = compose(images, own, scale)
-    if grid.shape[2] == 1:
-        imsave(path, grid[:, :, 0], cmap="gray", vmin=0.0, vmax=1.0)
+    height, width = grid.shape[:2]
+    fig = new_figure(figsize=(width / 100, height / 100), dpi=100)
+    if grid.shape[2] == 1:  # pixels as they are: no resampling, one pixel of the array per pixel of the PNG
+        fig.figimage(grid[:, :, 0], origin="upper", cmap="gray", vmin=0.0, vmax=1.0)
     else:
-        imsave(path, grid)
+        fig.figimage(grid, origin="upper")
+    for i, title in enumerate(titles):
+        x, y = label_anchor(i, shape, scale)
+        fig.text(x / width, 1 - y / height, plain_text(tile_label(i, title)), ha="center", va="center",
+                 fontsize=7, color="#222222")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    write_atomic(path, buf.getvalue())
     return titles, scale

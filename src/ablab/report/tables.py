@@ -1,6 +1,8 @@
 """The final-metrics table: mean ± SD over seeds per variant, as CSV, Markdown and terminal text.
 
-Numbers are rounded by their standard error (``ablab.report.numbers``); the CSV keeps them exact.
+Each column is rounded to one precision set by its standard errors (``ablab.report.numbers``); the CSV
+keeps the numbers exact. The page shows per metric one cell (mean ± SD, then Δ and p per baseline, the
+whole test in a hover); the terminal's table fits ``CONSOLE_WIDTH`` columns (``to_text``).
 
 With ``report.baselines`` (role → variant, e.g. ``{lower: vanilla, upper: bn_gamma_beta}``) every
 metric also gets, per role, the difference of each variant's mean to its baseline's mean and the
@@ -21,6 +23,7 @@ import pandas as pd
 
 from ablab.analysis.grids import welch_test
 from ablab.analysis.multiple_tests import holm_adjust
+from ablab.labels import plural
 from ablab.report import numbers
 from ablab.report.numbers import MISSING, format_p, format_value, is_number, is_scientific
 from ablab.report.markdown import escape_markdown, markdown_row  # noqa: F401  (escape_markdown re-exported)
@@ -30,9 +33,9 @@ BASELINE_ROLES = ("lower", "upper")
 def caption(rule: str, agg: pd.DataFrame | None = None) -> str:
     """What the table shows and how the numbers were selected; with baselines, what Δ and p are."""
     text = (
-        f"Selection: {rule}. Values are mean ± SD over the n finished seeds (SD with ddof=1), rounded to the "
-        "second significant digit of the standard error SD/√n; diverged and failed runs are counted but "
-        "excluded from mean and SD."
+        f"Selection: {rule}. Values are mean ± SD over the n finished seeds (SD with ddof=1), each column "
+        "rounded to one decimal place: the second significant digit of its median standard error SD/√n "
+        "(an SD below it reads <0.001 etc.); diverged and failed runs are counted but excluded from mean and SD."
     )
     names = _baseline_names(agg) if agg is not None else {}
     if names:
@@ -44,7 +47,7 @@ def caption(rule: str, agg: pd.DataFrame | None = None) -> str:
             "a family of labels, the rest of its label, e.g. the same lr_scale); p: "
             "two-sided Welch's t-test on the per-run values when both have n ≥ 2, with the numbers of "
             f"runs compared (n = variant vs baseline); Holm: the p-value Holm–Bonferroni-adjusted over all "
-            f"{tests} tests of this table."
+            f"{plural(tests, 'test')} of this table."
         )
         for role in agg.attrs.get("baselines_unmatched", []):
             why = agg.attrs.get("baselines_problems", {}).get(role)
@@ -151,22 +154,56 @@ def _compare(a: np.ndarray, b: np.ndarray, itself: bool) -> tuple[float, float, 
     return delta, se, p, len(b)
 
 
-def format_delta(row: pd.Series, ref: str, role: str, scientific: bool = False) -> str:
+def format_delta(row: pd.Series, ref: str, role: str, scientific: bool = False,
+                 column: numbers.Column | None = None) -> str:
     """``+0.012 (p=0.041, Holm 0.33; n=3 vs 3)``; ``baseline`` for the baseline itself; — when nothing compares.
 
-    Δ is rounded by its standard error (``ablab.report.numbers``).
+    Δ is rounded by its standard error (``ablab.report.numbers``), or to its column's precision (``column``).
     """
     if row[f"baseline_{role}"] == row["label"]:
         return "baseline"
     delta = row[f"{ref}.delta_{role}"]
     if not is_number(delta):
         return MISSING
-    text = format_value(delta, row[f"{ref}.se_delta_{role}"], scientific=scientific, sign=True)
+    text = format_value(delta, row[f"{ref}.se_delta_{role}"], scientific=scientific, sign=True, column=column)
     n = f"n={int(row[f'{ref}.n'])} vs {int(row[f'{ref}.n_baseline_{role}'])}"
     p = row[f"{ref}.p_{role}"]
     if not is_number(p):
         return f"{text} ({n})"
     return f"{text} (p={format_p(p)}, Holm {format_p(row[f'{ref}.p_holm_{role}'])}; {n})"
+
+
+def delta_brief(row: pd.Series, ref: str, role: str, column: numbers.Column | None = None) -> tuple[str, str]:
+    """(``+0.012 p=0.041``, the whole test in words for a hover): Δ and p at a glance, the rest on demand."""
+    if row[f"baseline_{role}"] == row["label"]:
+        return "baseline", f"this variant is the {role} baseline"
+    delta = row[f"{ref}.delta_{role}"]
+    if not is_number(delta):
+        return MISSING, f"no {role} baseline with the same other settings"
+    text = format_value(delta, row[f"{ref}.se_delta_{role}"], sign=True, column=column)
+    n = f"n = {int(row[f'{ref}.n'])} vs {int(row[f'{ref}.n_baseline_{role}'])}"
+    se = row[f"{ref}.se_delta_{role}"]
+    detail = (f"Δ vs {role} ({row[f'baseline_{role}']}) = {text}"
+              + (f", SE {format_value(se, se)}" if is_number(se) else ""))
+    p = row[f"{ref}.p_{role}"]
+    if not is_number(p):
+        return text, f"{detail}; no Welch test (needs n ≥ 2 on both sides); {n}"
+    holm = format_p(row[f"{ref}.p_holm_{role}"])
+    return (f"{text} p={format_p(p)}",
+            f"{detail}; Welch p = {format_p(p)}, Holm-adjusted p = {holm}; {n}")
+
+
+def column_formats(agg: pd.DataFrame, refs: list[str]) -> dict:
+    """One precision per column (``ablab.report.numbers.column_format``): per metric, and per (metric, role) Δ."""
+    out: dict = {}
+    for ref in refs:
+        ses = [numbers.standard_error(sd, n) for sd, n in zip(agg[f"{ref}.sd"], agg[f"{ref}.n"])]
+        out[ref] = numbers.column_format(agg[f"{ref}.mean"], ses, is_scientific(agg[f"{ref}.mean"]))
+        for role in _baseline_roles(agg):
+            if f"{ref}.delta_{role}" in agg:
+                deltas = agg[f"{ref}.delta_{role}"]
+                out[(ref, role)] = numbers.column_format(deltas, agg[f"{ref}.se_delta_{role}"], is_scientific(deltas))
+    return out
 
 
 def _baseline_roles(agg: pd.DataFrame) -> list[str]:
@@ -183,48 +220,103 @@ def _finite(values: pd.Series) -> np.ndarray:
     return values[np.isfinite(values)]
 
 
-def format_mean_sd(mean: float, sd: float, n_values: int, n: int, scientific: bool = False) -> str:
-    """``0.951 ± 0.031`` rounded by the standard error (``ablab.report.numbers.format_mean_sd``);
-    ``(n=k)`` follows when only k of the n finished runs have the value."""
-    text = numbers.format_mean_sd(mean, sd, n_values, scientific)
+def format_mean_sd(mean: float, sd: float, n_values: int, n: int, scientific: bool = False,
+                   column: numbers.Column | None = None) -> str:
+    """``0.951 ± 0.031`` rounded by the standard error, or to its column's precision
+    (``ablab.report.numbers.format_mean_sd``); ``(n=k)`` follows when only k of the n finished runs have the value."""
+    text = numbers.format_mean_sd(mean, sd, n_values, scientific, column=column)
     return text if text == MISSING or n_values == n else f"{text} (n={n_values})"
 
 
 def table_rows(agg: pd.DataFrame, refs: list[str], by: str = "label") -> tuple[list[str], list[list[str]]]:
     """Header and string cells: variant, per metric its mean ± SD (then Δ per baseline), n, diverged, failed.
 
-    Each metric's column (and each Δ column) is in one notation, scientific or not (``is_scientific``).
+    Every column has one precision and one notation (``column_formats``).
     """
     roles = _baseline_roles(agg)
     header = ["variant"]
     for ref in refs:
         header += [ref, *(f"Δ vs {role}" for role in roles if f"{ref}.delta_{role}" in agg)]
     header += ["n", "diverged", "failed"]
-    sci = {ref: is_scientific(agg[f"{ref}.mean"]) for ref in refs}
-    sci_delta = {(ref, role): is_scientific(agg[f"{ref}.delta_{role}"])
-                 for ref in refs for role in roles if f"{ref}.delta_{role}" in agg}
+    cols = column_formats(agg, refs)
     rows = []
     for _, row in agg.iterrows():
         cells = [str(row[by])]
         for ref in refs:
             cells.append(format_mean_sd(row[f"{ref}.mean"], row[f"{ref}.sd"], int(row[f"{ref}.n"]), int(row["n"]),
-                                        sci[ref]))
-            cells += [format_delta(row, ref, role, sci_delta[(ref, role)]) for role in roles if (ref, role) in sci_delta]
+                                        column=cols[ref]))
+            cells += [format_delta(row, ref, role, column=cols[(ref, role)]) for role in roles if (ref, role) in cols]
         cells += [str(int(row["n"])), str(int(row["n_diverged"])), str(int(row["n_failed"]))]
         rows.append(cells)
     return header, rows
 
 
-def to_text(agg: pd.DataFrame, refs: list[str], rule: str) -> str:
-    """Fixed-width table for the terminal, preceded by its caption."""
-    header, rows = table_rows(agg, refs)
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    def line(cells: list[str]) -> str:
-        return "  ".join([cells[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(cells[1:], widths[1:])])
+def console_rows(agg: pd.DataFrame, refs: list[str], by: str = "label") -> tuple[list[str], list[list[str]], list[int]]:
+    """The terminal's table: Δ cells brief (``+0.012 p=0.041``; Holm and n are in the CSV), and the column
+    groups (a metric with its Δ columns; the counts) as the index of each group's first column."""
+    roles = _baseline_roles(agg)
+    cols = column_formats(agg, refs)
+    header, groups = ["variant"], []
+    for ref in refs:
+        groups.append(len(header))
+        header += [ref, *(f"Δ {role}" for role in roles if (ref, role) in cols)]
+    groups.append(len(header))
+    header += ["n", "div.", "failed"]
+    rows = []
+    for _, row in agg.iterrows():
+        cells = [str(row[by])]
+        for ref in refs:
+            cells.append(format_mean_sd(row[f"{ref}.mean"], row[f"{ref}.sd"], int(row[f"{ref}.n"]), int(row["n"]),
+                                        column=cols[ref]))
+            cells += [delta_brief(row, ref, role, cols[(ref, role)])[0] for role in roles if (ref, role) in cols]
+        cells += [str(int(row["n"])), str(int(row["n_diverged"])), str(int(row["n_failed"]))]
+        rows.append(cells)
+    return header, rows, groups
 
-    lines = [line(r) for r in [header, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return caption(rule, agg) + "\n\n" + "\n".join(lines) + "\n"
+
+CONSOLE_WIDTH = 120  # the terminal table's lines never exceed this
+LABEL_WIDTH = 44  # longer variant labels wrap (at ", ") onto the next lines
+
+
+def to_text(agg: pd.DataFrame, refs: list[str], rule: str, width: int = CONSOLE_WIDTH) -> str:
+    """Fixed-width table for the terminal, preceded by its caption: at most ``width`` characters a line,
+    split into blocks of whole column groups (each repeating the variant column), long labels wrapped."""
+    header, rows, groups = console_rows(agg, refs)
+    labels = [_wrap(r[0], LABEL_WIDTH) for r in rows]
+    first = max([len(header[0]), *(len(line) for lines in labels for line in lines)])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    bounds = [*groups, len(header)]
+    spans = [list(range(a, b)) for a, b in zip(bounds, bounds[1:])]
+    blocks: list[list[int]] = [[]]
+    for span in spans:
+        used = first + sum(2 + widths[i] for i in blocks[-1])
+        if blocks[-1] and used + sum(2 + widths[i] for i in span) > width:
+            blocks.append([])
+        blocks[-1] += span
+    out = []
+    for block in blocks:
+        lines = ["  ".join([header[0].ljust(first)] + [header[i].rjust(widths[i]) for i in block]),
+                 "  ".join(["-" * first] + ["-" * widths[i] for i in block])]
+        for cells, wrapped in zip(rows, labels):
+            lines.append("  ".join([wrapped[0].ljust(first)] + [cells[i].rjust(widths[i]) for i in block]))
+            lines += ["  " + more for more in wrapped[1:]]
+        out.append("\n".join(line.rstrip() for line in lines))
+    return "\n".join(_wrap_text(caption(rule, agg), width)) + "\n\n" + "\n\n".join(out) + "\n"
+
+
+def _wrap(label: str, width: int) -> list[str]:
+    """A label in lines of at most ``width`` characters, broken after ", " where it can be."""
+    import textwrap
+
+    if len(label) <= width:
+        return [label]
+    return textwrap.wrap(label, width - 2, break_on_hyphens=False) or [label]
+
+
+def _wrap_text(text: str, width: int) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False) or [""]
 
 
 def to_markdown(agg: pd.DataFrame, refs: list[str], rule: str) -> str:

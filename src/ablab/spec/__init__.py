@@ -9,7 +9,7 @@ into the base run (``optimizer.lr``). Expansion yields fully resolved ``RunSpec`
 
 from ablab.spec.expansion import MAX_RUNS, expand
 from ablab.spec.labels import _label_value, make_label
-from ablab.spec.loading import load_study, read_stored_study, set_path
+from ablab.spec.loading import import_spec_modules, load_study, read_stored_study, set_path
 from ablab.spec.models import (
     Checkpoints, Component, Compute, Corrupt, EvalSpec, Execute, InitFrom, Member, MetricRef, Record, Resources, RunSpec,
     Seeds, Source, Study, UnitSpec, Variant, WeightDecay, parse_unit,
@@ -18,5 +18,5 @@ from ablab.spec.models import (
 __all__ = [
     "MAX_RUNS", "Checkpoints", "Component", "Compute", "Corrupt", "EvalSpec", "InitFrom", "Member", "MetricRef",
     "Execute", "Record", "Resources", "RunSpec", "Seeds", "Source", "Study", "UnitSpec", "Variant", "WeightDecay",
-    "_label_value", "expand", "load_study", "make_label", "parse_unit", "read_stored_study", "set_path",
+    "_label_value", "expand", "import_spec_modules", "load_study", "make_label", "parse_unit", "read_stored_study", "set_path",
 ]

@@ -249,7 +249,17 @@ def _validate(raw: dict, label: str, axes: dict, file: str) -> RunSpec:
     except pydantic.ValidationError as err:
         e = _spec_error(err, file, prefix="base")
         where = f" (variant '{label}')" if axes else ""
-        raise SpecError(e.message + where, field=e.field, file=file) from None
+        raise SpecError(e.message + where, field=_axis_field(e.field, axes), file=file) from None
+
+
+def _axis_field(field: str | None, axes: dict) -> str | None:
+    """``axis 'model.chanels'`` where a grid or zip axis of the variant set the failing base field (the key
+    as the study writes it), else the field itself."""
+    path = field[len("base."):] if field and field.startswith("base.") else None
+    for key in axes:
+        if path is not None and key != "label" and (path == key or path.startswith(key + ".")):
+            return f"axis '{key}'"
+    return field
 
 
 def _resolve_sources(written: InitFromSpec, replicate: int, file: str, sources: list[Variant], where: str,
@@ -392,10 +402,8 @@ def _expand_post_hoc(study: Study, file: str, open_stored: OpenStored | None, ma
         if not pool:
             raise SpecError(f"no finished run of {src.study} matches {src.runs or 'anything'}", file=file,
                             field="source.runs")
-        if study.members == "snapshots":
-            units, left_out = [_snapshot_members(store, c, study, file) for c in pool], []
-        else:
-            units, left_out = _units([_final_or_fixed_member(store, c, src, file) for c in pool], study.members, file)
+        by_kind = [(kind, _units_of(store, pool, study, kind, file)) for kind in study.unit_kinds]
+        names = _source_variant_names(store, pool)
     finally:
         store.close()
     path = str(Path(src.study).resolve())
@@ -406,18 +414,24 @@ def _expand_post_hoc(study: Study, file: str, open_stored: OpenStored | None, ma
                         field=f"base.{internal[0]}")
     out = []
     named = frozenset(k for group in study.zip if "label" in group for k in group)
-    _refuse_above(_combination_count(study) * len(units), max_runs, file, study)
     combos = _axis_combinations(study)
+
+    def units_of(axes: dict[str, Any]) -> tuple[list[list[Member]], list[str]]:
+        kind = study.unit_kind(axes)
+        return next(made for k, made in by_kind if k == kind)
+
+    _refuse_above(sum(len(units_of(axes)[0]) for axes in combos), max_runs, file, study)
     _check_unique_labels(combos, named, file)
     for axes in combos:
         axes_label = make_label(axes, named) if axes else ""
+        units, left_out = units_of(axes)
         count: dict[str, int] = {}
         for unit in units:
-            label = ", ".join(x for x in (_unit_label(unit), axes_label) if x)
+            label = ", ".join(x for x in (_unit_label(unit, names), axes_label) if x)
             index = count[label] = count.get(label, -1) + 1
             raw = copy.deepcopy(study.base)
             for p, value in axes.items():
-                if p != "label":
+                if p not in ("label", "members"):
                     set_path(raw, p, copy.deepcopy(value), where=p)
             raw.update(source_study=path, members=[m.model_dump() for m in unit], replicate=index)
             if study.imports:
@@ -431,6 +445,14 @@ def _expand_post_hoc(study: Study, file: str, open_stored: OpenStored | None, ma
                       "epochs": [m.epoch for m in unit], "left_out": left_out}
             out.append(Variant(spec=spec, label=label, axes=axes, replicate=index, origin=origin))
     return out
+
+
+def _units_of(store, pool: list[_Candidate], study: Study, kind: Any, file: str
+              ) -> tuple[list[list[Member]], list[str]]:
+    """The units of one kind over the source runs, and the runs left out."""
+    if kind == "snapshots":
+        return [_snapshot_members(store, c, study, file) for c in pool], []
+    return _units([_final_or_fixed_member(store, c, study.source, file) for c in pool], kind, file)
 
 
 def _final_or_fixed_member(store, c: _Candidate, src, file: str) -> Member:
@@ -466,9 +488,23 @@ def _snapshot_members(store, c: _Candidate, study: Study, file: str) -> list[Mem
     return [Member(run=c.id, epoch=e, label=f"{label} @{e}", spec=spec) for e in epochs]
 
 
-def _unit_label(unit: list[Member]) -> str:
-    """What a unit evaluates, by the source variants: ``a``, ``a × b`` (a pair), ``a + b + …`` (a group)."""
-    variants = [m.label.rsplit(" #", 1)[0] for m in unit]
+def _source_variant_names(store, pool: list[_Candidate]) -> dict[str, str]:
+    """Source label → its name in unit labels: a source study without axes names its one variant ``base``,
+    which in a post-hoc study would read as the post-hoc study's own ``base:``; it is named by its study."""
+    if not any(c.label == "base" and not c.axes for c in pool):
+        return {}
+    try:
+        name = str(store.study().get("name") or "")
+    except Exception:  # noqa: BLE001 - a store without a readable study row keeps the plain label
+        name = ""
+    return {"base": name} if name else {}
+
+
+def _unit_label(unit: list[Member], names: dict[str, str] | None = None) -> str:
+    """What a unit evaluates, by the source variants: ``a``, ``a × b`` (a pair), ``a + b + …`` (a group).
+
+    ``names``: source label → the name shown (``_source_variant_names``)."""
+    variants = [(names or {}).get(v, v) for v in (m.label.rsplit(" #", 1)[0] for m in unit)]
     if len({m.run for m in unit}) == 1:  # one run's snapshots, or a single run
         return variants[0]
     if len(unit) == 1:

@@ -24,7 +24,7 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
     except (OSError, UnicodeDecodeError) as err:
         raise SpecError(f"cannot read: {err}", file=str(path)) from None
     except yaml.YAMLError as err:
-        raise SpecError(f"not valid YAML: {err}".replace("\n", " "), file=str(path)) from None
+        raise _yaml_error(err, str(path)) from None
     if not isinstance(raw, dict):
         raise SpecError("a study is a YAML mapping with keys name, base, grid, zip, seeds, report", file=str(path))
     raw.setdefault("name", path.stem)
@@ -57,6 +57,36 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
         return Study.model_validate(raw)
     except pydantic.ValidationError as err:
         raise _spec_error(err, str(path)) from None
+
+
+def _yaml_error(err: yaml.YAMLError, file: str) -> SpecError:
+    """PyYAML's error as one line: the line and column (1-based) where it stopped, and what it found there."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None)
+    if mark is None or problem is None:
+        return SpecError(f"not valid YAML: {' '.join(str(err).split())}", file=file)
+    context = getattr(err, "context", None)
+    what = f"{problem} ({context})" if context else problem
+    if problem == "mapping values are not allowed here":
+        what += "; is this line indented more than the key above it, or is a ': ' inside a value that needs quotes?"
+    return SpecError(f"not valid YAML: {what}", field=f"line {mark.line + 1}, column {mark.column + 1}", file=file)
+
+
+def import_spec_modules(path: str | Path) -> list[str]:
+    """Import what a study's ``imports:`` names (as ``ablab run`` would, its folder first on ``sys.path``),
+    without validating the rest of it; returns the module names."""
+    path = Path(path)
+    try:
+        raw = load_yaml(path.read_text())
+    except FileNotFoundError:
+        raise SpecError("file not found", file=str(path)) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError(f"cannot read: {err}", file=str(path)) from None
+    except yaml.YAMLError as err:
+        raise _yaml_error(err, str(path)) from None
+    imports = raw.get("imports") if isinstance(raw, dict) else None
+    _import_own_modules(imports, path)
+    return list(imports or [])
 
 
 def read_stored_study(spec: dict[str, Any], file: str) -> Study:
@@ -110,7 +140,9 @@ def _spec_error(err: pydantic.ValidationError, file: str, prefix: str = "") -> S
         msg = "unknown key"
         parent = list(first["loc"][:-1])
         allowed = _allowed_keys(err.title, parent)
-        if allowed:
+        if err.title == "Study" and not parent and not prefix and str(first["loc"][-1]) in RunSpec.model_fields:
+            msg += f": '{first['loc'][-1]}' is a setting of the base run: put it under base:"
+        elif allowed:
             from ablab.registry import closest_names
 
             msg += "." + closest_names(str(first["loc"][-1]), allowed)

@@ -11,8 +11,9 @@ import hashlib
 import json
 from typing import Annotated, Any, Literal, Optional, Sequence, Union
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationInfo,
-                      create_model, field_validator, model_serializer, model_validator)
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, TypeAdapter,
+                      ValidationError, ValidationInfo, create_model, field_validator, model_serializer,
+                      model_validator)
 
 from ablab.errors import SpecError
 from ablab.plugins import check_module_name, code_of, import_modules, load_entry_points
@@ -562,6 +563,23 @@ class Groups(_Strict):
     groups: PositiveInt = Field(description="disjoint groups of this many runs, in study order")
 
 
+MemberKind = Union[Literal["single", "pairs", "snapshots"], Groups]
+"""What one unit of a post-hoc study evaluates: a run, an ordered pair, a disjoint group, one run's snapshots."""
+
+
+def member_kind(value: Any) -> MemberKind:
+    """A ``members`` value (top level or an axis value) as its model; ValueError naming the choices."""
+    try:
+        return TypeAdapter(MemberKind).validate_python(value)
+    except ValidationError:
+        raise ValueError(f"{value!r} is no unit kind: single, pairs, snapshots or {{groups: N}} (N ≥ 1)") from None
+
+
+def member_kind_text(kind: MemberKind) -> str:
+    """``single``, ``pairs``, ``snapshots`` or ``groups of N``: a unit kind in a sentence."""
+    return kind if isinstance(kind, str) else f"groups of {kind.groups}"
+
+
 class Source(_Strict):
     """The stored runs a post-hoc study evaluates: a results directory, a run selector, a checkpoint.
 
@@ -573,6 +591,12 @@ class Source(_Strict):
     study: str
     runs: dict[str, Any] = {}
     checkpoint: Union[Literal["final"], NonNegativeInt] = "final"
+
+
+def _axis_path(path: str) -> None:
+    """A grid or zip key is a path in the base run (``model.widths``), not from the study's top (``base.…``)."""
+    if path.startswith("base."):
+        raise ValueError(f"axis '{path}': axes are paths in the base run, without 'base.': write '{path[5:]}'")
 
 
 class Study(_Strict):
@@ -589,18 +613,22 @@ class Study(_Strict):
     imports: list[ModuleName] = []  # the researcher's modules that register components (ablab.plugins)
     base: dict[str, Any] = {}
     source: Optional[Source] = None
-    members: Union[Literal["single", "pairs", "snapshots"], Groups] = "single"
+    members: MemberKind = "single"
     grid: dict[str, list[Any]] = {}
     zip: Union[dict[str, list[Any]], list[dict[str, list[Any]]]] = []
     seeds: SeedAxis = SeedAxis()
     report: ReportSettings = ReportSettings()
     resources: Resources = Resources()
+    # validation rules the researcher overrides on purpose: augment_order runs `augment` as written even
+    # with a mix before a crop or flip, or a colour change after normalize (ablab.validate)
+    insist: list[Literal["augment_order"]] = []
     execute: Execute = Execute()
 
     @field_validator("grid")
     @classmethod
     def _grid(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
         for path, values in v.items():
+            _axis_path(path)
             if not values:
                 raise ValueError(f"axis '{path}' has no values")
         return v
@@ -610,6 +638,8 @@ class Study(_Strict):
     def _zip(cls, v: Any) -> list[dict[str, list[Any]]]:
         groups = [v] if isinstance(v, dict) else v
         for group in groups:
+            for path in group:
+                _axis_path(path)
             lengths = {k: len(vals) for k, vals in group.items()}
             if len(set(lengths.values())) > 1:
                 raise ValueError(f"zip axes must have equal lengths, got {lengths}")
@@ -622,13 +652,44 @@ class Study(_Strict):
         if self.source is None:
             if not self.base:
                 raise ValueError("a study needs a 'base' run (or a 'source' of stored runs to evaluate)")
-            if self.members != "single":
+            if self.members != "single" or "members" in self.axes:
                 raise ValueError("'members' belongs to a post-hoc study: give 'source' too")
         elif self.seeds.replicates > 1:
             raise ValueError("a post-hoc study has no seed replicates: its units are the source's runs")
         elif "metrics" not in self.report.model_fields_set:
             self.report.metrics = []  # the report shows what the evaluators recorded
         return self
+
+    @model_validator(mode="after")
+    def _members_axis(self) -> "Study":
+        """``members`` as a grid or zip axis (seed 002 Table 5.5's N = 2…5 in one study): valid values, not twice."""
+        if "members" not in self.axes:
+            return self
+        where = "grid.members" if "members" in self.grid else "zip.members"
+        if self.members != "single":
+            raise ValueError(f"{where}: 'members' is an axis of this study; leave the top-level 'members' out")
+        for value in self.axis_values("members"):
+            try:
+                member_kind(value)
+            except ValueError as err:
+                raise ValueError(f"{where}: {err}") from None
+        return self
+
+    def axis_values(self, path: str) -> list[Any]:
+        """The values an axis takes, from ``grid`` or its ``zip`` group (empty when ``path`` is no axis)."""
+        if path in self.grid:
+            return list(self.grid[path])
+        return next((list(group[path]) for group in self.zip if path in group), [])
+
+    def unit_kind(self, axes: dict[str, Any]) -> MemberKind:
+        """The members of a variant's units: its ``members`` axis value, else the study's ``members``."""
+        return member_kind(axes["members"]) if "members" in axes else self.members
+
+    @property
+    def unit_kinds(self) -> list[MemberKind]:
+        """Every unit kind the study evaluates, in axis order (one unless ``members`` is an axis)."""
+        kinds = [member_kind(v) for v in self.axis_values("members")] or [self.members]
+        return [k for i, k in enumerate(kinds) if k not in kinds[:i]]
 
     @property
     def post_hoc(self) -> bool:

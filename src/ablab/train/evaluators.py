@@ -69,6 +69,28 @@ class Evaluation:
     artifacts: dict[str, tuple[str, bytes]] = field(default_factory=dict)
 
 
+NPY_HEADER = 128  # bytes of a .npy file's header (numpy pads it to a multiple of 64; 128 for 1-2-D arrays)
+
+
+@dataclass
+class Sizing:
+    """What an evaluator's stored files depend on: one split's examples, the classes, the model (built lazily)."""
+
+    examples: int
+    classes: int
+    classification: bool
+    in_shape: tuple[int, ...] = ()
+    build_model: Callable[[], Optional[nn.Module]] = lambda: None
+
+    def labels(self) -> int:
+        """Bytes of the split's stored class labels (int64 [N]); 0 for a regression."""
+        return NPY_HEADER + 8 * self.examples if self.classification else 0
+
+    def logits(self) -> int:
+        """Bytes of the split's stored logits (float32 [N, classes]) and its labels."""
+        return NPY_HEADER + 4 * self.examples * self.classes + self.labels()
+
+
 class Evaluator:
     """Base: when and where it runs. Subclasses implement ``evaluate`` and ``directions``."""
 
@@ -102,6 +124,14 @@ class Evaluator:
 
     def check_model(self, model: nn.Module) -> None:
         """Raise ``ValueError`` if this evaluator cannot run on the model (built on the meta device, before any run)."""
+
+    def stored_bytes(self, sizing: Sizing) -> int:
+        """Bytes its files take per split and evaluation (``ablab validate``'s artifact estimate); 0: it stores none."""
+        return sizing.logits() if self.stores_predictions else 0
+
+    def stores_labels(self) -> bool:
+        """Whether it stores the split's labels file beside its logits (one file, shared by such evaluators)."""
+        return self.stores_predictions
 
 
 def batches(split: Split, batch_size: int, transforms: tuple = ()):
@@ -175,6 +205,11 @@ def hard_labels(y: torch.Tensor) -> np.ndarray:
     return (y.argmax(dim=-1) if y.is_floating_point() else y).cpu().numpy().astype(np.int64)
 
 
+def stored_labels(split_name: str, split: Split, epoch: int) -> dict[str, tuple[str, bytes]]:
+    """The split's class labels as the artifact stored beside any logits (the same file for every evaluator)."""
+    return {labels_name(split_name, epoch): (LABELS_KIND, save_npy(hard_labels(split.y)))}
+
+
 @EVALUATORS.register("predictions")
 class Predictions(Evaluator):
     """The per-example outputs (logits) of a split as float32 (N × classes), and its class labels, as artifacts.
@@ -196,7 +231,7 @@ class Predictions(Evaluator):
         logits = outputs(m.forward, m.module, split, ctx.batch_size, ctx.transforms).cpu().numpy().astype(np.float32)
         stored = {predictions_name(split_name, epoch): (PREDICTIONS_KIND, save_npy(logits))}
         if ctx.classification:
-            stored[labels_name(split_name, epoch)] = (LABELS_KIND, save_npy(hard_labels(split.y)))
+            stored.update(stored_labels(split_name, split, epoch))
         return Evaluation(artifacts=stored)
 
 
@@ -226,6 +261,11 @@ class Activations(Evaluator):
             raise ValueError(f"activations: no layer {', '.join(map(repr, unknown))} in the model; it has: "
                              f"{', '.join(n for n in modules if n)}")
 
+    def stored_bytes(self, sizing: Sizing) -> int:
+        """The chosen layers' float32 features on ``examples`` inputs (uncompressed: an upper bound of the .npz)."""
+        features = layer_features(sizing.build_model(), self.layers, sizing.in_shape)
+        return 4 * min(self.examples, sizing.examples) * sum(features.values()) + 512 * (len(self.layers) + 1)
+
     def evaluate(self, ctx: EvalContext, split_name: str, split: Split, epoch: int) -> Evaluation:
         m = ctx.model
         self.check_model(m.module)
@@ -242,6 +282,32 @@ class Activations(Evaluator):
         arrays = {name: torch.cat(parts).numpy() for name, parts in captured.items()}
         meta = {"layers": self.layers, "examples": min(self.examples, len(split))}
         return Evaluation(artifacts={activations_name(split_name, epoch): (ACTIVATIONS_KIND, save_npz(arrays, meta))})
+
+
+def layer_features(model: Optional[nn.Module], layers: list[str], in_shape: tuple[int, ...]) -> dict[str, int]:
+    """Features per example of each named layer's output, from one eval-mode forward pass on the meta device."""
+    if model is None or not in_shape:
+        return {}
+    modules = dict(model.named_modules())
+    found: dict[str, int] = {}
+    def hook(name: str):
+        def record(_m, _i, out) -> None:
+            found[name] = out[0].numel()
+        return record
+
+    hooks = [modules[name].register_forward_hook(hook(name)) for name in layers if name in modules]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.empty((2, *in_shape), device="meta"))
+    except (RuntimeError, ValueError, NotImplementedError):  # a layer the meta device cannot run: not counted
+        return {}
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return found
 
 
 class _First:
@@ -286,9 +352,10 @@ class SharpnessEvaluator(Evaluator):
 
 @EVALUATORS.register("ensemble")
 class Ensemble(Evaluator):
-    """Loss and accuracy of the members' averaged logits (an ensemble of a post-hoc group), and those logits."""
+    """Loss and accuracy of the members' averaged logits (an ensemble of a post-hoc group); those logits and the labels."""
 
     members = None
+    stores_predictions = True
 
     def __init__(self, splits: Optional[list[SplitName]] = None, epochs: Epochs = "last"):
         super().__init__(splits, epochs)
@@ -314,7 +381,8 @@ class Ensemble(Evaluator):
         logits = save_npy(mean.cpu().numpy().astype(np.float32))
         return Evaluation({"ensemble_loss": ctx.loss_fn(mean, y).item(),
                            "ensemble_accuracy": correct(mean, y).item() / max(1, len(split))},
-                          {predictions_name(split_name, epoch): (PREDICTIONS_KIND, logits)})
+                          {predictions_name(split_name, epoch): (PREDICTIONS_KIND, logits),
+                           **stored_labels(split_name, split, epoch)})
 
 
 @EVALUATORS.register("disagreement")

@@ -42,22 +42,23 @@ class StoredFile:
 
     def read(self) -> bytes:
         """The file's bytes, checked against the recorded digest (ValueError when damaged or unreadable)."""
-        if self.data is None and (reason := unreadable_reason(self.path)):
-            raise ValueError(f"{self.path}: {reason}")
-        try:
-            data = self.data if self.data is not None else Path(self.path).read_bytes()
-        except OSError as err:
-            raise ValueError(f"{self.path}: cannot read the stored file: {err.strerror}") from None
-        if hashlib.sha256(data).hexdigest() != self.sha256:
-            raise ValueError(f"{self.path or 'a stored file'}: the file does not match its recorded sha256 "
-                             "(damaged or replaced)")
-        return data
+        if self.data is not None:
+            self._check(hashlib.sha256(self.data))
+            return self.data
+        data = bytearray()
+        self._check(self._digest(data.extend))
+        return bytes(data)
 
     def verify(self) -> None:
-        """Check, reading in chunks, that the file is a regular file with the recorded digest (ValueError when not)."""
+        """Check, reading in chunks without keeping them, that the file is a regular file with the recorded
+        digest (ValueError when not)."""
         if self.data is not None:
-            self.read()
-            return
+            self._check(hashlib.sha256(self.data))
+        else:
+            self._check(self._digest(lambda chunk: None))
+
+    def _digest(self, keep) -> "hashlib._Hash":
+        """The sha256 of the file at ``path``, read in chunks, each also handed to ``keep``."""
         if reason := unreadable_reason(self.path):
             raise ValueError(f"{self.path}: {reason}")
         h = hashlib.sha256()
@@ -65,10 +66,15 @@ class StoredFile:
             with open(self.path, "rb") as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     h.update(chunk)
+                    keep(chunk)
         except OSError as err:
             raise ValueError(f"{self.path}: cannot read the stored file: {err.strerror}") from None
-        if h.hexdigest() != self.sha256:
-            raise ValueError(f"{self.path}: the file does not match its recorded sha256 (damaged or replaced)")
+        return h
+
+    def _check(self, digest) -> None:
+        if digest.hexdigest() != self.sha256:
+            raise ValueError(f"{self.path or 'a stored file'}: the file does not match its recorded sha256 "
+                             "(damaged or replaced)")
 
     def in_memory(self) -> "StoredFile":
         """The same file with its bytes inside (for a worker that may not see the driver's disk); the worker

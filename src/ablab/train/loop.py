@@ -19,6 +19,7 @@ from typing import Callable, Optional
 import torch
 
 from ablab import seeding
+from ablab.labels import plural
 from ablab.data.sampler import iterate_batches
 from ablab.spec import RunSpec
 from ablab.artifacts import CHECKPOINT_KIND, checkpoint_name, save_checkpoint
@@ -70,6 +71,7 @@ def _train(spec: RunSpec, progress: Progress, run_id: str, sink: ArtifactSink, f
     with seeding.deterministic_kernels(spec.deterministic), state.stochastic_stream():
         run.model.train()
         _begin(t)
+        progress(state.epoch, run.duration.epochs)  # the total, known now (a steps or budget run's too)
         for epoch in range(state.epoch + 1, run.duration.epochs + 1):
             if not (_train_epoch(t, epoch) and _end_epoch(t)):
                 status = "diverged"
@@ -209,7 +211,7 @@ def _finish(t: Training, status: str, run_id: str, started: float) -> RunResult:
     for probe in run.probes:
         for name, data in probe.artifacts().items():
             records.sink.put(name, data, "probe")
-    threads = f" ({torch.get_num_threads()} threads)" if run.device.type == "cpu" else ""
+    threads = f" ({plural(torch.get_num_threads(), 'thread')})" if run.device.type == "cpu" else ""
     t.info.update(run.duration.info(), parameters=sum(p.numel() for p in run.model.parameters()))
     records.directions.update({"loss": "min", "accuracy": "max"} if run.classification else {"loss": "min"})
     return RunResult(

@@ -377,6 +377,7 @@ def _train_replicas(replicas: list[Replica], progress: list[Progress], started: 
             r.t.run.model.train()
             with r.stream.scope():
                 _begin(r.t)
+            progress[r.index](r.t.state.epoch, run.duration.epochs)  # the total, known now (as the loop reports it)
         for epoch in range(replicas[0].t.state.epoch + 1, run.duration.epochs + 1):
             if not pack.alive:
                 break

@@ -24,7 +24,8 @@ from ablab.data.base import Split
 from ablab.artifacts import save_npy, tta_predictions_kind, tta_predictions_name
 from ablab.errors import SpecError
 from ablab.registry import EVALUATORS
-from ablab.train.evaluators import MAX, MIN, Epochs, EvalContext, Evaluation, Evaluator, SplitName, correct
+from ablab.train.evaluators import (MAX, MIN, Epochs, EvalContext, Evaluation, Evaluator, Sizing, SplitName, correct,
+                                    stored_labels)
 
 View = tuple[int, int, bool]  # (top, left) offset of the window in the padded image, mirrored?
 
@@ -104,6 +105,12 @@ class _TTA(Evaluator):
     def view_list(self) -> list[View]:
         raise NotImplementedError
 
+    def stored_bytes(self, sizing: Sizing) -> int:
+        return sizing.logits() if self.store_logits else 0
+
+    def stores_labels(self) -> bool:
+        return self.store_logits
+
     def directions(self, classification: bool) -> dict[str, str]:
         if classification:
             return {f"{self.prefix}_loss": MIN, f"{self.prefix}_accuracy": MAX}
@@ -121,6 +128,8 @@ class _TTA(Evaluator):
         if self.store_logits:
             blob = save_npy(logits.cpu().numpy().astype(np.float32))
             artifacts[tta_predictions_name(self.prefix, split_name, epoch)] = (tta_predictions_kind(self.prefix), blob)
+            if ctx.classification:  # self-contained like the predictions evaluator's files
+                artifacts.update(stored_labels(split_name, split, epoch))
         return Evaluation(score(logits, split.y, ctx, self.prefix), artifacts)
 
 

@@ -13,6 +13,7 @@ from ablab.errors import SpecError
 from ablab.registry import REPORT_SECTIONS
 from ablab.report.context import PagePart, ReportContext, ReportSection
 from ablab.report.grid_tables import (
+    best_column,
     best_to_csv,
     best_to_latex,
     best_to_markdown,
@@ -21,7 +22,6 @@ from ablab.report.grid_tables import (
     format_p,
 )
 from ablab.report.html import e
-from ablab.report.numbers import is_scientific
 from ablab.files import write_atomic
 
 _CSS = "table.best tr.baseline td { background: #eef4ff; }\n"
@@ -63,12 +63,12 @@ def _best_html(best: BestConfigurations, baseline: dict[str, Any] | None) -> str
         rows.append(best.ranking[best.ranking["label"] == best.baseline_label])
     body = []
     shown = pd.concat(rows)
-    sci = is_scientific(shown["mean"])
+    column = best_column(shown)  # one precision for the column
     for _, row in shown.iterrows():
         is_base = row["label"] == best.baseline_label
         tds = [f"<td class=\"num\">{int(row['rank'])}</td>"]
         tds += [f"<td title=\"{e(row['label'])}\">{e(row[a])}</td>" for a in axes]
-        tds += [f"<td class=\"num\">{e(format_mean_sd(row['mean'], row['sd'], row['n'], sci))}</td>",
+        tds += [f"<td class=\"num\">{e(format_mean_sd(row['mean'], row['sd'], row['n'], column=column))}</td>",
                 f"<td class=\"num\">{int(row['n'])}</td>", f"<td>{'baseline' if is_base else ''}</td>"]
         body.append(("<tr class=\"baseline\">" if is_base else "<tr>") + "".join(tds) + "</tr>")
     direction = "highest" if best.higher_is_better else "lowest"

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ablab.labels import plural
 from ablab.registry import REPORT_SECTIONS
 from ablab.report.context import PagePart, ReportContext, ReportSection
 from ablab.report.html import e
@@ -37,7 +38,7 @@ class Budget(ReportSection):
                 "(SAM: two), so under <code>budget_epochs</code> such runs take fewer steps.</p>\n") if costly else ""
         return PagePart(
             "<h2>Compute budget</h2>\n"
-            f"<details><summary>Compute budget per variant ({len(rows)} variants)</summary>\n{note}"
+            f"<details><summary>Compute budget per variant ({plural(len(rows), 'variant')})</summary>\n{note}"
             "<table class=\"budget\"><tr><th>variant</th><th>runs</th><th>epochs</th><th>steps</th>"
             "<th>gradient evaluations</th><th>mean time (s)</th></tr>\n" + "\n".join(rows) + "\n</table></details>"
         )

@@ -47,21 +47,39 @@ class Cka(ReportSection):
                     f"alt=\"{e('linear CKA per layer')}\"></figure>", figures=[path], tables=[csv_path])
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
+DODGE = 0.28  # the x-width over which a layer's variants are spread
+
+
 def plot_cka(table: pd.DataFrame, colours: dict[str, str], path: Path) -> bool:
     """Mean CKA ± error per layer (x, in stored order), one line per variant; False when nothing to draw."""
+    fig = cka_figure(table, colours)
+    if fig is None:
+        return False
+    save_png(fig, path)
+    return True
+
+
+def cka_figure(table: pd.DataFrame, colours: dict[str, str]):
+    """The CKA figure, or None when nothing to draw. Variants whose values coincide (bitflip and kernels both
+    at CKA ≈ 1) stay visible: each has its own marker, is shifted sideways within its layer (``DODGE``), and
+    later ones are drawn smaller and on top, so a marker never hides another."""
     drawn = table[np.isfinite(table["cka"].astype(float))]
     if drawn.empty:
-        return False
+        return None
     layers = list(dict.fromkeys(drawn["layer"]))
+    variants = list(dict.fromkeys(drawn["variant"]))
+    k = len(variants)
     fig = new_figure(figsize=(max(5.0, 0.9 * len(layers) + 2.5), 4.0), dpi=110)
     ax = fig.add_subplot(1, 1, 1)
-    for label, rows in drawn.groupby("variant", sort=False):
-        x = [layers.index(layer) for layer in rows["layer"]]
-        ax.errorbar(x, rows["cka"], yerr=rows["cka_err"].fillna(0.0), marker="o", capsize=3,
-                    color=colours.get(label), label=plain_text(shorten(label)))
+    for i, (label, rows) in enumerate(drawn.groupby("variant", sort=False)):
+        shift = (i - (k - 1) / 2) * (DODGE / max(k - 1, 1)) if k > 1 else 0.0
+        x = [layers.index(layer) + shift for layer in rows["layer"]]
+        ax.errorbar(x, rows["cka"], yerr=rows["cka_err"].fillna(0.0), marker=MARKERS[i % len(MARKERS)],
+                    markersize=max(3.5, 8.0 - 4.5 * i / max(k - 1, 1)), capsize=3, linewidth=1.2,
+                    color=colours.get(label), label=plain_text(shorten(label)), zorder=3 + i)
     ax.set_xticks(range(len(layers)), [plain_text(shorten(name, 20)) for name in layers], rotation=30, ha="right")
     ax.set_ylabel("mean linear CKA over pairs of runs")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small", frameon=False)
-    save_png(fig, path)
-    return True
+    return fig

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 from ablab.registry import REPORT_SECTIONS
 from ablab.report.context import PagePart, ReportContext, ReportSection
 from ablab.report.html import e
 from ablab.report.tables import MISSING
+
+_ONE_THREAD = re.compile(r"\(1 threads\)")
 
 STATUS_ORDER = ("done", "diverged", "failed", "running", "pending")
 
@@ -19,7 +23,7 @@ class Header(ReportSection):
         items = [("file", e(ctx.study_file or MISSING)), ("runs", f"{len(ctx.runs)} ({status_counts(ctx.runs)})")]
         for column, title in (("code_version", "code version"), ("device", "device")):
             if column in ctx.runs:
-                values = sorted({str(v) for v in ctx.runs[column].dropna() if str(v)})
+                values = sorted({_number_agreement(str(v)) for v in ctx.runs[column].dropna() if str(v)})
                 if values:
                     items.append((title, ", ".join(e(v) for v in values)))
         rows = "".join(f"<dt>{title}</dt><dd>{value}</dd>" for title, value in items)
@@ -35,3 +39,8 @@ def status_counts(runs) -> str:
     counts = runs["status"].value_counts()
     statuses = [s for s in STATUS_ORDER if s in counts] + sorted(set(counts.index) - set(STATUS_ORDER))
     return ", ".join(f"{e(s)} {int(counts[s])}" for s in statuses) or "none"
+
+
+def _number_agreement(device: str) -> str:
+    """``cpu (1 thread)``: a device string stored before ``ablab.labels.plural`` read ``(1 threads)``."""
+    return _ONE_THREAD.sub("(1 thread)", device)

@@ -13,7 +13,7 @@ from ablab.report.context import PagePart, ReportContext, ReportSection
 from ablab.report.exact_csv import to_csv
 from ablab.report.html import e, swatch
 from ablab.report.mixing_figure import draw
-from ablab.report.numbers import format_delta, format_fixed
+from ablab.report.numbers import Column, column_format, format_delta, format_fixed, standard_error
 from ablab.report.tables import format_mean_sd
 from ablab.files import write_atomic
 
@@ -27,6 +27,11 @@ def _html_table(header: list[str], rows: list[list[str]], first: list[str] | Non
         lead = first[i] if first else e(cells[0])
         body.append(f"<tr><td>{lead}</td>" + "".join(f"<td class=\"num\">{e(c)}</td>" for c in cells[1:]) + "</tr>")
     return f"<table><tr>{head}</tr>\n" + "\n".join(body) + "\n</table>\n"
+
+
+def _column(means: pd.Series, sds: pd.Series, ns: pd.Series) -> Column:
+    """One precision for a column of error % (``ablab.report.numbers.column_format``)."""
+    return column_format(means, [standard_error(sd, n) for sd, n in zip(sds, ns)])
 
 
 @REPORT_SECTIONS.register("mixing")
@@ -54,8 +59,9 @@ class Mixing(ReportSection):
         header = ["variant", "thesis name", "test error % (mean ± SD)", "n", "Δ vs baseline (Welch p)"]
         header += [f"thesis ({dataset}, 225 epochs)"] if has_thesis else []
         rows = []
+        column = _column(table["error_mean"], table["error_sd"], table["n"])
         for r in table.itertuples():
-            cells = [r.label, r.thesis_name, format_mean_sd(r.error_mean, r.error_sd, r.n, r.n), str(r.n),
+            cells = [r.label, r.thesis_name, format_mean_sd(r.error_mean, r.error_sd, r.n, r.n, column=column), str(r.n),
                      "baseline" if r.method == "baseline" else format_delta(r.delta, r.p)]
             rows.append(cells + ([format_fixed(r.thesis_error, 1)] if has_thesis else []))
         first = [f"{swatch(ctx.colours, label)}{e(label)}" for label in table["label"]]
@@ -72,11 +78,13 @@ class Mixing(ReportSection):
     def _pairs_html(self, pairs: pd.DataFrame) -> str:
         if pairs.empty:
             return ""
+        row_col = _column(pairs["row_error_mean"], pairs["row_error_sd"], pairs["row_n"])
+        col_col = _column(pairs["column_error_mean"], pairs["column_error_sd"], pairs["column_n"])
         rows = [[f"{r.row_method} vs {r.column_method}",
-                 format_mean_sd(r.row_error_mean, r.row_error_sd, r.row_n, r.row_n),
-                 format_mean_sd(r.column_error_mean, r.column_error_sd, r.column_n, r.column_n),
+                 format_mean_sd(r.row_error_mean, r.row_error_sd, r.row_n, r.row_n, column=row_col),
+                 format_mean_sd(r.column_error_mean, r.column_error_sd, r.column_n, r.column_n, column=col_col),
                  format_delta(r.delta, r.p)] for r in pairs.itertuples()]
-        return ("<h3>Rows vs columns</h3>\n<p>The seed's claim (L517): each row-based method beats its column twin "
+        return ("<h3>Rows vs columns</h3>\n<p>The thesis' claim (seed 002 §2.4, Tables 2.1 and 2.2): each row-based method beats its column twin "
                 "on both CIFARs, Δ = row − column &lt; 0.</p>\n"
                 + _html_table(["pair", "row error %", "column error %", "Δ row − column (Welch p)"], rows)
                 + f"<p class=\"note\">Also as <a href=\"tables/{PAIRS}\">CSV</a>.</p>\n")
@@ -93,7 +101,7 @@ class Mixing(ReportSection):
         order = "; ".join(f"{i + 1}. {t}" for i, t in enumerate(titles))
         return ("<h3>What each arm makes of the same two images</h3>\n"
                 f"<figure><img src=\"figures/{FIGURE}\" alt=\"mixed examples per arm\"><figcaption>"
-                f"Row by row: {e(order)}. Drawn now by each arm's own code and parameters on two test images "
+                f"Row by row, each tile labelled with its number and arm: {e(order)}. Drawn now by each arm's own code and parameters on two test images "
                 "(after the runs' normalisation, without crop and flip), with one fixed seed (the same draws for "
                 "every arm), as the thesis' "
                 "Fig. 2.2; one scale for all tiles except BC+ and VH-BC+ (each on its own range).</figcaption>"

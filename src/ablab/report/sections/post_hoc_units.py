@@ -5,8 +5,10 @@ from __future__ import annotations
 import pandas as pd
 
 from ablab.registry import REPORT_SECTIONS
+from ablab.spec.models import member_kind_text
 from ablab.report.context import PagePart, ReportContext, ReportSection
 from ablab.report.exact_csv import to_csv
+from ablab.labels import plural
 from ablab.report.html import e
 from ablab.report.sections.continued_runs import origins
 from ablab.files import write_atomic
@@ -20,8 +22,8 @@ class PostHocUnits(ReportSection):
         return ctx.study.post_hoc
 
     def render(self, ctx: ReportContext) -> PagePart:
-        source, members = ctx.study.source, ctx.study.members
-        kind = members if isinstance(members, str) else f"groups of {members.groups}"
+        source = ctx.study.source
+        kind = " / ".join(member_kind_text(k) for k in ctx.study.unit_kinds)
         rows = []
         for (_, r), origin in zip(ctx.runs.iterrows(), origins(ctx.runs)):
             rows.append({"run": r["run"], "variant": r["label"], "unit": int(r["replicate"]), "status": r["status"],
@@ -41,7 +43,7 @@ class PostHocUnits(ReportSection):
             "<h2>Post-hoc evaluation</h2>\n"
             f"<p>Stored runs of <code>{e(source.study)}</code> (selector {e(source.runs or 'all finished runs')}, "
             f"checkpoint {e(source.checkpoint)}) evaluated without training, {e(kind)} per unit: "
-            f"{len(rows)} units.</p>\n"
+            f"{e(plural(len(rows), 'unit'))}.</p>\n"
             f"<details><summary>Units and their members</summary>{more}<table class=\"lineage\"><tr><th>variant</th>"
             "<th>unit</th><th>members</th><th>checkpoint epochs</th><th>status</th></tr>\n" + body + "\n</table></details>",
             tables=[path],

@@ -17,7 +17,7 @@ from ablab.report.exact_csv import to_csv
 from ablab.report.figures import new_figure, plain_text, save_png, shorten
 from ablab.report.html import e, swatch
 from ablab.report.tables import MISSING
-from ablab.report.numbers import format_value, is_number
+from ablab.report.numbers import Column, column_format, format_with_error, is_number
 from ablab.files import write_atomic
 
 SPLIT = "test"
@@ -94,12 +94,12 @@ def _fmt(value: float, spec: str) -> str:
     return MISSING if value is None or not math.isfinite(value) else format(value, spec)
 
 
-def _cell(row: pd.Series, column: str, spec: str) -> str:
-    """The value ± its error bar, both to the error's second significant digit (report/numbers.py)."""
+def _cell(row: pd.Series, column: str, spec: str, precision: Column | None = None) -> str:
+    """The value ± its error bar at its column's precision (``numbers.column_format`` of the column's errors)."""
     value, err = row[column], row[f"{column}_err"]
     if not (is_number(value) and is_number(err)):
         return f"<td class=\"num\">{e(_fmt(value, spec))}</td>"
-    return f"<td class=\"num\">{e(format_value(value, err))} ± {e(format_value(err, err))}</td>"
+    return f"<td class=\"num\">{e(format_with_error(value, err, precision))}</td>"
 
 
 def idle_kernels(runs: pd.DataFrame) -> dict[str, tuple[str, bool]]:
@@ -134,9 +134,10 @@ def _html_table(table: pd.DataFrame, roles: dict[str, str], colours: dict[str, s
                 idle: dict[str, tuple[str, bool]]) -> str:
     head = "".join(f"<th>{e(h)}</th>" for _, h, _ in COLUMNS)
     head += "".join(f"<th>VR % vs {e(name)}</th>" for name in roles.values())
+    precision = {c: column_format(table[c], table[f"{c}_err"]) for c, _, _ in COLUMNS}  # one per column
     rows = []
     for _, row in table.iterrows():
-        cells = "".join(_cell(row, c, spec) for c, _, spec in COLUMNS)
+        cells = "".join(_cell(row, c, spec, precision[c]) for c, _, spec in COLUMNS)
         cells += "".join(f"<td class=\"num\">{e(_fmt(row[f'vr_{role}'], '.0f'))}</td>" for role in roles)
         mark = " †" if row["variant"] in idle else ""
         rows.append(f"<tr><td>{swatch(colours, row['variant'])}{e(row['variant'])}{mark}</td>"
