@@ -135,9 +135,12 @@ def test_the_status_line_shows_a_pack_as_one_entry_with_its_size():
     view.packed(["a", "b", "c"])
     line = view.line()
     assert "lr=0.1 #0,1,2 packed ×3 epoch 0/?" in line and "lr=0.1 #3 epoch" in line
+    view.epoch("a", 0, 2)  # the total, reported before the first epoch
     view.epoch("a", 1, 2)
-    assert view.eta_seconds() is not None  # 3 runs half done count as 1.5 runs of progress
-    assert view.active["a"].runs * view.active["a"].epoch / view.active["a"].epochs == 1.5
+    assert view.eta_seconds() is not None and view.active["a"].runs == 3  # 3 runs half done: 1.5 runs of progress
+    view.finished_now = 0
+    assert sum(a.runs * (a.epoch - a.first) / (a.epochs - a.first) for a in view.active.values()
+               if a.first is not None and a.epochs > a.first) == 1.5
 
 
 def test_kill_9_during_a_pack_then_resume_loses_and_duplicates_nothing(write_study, tmp_path):
