@@ -237,14 +237,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if estimate.total:
         print(f"  artifacts: about {_size(estimate.total)} (checkpoints {_size(estimate.checkpoints)}, "
               f"evaluator outputs {_size(estimate.predictions)})")
+    if args.workers < 1 or (args.threads is not None and args.threads < 1):
+        raise AblabError("--workers and --threads must be at least 1")
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
+    if not study.post_hoc and to_do:
+        _print_packing(study, to_do, threads)
     if not study.post_hoc and to_do and not args.no_timing:
-        if args.workers < 1 or (args.threads is not None and args.threads < 1):
-            raise AblabError("--workers and --threads must be at least 1")
-        threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
         print("  " + _cost_line(to_do, estimate.steps, args.workers, threads))
     for label in labels:
         print(f"  {label}")
     return EXIT_OK
+
+
+def _print_packing(study, to_do: list, threads: int) -> None:
+    """The packing plan (``execute.pack``): how many runs train packed, and each family that cannot, with why."""
+    from ablab.execute.packing import plan_packs
+
+    plan = plan_packs(to_do, study.execute.pack, "local", threads)
+    print(f"  {plan.summary()} (execute.pack: {study.execute.pack})")
+    for note in plan.notes:
+        print(f"    {note}")
 
 
 def _stored_ids(folder: Path) -> set[str]:

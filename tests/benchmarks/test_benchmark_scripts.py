@@ -61,6 +61,18 @@ def test_bench_gpu_cpu_smoke_runs_every_configuration():
 
 
 @pytest.mark.slow
+@smokes("bench_replicas.py")
+def test_bench_replicas_quick_prints_every_case_ratio_choice_and_memory():
+    out = _run("bench_replicas.py", "--quick", timeout=600)
+    for case in ("ablab alone", "ablab packed", "plain alone", "plain packed"):
+        assert f"\n{case} " in out, out[-3000:]
+    for ratio in ("ablab speed-up (alone / packed)", "plain speed-up (alone / packed)", "ablab packed / plain packed"):
+        assert ratio in out, out[-3000:]
+    assert "one_hidden_conv 64@5x5/2, batch 32" in out and "compute-bound" in out  # auto's choices, with why
+    assert "one run alone" in out and "a packed group of 4" in out  # peak memory of both
+    assert ("PASS: " in out) != ("MISS: " in out)
+
+
 @smokes("bench_executors.py")
 def test_bench_executors_quick_runs_every_case():
     pytest.importorskip("ray")

@@ -17,7 +17,7 @@ def test_more_workers_than_runs_start_one_worker_per_run(write_study, tmp_path, 
         return real(store, todo, view, workers, threads)
 
     monkeypatch.setattr(local, "run_parallel", counting)
-    study = tiny_study(seeds={"replicates": 2})
+    study = tiny_study(seeds={"replicates": 2}, execute={"pack": "off"})  # packed, the two seeds are one unit
     study["base"]["epochs"] = 1
     assert main(["run", str(write_study(study)), "--out", str(tmp_path / "r"), "--workers", "3", "--threads", "1"]) == 0
     assert started == [2]

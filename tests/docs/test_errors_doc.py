@@ -380,6 +380,7 @@ CASES = [
          post_hoc(grid={"members": [{"groups": 1}, "triples"]})),
     Case("spec", "`members` axis beside a top-level `members`",
          post_hoc(members="pairs", grid={"members": ["single"]})),
+    Case("spec", "execute.pack neither auto, off nor a number of runs", run_spec(tiny_study(execute={"pack": 0}))),
 ]
 
 

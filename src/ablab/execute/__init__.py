@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from ablab.errors import AblabError, StoreIOError
+from ablab.execute.packing import plan_packs
 from ablab.execute.progress import ProgressView
 from ablab.spec import Study, Variant
 from ablab.store import DB_NAME, Store, StudyLock, remove_stale_temp_files, require_results_path
@@ -83,22 +84,26 @@ def _run_locked(study, file, variants, out, workers, executor, tty, threads, add
         remove_stale_temp_files(out)
         todo_ids = set(store.run_ids_to_do())
         todo = [v for v in variants if v.id in todo_ids]
-        workers = min(workers, max(1, len(todo)))  # a worker per run at most: no idle processes
+        plan = plan_packs(todo, study.execute.pack, executor, threads)
+        units = plan.units
+        workers = min(workers, max(1, len(units)))  # a worker per unit at most: no idle processes
         view = ProgressView(total=len(variants), already_done=len(variants) - len(todo), tty=tty)
+        for note in ([plan.summary()] if plan.packs else []) + plan.notes:
+            view.note(note)
         try:
             if executor == "ray":
                 from ablab.execute.ray_executor import run_ray
 
                 run_ray(store, todo, view, workers=workers, threads=threads, resources=study.resources,
                         address=address, max_retries=max_retries)
-            elif workers <= 1 or len(todo) <= 1:
+            elif workers <= 1 or len(units) <= 1:
                 from ablab.execute.local import run_sequential
 
-                run_sequential(store, todo, view, threads)
+                run_sequential(store, units, view, threads)
             else:
                 from ablab.execute.local import run_parallel
 
-                run_parallel(store, todo, view, workers, threads)
+                run_parallel(store, units, view, workers, threads)
         except KeyboardInterrupt:
             # every run this invocation started and did not store, even one marked running a
             # moment before the interrupt, is to do again: the next invocation resumes cleanly

@@ -36,6 +36,7 @@ from ablab.plugins import add_search_path, search_path
 from ablab.spec import Variant, parse_unit
 from ablab.store import Store, close_inherited_locks
 from ablab.train.inputs import UnitFiles
+from ablab.train.packed import train_pack
 from ablab.train.posthoc import run_unit
 from ablab.train.result import RunResult
 
@@ -151,8 +152,23 @@ def _run_in_worker(spec_json: str, run_id: str, staging: str, files: UnitFiles |
     return run_unit(parse_unit(spec_json), progress=progress, run_id=run_id, staging=Path(staging), files=files)
 
 
-def run_sequential(store: Store, todo: list[Variant], view: ProgressView, threads: int) -> None:
-    """Train each run in this process, storing each result as it arrives."""
+def _run_pack_in_worker(specs_json: list[str], run_ids: list[str], staging: list[str],
+                        files: list[UnitFiles]) -> list[RunResult]:
+    def progress_of(run_id: str):
+        def progress(epoch: int, epochs: int) -> None:
+            if _progress_queue is not None:
+                _progress_queue.put((run_id, epoch, epochs))
+        return progress
+
+    if _progress_queue is not None:
+        for run_id in run_ids:
+            _progress_queue.put((run_id, STARTED, os.getpid()))
+    return train_pack([parse_unit(s) for s in specs_json], run_ids, [Path(s) for s in staging], files,
+                      [progress_of(r) for r in run_ids])
+
+
+def run_sequential(store: Store, todo: list[Variant | list[Variant]], view: ProgressView, threads: int) -> None:
+    """Train each run (or pack of runs) in this process, storing each result as it arrives."""
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -175,10 +191,17 @@ class _InProcess:
                                             run_id=v.id, staging=self.store.staging_dir(v.id), files=files)
         return self.count
 
+    def submit_pack(self, vs: list[Variant], files: list[UnitFiles]) -> int:
+        self.count += 1
+        self.results[self.count] = train_pack(
+            [v.spec for v in vs], [v.id for v in vs], [self.store.staging_dir(v.id) for v in vs], files,
+            [lambda e, n, rid=v.id: self.view.epoch(rid, e, n) for v in vs])
+        return self.count
+
     def wait(self, handles: list, timeout: float) -> list:
         return list(handles)
 
-    def result(self, handle: int) -> RunResult:
+    def result(self, handle: int) -> RunResult | list[RunResult]:
         return self.results.pop(handle)
 
     def drain_progress(self, view: ProgressView) -> None:
@@ -188,7 +211,8 @@ class _InProcess:
         pass
 
 
-def run_parallel(store: Store, todo: list[Variant], view: ProgressView, workers: int, threads: int) -> None:
+def run_parallel(store: Store, todo: list[Variant | list[Variant]], view: ProgressView, workers: int,
+                 threads: int) -> None:
     """Train runs in ``workers`` processes; a dead worker's runs are retried, then failed."""
     method = start_method(threads)
     ctx = mp.get_context(method)
@@ -256,6 +280,20 @@ class _Pool:
         self._see_processes()
         return future
 
+    def submit_pack(self, vs: list[Variant], files: list[UnitFiles]) -> Future:
+        args = (_run_pack_in_worker, [v.spec.canonical_json() for v in vs], [v.id for v in vs],
+                [str(self.store.staging_dir(v.id)) for v in vs], files)
+        for v in vs:
+            self.pid_of.pop(v.id, None)
+        try:
+            future = self.pool.submit(*args)
+        except BrokenProcessPool:
+            self.recover()
+            future = self.pool.submit(*args)
+        self.run_of[future] = (vs[0].id, self.life)  # every run of a pack is in the one worker: the first stands for all
+        self._see_processes()
+        return future
+
     def _see_processes(self) -> None:
         """Remember the pool's processes: a broken pool forgets them, and their exit codes tell who died."""
         self.life.processes.update(getattr(self.pool, "_processes", None) or {})
@@ -265,7 +303,7 @@ class _Pool:
         done, _ = wait(handles, timeout=timeout, return_when=FIRST_COMPLETED)
         return list(done)
 
-    def result(self, handle: Future) -> RunResult:
+    def result(self, handle: Future) -> RunResult | list[RunResult]:
         run_id, life = self.run_of.pop(handle, (None, self.life))
         try:
             result = handle.result()

@@ -19,6 +19,7 @@ class _Active:
     epoch: int = 0
     epochs: int = 0
     first: int | None = None  # the epoch of the run's first report (a continued run starts past 0)
+    runs: int = 1  # a pack of R runs trains as one line of the status
 
 
 def _clock(seconds: float) -> str:
@@ -47,9 +48,24 @@ class ProgressView:
 
     # ---- events
 
+    def note(self, text: str) -> None:
+        """A line for the log (the packing plan, a family of runs not packed and why)."""
+        self._log(text)
+
     def started(self, run_id: str, label: str, replicate: int, epochs: int = 0) -> None:
         """A run started; ``epochs``: its planned total where the spec gives it (0: known at its first report)."""
         self.active[run_id] = _Active(f"{label} #{replicate}", epochs=epochs)
+        self._draw(force=True)
+
+    def packed(self, run_ids: list[str]) -> None:
+        """The runs ``run_ids`` (started) train as one pack: one entry ``label #a, #b … ×R`` in the status line."""
+        first = self.active.get(run_ids[0])
+        if first is None or len(run_ids) < 2:
+            return
+        others = [self.active.pop(r) for r in run_ids[1:] if r in self.active]
+        reps = [first.label.rsplit(" #", 1)[-1], *(a.label.rsplit(" #", 1)[-1] for a in others)]
+        first.label = f"{first.label.rsplit(' #', 1)[0]} #{','.join(reps)} packed ×{len(run_ids)}"
+        first.runs = len(run_ids)
         self._draw(force=True)
 
     def epoch(self, run_id: str, epoch: int, epochs: int) -> None:
@@ -79,7 +95,7 @@ class ProgressView:
 
     def eta_seconds(self) -> float | None:
         """Remaining time from the work done so far (finished runs plus epochs of running ones)."""
-        progress = self.finished_now + sum((a.epoch - a.first) / (a.epochs - a.first) for a in self.active.values()
+        progress = self.finished_now + sum(a.runs * (a.epoch - a.first) / (a.epochs - a.first) for a in self.active.values()
                                            if a.first is not None and a.epochs > a.first)
         if progress <= 0:
             return None

@@ -39,6 +39,10 @@ class Backend(Protocol):
     def submit(self, v: Variant, files: UnitFiles) -> Hashable:
         """Start unit ``v``, which reads the stored ``files`` the driver resolved."""
 
+    def submit_pack(self, vs: list[Variant], files: list[UnitFiles]) -> Hashable:
+        """Start the runs ``vs`` packed in one worker (``execute.packing``); its result is one per run.
+        Only backends that pack have it: a plan for the others has no packs."""
+
     def wait(self, handles: list[Hashable], timeout: float) -> list[Hashable]: ...
 
     def result(self, handle: Hashable) -> RunResult:
@@ -77,14 +81,16 @@ def in_study_source(v: Variant) -> Optional[str]:
     return init.run if init is not None and init.study is None else None
 
 
-def run_all(store: Store, todo: Iterable[Variant], view: ProgressView, backend: Backend, workers: int,
+def run_all(store: Store, todo: Iterable[Variant | list[Variant]], view: ProgressView, backend: Backend, workers: int,
             max_crashes: int = 2, poll_s: float = 0.2) -> None:
-    """Run every unit of ``todo`` through ``backend``; results are stored as they arrive.
+    """Run every unit of ``todo`` (a run, or a list of runs trained packed) through ``backend``; results are
+    stored as they arrive.
 
     Raises ``StoreIOError`` when a worker could not write its artifacts (the disk's failure: the
     caller puts the runs in flight back to pending, uncharged)."""
+    units = collections.deque(u if isinstance(u, list) else [u] for u in todo)
     try:
-        _schedule(store, collections.deque(todo), view, backend, workers, max_crashes, poll_s)
+        _schedule(store, units, view, backend, workers, max_crashes, poll_s)
     except StagingWriteError as err:
         raise disk_failure(err) from None
 
@@ -96,8 +102,8 @@ def disk_failure(err: StagingWriteError) -> StoreIOError:
 
 def _schedule(store: Store, pending: collections.deque, view: ProgressView, backend: Backend, workers: int,
               max_crashes: int, poll_s: float) -> None:
-    """``run_all``'s loop; a ``StagingWriteError`` is raised once the other results of its batch are stored."""
-    inflight: dict[Any, Variant] = {}
+    """``run_all``'s loop over units; a ``StagingWriteError`` is raised once the other results of its batch are stored."""
+    inflight: dict[Any, list[Variant]] = {}
     crashes: collections.Counter[str] = collections.Counter()
     while pending or inflight:
         _start_ready(store, view, backend, pending, inflight, workers)
@@ -107,27 +113,28 @@ def _schedule(store: Store, pending: collections.deque, view: ProgressView, back
         backend.drain_progress(view)
         died, disk_failed = False, None
         for handle in done:
-            v = inflight.pop(handle)
+            unit = inflight.pop(handle)
             try:
-                result = backend.result(handle)
+                got = backend.result(handle)
             except StagingWriteError as err:
                 disk_failed = disk_failed or err
                 continue
             except WorkerDied as err:
                 died = True
                 if not err.charged:  # another worker died: run it again, as if it had not started
-                    store.mark_pending([v.id], uncount=True)
-                    pending.appendleft(v)
+                    store.mark_pending([v.id for v in unit], uncount=True)
+                    pending.appendleft(unit)
                     continue
-                crashes[v.id] += 1
-                if crashes[v.id] < max_crashes:
-                    store.mark_pending([v.id])
-                    pending.appendleft(v)
+                crashes[unit[0].id] += 1
+                if crashes[unit[0].id] < max_crashes:
+                    store.mark_pending([v.id for v in unit])
+                    pending.appendleft(unit)
                     continue
-                result = RunResult(v.id, "failed", error=f"worker process died {crashes[v.id]} times while running "
-                                   f"this run ({err})")
-            result.run_id = v.id
-            finish_run(store, view, v, result)
+                got = [RunResult(v.id, "failed", error=f"worker process died {crashes[unit[0].id]} times while "
+                                 f"running this run ({err})") for v in unit]
+            for v, result in zip(unit, got if isinstance(got, list) else [got]):
+                result.run_id = v.id
+                finish_run(store, view, v, result)
         if disk_failed is not None:
             raise disk_failed
         if died:
@@ -136,32 +143,48 @@ def _schedule(store: Store, pending: collections.deque, view: ProgressView, back
 
 def _start_ready(store: Store, view: ProgressView, backend: Backend, pending: collections.deque,
                  inflight: dict, workers: int) -> None:
-    """Start pending units whose source (if in this study) is stored, up to ``workers`` in flight."""
+    """Start pending units whose source (if in this study) is stored, up to ``workers`` in flight. The runs of
+    a pack continue the same source (their specs differ only in seeds)."""
     waiting = collections.deque()
-    inflight_ids = {v.id for v in inflight.values()}
-    pending_ids = {v.id for v in pending}
+    inflight_ids = {v.id for unit in inflight.values() for v in unit}
+    pending_ids = {v.id for unit in pending for v in unit}
     while pending and len(inflight) < workers:
-        v = pending.popleft()
-        source = in_study_source(v)
+        unit = pending.popleft()
+        source = in_study_source(unit[0])
         status = store.run_status(source) if source else None
         if source and status not in FINAL:
             if source in inflight_ids or source in pending_ids or status == "running":
-                waiting.append(v)
+                waiting.append(unit)
                 continue
             status = status or "missing"
         if source and status != "done":
-            _fail_at_start(store, view, v, f"its source run {source} ended '{status}': there is no checkpoint to "
-                           "continue from")
+            for v in unit:
+                _fail_at_start(store, view, v, f"its source run {source} ended '{status}': there is no checkpoint "
+                               "to continue from")
             continue
+        ready, files = _resolved(store, view, unit)
+        if not ready:
+            continue
+        for v in ready:
+            start_run(store, view, v)
+        if len(ready) > 1:
+            view.packed([v.id for v in ready])
+        handle = backend.submit(ready[0], files[0]) if len(ready) == 1 else backend.submit_pack(ready, files)
+        inflight[handle] = ready
+        inflight_ids.update(v.id for v in ready)
+    pending.extendleft(reversed(waiting))
+
+
+def _resolved(store: Store, view: ProgressView, unit: list[Variant]) -> tuple[list[Variant], list[UnitFiles]]:
+    """The unit's runs whose stored files are there, with those files; each other run is stored ``failed``."""
+    ready, files = [], []
+    for v in unit:
         try:
-            files = resolve_files(store, v.spec)
+            files.append(resolve_files(store, v.spec))
+            ready.append(v)
         except AblabError as err:
             _fail_at_start(store, view, v, f"a stored file it reads is missing or unreadable: {err}")
-            continue
-        start_run(store, view, v)
-        inflight[backend.submit(v, files)] = v
-        inflight_ids.add(v.id)
-    pending.extendleft(reversed(waiting))
+    return ready, files
 
 
 def _fail_at_start(store: Store, view: ProgressView, v: Variant, error: str) -> None:

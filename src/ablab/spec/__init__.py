@@ -11,12 +11,12 @@ from ablab.spec.expansion import MAX_RUNS, expand
 from ablab.spec.labels import _label_value, make_label
 from ablab.spec.loading import import_spec_modules, load_study, read_stored_study, set_path
 from ablab.spec.models import (
-    Checkpoints, Component, Compute, Corrupt, EvalSpec, InitFrom, Member, MetricRef, Record, Resources, RunSpec,
+    Checkpoints, Component, Compute, Corrupt, EvalSpec, Execute, InitFrom, Member, MetricRef, Record, Resources, RunSpec,
     Seeds, Source, Study, UnitSpec, Variant, WeightDecay, parse_unit,
 )
 
 __all__ = [
     "MAX_RUNS", "Checkpoints", "Component", "Compute", "Corrupt", "EvalSpec", "InitFrom", "Member", "MetricRef",
-    "Record", "Resources", "RunSpec", "Seeds", "Source", "Study", "UnitSpec", "Variant", "WeightDecay",
+    "Execute", "Record", "Resources", "RunSpec", "Seeds", "Source", "Study", "UnitSpec", "Variant", "WeightDecay",
     "_label_value", "expand", "import_spec_modules", "load_study", "make_label", "parse_unit", "read_stored_study", "set_path",
 ]

@@ -538,6 +538,27 @@ class Resources(_Strict):
     gpus: float = Field(0.0, ge=0.0, description="fractional values let several small runs share one GPU")
 
 
+class Execute(_Strict):
+    """How the executor runs the study's runs; it changes no run's numbers (and no run id).
+
+    ``pack``: runs whose specs differ only in their seeds train R at a time in one process as one
+    packed model (``ablab.train.packed``; docs/packing.md): ``auto`` packs where that reproduces the
+    runs alone bitwise and is faster (R from the model's size and the batch), ``off`` never, an
+    integer R packs up to R runs.
+    """
+
+    pack: Union[Literal["auto", "off"], PositiveInt] = "auto"
+
+    @field_validator("pack", mode="before")
+    @classmethod
+    def _pack(cls, v: Any) -> Any:
+        if v is False:  # YAML 1.1 reads a bare ``off`` as false
+            return "off"
+        if isinstance(v, bool) or (v not in ("auto", "off") and not (isinstance(v, int) and v >= 1)):
+            raise ValueError("pack is auto, off or a number of runs (1 or more)")
+        return v
+
+
 class Groups(_Strict):
     groups: PositiveInt = Field(description="disjoint groups of this many runs, in study order")
 
@@ -601,6 +622,7 @@ class Study(_Strict):
     # validation rules the researcher overrides on purpose: augment_order runs `augment` as written even
     # with a mix before a crop or flip, or a colour change after normalize (ablab.validate)
     insist: list[Literal["augment_order"]] = []
+    execute: Execute = Execute()
 
     @field_validator("grid")
     @classmethod
