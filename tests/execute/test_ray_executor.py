@@ -96,7 +96,7 @@ def test_without_ray_the_executor_says_how_to_install(monkeypatch, write_study, 
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
-def test_resume_after_the_ray_driver_is_killed(sig, write_study, tmp_path):
+def test_resume_after_the_ray_driver_is_killed(sig, own_code_sandbox, write_study, tmp_path, capsys):
     # the first learning rate's 2 runs finish; the others hold mid-run at the gate when the signal comes
     gate = tmp_path / "gate"
     study = tiny_study(imports=[gates.install(tmp_path)], seeds={"replicates": 2},
@@ -121,13 +121,14 @@ def test_resume_after_the_ray_driver_is_killed(sig, write_study, tmp_path):
     finished = before[before.status == "done"].set_index("run").finished.to_dict()
     assert len(finished) == 2
     gates.open_gate(gate)
-    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr
+    assert main(cmd[3:]) == 0, capsys.readouterr().err  # the same command, resumed in this process
     metrics, runs = stored(out)
     assert set(runs.status) == {"done"} and len(runs) == 6
     for run, t in finished.items():
         assert runs.set_index("run").loc[run, "finished"] == t
     assert not metrics.duplicated(["run", "step", "split", "name"]).any()
+    assert not ray.is_initialized()
+    capsys.readouterr()
 
 
 def test_an_unreachable_head_is_one_message_and_nothing_is_written(write_study, tmp_path, capsys):
