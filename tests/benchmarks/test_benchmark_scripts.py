@@ -107,6 +107,7 @@ def test_bench_variability_quick_times_every_part(tmp_path):
     assert entry["target"] == 10.0 and entry["value"] > 0
 
 
+@pytest.mark.slow
 @smokes("bench_tta.py")
 def test_bench_tta_quick_reports_every_ratio():
     out = _run("bench_tta.py", "--quick", timeout=300)

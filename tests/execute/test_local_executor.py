@@ -186,10 +186,11 @@ def test_forkserver_workers_with_two_threads_match_sequential(write_study, tmp_p
 THREADS = [1, pytest.param(2, marks=pytest.mark.slow)]  # forked workers; forkserver workers
 
 
-def _gated_study(tmp_path: Path, gated: list[bool], **overrides) -> tuple[dict, Path]:
+def _gated_study(tmp_path: Path, gated: list[bool], gate: Path | None = None, **overrides) -> tuple[dict, Path]:
     """``tiny_study`` on the gated model (tests/gates.py), one variant of the learning rate per entry of
-    ``gated``: those runs hold mid-training until the test opens the gate it returns."""
-    gate = tmp_path / "gate"
+    ``gated``: those runs hold mid-training until the test opens the gate it returns (``gate``, else
+    ``tmp_path/gate``; the gate's path is part of the runs' ids)."""
+    gate = gate or tmp_path / "gate"
     lrs = [0.1, 0.05, 0.02, 0.01][: len(gated)]
     study = tiny_study(imports=[gates.install(tmp_path)], zip={"optimizer.lr": lrs,
                        "model.gate": [str(gate) if g else "" for g in gated]}, **overrides)
@@ -240,14 +241,38 @@ def _ablab(*args, **kw):
                             stderr=subprocess.PIPE, text=True, preexec_fn=interruptible, **kw)
 
 
+class _Reference:
+    """The resume tests' study run once without a stop, per thread count, into a folder of this module: all
+    the tests' runs hold at one gate, so every test's study has the same run ids as this reference."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.gate, self._stored = folder, folder / "gate", {}
+
+    def metrics(self, path: Path, threads: int):
+        """The stored metrics of the study at ``path`` run from scratch with ``threads`` (the gate open)."""
+        if threads not in self._stored:
+            out = self.folder / f"fresh-{threads}"
+            assert main(["run", str(path), "--out", str(out), "--threads", str(threads)]) == 0
+            self._stored[threads] = stored(out)[0]
+        return self._stored[threads]
+
+
+@pytest.fixture(scope="module")
+def resume_reference(tmp_path_factory) -> _Reference:
+    return _Reference(tmp_path_factory.mktemp("resume"))
+
+
 @pytest.mark.parametrize("sig,workers,threads", [
     (signal.SIGKILL, 1, 1), (signal.SIGINT, 1, 1), (signal.SIGINT, 2, 1), (signal.SIGTERM, 1, 1), (signal.SIGTERM, 2, 1),
     pytest.param(signal.SIGINT, 2, 2, marks=pytest.mark.slow), pytest.param(signal.SIGTERM, 2, 2, marks=pytest.mark.slow),
 ], ids=["kill-9", "ctrl-c", "ctrl-c-2-workers", "sigterm", "sigterm-2-workers", "ctrl-c-2-forkserver-workers",
         "sigterm-2-forkserver-workers"])
-def test_resume_after_the_driver_is_killed(sig, workers, threads, write_study, tmp_path):
+def test_resume_after_the_driver_is_killed(sig, workers, threads, resume_reference, own_code_sandbox, write_study,
+                                          tmp_path, capsys):
     # the first learning rate's 2 runs finish; the others hold mid-run at the gate when the signal comes
-    study, gate = _gated_study(tmp_path, [False, True, True], seeds={"replicates": 2})
+    gate = resume_reference.gate
+    gates.close_gate(gate)
+    study, _ = _gated_study(tmp_path, [False, True, True], gate=gate, seeds={"replicates": 2})
     path = write_study(study)
     out = tmp_path / "r"
     db = out / "ablab.db"
@@ -272,9 +297,8 @@ def test_resume_after_the_driver_is_killed(sig, workers, threads, write_study, t
     finished_before = before[before.status == "done"].finished.to_dict()
     gates.open_gate(gate)
 
-    rerun = _ablab("run", str(path), "--out", str(out), "--threads", str(threads))
-    stdout, stderr = rerun.communicate(timeout=300)
-    assert rerun.returncode == 0, stderr
+    capsys.readouterr()
+    assert main(["run", str(path), "--out", str(out), "--threads", str(threads)]) == 0, capsys.readouterr().err
     metrics, runs = stored(out)
     assert len(runs) == 6 and set(runs.status) == {"done"}
     after = runs.set_index("run")
@@ -284,10 +308,8 @@ def test_resume_after_the_driver_is_killed(sig, workers, threads, write_study, t
     assert per_run.nunique() == 1  # every run has exactly one copy of each record
     assert not metrics.duplicated(["run", "step", "split", "name"]).any()
 
-    fresh = _ablab("run", str(path), "--out", str(tmp_path / "fresh"), "--threads", str(threads))
-    assert fresh.wait(timeout=300) == 0
-    ref, _ = stored(tmp_path / "fresh")
-    assert same_metrics(ref, metrics)
+    assert same_metrics(resume_reference.metrics(path, threads), metrics)
+    capsys.readouterr()
 
 
 @pytest.mark.parametrize("threads", THREADS)

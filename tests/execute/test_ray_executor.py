@@ -15,9 +15,11 @@ from ablab.cli import main
 from conftest import interruptible, same_metrics, stored, tiny_study, wait_for_done
 
 ray = pytest.importorskip("ray")
+# a test that starts a private Ray instance takes tens of seconds on 2 cores: slow, as in test_ray_isolation.py
+RAY_STARTS = pytest.mark.slow
 
 
-
+@RAY_STARTS
 def test_ray_gives_the_same_numbers_as_the_local_executor(write_study, tmp_path, capsys):
     path = write_study(tiny_study(grid={"optimizer.lr": [0.1, 0.05]}, seeds={"replicates": 2}))
     assert main(["run", str(path), "--out", str(tmp_path / "local"), "--workers", "2", "--threads", "1"]) == 0
@@ -41,6 +43,7 @@ def _kill_the_waiting_worker(gate, killed: list) -> None:
         gates.open_gate(gate)
 
 
+@RAY_STARTS
 def test_continued_runs_and_post_hoc_units_run_on_ray_with_the_local_numbers(write_study, tmp_path):
     """Checkpoints are staged by Ray workers and stored by the driver; an in-study continuation waits for its
     source; a post-hoc study over the result gives the local executor's numbers."""
@@ -62,6 +65,7 @@ def test_continued_runs_and_post_hoc_units_run_on_ray_with_the_local_numbers(wri
     assert len(stored(tmp_path / "pr")[1]) == 2
 
 
+@RAY_STARTS
 @pytest.mark.parametrize("retries, expect", [(2, {"done"}), (0, {"done", "failed"})], ids=["retried", "no-retries"])
 def test_a_dead_ray_worker_is_retried_then_failed_with_the_reason(retries, expect, own_code_sandbox, write_study,
                                                                   tmp_path, capsys):
@@ -95,8 +99,9 @@ def test_without_ray_the_executor_says_how_to_install(monkeypatch, write_study, 
     assert not (tmp_path / "r").exists()
 
 
+@RAY_STARTS
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
-def test_resume_after_the_ray_driver_is_killed(sig, write_study, tmp_path):
+def test_resume_after_the_ray_driver_is_killed(sig, own_code_sandbox, write_study, tmp_path, capsys):
     # the first learning rate's 2 runs finish; the others hold mid-run at the gate when the signal comes
     gate = tmp_path / "gate"
     study = tiny_study(imports=[gates.install(tmp_path)], seeds={"replicates": 2},
@@ -121,13 +126,14 @@ def test_resume_after_the_ray_driver_is_killed(sig, write_study, tmp_path):
     finished = before[before.status == "done"].set_index("run").finished.to_dict()
     assert len(finished) == 2
     gates.open_gate(gate)
-    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr
+    assert main(cmd[3:]) == 0, capsys.readouterr().err  # the same command, resumed in this process
     metrics, runs = stored(out)
     assert set(runs.status) == {"done"} and len(runs) == 6
     for run, t in finished.items():
         assert runs.set_index("run").loc[run, "finished"] == t
     assert not metrics.duplicated(["run", "step", "split", "name"]).any()
+    assert not ray.is_initialized()
+    capsys.readouterr()
 
 
 def test_an_unreachable_head_is_one_message_and_nothing_is_written(write_study, tmp_path, capsys):

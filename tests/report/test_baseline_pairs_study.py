@@ -35,7 +35,7 @@ def results(tmp_path_factory):
     path = tmp / "study.yaml"
     path.write_text(yaml.safe_dump(study))
     out = tmp / "results"
-    assert main(["run", str(path), "--out", str(out)]) == 0
+    assert main(["run", str(path), "--out", str(out), "--threads", "1"]) == 0
     assert main(["report", str(out)]) == 0
     return out
 

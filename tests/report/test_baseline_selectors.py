@@ -10,7 +10,7 @@ from test_bn_report import FINAL, make_store
 
 
 def test_axis_value_baselines_give_the_label_baselines_deltas(tmp_path):
-    store = make_store(tmp_path)
+    store = make_store(tmp_path, probes=False)
     # the runs' axes as a grid would record them: the BatchNorm variant and the learning-rate scale
     store._runs["axes"] = [{"bn": split_label(lb)[0], "lr_scale": float(split_label(lb)[1].split("=")[1])}
                            for lb in store._runs["label"]]
@@ -35,7 +35,7 @@ def _with_axes(store, keep=("bn", "lr_scale")):
 
 def test_a_variant_without_a_partner_gets_a_note_and_no_delta(tmp_path):
     """``{lr_scale: 10}``: bn_none and the <script> variant exist at lr ×1 only, so they have no baseline."""
-    store = _with_axes(make_store(tmp_path))
+    store = _with_axes(make_store(tmp_path, probes=False))
     store._study["spec"]["report"]["baselines"] = {"lower": {"lr_scale": 10}}
     result = write_report(store)
     csv = pd.read_csv(result.path.parent / "tables" / "final.csv").set_index("label")
@@ -50,7 +50,7 @@ def test_a_variant_without_a_partner_gets_a_note_and_no_delta(tmp_path):
 
 def test_an_ambiguous_selector_in_a_stored_study_is_stated_not_a_crash(tmp_path):
     """Validation refuses it before the first run; a store written otherwise still gets its report."""
-    store = _with_axes(make_store(tmp_path), keep=("lr_scale",))  # the runs record only the rate
+    store = _with_axes(make_store(tmp_path, probes=False), keep=("lr_scale",))  # the runs record only the rate
     store._study["spec"]["report"]["baselines"] = {"lower": {"lr_scale": 1}}
     result = write_report(store)
     assert "report.baselines.lower ('lr_scale=1') compares nothing" in " ".join(result.table_text.split())  # the caption wraps at 120

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from ablab.report import write_report
 from ablab.report.numbers import format_mean_sd, format_value
@@ -103,9 +104,14 @@ class _Cells(HTMLParser):
             self._row = data
 
 
-def test_heatmap_tables_one_per_facet_with_the_best_cell_marked(tmp_path):
-    store = make_store(tmp_path, GRID)
-    result = write_report(store)
+@pytest.fixture(scope="module")
+def grid_report(tmp_path_factory):
+    """The report of the fake grid study with ``GRID``'s settings, rendered once for the tests that read it."""
+    return write_report(make_store(tmp_path_factory.mktemp("grid"), GRID))
+
+
+def test_heatmap_tables_one_per_facet_with_the_best_cell_marked(grid_report):
+    result = grid_report
     page = result.path.read_text()
     headings = [part.split("</h2>", 1)[0] for part in page.split("<h2>")[1:]]
     assert headings == ["Variants", "Learning curves", "Final metrics", "Hyperparameter grids",
@@ -135,8 +141,8 @@ def test_heatmap_tables_one_per_facet_with_the_best_cell_marked(tmp_path):
     assert all(p.is_file() for p in result.tables)
 
 
-def test_best_configurations_show_p_values_and_the_baseline(tmp_path):
-    page = write_report(make_store(tmp_path, GRID)).path.read_text()
+def test_best_configurations_show_p_values_and_the_baseline(grid_report):
+    page = grid_report.path.read_text()
     assert "<h2>Best configurations by test.loss</h2>" in page  # a section of its own
     assert page.count('class="p-value"') == 2  # vs runner-up and vs the SGD baseline
     assert page.count("Holm over these 2 tests") == 2 and page.count("n = 3 vs 3") >= 2
@@ -144,8 +150,8 @@ def test_best_configurations_show_p_values_and_the_baseline(tmp_path):
     assert "Welch t = " in page
 
 
-def test_sharpness_figure_and_budget_table(tmp_path):
-    result = write_report(make_store(tmp_path, GRID))
+def test_sharpness_figure_and_budget_table(grid_report):
+    result = grid_report
     page = result.path.read_text()
     figure = result.path.parent / "figures" / "sharpness.png"
     assert figure in result.figures and figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -36,7 +36,7 @@ def study(tmp_path_factory):
     spec = root / "mix.yaml"
     spec.write_text(yaml.safe_dump(STUDY))
     out = root / "out"
-    assert main(["run", str(spec), "--out", str(out), "--report"]) == 0
+    assert main(["run", str(spec), "--out", str(out), "--threads", "1", "--report"]) == 0
     return out
 
 
@@ -140,7 +140,7 @@ def test_section_absent_for_a_study_without_a_mixing_axis(tmp_path):
              "grid": {"optimizer.lr": [0.05, 0.1]}}
     spec = tmp_path / "plain.yaml"
     spec.write_text(yaml.safe_dump(plain))
-    assert main(["run", str(spec), "--out", str(tmp_path / "out"), "--report"]) == 0
+    assert main(["run", str(spec), "--out", str(tmp_path / "out"), "--threads", "1", "--report"]) == 0
     report = tmp_path / "out" / "report"
     assert "Mixed-example augmentation" not in (report / "index.html").read_text()
     assert not (report / "tables" / "mixing.csv").exists()

@@ -28,7 +28,7 @@ BASE = {
 
 def _run_and_report(write_study, tmp_path: Path, study: dict) -> Path:
     out = tmp_path / "r"
-    assert main(["run", str(write_study(study)), "--out", str(out)]) == 0
+    assert main(["run", str(write_study(study)), "--out", str(out), "--threads", "1"]) == 0
     assert main(["report", str(out)]) == 0
     return out
 

@@ -1,7 +1,6 @@
 """studies/nondeterminism/: every training spec validates on small fake CIFAR-10 and MNIST files in the
 official formats (data paths from the command line); the CPU study runs one epoch end to end."""
 
-import functools
 from pathlib import Path
 
 import numpy as np
@@ -40,27 +39,48 @@ def test_the_folder_holds_the_studies_of_the_issue():
 
 
 @pytest.mark.parametrize("spec", TRAINING, ids=[p.stem for p in TRAINING])
-def test_every_spec_validates_records_test_logits_and_states_its_result(spec, fake_data, capsys):
+def test_every_spec_validates_records_test_logits_and_states_its_result(spec, fake_data, monkeypatch, capsys):
     data = yaml.safe_load(spec.read_text())["base"]["data"]
     name = data if isinstance(data, str) else data["name"]
     extra = ["--set", f"data.path={fake_data[name]}"] if name in fake_data else []
+    key = (spec, str(fake_data[name]) if name in fake_data else None)
+    _keep_the_expansion(monkeypatch, key)
     assert main(["validate", str(spec), "--no-timing", *extra]) == 0, capsys.readouterr().err
     head = spec.read_text().split("\nname:")[0]
     assert head.startswith("# ") and "Expected" in head and "MEASURED" not in head
     if name in fake_data:
         assert "--set data.path=" in head
-    for v in _expanded(spec, str(fake_data[name]) if name in fake_data else None):
+    for v in _expanded(*key):
         if v.spec.record.checkpoints.snapshots:  # a snapshot run is measured as its post-hoc ensemble's logits
             continue
         evaluators = v.spec.record.evaluators
         assert {"name": "predictions", "splits": ["test"], "epochs": "last"} in evaluators, v.label
 
 
-@functools.cache
+_EXPANSIONS: dict[tuple[Path, str | None], tuple] = {}
+
+
+def _keep_the_expansion(monkeypatch, key: tuple[Path, str | None]) -> None:
+    """Keep the runs that ``ablab validate`` expands from the spec as ``_expanded(*key)``: a full-size
+    study is expanded once, by the command under test, for all the tests that read its runs."""
+    import ablab.spec
+
+    real = ablab.spec.expand
+
+    def expand(*args, **kwargs):
+        variants = real(*args, **kwargs)
+        _EXPANSIONS.setdefault(key, tuple(variants))
+        return variants
+
+    monkeypatch.setattr(ablab.spec, "expand", expand)
+
+
 def _expanded(spec: Path, data: str | None) -> tuple:
-    """The spec's runs, ``data.path`` set when given: expanded once for both tests that read them
-    (a full-size study takes tens of seconds to expand)."""
-    return tuple(expand(load_study(spec, overrides=[f"data.path={data}"] if data else [])))
+    """The spec's runs, ``data.path`` set when given: expanded once for all the tests that read them
+    (a full-size study of 2,100 runs takes seconds to expand)."""
+    if (spec, data) not in _EXPANSIONS:
+        _EXPANSIONS[spec, data] = tuple(expand(load_study(spec, overrides=[f"data.path={data}"] if data else [])))
+    return _EXPANSIONS[spec, data]
 
 
 def _sizes(name: str, data: Path) -> tuple[tuple, dict[str, int]]:
