@@ -49,9 +49,6 @@ import procnet  # noqa: E402
 KINDS = ("kill-driver", "kill-group", "kill-worker", "ctrl-c", "sigterm")
 EXPECTED_EXIT = {"kill-driver": {-9}, "kill-group": {-9}, "kill-worker": {0, 1}, "ctrl-c": {130}, "sigterm": {143}}
 CLEAN_STOP = {"ctrl-c", "sigterm"}
-# after main() returned, Python restores the default handlers: a signal then ends the process by
-# that signal (exit -2 / -15) although the study is stored; counted as late, not as a fault
-EXIT_SIGNAL = {"ctrl-c": signal.SIGINT, "sigterm": signal.SIGTERM}
 
 
 MIN_STEPS_PER_EPOCH = 10  # digits' training split in batches of 64 has more: a hold at step < 10 × epochs is reached
@@ -94,7 +91,6 @@ class Tally:
     rounds: int = 0
     kills: Counter = field(default_factory=Counter)
     missed: int = 0  # the study finished before the fault was delivered (or took effect)
-    late: int = 0  # of those: Ctrl-C or SIGTERM after main() returned, while Python exited (nothing to resume)
     problems: Counter = field(default_factory=Counter)
     notes: list = field(default_factory=list)
 
@@ -237,17 +233,15 @@ def campaign(kills: int, seed: int, work: Path, epochs: int = 6, kinds: list[str
         tally.cycles += 1
         code, delivered, seen = invoke(spec, out, logs, kind, rng, threads, gate, epochs)
         tally.flag("orphan processes", len(orphans(seen)), "")
-        late = kind in CLEAN_STOP and code == -EXIT_SIGNAL[kind] and _finished(out)
-        if not delivered or late:  # late: the signal reached the driver as Python exited, the study stored
+        if not delivered:
             tally.missed += 1
-            tally.late += late
         else:
             tally.kills[kind] += 1
             tally.flag("unexpected exit codes", int(code not in EXPECTED_EXIT[kind]), f"{kind}: {code}")
         before = check(out, reference, before, tally, finished=code == 0, clean=kind in CLEAN_STOP)
         print(f"cycle {tally.cycles:>3}  {kind:<12} {'delivered' if delivered else 'missed':<9} exit {code:>4}  "
               f"done {sum(v['status'] == 'done' for v in before.values())}/4", flush=True)
-        if code != 0 and not late:  # resume (no fault) until the study is finished: the end of a round
+        if not _finished(out):  # resume (no fault) until the study is finished: the end of a round
             continue
         tally.rounds += 1
         out, before = work / f"round{tally.rounds}", {}
@@ -264,7 +258,7 @@ def campaign(kills: int, seed: int, work: Path, epochs: int = 6, kinds: list[str
 
 def summary(tally: Tally, seconds: float) -> dict:
     return {"cycles": tally.cycles, "faults delivered": sum(tally.kills.values()), "by kind": dict(sorted(tally.kills.items())),
-            "missed (study already finished)": tally.missed, "of which a signal during interpreter exit": tally.late, "rounds finished": tally.rounds,
+            "missed (study already finished)": tally.missed, "rounds finished": tally.rounds,
             "problems": dict(tally.problems), "wall_s": round(seconds, 1)}
 
 
