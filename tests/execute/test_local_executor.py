@@ -235,23 +235,35 @@ def test_a_killed_worker_is_replaced_and_its_run_retried(threads, own_code_sandb
     capsys.readouterr()
 
 
-def _ablab(*args, **kw):
+def _ablab(*args, tmp: Path | None = None, **kw):
+    """``python -m ablab ARGS`` as a child; with ``tmp``, its temporary folder (TMPDIR) is that one."""
+    env = {**os.environ, "TMPDIR": str(tmp)} if tmp else None
     return subprocess.Popen([sys.executable, "-m", "ablab", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=interruptible, **kw)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=interruptible, env=env, **kw)
+
+
+def _left_in(tmp: Path) -> list[str]:
+    """What the processes given ``tmp`` as TMPDIR left there (torch's compile cache, kept by design, aside)."""
+    return sorted(p.name for p in tmp.iterdir() if not p.name.startswith("torchinductor_"))
 
 
 @pytest.mark.parametrize("sig,workers,threads", [
-    (signal.SIGKILL, 1, 1), (signal.SIGINT, 1, 1), (signal.SIGINT, 2, 1), (signal.SIGTERM, 1, 1), (signal.SIGTERM, 2, 1),
+    (signal.SIGKILL, 1, 1), (signal.SIGKILL, 2, 1), (signal.SIGINT, 1, 1), (signal.SIGINT, 2, 1), (signal.SIGTERM, 1, 1),
+    (signal.SIGTERM, 2, 1), pytest.param(signal.SIGKILL, 2, 2, marks=pytest.mark.slow),
     pytest.param(signal.SIGINT, 2, 2, marks=pytest.mark.slow), pytest.param(signal.SIGTERM, 2, 2, marks=pytest.mark.slow),
-], ids=["kill-9", "ctrl-c", "ctrl-c-2-workers", "sigterm", "sigterm-2-workers", "ctrl-c-2-forkserver-workers",
-        "sigterm-2-forkserver-workers"])
+], ids=["kill-9", "kill-9-2-workers", "ctrl-c", "ctrl-c-2-workers", "sigterm", "sigterm-2-workers",
+        "kill-9-2-forkserver-workers", "ctrl-c-2-forkserver-workers", "sigterm-2-forkserver-workers"])
 def test_resume_after_the_driver_is_killed(sig, workers, threads, write_study, tmp_path):
+    """... and no temporary folder outlives the study: the killed driver's (multiprocessing's ``pymp-*``,
+    the forkserver's socket) goes at the resume in that results directory."""
     # the first learning rate's 2 runs finish; the others hold mid-run at the gate when the signal comes
     study, gate = _gated_study(tmp_path, [False, True, True], seeds={"replicates": 2})
     path = write_study(study)
     out = tmp_path / "r"
     db = out / "ablab.db"
-    proc = _ablab("run", str(path), "--out", str(out), "--workers", str(workers), "--threads", str(threads))
+    tmp = tmp_path / "tmp"  # the children's own temporary folder: whatever they leave shows
+    tmp.mkdir()
+    proc = _ablab("run", str(path), "--out", str(out), "--workers", str(workers), "--threads", str(threads), tmp=tmp)
     wait_for_done(db, 2, proc)
     gates.wait_for_waiting(gate, 1, proc)
     started = {pid: procnet.started(pid) for pid in procnet.descendants(proc.pid)}
@@ -268,13 +280,15 @@ def test_resume_after_the_driver_is_killed(sig, workers, threads, write_study, t
             assert not procnet.wait_gone(started, timeout_s=30)  # the driver stopped its workers
     else:
         assert proc.returncode == -signal.SIGKILL
+        assert not procnet.wait_gone(started, timeout_s=30)  # its workers (and forkserver) died with it
     before = stored(out)[1].set_index("run")
     finished_before = before[before.status == "done"].finished.to_dict()
     gates.open_gate(gate)
 
-    rerun = _ablab("run", str(path), "--out", str(out), "--threads", str(threads))
+    rerun = _ablab("run", str(path), "--out", str(out), "--workers", str(workers), "--threads", str(threads), tmp=tmp)
     stdout, stderr = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, stderr
+    assert _left_in(tmp) == []
     metrics, runs = stored(out)
     assert len(runs) == 6 and set(runs.status) == {"done"}
     after = runs.set_index("run")
@@ -284,8 +298,10 @@ def test_resume_after_the_driver_is_killed(sig, workers, threads, write_study, t
     assert per_run.nunique() == 1  # every run has exactly one copy of each record
     assert not metrics.duplicated(["run", "step", "split", "name"]).any()
 
-    fresh = _ablab("run", str(path), "--out", str(tmp_path / "fresh"), "--threads", str(threads))
-    assert fresh.wait(timeout=300) == 0
+    fresh = _ablab("run", str(path), "--out", str(tmp_path / "fresh"), "--workers", str(workers), "--threads",
+                   str(threads), tmp=tmp)
+    assert fresh.communicate(timeout=300)[0] is not None and fresh.returncode == 0
+    assert _left_in(tmp) == []
     ref, _ = stored(tmp_path / "fresh")
     assert same_metrics(ref, metrics)
 

@@ -196,6 +196,7 @@ def run_parallel(store: Store, todo: list[Variant], view: ProgressView, workers:
         warm_driver()
     elif method == "forkserver":
         ctx.set_forkserver_preload(WARM_MODULES)
+        _start_forkserver(store)
     backend = _Pool(ctx, workers, threads, store)
     try:
         run_all(store, todo, view, backend, workers, max_crashes=MAX_WORKER_CRASHES)
@@ -204,6 +205,16 @@ def run_parallel(store: Store, todo: list[Variant], view: ProgressView, workers:
         raise
     finally:
         backend.close()
+
+
+def _start_forkserver(store: Store) -> None:
+    """Start the forkserver and note its temporary folder (multiprocessing's ``pymp-*``, holding the
+    server's socket) with the study: multiprocessing removes it at the driver's exit, and where the
+    driver is killed before that, the next invocation in the results directory does."""
+    from multiprocessing import forkserver, util
+
+    forkserver.ensure_running()
+    store.note_temp_dir(util.get_temp_dir())
 
 
 @dataclass

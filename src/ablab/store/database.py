@@ -213,6 +213,10 @@ class Store(StoreReader):
     def remove_staging(self) -> None:
         layout.remove_staging(self.path)
 
+    def note_temp_dir(self, path: str | Path) -> None:
+        """A temporary folder this driver made elsewhere: the next invocation removes it if the driver was killed."""
+        layout.note_temp_dir(self.path, path)
+
     def record(self, result: Any) -> None:
         """Store a finished run (a ``RunResult``): artifact files moved into place first, then their index,
         the metrics and the status in one transaction (a kill in between leaves files that the next start removes)."""
