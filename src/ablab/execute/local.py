@@ -225,8 +225,12 @@ class _PoolLife:
     culprits: set[int] | None = None
 
 
-def _culprits(processes: dict[int, Any], timeout_s: float = 5.0) -> set[int]:
-    """Pids of the workers that ended other than by the SIGTERM a broken pool sends the rest."""
+def _culprits(processes: dict[int, Any], timeout_s: float = 120.0) -> set[int]:
+    """Pids of the workers that ended other than by the SIGTERM a broken pool sends the rest.
+
+    Every worker of a broken pool ends (the pool stops the others at once), so this waits for all their
+    exit codes; the bound is only for a worker that never ends. (It was 5 s: on a loaded machine no exit
+    code was known by then, no culprit was found, and every run in flight was charged.)"""
     deadline = time.monotonic() + timeout_s
     codes = {pid: p.exitcode for pid, p in processes.items()}
     while any(c is None for c in codes.values()) and time.monotonic() < deadline:
