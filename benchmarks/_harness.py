@@ -9,14 +9,21 @@ A MISS is printed, never raised: the process exits 0 unless a benchmark crashes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
 import platform
+import shutil
+import signal
 import statistics
+import sys
+import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Optional
+from pathlib import Path
+from typing import Callable, Iterator, Optional
 
 import torch
 
@@ -149,3 +156,35 @@ def write_summary(path: Optional[str], verdicts: list[Verdict]) -> None:
     if path:
         with open(path, "w") as f:
             json.dump([{**asdict(v), "result": v.result} for v in verdicts], f)
+
+
+OWN_TEMP = "ABLAB_BENCH_TMPDIR"  # the benchmark's folder, for the benchmarks it starts: they use it, not one inside
+
+
+@contextlib.contextmanager
+def own_temp_folder(prefix: str = "ablab-bench-") -> Iterator[Path]:
+    """A benchmark's one temporary folder: every temporary folder it and the processes it starts make
+    (TMPDIR points there: studies, multiprocessing's ``pymp-*``, Ray's sessions, a killed child's leftovers)
+    lies in it, and it is removed when the benchmark ends, by SIGTERM (``kill``, ``timeout``) too, which
+    otherwise kills it before any clean-up (``ablab-bench-child-*`` and ``-exec-logs-*`` folders were left
+    so). A benchmark started by one uses its folder (nested ones would make Ray's socket paths too long)."""
+    inherited = os.environ.get(OWN_TEMP)
+    mine = not (inherited and inherited == os.environ.get("TMPDIR") and os.path.isdir(inherited))
+    root = tempfile.mkdtemp(prefix=prefix) if mine else inherited
+    before = tempfile.tempdir, {name: os.environ.get(name) for name in ("TMPDIR", OWN_TEMP)}
+    tempfile.tempdir = os.environ["TMPDIR"] = os.environ[OWN_TEMP] = root
+    main_thread = threading.current_thread() is threading.main_thread()
+    sigterm = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum)) if main_thread else None
+    try:
+        yield Path(root)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, sigterm)
+        tempfile.tempdir = before[0]
+        for name, value in before[1].items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        if mine:
+            shutil.rmtree(root, ignore_errors=True)

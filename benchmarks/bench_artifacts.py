@@ -226,4 +226,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _harness import own_temp_folder
+
+    with own_temp_folder():  # every temporary folder of this benchmark, removed when it ends
+        main()

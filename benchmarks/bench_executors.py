@@ -563,4 +563,7 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace, reps: int, 
 
 
 if __name__ == "__main__":
-    main()
+    from _harness import own_temp_folder
+
+    with own_temp_folder():  # every temporary folder of this benchmark, removed when it ends
+        main()

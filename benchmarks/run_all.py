@@ -52,4 +52,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from _harness import own_temp_folder
+
+    with own_temp_folder():  # every temporary folder of this benchmark, removed when it ends
+        sys.exit(main())

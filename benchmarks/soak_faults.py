@@ -1,11 +1,18 @@
-"""Fault-injection campaign (issue 11): random kills of the driver, of one worker and of the whole
-process group, Ctrl-C and SIGTERM, against a small study with checkpoints, resuming after each.
+"""Fault-injection campaign (issues 11 and 26): random kills of the driver, of one worker and of the whole
+process group, Ctrl-C and SIGTERM, a full disk during training and a damaged store, against a small study
+with checkpoints, resuming after each.
 
 A fault strikes only while the study is known to be running, whatever the machine's speed: the
 study's model is tests/gates.py's ``gated_mlp``, whose runs hold at a random training step (the
 same for every run of the invocation) until the gate opens; the fault is sent once a run of this
 invocation is marked running in the store and holds at the gate in a worker seen under the driver
 (the one ``kill-worker`` kills), then the gate opens. Invocations without a fault never hold.
+``disk-full`` strikes the same way: every artifact write fails with ENOSPC (tests/diskfull.py's module,
+imported by the study) until the invocation ended, then the space is freed. ``drop-table`` and
+``truncate-db`` damage the store between invocations (after a copy, as a user's backup; the store of
+the round, or of the round just finished where the new one has none yet): the invocation must refuse
+it (exit 74) and leave the damaged file as it was; the copy is put back and the same command resumes
+(a finished round's: stores nothing new, loses nothing).
 
 After every cycle it checks: nothing lost (runs done before stay done, untouched; every indexed
 artifact on disk with its size and digest), nothing duplicated (metric rows, retrained runs,
@@ -43,15 +50,15 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the suite's /proc helpers, shared
+import diskfull  # noqa: E402
 import gates  # noqa: E402
 import procnet  # noqa: E402
 
-KINDS = ("kill-driver", "kill-group", "kill-worker", "ctrl-c", "sigterm")
-EXPECTED_EXIT = {"kill-driver": {-9}, "kill-group": {-9}, "kill-worker": {0, 1}, "ctrl-c": {130}, "sigterm": {143}}
-CLEAN_STOP = {"ctrl-c", "sigterm"}
-# after main() returned, Python restores the default handlers: a signal then ends the process by
-# that signal (exit -2 / -15) although the study is stored; counted as late, not as a fault
-EXIT_SIGNAL = {"ctrl-c": signal.SIGINT, "sigterm": signal.SIGTERM}
+KINDS = ("kill-driver", "kill-group", "kill-worker", "ctrl-c", "sigterm", "disk-full", "drop-table", "truncate-db")
+EXPECTED_EXIT = {"kill-driver": {-9}, "kill-group": {-9}, "kill-worker": {0, 1}, "ctrl-c": {130}, "sigterm": {143},
+                 "disk-full": {74}, "drop-table": {74}, "truncate-db": {74}}
+CLEAN_STOP = {"ctrl-c", "sigterm", "disk-full"}  # the driver stops the study itself: no run is left running
+DAMAGE = ("drop-table", "truncate-db")  # between invocations, to the store
 
 
 MIN_STEPS_PER_EPOCH = 10  # digits' training split in batches of 64 has more: a hold at step < 10 × epochs is reached
@@ -61,7 +68,7 @@ def study(gate: Path, epochs: int = 6) -> dict:
     """4 runs (2 learning rates × 2 seeds) on the embedded digits, with checkpoints every 2 epochs and at the end;
     each run holds at ``gate`` while it is closed (``gates.close_gate``)."""
     return {"name": "soak", "seeds": {"replicates": 2}, "grid": {"optimizer.lr": [0.1, 0.05]},
-            "imports": [gates.MODULE],
+            "imports": [gates.MODULE, diskfull.MODULE],
             "base": {"data": "digits", "model": {"name": "gated_mlp", "width": 32, "gate": str(gate)},
                      "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9}, "epochs": epochs, "batch_size": 64,
                      "device": "cpu", "record": {"every_steps": 5, "checkpoints": {"every_epochs": 2, "final": True}}}}
@@ -73,7 +80,8 @@ def study(gate: Path, epochs: int = 6) -> dict:
 def read_store(out: Path) -> dict:
     con = sqlite3.connect(f"file:{out / 'ablab.db'}?mode=ro", uri=True)
     try:
-        runs = {r[0]: {"status": r[1], "finished": r[2]} for r in con.execute("SELECT id, status, finished FROM runs")}
+        runs = {r[0]: {"status": r[1], "finished": r[2], "attempts": r[3]}
+                for r in con.execute("SELECT id, status, finished, attempts FROM runs")}
         metrics = con.execute("SELECT run, step, split, name, value FROM metrics").fetchall()
         artifacts = con.execute("SELECT run, name, size, sha256 FROM artifacts").fetchall()
     finally:
@@ -94,7 +102,6 @@ class Tally:
     rounds: int = 0
     kills: Counter = field(default_factory=Counter)
     missed: int = 0  # the study finished before the fault was delivered (or took effect)
-    late: int = 0  # of those: Ctrl-C or SIGTERM after main() returned, while Python exited (nothing to resume)
     problems: Counter = field(default_factory=Counter)
     notes: list = field(default_factory=list)
 
@@ -104,12 +111,17 @@ class Tally:
             self.notes.append(f"cycle {self.cycles}: {what}: {detail}")
 
 
-def check(out: Path, reference: dict, before: dict, tally: Tally, finished: bool, clean: bool) -> dict:
+def check(out: Path, reference: dict, before: dict, tally: Tally, finished: bool, clean: bool,
+          disk_full: bool = False) -> dict:
     """The invariants after one invocation ended; returns the store's state for the next cycle."""
     if not (out / "ablab.db").exists():  # stopped before it wrote anything
         return before
     state = read_store(out)
     runs = state["runs"]
+    if disk_full:  # the study's I/O failure, not the runs': none failed, no start counted
+        charged = [r for r, v in runs.items() if v["status"] == "failed"
+                   or (v["status"] == "pending" and v["attempts"] > before.get(r, {}).get("attempts", 0))]
+        tally.flag("runs charged for a full disk", len(charged), str(charged))
     lost = [r for r, v in before.items() if v["status"] == "done" and runs.get(r, {}).get("status") != "done"]
     retrained = [r for r, v in before.items() if v["status"] == "done" and r not in lost
                  and runs[r]["finished"] != v["finished"]]
@@ -161,8 +173,9 @@ def runs_started_since(out: Path, since: float) -> int:
         return 0
 
 
-def deliver(kind: str, proc: subprocess.Popen, workers: set[int]) -> bool:
-    """Send the fault (``workers``: the driver's worker processes now); False when there was nothing to hit."""
+def deliver(kind: str, proc: subprocess.Popen, workers: set[int], folder: Path) -> bool:
+    """Send the fault (``workers``: the driver's worker processes now; ``folder``: the study's, where the disk
+    fills); False when there was nothing to hit."""
     if kind == "kill-driver":
         os.kill(proc.pid, signal.SIGKILL)
     elif kind == "kill-group":
@@ -171,6 +184,8 @@ def deliver(kind: str, proc: subprocess.Popen, workers: set[int]) -> bool:
         os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: the whole foreground group
     elif kind == "sigterm":
         os.kill(proc.pid, signal.SIGTERM)
+    elif kind == "disk-full":
+        diskfull.fill(folder)
     else:
         if not workers:
             return False
@@ -201,14 +216,50 @@ def invoke(spec: Path, out: Path, logs: Path, kind: str | None, rng: random.Rand
             if kind and not delivered:
                 held = set(gates.waiting(gate)) & below  # mid-run, in a worker of this driver
                 if held and runs_started_since(out, t0) > 0:
-                    delivered = deliver(kind, proc, held)
+                    delivered = deliver(kind, proc, held, spec.parent)
                     gates.open_gate(gate)
             time.sleep(0.05)
     finally:
         gates.open_gate(gate)
+        diskfull.free(spec.parent)  # the space is freed once the invocation ended
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
     return proc.wait(), delivered, seen
+
+
+def store_files(out: Path) -> dict[str, bytes]:
+    """The store's files (the database and its -wal/-shm), byte for byte: a user's copy of it."""
+    return {p.name: p.read_bytes() for p in sorted(out.glob("ablab.db*")) if p.is_file()}
+
+
+def damage(kind: str, out: Path) -> None:
+    """Damage the store of an ended invocation: its metrics table dropped, or the file cut short (its -wal lost)."""
+    db = out / "ablab.db"
+    if kind == "drop-table":
+        con = sqlite3.connect(db)
+        con.execute("DROP TABLE metrics")
+        con.commit()
+        con.close()
+    else:
+        for side in out.glob("ablab.db-*"):
+            side.unlink()
+        db.write_bytes(db.read_bytes()[: 2 * 4096])
+
+
+def invoke_on_damage(kind: str, spec: Path, out: Path, logs: Path, rng: random.Random, threads: int, gate: Path,
+                     epochs: int, tally: Tally) -> tuple:
+    """Copy the store, damage it, run the study on it (it must refuse, changing nothing), put the copy back.
+    Returns what ``invoke`` does."""
+    backup = store_files(out)
+    damage(kind, out)
+    damaged = store_files(out)
+    code, _, seen = invoke(spec, out, logs, None, rng, threads, gate, epochs)
+    tally.flag("damaged store changed", int(store_files(out) != damaged), kind)
+    for name in set(store_files(out)) - set(backup):
+        (out / name).unlink()
+    for name, data in backup.items():
+        (out / name).write_bytes(data)
+    return code, True, seen
 
 
 def orphans(seen: dict[int, int | None], grace_s: float = 5.0) -> list[int]:
@@ -224,6 +275,7 @@ def campaign(kills: int, seed: int, work: Path, epochs: int = 6, kinds: list[str
     rng = random.Random(seed)
     spec, gate = work / "soak.yaml", work / "gate"
     gates.install(work)
+    diskfull.install(work)
     spec.write_text(yaml.safe_dump(study(gate, epochs)))
     logs = work / "logs"
     logs.mkdir(exist_ok=True)
@@ -235,19 +287,34 @@ def campaign(kills: int, seed: int, work: Path, epochs: int = 6, kinds: list[str
     plan = list(kinds) if kinds else [rng.choice(KINDS) for _ in range(kills)]
     for kind in plan:
         tally.cycles += 1
-        code, delivered, seen = invoke(spec, out, logs, kind, rng, threads, gate, epochs)
+        target = out if (out / "ablab.db").exists() else work / f"round{tally.rounds - 1}"
+        if kind in DAMAGE and target != out and (target / "ablab.db").exists():  # the round just finished
+            code, _, seen = invoke_on_damage(kind, spec, target, logs, rng, threads, gate, epochs, tally)
+            tally.kills[kind] += 1
+            tally.flag("unexpected exit codes", int(code not in EXPECTED_EXIT[kind]), f"{kind}: {code}")
+            finished = read_store(target)["runs"]
+            resumed, _, seen_after = invoke(spec, target, logs, None, rng, threads, gate, epochs)
+            tally.flag("orphan processes", len(orphans({**seen, **seen_after})), "")
+            tally.flag("unexpected exit codes", int(resumed != 0), f"resume after {kind}: {resumed}")
+            check(target, reference, finished, tally, finished=True, clean=True)
+            print(f"cycle {tally.cycles:>3}  {kind:<12} {'finished':<9} exit {code:>4}  then {resumed}", flush=True)
+            continue
+        if kind in DAMAGE:
+            code, delivered, seen = (invoke_on_damage(kind, spec, out, logs, rng, threads, gate, epochs, tally)
+                                     if target == out else (0, False, {}))
+        else:
+            code, delivered, seen = invoke(spec, out, logs, kind, rng, threads, gate, epochs)
         tally.flag("orphan processes", len(orphans(seen)), "")
-        late = kind in CLEAN_STOP and code == -EXIT_SIGNAL[kind] and _finished(out)
-        if not delivered or late:  # late: the signal reached the driver as Python exited, the study stored
+        if not delivered:
             tally.missed += 1
-            tally.late += late
         else:
             tally.kills[kind] += 1
             tally.flag("unexpected exit codes", int(code not in EXPECTED_EXIT[kind]), f"{kind}: {code}")
-        before = check(out, reference, before, tally, finished=code == 0, clean=kind in CLEAN_STOP)
+        before = check(out, reference, before, tally, finished=code == 0, clean=kind in CLEAN_STOP,
+                       disk_full=kind == "disk-full" and delivered)
         print(f"cycle {tally.cycles:>3}  {kind:<12} {'delivered' if delivered else 'missed':<9} exit {code:>4}  "
               f"done {sum(v['status'] == 'done' for v in before.values())}/4", flush=True)
-        if code != 0 and not late:  # resume (no fault) until the study is finished: the end of a round
+        if not _finished(out):  # resume (no fault) until the study is finished: the end of a round
             continue
         tally.rounds += 1
         out, before = work / f"round{tally.rounds}", {}
@@ -264,7 +331,7 @@ def campaign(kills: int, seed: int, work: Path, epochs: int = 6, kinds: list[str
 
 def summary(tally: Tally, seconds: float) -> dict:
     return {"cycles": tally.cycles, "faults delivered": sum(tally.kills.values()), "by kind": dict(sorted(tally.kills.items())),
-            "missed (study already finished)": tally.missed, "of which a signal during interpreter exit": tally.late, "rounds finished": tally.rounds,
+            "missed (study already finished)": tally.missed, "rounds finished": tally.rounds,
             "problems": dict(tally.problems), "wall_s": round(seconds, 1)}
 
 
@@ -291,4 +358,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from _harness import own_temp_folder
+
+    with own_temp_folder():  # every temporary folder of this benchmark, removed when it ends
+        sys.exit(main())

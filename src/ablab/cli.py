@@ -4,7 +4,8 @@ Exit codes: 0 everything finished (done or diverged), 1 some run failed, 2 bad i
 flag, or a path that is not what the command needs: ``--out`` naming a file, a folder without a
 store, an empty ``ablab.db``), 74 I/O failure (EX_IOERR: a damaged ``ablab.db``, a read-only results
 directory, a full disk; the message names the path and what to do; a rerun resumes), 130 interrupted
-by Ctrl-C, 143 stopped by SIGTERM (after either, a rerun of the same command resumes).
+by Ctrl-C, 143 stopped by SIGTERM (after either, a rerun of the same command resumes; also when the
+signal lands while the process exits after the command finished).
 
 ``status`` and ``report`` open the store read-only: they never change ``ablab.db`` (``report``
 writes only its ``report/`` folder).
@@ -13,6 +14,7 @@ writes only its ``report/`` folder).
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import errno
 import math
@@ -22,6 +24,7 @@ import sqlite3
 import sys
 import threading
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Iterator
 
 from ablab.errors import AblabError, StoreIOError
@@ -40,8 +43,9 @@ _sigterm_seen = threading.Event()
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """While the command runs, SIGTERM raises ``Terminated`` in this process (the previous handler after)."""
+def _sigterm_as_interrupt(command_line: bool = False) -> Iterator[None]:
+    """While the command runs, SIGTERM raises ``Terminated`` in this process (the previous handler after;
+    for the ``command_line``, a late signal's exit code: ``_note_late_signals``)."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread
         return
@@ -60,7 +64,53 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if command_line:
+            _note_late_signals()
+        else:
+            signal.signal(signal.SIGTERM, previous)
+
+
+@dataclass
+class _LateExit:
+    """The command line's exit: armed once its command returned, the code it returned and the signals after."""
+
+    armed: bool = False
+    code: int = 0
+    signals: list[int] = field(default_factory=list)
+
+
+_late = _LateExit()
+
+
+def _note_late_signals() -> None:
+    """From the command's return to the process's end, Ctrl-C or SIGTERM is noted, not obeyed: Python's
+    exit work (joining workers, removing temporary folders) goes on, then ``_exit_with_late_signal``
+    ends the process with 130 / 143 (was: the signal killed it mid-exit, exit -2 / -15)."""
+
+    def note(signum, frame) -> None:
+        _late.signals.append(signum)
+
+    _late.armed = True
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, note)
+
+
+def _exit_with_late_signal() -> None:
+    """Python's last exit hook (registered when this module loads, before any other: hooks run last
+    first): a signal noted after the command returned ends the process with 128 + its number, unless
+    the command had already returned 130 / 143 for a signal that stopped it."""
+    if not _late.armed:
+        return
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)  # from here the exit code is the one decided below
+    if _late.signals and _late.code not in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(128 + _late.signals[0])
+
+
+atexit.register(_exit_with_late_signal)
 
 
 def _interrupted(stop: KeyboardInterrupt, what: str) -> int:
@@ -464,34 +514,42 @@ COMMANDS = {"run": cmd_run, "validate": cmd_validate, "status": cmd_status, "sho
 
 
 def main(argv: list[str] | None = None) -> int:
-    with _sigterm_as_interrupt():
-        args = None
-        try:
-            args = _parser().parse_args(argv)  # the parser imports the registries (torch): seconds
-            return COMMANDS[args.command](args)
-        except StoreIOError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return EXIT_IO_ERROR
-        except AblabError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        except BrokenPipeError:  # output piped into `head` and closed: not an error of ours
-            sys.stderr.close()
-            return EXIT_OK
-        except KeyboardInterrupt as stop:  # before anything was written (a run catches its own)
-            return _interrupted(stop, "")
-        except (OSError, sqlite3.DatabaseError) as err:
-            # a failure the store did not see coming (a damaged page met while reading, report/ on a full disk)
-            # or a path that is not what the command needs (a file where it writes a folder, a looping link)
-            from ablab.store.errors import io_error, is_bad_path, is_io_failure
+    """The command; without ``argv`` it is the process's command line (``ablab``, ``python -m ablab``),
+    whose exit a late Ctrl-C or SIGTERM cannot cut short (``_note_late_signals``)."""
+    with _sigterm_as_interrupt(command_line=argv is None):
+        _late.code = code = _command(argv)
+        return code
 
-            bad_path = is_bad_path(err)
-            if not bad_path and (not is_io_failure(err) or (isinstance(err, OSError) and err.errno not in _DISK_ERRNOS)):
-                raise
-            where = (getattr(err, "filename", None) or getattr(args, "results", None) or getattr(args, "out", None)
-                     or ".")
-            print(f"error: {io_error(where, err)}", file=sys.stderr)
-            return EXIT_BAD_INPUT if bad_path else EXIT_IO_ERROR
+
+def _command(argv: list[str] | None) -> int:
+    """Parse ``argv`` and run its command; every failure is one line and its exit code."""
+    args = None
+    try:
+        args = _parser().parse_args(argv)  # the parser imports the registries (torch): seconds
+        return COMMANDS[args.command](args)
+    except StoreIOError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_IO_ERROR
+    except AblabError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except BrokenPipeError:  # output piped into `head` and closed: not an error of ours
+        sys.stderr.close()
+        return EXIT_OK
+    except KeyboardInterrupt as stop:  # before anything was written (a run catches its own)
+        return _interrupted(stop, "")
+    except (OSError, sqlite3.DatabaseError) as err:
+        # a failure the store did not see coming (a damaged page met while reading, report/ on a full disk)
+        # or a path that is not what the command needs (a file where it writes a folder, a looping link)
+        from ablab.store.errors import io_error, is_bad_path, is_io_failure
+
+        bad_path = is_bad_path(err)
+        if not bad_path and (not is_io_failure(err) or (isinstance(err, OSError) and err.errno not in _DISK_ERRNOS)):
+            raise
+        where = (getattr(err, "filename", None) or getattr(args, "results", None) or getattr(args, "out", None)
+                 or ".")
+        print(f"error: {io_error(where, err)}", file=sys.stderr)
+        return EXIT_BAD_INPUT if bad_path else EXIT_IO_ERROR
 
 
 if __name__ == "__main__":

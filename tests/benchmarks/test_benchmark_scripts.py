@@ -9,8 +9,11 @@ data path (uint8 codes decoded per batch); ``bench_executors.py --quick`` runs e
 
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -43,10 +46,48 @@ def test_run_all_runs_every_benchmark():
     assert sorted(run_all.BENCHMARKS) == [s for s in SCRIPTS if s.startswith("bench_")]
 
 
+def _left_in(tmp: Path) -> list[str]:
+    """What processes given ``tmp`` as TMPDIR left there (torch's compile cache, kept by design, aside)."""
+    return sorted(p.name for p in tmp.iterdir() if not p.name.startswith("torchinductor_"))
+
+
 def _run(*args: str, timeout: int) -> str:
-    proc = subprocess.run([sys.executable, *args], cwd=BENCH, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    """Run a benchmark with a TMPDIR of its own (a short path: Ray's socket paths lie below); it must leave
+    no temporary folder there."""
+    with tempfile.TemporaryDirectory(prefix="bt", dir="/tmp" if Path("/tmp").is_dir() else None) as tmp:
+        proc = subprocess.run([sys.executable, *args], cwd=BENCH, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "TMPDIR": tmp})
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        assert _left_in(Path(tmp)) == [], f"{args[0]} left temporary folders"
     return proc.stdout
+
+
+HOLDS_TEMP_FOLDERS = """
+import subprocess, sys, tempfile
+sys.path.insert(0, {bench!r})
+from _harness import own_temp_folder
+
+with own_temp_folder():
+    tempfile.mkdtemp(prefix="mine-")
+    child = subprocess.Popen([sys.executable, "-c", "import tempfile, time; tempfile.mkdtemp(prefix='childs-'); "
+                              "print('ready', flush=True); time.sleep(600)"], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline() == "ready\\n"
+    print("ready", flush=True)
+    child.wait()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="signals a process group")
+def test_a_benchmark_stopped_by_sigterm_leaves_no_temporary_folder(tmp_path):
+    """``timeout`` or ``kill`` ends a benchmark with its children: its folder, theirs inside, goes with it."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLDS_TEMP_FOLDERS.format(bench=str(BENCH))], stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "TMPDIR": str(tmp_path)}, start_new_session=True)
+    assert proc.stdout.readline() == "ready\n"  # both hold a temporary folder now
+    (root,) = _left_in(tmp_path)
+    assert root.startswith("ablab-bench-") and sorted(p.name[:5] for p in (tmp_path / root).iterdir()) == ["child", "mine-"]
+    os.killpg(proc.pid, signal.SIGTERM)  # as `timeout` does: the whole group
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert _left_in(tmp_path) == []
 
 
 @pytest.mark.slow

@@ -7,31 +7,10 @@ import sys
 import pytest
 
 import ablab.train.result as result_module
+import diskfull
 from ablab import plugins
 from ablab.cli import main
 from conftest import stored, tiny_study
-
-# imported by the study (`imports: [full_disk]`) in the driver and in every worker, however it starts:
-# while the file `disk-full` lies beside it, every staged artifact write fails as on a full disk
-FULL_DISK = '''
-import errno
-from pathlib import Path
-
-import ablab.train.result as result
-
-FULL = Path(__file__).with_name("disk-full")
-_real_write = result.write_atomic
-
-
-def write_atomic(path, data):
-    if FULL.exists():
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
-    return _real_write(path, data)
-
-
-result.write_atomic = write_atomic
-'''
-
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_full_disk_stops_the_study_charges_no_run_and_the_same_command_resumes(
@@ -41,9 +20,9 @@ def test_a_full_disk_stops_the_study_charges_no_run_and_the_same_command_resumes
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.setattr(plugins, "_SEARCH_PATH", list(plugins._SEARCH_PATH))
     monkeypatch.delitem(sys.modules, "full_disk", raising=False)
-    (tmp_path / "full_disk.py").write_text(FULL_DISK)
-    (tmp_path / "disk-full").touch()
-    study = tiny_study(imports=["full_disk"], grid={"optimizer.lr": [0.1, 0.05]}, seeds={"replicates": 1})
+    diskfull.fill(tmp_path)  # every artifact write fails, as on a full disk
+    study = tiny_study(imports=[diskfull.install(tmp_path)], grid={"optimizer.lr": [0.1, 0.05]},
+                       seeds={"replicates": 1})
     study["base"]["record"]["checkpoints"] = {"final": True}
     cmd = ["run", str(write_study(study)), "--out", str(tmp_path / "r"), "--workers", str(workers), "--threads", "1"]
 
@@ -59,7 +38,7 @@ def test_a_full_disk_stops_the_study_charges_no_run_and_the_same_command_resumes
     with sqlite3.connect(tmp_path / "r" / "ablab.db") as con:
         assert con.execute("SELECT COUNT(*) FROM failures").fetchone() == (0,)
 
-    (tmp_path / "disk-full").unlink()  # space freed
+    diskfull.free(tmp_path)
     assert main(cmd) == 0, capsys.readouterr().err[-3000:]
     _, runs = stored(tmp_path / "r")
     assert set(runs.status) == {"done"} and set(runs.attempts) == {1} and len(runs) == 2

@@ -236,9 +236,16 @@ def test_a_killed_worker_is_replaced_and_its_run_retried(threads, own_code_sandb
     capsys.readouterr()
 
 
-def _ablab(*args, **kw):
+def _ablab(*args, tmp: Path | None = None, **kw):
+    """``python -m ablab ARGS`` as a child; with ``tmp``, its temporary folder (TMPDIR) is that one."""
+    env = {**os.environ, "TMPDIR": str(tmp)} if tmp else None
     return subprocess.Popen([sys.executable, "-m", "ablab", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=interruptible, **kw)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=interruptible, env=env, **kw)
+
+
+def _left_in(tmp: Path) -> list[str]:
+    """What the processes given ``tmp`` as TMPDIR left there (torch's compile cache, kept by design, aside)."""
+    return sorted(p.name for p in tmp.iterdir() if not p.name.startswith("torchinductor_"))
 
 
 class _Reference:
@@ -263,12 +270,15 @@ def resume_reference(tmp_path_factory) -> _Reference:
 
 
 @pytest.mark.parametrize("sig,workers,threads", [
-    (signal.SIGKILL, 1, 1), (signal.SIGINT, 1, 1), (signal.SIGINT, 2, 1), (signal.SIGTERM, 1, 1), (signal.SIGTERM, 2, 1),
+    (signal.SIGKILL, 1, 1), (signal.SIGKILL, 2, 1), (signal.SIGINT, 1, 1), (signal.SIGINT, 2, 1), (signal.SIGTERM, 1, 1),
+    (signal.SIGTERM, 2, 1), pytest.param(signal.SIGKILL, 2, 2, marks=pytest.mark.slow),
     pytest.param(signal.SIGINT, 2, 2, marks=pytest.mark.slow), pytest.param(signal.SIGTERM, 2, 2, marks=pytest.mark.slow),
-], ids=["kill-9", "ctrl-c", "ctrl-c-2-workers", "sigterm", "sigterm-2-workers", "ctrl-c-2-forkserver-workers",
-        "sigterm-2-forkserver-workers"])
+], ids=["kill-9", "kill-9-2-workers", "ctrl-c", "ctrl-c-2-workers", "sigterm", "sigterm-2-workers",
+        "kill-9-2-forkserver-workers", "ctrl-c-2-forkserver-workers", "sigterm-2-forkserver-workers"])
 def test_resume_after_the_driver_is_killed(sig, workers, threads, resume_reference, own_code_sandbox, write_study,
                                           tmp_path, capsys):
+    """... and no temporary folder outlives the study: the killed driver's (multiprocessing's ``pymp-*``,
+    the forkserver's socket) goes at the resume in that results directory."""
     # the first learning rate's 2 runs finish; the others hold mid-run at the gate when the signal comes
     gate = resume_reference.gate
     gates.close_gate(gate)
@@ -276,7 +286,9 @@ def test_resume_after_the_driver_is_killed(sig, workers, threads, resume_referen
     path = write_study(study)
     out = tmp_path / "r"
     db = out / "ablab.db"
-    proc = _ablab("run", str(path), "--out", str(out), "--workers", str(workers), "--threads", str(threads))
+    tmp = tmp_path / "tmp"  # the children's own temporary folder: whatever they leave shows
+    tmp.mkdir()
+    proc = _ablab("run", str(path), "--out", str(out), "--workers", str(workers), "--threads", str(threads), tmp=tmp)
     wait_for_done(db, 2, proc)
     gates.wait_for_waiting(gate, 1, proc)
     started = {pid: procnet.started(pid) for pid in procnet.descendants(proc.pid)}
@@ -293,12 +305,14 @@ def test_resume_after_the_driver_is_killed(sig, workers, threads, resume_referen
             assert not procnet.wait_gone(started, timeout_s=30)  # the driver stopped its workers
     else:
         assert proc.returncode == -signal.SIGKILL
+        assert not procnet.wait_gone(started, timeout_s=30)  # its workers (and forkserver) died with it
     before = stored(out)[1].set_index("run")
     finished_before = before[before.status == "done"].finished.to_dict()
     gates.open_gate(gate)
 
     capsys.readouterr()
     assert main(["run", str(path), "--out", str(out), "--threads", str(threads)]) == 0, capsys.readouterr().err
+    assert _left_in(tmp) == []  # the killed driver's temporary folders went at the resume
     metrics, runs = stored(out)
     assert len(runs) == 6 and set(runs.status) == {"done"}
     after = runs.set_index("run")

@@ -9,6 +9,7 @@ import threading
 
 import pytest
 
+import diskfull
 import gates
 import procnet
 from ablab.cli import main
@@ -133,6 +134,34 @@ def test_resume_after_the_ray_driver_is_killed(sig, own_code_sandbox, write_stud
         assert runs.set_index("run").loc[run, "finished"] == t
     assert not metrics.duplicated(["run", "step", "split", "name"]).any()
     assert not ray.is_initialized()
+    capsys.readouterr()
+
+
+def test_a_full_disk_on_ray_stops_the_study_charges_no_run_and_the_same_command_resumes(
+        own_code_sandbox, monkeypatch, write_study, tmp_path, capsys):
+    """tests/execute/test_disk_full.py's case on Ray: a worker's staged write fails with ENOSPC, exit 74."""
+    import ablab.train.result as result_module
+
+    monkeypatch.setattr(result_module, "write_atomic", result_module.write_atomic)  # the module patches it here
+    diskfull.fill(tmp_path)
+    study = tiny_study(imports=[diskfull.install(tmp_path)], grid={"optimizer.lr": [0.1, 0.05]},
+                       seeds={"replicates": 1})
+    study["base"]["record"]["checkpoints"] = {"final": True}
+    out = tmp_path / "r"
+    cmd = ["run", str(write_study(study)), "--out", str(out), "--executor", "ray", "--workers", "2", "--threads", "1"]
+    assert main(cmd) == 74
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    assert "the disk is full; free space, then run the same command again" in errors[0] and str(out) in errors[0]
+    _, runs = stored(out)
+    assert set(runs.status) == {"pending"} and set(runs.attempts) == {0}  # back to pending, nothing charged
+    assert not ray.is_initialized()
+
+    diskfull.free(tmp_path)
+    assert main(cmd) == 0, capsys.readouterr().err[-3000:]
+    _, runs = stored(out)
+    assert set(runs.status) == {"done"} and set(runs.attempts) == {1} and len(runs) == 2
     capsys.readouterr()
 
 

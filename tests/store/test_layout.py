@@ -63,3 +63,27 @@ def test_a_results_path_that_cannot_hold_a_store_is_refused(tmp_path):
         layout.require_store_file(tmp_path / "empty")
     with pytest.raises(StoreError, match="no ablab.db"):
         layout.require_store_file(tmp_path / "notes-folder-missing")
+
+
+def test_noted_temp_dirs_of_a_gone_process_go_at_the_next_start_those_of_a_live_one_stay(tmp_path):
+    import subprocess
+    import sys
+
+    from ablab.store import layout
+
+    root = tmp_path / "results"
+    layout.reset_staging(root)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid_gone = int(gone.stdout)
+    killed, mine, foreign = tmp_path / "pymp-killed", tmp_path / "pymp-mine", tmp_path / "elsewhere"
+    for folder in (killed, mine, foreign):
+        (folder / "sub").mkdir(parents=True)
+        (folder / "sub" / "listener-x").write_text("")
+    (foreign / "link").symlink_to(killed)
+    layout.note_temp_dir(root, mine)  # this process: alive
+    with open(root / layout.STAGING / layout.TEMP_DIRS, "a") as notes:  # as a killed driver noted them
+        notes.write(f"{pid_gone} {foreign / 'link'}\n{pid_gone} {killed}\n{pid_gone} relative/path\nnot a line\n")
+    layout.reset_staging(root)
+    assert not killed.exists()
+    assert (mine / "sub" / "listener-x").exists() and (foreign / "link").is_symlink()  # a link is never followed
+    assert list((root / layout.STAGING).iterdir()) == []  # the notes went with the staging folder

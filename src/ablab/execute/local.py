@@ -220,6 +220,7 @@ def run_parallel(store: Store, todo: list[Variant | list[Variant]], view: Progre
         warm_driver()
     elif method == "forkserver":
         ctx.set_forkserver_preload(WARM_MODULES)
+        _start_forkserver(store)
     backend = _Pool(ctx, workers, threads, store)
     try:
         run_all(store, todo, view, backend, workers, max_crashes=MAX_WORKER_CRASHES)
@@ -230,6 +231,16 @@ def run_parallel(store: Store, todo: list[Variant | list[Variant]], view: Progre
         backend.close()
 
 
+def _start_forkserver(store: Store) -> None:
+    """Start the forkserver and note its temporary folder (multiprocessing's ``pymp-*``, holding the
+    server's socket) with the study: multiprocessing removes it at the driver's exit, and where the
+    driver is killed before that, the next invocation in the results directory does."""
+    from multiprocessing import forkserver, util
+
+    forkserver.ensure_running()
+    store.note_temp_dir(util.get_temp_dir())
+
+
 @dataclass
 class _PoolLife:
     """One process pool's workers (pid -> Process, as last seen) and, once it broke, whose death broke it."""
@@ -238,8 +249,12 @@ class _PoolLife:
     culprits: set[int] | None = None
 
 
-def _culprits(processes: dict[int, Any], timeout_s: float = 5.0) -> set[int]:
-    """Pids of the workers that ended other than by the SIGTERM a broken pool sends the rest."""
+def _culprits(processes: dict[int, Any], timeout_s: float = 120.0) -> set[int]:
+    """Pids of the workers that ended other than by the SIGTERM a broken pool sends the rest.
+
+    Every worker of a broken pool ends (the pool stops the others at once), so this waits for all their
+    exit codes; the bound is only for a worker that never ends. (It was 5 s: on a loaded machine no exit
+    code was known by then, no culprit was found, and every run in flight was charged.)"""
     deadline = time.monotonic() + timeout_s
     codes = {pid: p.exitcode for pid, p in processes.items()}
     while any(c is None for c in codes.values()) and time.monotonic() < deadline:

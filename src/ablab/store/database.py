@@ -19,6 +19,7 @@ import json
 import os
 import sqlite3
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -127,14 +128,16 @@ class Store(StoreReader):
                     _remove_reader_wal_files(db)
                 raise
         store = cls(path, conn)
-        store._tidy_on_close = tidy
+        # a reader left open (``ablab.load`` in a script) is closed, and tidied, when collected or at exit
+        store._closer = weakref.finalize(store, _close_reader, conn, db, tidy) if readonly else None
         return store
 
     def close(self) -> None:
         """Close the connection; a reader removes the ``-wal``/``-shm`` files its open made (when no one else uses them)."""
-        super().close()
-        if getattr(self, "_tidy_on_close", False):
-            _remove_reader_wal_files(self.db)
+        if getattr(self, "_closer", None) is not None:
+            self._closer()
+        else:
+            super().close()
 
     # ---- writing (driver only)
 
@@ -212,6 +215,10 @@ class Store(StoreReader):
 
     def remove_staging(self) -> None:
         layout.remove_staging(self.path)
+
+    def note_temp_dir(self, path: str | Path) -> None:
+        """A temporary folder this driver made elsewhere: the next invocation removes it if the driver was killed."""
+        layout.note_temp_dir(self.path, path)
 
     def record(self, result: Any) -> None:
         """Store a finished run (a ``RunResult``): artifact files moved into place first, then their index,
@@ -360,15 +367,55 @@ def _wal_files_exist(db: Path) -> bool:
     return any(db.with_name(db.name + suffix).exists() for suffix in ("-wal", "-shm"))
 
 
+def _close_reader(conn: sqlite3.Connection, db: Path, tidy: bool) -> None:
+    """Close a reader's connection; with ``tidy`` (its open made the ``-wal``/``-shm`` files) remove them."""
+    conn.close()
+    if tidy:
+        _remove_reader_wal_files(db)
+
+
 def _remove_reader_wal_files(db: Path) -> None:
     """Let SQLite remove the ``-wal``/``-shm`` files a read-only open made: the last connection to close
-    a WAL database deletes them, and a read-only one cannot; SQLite leaves them while anyone else has it open."""
+    a WAL database deletes them, and a read-only one cannot; SQLite leaves them while anyone else has it open.
+    On a damaged store SQLite's closing checkpoint fails and leaves them: ``_remove_unused_empty_wal``."""
     with contextlib.suppress(sqlite3.Error, OSError):
         conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=rw", uri=True, timeout=0)
         try:
             conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
         finally:
             conn.close()
+    _remove_unused_empty_wal(db)
+
+
+# SQLite's locks on a database file (os_unix.c): every connection to a WAL database holds a shared lock
+# on these bytes while it is open; an exclusive lock there means no connection has it open (wal.c,
+# sqlite3WalClose, takes the same lock before it deletes the -wal file)
+_SHARED_FIRST, _SHARED_SIZE = 0x40000000 + 2, 510
+
+
+def _remove_unused_empty_wal(db: Path) -> None:
+    """Remove ``-wal`` and ``-shm`` files that hold no commit (an empty ``-wal``) while no connection has
+    ``db`` open, holding SQLite's exclusive lock meanwhile so that none opens it."""
+    wal, shm = db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")
+    try:
+        if wal.stat().st_size != 0:
+            return
+    except FileNotFoundError:
+        if not shm.exists():
+            return
+    except OSError:
+        return
+    import fcntl  # Unix: the only systems whose SQLite locks are these
+
+    with contextlib.suppress(OSError):
+        fd = os.open(db, os.O_RDWR)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, _SHARED_SIZE, _SHARED_FIRST, os.SEEK_SET)
+            if not wal.exists() or wal.stat().st_size == 0:
+                wal.unlink(missing_ok=True)
+                shm.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
 
 
 def _connect_readonly(db: Path) -> sqlite3.Connection:

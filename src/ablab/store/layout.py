@@ -5,6 +5,7 @@ Layout::
     DIR/ablab.db            the database (``ablab.store.database``)
     DIR/runs/<id>/...       a stored run's files: spec.json and its artifacts
     DIR/.staging/<id>/      where a worker writes a run's artifact files before the driver stores them
+    DIR/.staging/temp-dirs  temporary folders the driver made elsewhere (``note_temp_dir``), one a line
     DIR/.ablab-run.lock     the writer's lock (``ablab.store.lock``)
 """
 
@@ -19,11 +20,12 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ablab.errors import StoreError
-from ablab.files import write_atomic
+from ablab.files import pid_alive, write_atomic
 from ablab.store.errors import failing_as_io
 
 DB_NAME = "ablab.db"
 STAGING = ".staging"
+TEMP_DIRS = "temp-dirs"  # in the staging folder: "<pid> <path>" a line
 RUNS = "runs"
 
 
@@ -43,8 +45,10 @@ def staging_dir(root: Path, run: str) -> Path:
 
 
 def reset_staging(root: Path) -> None:
-    """An empty staging folder: whatever a killed or failed invocation staged is removed."""
+    """An empty staging folder: whatever a killed or failed invocation staged is removed, and the
+    temporary folders it made elsewhere (``note_temp_dir``)."""
     require_staging_folder(root)
+    remove_noted_temp_dirs(root)
     remove_staging(root)
     with failing_as_io(root / STAGING):
         (root / STAGING).mkdir(parents=True, exist_ok=True)
@@ -61,6 +65,30 @@ def require_staging_folder(root: Path) -> None:
 def remove_staging(root: Path, run: str | None = None) -> None:
     """Remove the staging folder (``run``: that run's part of it only)."""
     shutil.rmtree(root / STAGING if run is None else staging_dir(root, run), ignore_errors=True)
+
+
+def note_temp_dir(root: Path, path: str | Path) -> None:
+    """Note ``path``, a temporary folder this process made outside ``root`` for the study (multiprocessing's):
+    a driver killed before its exit work leaves it, and the next invocation in ``root`` removes it."""
+    with failing_as_io(root / STAGING / TEMP_DIRS), open(root / STAGING / TEMP_DIRS, "a") as notes:
+        notes.write(f"{os.getpid()} {path}\n")
+
+
+def remove_noted_temp_dirs(root: Path) -> None:
+    """Remove the temporary folders noted by processes that are gone; a live one's (this process, a
+    notebook that ran a study here before) stay: that process may use them still."""
+    try:
+        lines = (root / STAGING / TEMP_DIRS).read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return
+    for line in lines:
+        pid, _, path = line.partition(" ")
+        folder = Path(path)
+        if not pid.isdigit() or pid_alive(int(pid)) or not folder.is_absolute():
+            continue
+        with contextlib.suppress(OSError):
+            if folder.is_dir() and not folder.is_symlink() and folder.stat().st_uid == os.getuid():
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def remove_run_dirs(root: Path, runs: set[str]) -> None:

@@ -21,6 +21,7 @@ from ablab.artifacts import (CHECKPOINT_KIND, LABELS_KIND, PREDICTIONS_KIND, che
 from ablab.errors import StoreError, StoreIOError
 from ablab.labels import label_value
 from ablab.store import layout
+from ablab.store.errors import failing_as_io
 from ablab.store.layout import DB_NAME
 
 FINAL = ("done", "diverged")  # statuses a rerun keeps; everything else runs again
@@ -39,6 +40,17 @@ class StoreReader:
 
     def close(self) -> None:
         self._conn.close()
+
+    def _query(self, sql: str, params: tuple = ()) -> pd.DataFrame:
+        """``pd.read_sql_query``; a damaged page met while reading is one ``StoreIOError`` naming the database
+        (pandas wraps SQLite's error in one of its own, which no handler recognised: a traceback, exit 1)."""
+        with failing_as_io(self.db):
+            try:
+                return pd.read_sql_query(sql, self._conn, params=params)
+            except pd.errors.DatabaseError as err:
+                if isinstance(err.__cause__, sqlite3.DatabaseError):
+                    raise err.__cause__ from None
+                raise
 
     def study(self, name: str | None = None) -> dict[str, Any]:
         """The current study's definition, or that of the replaced study ``name``."""
@@ -80,7 +92,7 @@ class StoreReader:
             "s.position FROM runs r {join} {listing} s ON s.run = r.id ORDER BY s.position, r.id"
         ).format(join="LEFT JOIN" if all_runs else "JOIN", listing=listing,
                  origin="r.origin_json" if self._has_origin() else "NULL AS origin_json")
-        df = pd.read_sql_query(query, self._conn, params=params)
+        df = self._query(query, params)
         for column in ("origin", "axes", "spec", "info"):
             df[column] = df.pop(f"{column}_json").map(
                 lambda v, c=column: self._json(v, f"runs.{c}_json") if isinstance(v, str) else {})
@@ -114,7 +126,7 @@ class StoreReader:
         if run is not None:
             query += " WHERE m.run = ?"
             params = (run,)
-        df = pd.read_sql_query(query + " ORDER BY s.position, m.step, m.split, m.name", self._conn, params=params)
+        df = self._query(query + " ORDER BY s.position, m.step, m.split, m.name", params)
         df["value"] = df["value"].astype(float)
         return df
 
@@ -125,7 +137,7 @@ class StoreReader:
     def failures(self) -> pd.DataFrame:
         if not self._has_table("failures"):
             return pd.DataFrame(columns=["run", "at", "error"])
-        return pd.read_sql_query("SELECT run, at, error FROM failures ORDER BY at", self._conn)
+        return self._query("SELECT run, at, error FROM failures ORDER BY at")
 
     def status_counts(self) -> dict[str, int]:
         rows = self._conn.execute(
@@ -160,7 +172,7 @@ class StoreReader:
         if run is not None:
             query += " WHERE run = ?"
             params = (run,)
-        return pd.read_sql_query(query + " ORDER BY run, kind, epoch, name", self._conn, params=params)
+        return self._query(query + " ORDER BY run, kind, epoch, name", params)
 
     def artifact_bytes(self) -> int:
         """Disk used by the recorded artifact files, in bytes."""
