@@ -27,11 +27,11 @@ demo: $(DEMO_STAMP)
 	$(VENV)/bin/ablab run studies/quickstart.yaml --workers $(WORKERS)
 	$(VENV)/bin/ablab report results/quickstart
 
-# the whole suite: 18 minutes on a quiet 2-core machine (1,635 tests; the slow ones train studies, start Ray, kill drivers)
+# the whole suite: 21 minutes on a 2-core machine at load ~1.5 (1,850 tests, measured 2026-12-07; the slow ones train studies, start Ray, kill drivers)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# without the tests marked slow: about 8 minutes on 2 cores
+# without the tests marked slow (not re-measured since the Ray tests and benchmark smoke runs were marked slow; was about 8 minutes on 2 cores)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
