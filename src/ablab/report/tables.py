@@ -239,16 +239,8 @@ def table_rows(agg: pd.DataFrame, refs: list[str], by: str = "label") -> tuple[l
         header += [ref, *(f"Δ vs {role}" for role in roles if f"{ref}.delta_{role}" in agg)]
     header += ["n", "diverged", "failed"]
     cols = column_formats(agg, refs)
-    rows = []
-    for _, row in agg.iterrows():
-        cells = [str(row[by])]
-        for ref in refs:
-            cells.append(format_mean_sd(row[f"{ref}.mean"], row[f"{ref}.sd"], int(row[f"{ref}.n"]), int(row["n"]),
-                                        column=cols[ref]))
-            cells += [format_delta(row, ref, role, column=cols[(ref, role)]) for role in roles if (ref, role) in cols]
-        cells += [str(int(row["n"])), str(int(row["n_diverged"])), str(int(row["n_failed"]))]
-        rows.append(cells)
-    return header, rows
+    delta = lambda row, ref, role: format_delta(row, ref, role, column=cols[(ref, role)])  # noqa: E731
+    return header, _rows(agg, refs, by, roles, cols, delta)
 
 
 def console_rows(agg: pd.DataFrame, refs: list[str], by: str = "label") -> tuple[list[str], list[list[str]], list[int]]:
@@ -262,16 +254,23 @@ def console_rows(agg: pd.DataFrame, refs: list[str], by: str = "label") -> tuple
         header += [ref, *(f"Δ {role}" for role in roles if (ref, role) in cols)]
     groups.append(len(header))
     header += ["n", "div.", "failed"]
+    delta = lambda row, ref, role: delta_brief(row, ref, role, cols[(ref, role)])[0]  # noqa: E731
+    return header, _rows(agg, refs, by, roles, cols, delta), groups
+
+
+def _rows(agg: pd.DataFrame, refs: list[str], by: str, roles: list[str], cols: dict, delta) -> list[list[str]]:
+    """A table's string cells per variant: its label, per metric its mean ± SD then ``delta(row, ref, role)``
+    per baseline role with a column, then n, diverged and failed."""
     rows = []
     for _, row in agg.iterrows():
         cells = [str(row[by])]
         for ref in refs:
             cells.append(format_mean_sd(row[f"{ref}.mean"], row[f"{ref}.sd"], int(row[f"{ref}.n"]), int(row["n"]),
                                         column=cols[ref]))
-            cells += [delta_brief(row, ref, role, cols[(ref, role)])[0] for role in roles if (ref, role) in cols]
+            cells += [delta(row, ref, role) for role in roles if (ref, role) in cols]
         cells += [str(int(row["n"])), str(int(row["n_diverged"])), str(int(row["n_failed"]))]
         rows.append(cells)
-    return header, rows, groups
+    return rows
 
 
 CONSOLE_WIDTH = 120  # the terminal table's lines never exceed this

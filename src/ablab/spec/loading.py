@@ -14,17 +14,22 @@ from ablab.plugins import add_search_path, import_modules
 from ablab.spec.models import EvalSpec, RunSpec, Study
 from ablab.spec.yaml_safe import load_yaml
 
-def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
-    """Read and validate a study YAML; ``overrides`` are ``path=value`` strings on ``base``."""
-    path = Path(path)
+def _read_yaml(path: Path):
+    """A spec file's YAML, or one ``SpecError`` naming the file (missing, unreadable, not valid YAML)."""
     try:
-        raw = load_yaml(path.read_text())
+        return load_yaml(path.read_text())
     except FileNotFoundError:
         raise SpecError("file not found", file=str(path)) from None
     except (OSError, UnicodeDecodeError) as err:
         raise SpecError(f"cannot read: {err}", file=str(path)) from None
     except yaml.YAMLError as err:
         raise _yaml_error(err, str(path)) from None
+
+
+def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
+    """Read and validate a study YAML; ``overrides`` are ``path=value`` strings on ``base``."""
+    path = Path(path)
+    raw = _read_yaml(path)
     if not isinstance(raw, dict):
         raise SpecError("a study is a YAML mapping with keys name, base, grid, zip, seeds, report", file=str(path))
     raw.setdefault("name", path.stem)
@@ -76,14 +81,7 @@ def import_spec_modules(path: str | Path) -> list[str]:
     """Import what a study's ``imports:`` names (as ``ablab run`` would, its folder first on ``sys.path``),
     without validating the rest of it; returns the module names."""
     path = Path(path)
-    try:
-        raw = load_yaml(path.read_text())
-    except FileNotFoundError:
-        raise SpecError("file not found", file=str(path)) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise SpecError(f"cannot read: {err}", file=str(path)) from None
-    except yaml.YAMLError as err:
-        raise _yaml_error(err, str(path)) from None
+    raw = _read_yaml(path)
     imports = raw.get("imports") if isinstance(raw, dict) else None
     _import_own_modules(imports, path)
     return list(imports or [])
