@@ -27,7 +27,7 @@ demo: $(DEMO_STAMP)
 	$(VENV)/bin/ablab run studies/quickstart.yaml --workers $(WORKERS)
 	$(VENV)/bin/ablab report results/quickstart
 
-# the whole suite: 21 minutes on a 2-core machine at load ~1.5 (1,850 tests, measured 2026-12-07; the slow ones train studies, start Ray, kill drivers)
+# the whole suite: 19–21 minutes on a 2-core machine (1,853 tests, two clean-clone runs on 2026-12-07; the slow ones train studies, start Ray, kill drivers)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
