@@ -8,12 +8,14 @@ TORCH := torch==2.13.0
 
 .PHONY: demo test test-fast bench clean test-gpu gpu-tests gpu-study
 
-# the test environment: the package with its test extras (pytest, selenium, Ray, pyarrow)
+# the test environment: the package with its test extras (pytest, selenium, Ray, pyarrow) and torchattacks
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	# torch first, pinned to the CPU build this machine has offline; a bare `torch` pulls CUDA
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e ".[test]"
+	# torchattacks checks our attacks (seed 002 ch. 3); it declares torchvision (no CPU build here) but never imports it
+	$(PY) -m pip install --quiet --no-deps "torchattacks>=3.5"
 	touch $(STAMP)
 
 # the demo needs only the package and its base dependencies: no test extras
