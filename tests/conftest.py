@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import ctypes
 import signal
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
@@ -65,10 +67,21 @@ def wait_for_done(db: Path, n: int, proc, timeout: float = 120) -> None:
     raise AssertionError("runs did not finish in time")
 
 
+# looked up here, in the test process: the child between fork and exec only calls it (no loader lock there)
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+_PR_SET_PDEATHSIG = 1
+
+
 def interruptible() -> None:
     """``preexec_fn`` for a child that a test stops with SIGINT: a shell starts background jobs
-    with SIGINT ignored, and Python then never raises KeyboardInterrupt; restore the default."""
+    with SIGINT ignored, and Python then never raises KeyboardInterrupt; restore the default.
+
+    The child also gets SIGTERM when the test process ends, however it ends (a SIGKILLed pytest left
+    drivers training): on Linux the kernel sends it once the thread that started the child exits, so
+    start such children from the test's own thread."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def tiny_study(**overrides) -> dict:
