@@ -51,10 +51,9 @@ def test_run_id_ignores_spelling_of_defaults(write_study):
 def test_run_id_depends_on_protocol_version(monkeypatch, write_study):
     import ablab.spec
 
-    run = _expand(write_study, tiny_study())[0].spec
-    before = run.id
+    before = _expand(write_study, tiny_study())[0].spec.id
     monkeypatch.setattr(ablab.spec.models, "PROTOCOL_VERSION", 999)
-    assert run.id != before
+    assert _expand(write_study, tiny_study())[0].spec.id != before
 
 
 def test_canonical_json_round_trips():
@@ -123,3 +122,13 @@ def test_a_stored_source_is_read_through_the_opener_the_caller_hands_in(tmp_path
     with pytest.raises(SpecError, match="source study: ") as err:
         expand(study, open_stored=lambda path: opened.append(path) or ablab.load(path))
     assert opened == [str(tmp_path / "nowhere")] and err.value.field == "source.study"
+
+
+def test_a_run_id_worked_out_once_follows_every_change():
+    """The id is kept once asked for; a changed copy and a field set in place each get the new one."""
+    spec = RunSpec.model_validate(TINY_BASE)
+    first = spec.id
+    changed = {**TINY_BASE, "epochs": 3}
+    assert spec.model_copy(update={"epochs": 3}).id == RunSpec.model_validate(changed).id != first
+    spec.epochs = 3
+    assert spec.id == RunSpec.model_validate(changed).id

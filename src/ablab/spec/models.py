@@ -12,8 +12,8 @@ import json
 from typing import Annotated, Any, Literal, Optional, Sequence, Union
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, TypeAdapter,
-                      ValidationError, ValidationInfo, create_model, field_validator, model_serializer,
-                      model_validator)
+                      PrivateAttr, ValidationError, ValidationInfo, create_model, field_validator,
+                      model_serializer, model_validator)
 
 from ablab.errors import SpecError
 from ablab.plugins import check_module_name, code_of, import_modules, load_entry_points
@@ -66,6 +66,19 @@ class _OwnCode(_Strict):
 
     imports: list[ModuleName] = []
     code: dict[str, str] = {}
+    # the id, worked out once: a validated unit is not changed in place (a changed copy is a new object,
+    # ``model_copy`` forgets it); validating a 2,100-run study asked each run for its id 8 times
+    _id: Optional[str] = PrivateAttr(default=None)
+
+    def model_copy(self, *args: Any, **kwargs: Any) -> "_OwnCode":
+        copy = super().model_copy(*args, **kwargs)
+        copy._id = None
+        return copy
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name != "_id":
+            super().__setattr__("_id", None)
 
     @model_validator(mode="before")
     @classmethod
@@ -353,7 +366,9 @@ class RunSpec(_OwnCode):
     @property
     def id(self) -> str:
         """Stable id: sha256 of the canonical JSON (without source locations) and the protocol version."""
-        return _run_id(self)
+        if self._id is None:
+            self._id = _run_id(self)
+        return self._id
 
 
 def _cycle_ends(schedule: str):
@@ -434,7 +449,9 @@ class EvalSpec(_OwnCode):
     @property
     def id(self) -> str:
         """The unit's id: its members and settings, not its position in the study (``replicate``)."""
-        return _run_id(self.model_copy(update={"replicate": 0}))
+        if self._id is None:
+            self._id = _run_id(self.model_copy(update={"replicate": 0}))
+        return self._id
 
 
 UnitSpec = Union[RunSpec, EvalSpec]
