@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import ctypes
+import os
 import signal
 import sqlite3
 import sys
@@ -12,6 +13,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+# One CPU thread per run and per test unless a test asks for more (--threads 2): on a busy 2-core machine
+# two OpenMP threads made a tiny study 12-18 times slower (16 s against 1 s under load 12). Set before
+# torch is imported, so this process and every child it starts read it (ablab's default_threads too).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 TINY_BASE = {
     "data": "digits",

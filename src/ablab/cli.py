@@ -130,7 +130,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("spec", help="study YAML file")
     run.add_argument("--out", help="results directory (default: results/<study name>)")
     run.add_argument("--workers", type=int, default=1, help="worker processes (default 1: in this process)")
-    run.add_argument("--threads", type=int, help="CPU threads per run (default: cores // workers); "
+    run.add_argument("--threads", type=int, help="CPU threads per run (default: cores // workers, "
+                     "OMP_NUM_THREADS standing for the cores where it is set); "
                      "CPU results are bitwise reproducible for the same thread count")
     run.add_argument("--executor", choices=["local", "ray"], default="local",
                      help="local processes, or Ray (a private local instance, or a cluster with --address)")
@@ -150,7 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("--no-timing", action="store_true",
                      help="skip timing training steps of the first run (no cost estimate)")
     val.add_argument("--workers", type=int, default=1, help="workers the estimate assumes (as for ablab run)")
-    val.add_argument("--threads", type=int, help="CPU threads per run for the measured steps (default: cores // workers)")
+    val.add_argument("--threads", type=int, help="CPU threads per run for the measured steps (default: as for run)")
     val.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE")
     _limits(val)
 
@@ -289,7 +290,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
               f"evaluator outputs {_size(estimate.predictions)})")
     if args.workers < 1 or (args.threads is not None and args.threads < 1):
         raise AblabError("--workers and --threads must be at least 1")
-    threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
+    from ablab.execute import default_threads
+
+    threads = args.threads or default_threads(args.workers)
     if not study.post_hoc and to_do:
         _print_packing(study, to_do, threads)
     if not study.post_hoc and to_do and not args.no_timing:

@@ -106,6 +106,7 @@ def test_the_estimate_divides_by_workers_and_measures_with_their_threads(monkeyp
     monkeypatch.setattr(ablab.step_time, "measure_step_seconds",
                         lambda spec, threads=None: seen.append(threads) or FIXED)
     monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the suite's 1 thread (conftest) would stand for the cores
     path = str(write_study(tiny_study()))  # 2 runs × 2 epochs × 10 steps
     assert main(["validate", path, "--workers", "2", "--out", str(tmp_path / "none")]) == 0
     assert "= 40 steps × 10 ms, about 0.2 s with 2 workers" in capsys.readouterr().out

@@ -27,6 +27,16 @@ class Summary:
         return set(self.counts) <= {"done", "diverged"}
 
 
+def default_threads(workers: int) -> int:
+    """CPU threads per run where ``--threads`` is not given: the cores // ``workers``, where a positive
+    ``OMP_NUM_THREADS`` (the variable PyTorch and OpenMP read) stands for the cores."""
+    try:
+        cores = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        cores = 0
+    return max(1, (cores if cores > 0 else os.cpu_count() or 1) // workers)
+
+
 def run_study(
     study: Study,
     file: str,
@@ -42,12 +52,12 @@ def run_study(
 ) -> Summary:
     """Record the study in ``out``, then train every run without a final result.
 
-    ``threads``: intra-op CPU threads per run (default: cores // workers). CPU results are
+    ``threads``: intra-op CPU threads per run (default: ``default_threads(workers)``). CPU results are
     bitwise reproducible for the same thread count; a different count may change the last bits.
     A results directory holds one study: a spec of another study name is refused unless ``replace``
     (the same name with other settings, seeds or variants is that study, extended or edited).
     """
-    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    threads = threads or default_threads(workers)
     if executor == "ray":
         from ablab.execute.ray_executor import check_reachable
 
