@@ -31,7 +31,7 @@ demo: $(DEMO_STAMP)
 
 # the whole suite: 19–21 minutes on a 2-core machine (1,853 tests, two clean-clone runs on 2026-12-07; the slow ones train studies, start Ray, kill drivers)
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 # without the tests marked slow (not re-measured since the Ray tests and benchmark smoke runs were marked slow; was about 8 minutes on 2 cores)
 test-fast: $(STAMP)
