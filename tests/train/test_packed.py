@@ -214,3 +214,15 @@ def test_a_packed_checkpoint_is_in_the_unpacked_format():
     state = _checkpoint(train_pack(specs)[1].artifacts["checkpoint_e0002.pt"])
     assert state["model"]["fc0.weight"].shape == (24, 64) and state["seeds"]["init"] == 1
     assert state["step"] == 2 * 13 and state["epoch"] == 2  # 1257 training examples in batches of 100
+
+
+def test_the_replicas_of_a_pack_share_one_dataset(monkeypatch):
+    """The pack places its dataset on the device once; every replica reads that one (read-only) copy."""
+    import ablab.train.build as build
+
+    calls = []
+    real = build.load_run_data
+    monkeypatch.setattr(build, "load_run_data", lambda spec: calls.append(spec.id) or real(spec))
+    specs = [_spec(s, model={"name": "mlp", "widths": [8]}, epochs=1) for s in range(3)]
+    results = train_pack(specs)
+    assert [r.status for r in results] == ["done"] * 3 and calls == [specs[0].id]

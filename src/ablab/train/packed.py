@@ -12,7 +12,7 @@ matrix products (in the same layouts) the unpacked ``addmm`` backward takes, whi
 training bitwise equal to R sequential runs on the CPU (tests/train/test_packed.py).
 
 At each epoch's end the packed tensors are copied back into each replica's own model and optimizer,
-and the loop's own ``_end_epoch`` evaluates and checkpoints that replica as the run alone would
+and the loop's own ``end_epoch`` evaluates and checkpoints that replica as the run alone would
 (same evaluators, same checkpoint format, in its own ``stochastic`` stream). A replica whose loss
 stops being finite is recorded ``diverged`` and leaves the group; the others go on.
 """
@@ -35,10 +35,10 @@ from ablab.optim.groups import decoupled_decay_, group_l2_penalty
 from ablab.registry import MODELS, OPTIMIZERS
 from ablab.spec import RunSpec
 from ablab.train import checkpoint as ckpt
-from ablab.train.build import load_run_data
+from ablab.train.build import load_run_data, place_run_data
 from ablab.train.compute import resolve_device
 from ablab.train.inputs import UnitFiles
-from ablab.train.loop import Progress, Training, _begin, _end_epoch, _finish, _log_batch, set_up
+from ablab.train.loop import Progress, Training, begin, end_epoch, finish, log_batch, set_up
 from ablab.train.result import ArtifactSink, RunResult, run_guarded
 
 PACKED_OPTIMIZERS = ("sgd", "adam", "adamw")  # elementwise updates: a stacked tensor steps as its slices do
@@ -343,9 +343,10 @@ def train_pack(specs: list[RunSpec], run_ids: Optional[list[str]] = None, stagin
     progress = progress or [lambda e, k: None] * n
     results: dict[int, RunResult] = {}
     replicas = []
+    shared: list = []  # the family's one dataset on the device, read-only, loaded by the first set-up
     for i, spec in enumerate(specs):
         got: list[Replica] = []
-        work = functools.partial(_set_up_replica, i, spec, run_ids[i], staging[i], files[i], got)
+        work = functools.partial(_set_up_replica, i, spec, run_ids[i], staging[i], files[i], got, shared)
         result = run_guarded(run_ids[i], spec.device, work)
         if got:
             replicas.append(got[0])
@@ -362,8 +363,11 @@ def train_pack(specs: list[RunSpec], run_ids: Optional[list[str]] = None, stagin
 
 
 def _set_up_replica(i: int, spec: RunSpec, run_id: str, staging: Optional[Path], files: Optional[UnitFiles],
-                    out: list, started: float) -> RunResult:
-    t = set_up(spec, files or UnitFiles(), ArtifactSink(staging))
+                    out: list, shared: list, started: float) -> RunResult:
+    """Replica ``i`` set up as the run alone, on the pack's shared dataset (placed by the first replica)."""
+    if not shared:
+        shared.append(place_run_data(spec))
+    t = set_up(spec, files or UnitFiles(), ArtifactSink(staging), data=shared[0])
     out.append(Replica(i, run_id, t, ReplicaStream(t), started))
     return RunResult(run_id, "done")
 
@@ -376,7 +380,7 @@ def _train_replicas(replicas: list[Replica], progress: list[Progress], started: 
         for r in replicas:
             r.t.run.model.train()
             with r.stream.scope():
-                _begin(r.t)
+                begin(r.t)
             progress[r.index](r.t.state.epoch, run.duration.epochs)  # the total, known now (as the loop reports it)
         for epoch in range(replicas[0].t.state.epoch + 1, run.duration.epochs + 1):
             if not pack.alive:
@@ -388,7 +392,7 @@ def _train_replicas(replicas: list[Replica], progress: list[Progress], started: 
     results = {}
     for r in replicas:
         r.t.info["packed"] = {"replicas": len(replicas), "index": r.index}
-        results[r.index] = _finish(r.t, r.status, r.run_id, r.started)
+        results[r.index] = finish(r.t, r.status, r.run_id, r.started)
     return RunResult(replicas[0].run_id, "done", info={"results": results})
 
 
@@ -413,7 +417,7 @@ def _packed_epoch(pack: Pack, epoch: int) -> None:
         step = first.state.step
         if step % every == 0 or step == total:
             for r in pack.alive:
-                if not _log_batch(r.t, outs[r.index], ys[r.index]):
+                if not log_batch(r.t, outs[r.index], ys[r.index]):
                     r.status = "diverged"
         if step >= total:
             break
@@ -421,7 +425,7 @@ def _packed_epoch(pack: Pack, epoch: int) -> None:
 
 def _batch(pack: Pack, splits: list, idxs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The replicas' batches stacked [R, B, …], each in its own order and augmented from its own stream; without
-    augmentations one gather (the replicas' data are the same: their specs differ only in seeds)."""
+    augmentations one gather from the dataset they share."""
     if not pack.replicas[0].t.run.augments:
         x, y = splits[0].rows(torch.stack(idxs))
         return x, list(y.unbind(0))
@@ -463,5 +467,5 @@ def _end_packed_epoch(pack: Pack) -> None:
     for r in pack.alive:
         unpack_into(pack.opt, r.index, r.t)
         with r.stream.scope():
-            if not _end_epoch(r.t):
+            if not end_epoch(r.t):
                 r.status = "diverged"
