@@ -184,8 +184,8 @@ def test_packed_linear_gradients_are_the_unpacked_ones():
 @pytest.mark.parametrize("changes, why", [
     ({"objective": {"name": "sam", "rho": 0.05}}, "objective 'sam'"),
     ({"record": {"probes": ["norm_params"]}}, "probes"),
-    ({"model": {"name": "mlp", "widths": [8], "norm": "batchnorm"}}, "without bias"),
-    ({"model": "3c3d"}, "model '3c3d'"),
+    ({"model": "mnist_cnn"}, "model 'mnist_cnn' is not packed"),
+    ({"model": {"name": "one_hidden_conv", "activation": "gelu"}}, "activation GELU in a convolutional model"),
     ({"compute": {"precision": "bf16"}}, "compute options"),
 ])
 def test_what_cannot_be_packed_says_why(changes, why):

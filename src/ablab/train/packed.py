@@ -38,16 +38,14 @@ from ablab.train import checkpoint as ckpt
 from ablab.train.build import load_run_data, place_run_data
 from ablab.train.compute import resolve_device
 from ablab.train.inputs import UnitFiles
+from ablab.train.packed_layers import (PackedLinear, PackedNet, Unpackable, check_model, pack_model,  # noqa: F401
+                                       packed_parameters, unpack_buffers)
 from ablab.train.loop import Progress, Training, begin, end_epoch, finish, log_batch, set_up
 from ablab.train.result import ArtifactSink, RunResult, run_guarded
 
 PACKED_OPTIMIZERS = ("sgd", "adam", "adamw")  # elementwise updates: a stacked tensor steps as its slices do
-EXACT_ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.Identity)  # the same bits on any slice of a batch
-SLICED_ACTIVATIONS = (nn.GELU, nn.Tanh, nn.Sigmoid, nn.ELU)  # vectorised kernels differ at a tensor's tail
-
-
-class Unpackable(Exception):
-    """Why a run cannot be packed (one line)."""
+# the models whose packed training is tested bitwise against the runs alone (tests/train/test_packed*.py)
+PACKED_MODELS = ("linear", "mlp", "one_hidden_conv", "3c3d", "resnet6", "resnet10", "resnet14")
 
 
 # ---------------------------------------------------------------- what packs
@@ -76,10 +74,11 @@ def packability(spec: RunSpec) -> Packability:
     try:
         device = resolve_device(spec.device)
         data = load_run_data(spec)
+        if spec.model["name"] not in PACKED_MODELS:
+            raise Unpackable(f"model '{spec.model['name']}' is not packed (packs: {', '.join(PACKED_MODELS)})")
         with torch.device("meta"):
             model = MODELS.create(spec.model, in_shape=tuple(data.in_shape), out_dim=data.out_dim)
-        for module in _layers(model, spec.model["name"]):
-            _check_layer(module, device)
+        check_model(model, device)
     except Unpackable as err:
         return Packability(str(err))
     except Exception as err:  # noqa: BLE001  (the run alone reports the problem with its field)
@@ -90,116 +89,6 @@ def packability(spec: RunSpec) -> Packability:
 def refusal(spec: RunSpec) -> Optional[str]:
     """Why ``spec`` cannot be packed with other seeds of itself, or None when it can."""
     return packability(spec).refusal
-
-
-def _layers(model: nn.Module, name: str) -> list[nn.Module]:
-    if type(model) is not nn.Sequential:
-        raise Unpackable(f"model '{name}' is not packed yet (packs: linear, mlp)")
-    return list(model.children())
-
-
-def _check_layer(m: nn.Module, device: torch.device) -> None:
-    """A layer the packed network can stand in for, or ``Unpackable`` saying why not."""
-    if isinstance(m, nn.Flatten):
-        if m.start_dim != 1 or m.end_dim != -1:
-            raise Unpackable("a Flatten over other dimensions than all but the batch is not packed")
-    elif isinstance(m, nn.Linear):
-        if m.bias is None:
-            raise Unpackable("a linear layer without bias (a norm layer follows it) is not packed yet")
-    elif isinstance(m, nn.Dropout):
-        if device.type != "cpu":
-            raise Unpackable("dropout is packed on the CPU only (CUDA draws its masks in a fused kernel)")
-    elif not isinstance(m, EXACT_ACTIVATIONS + SLICED_ACTIVATIONS):
-        raise Unpackable(f"layer {type(m).__name__} is not packed yet (norm layers, convolutions: not yet)")
-
-
-# ---------------------------------------------------------------- the packed network
-
-
-class PackedLinear(torch.autograd.Function):
-    """y_r = x_r W_rᵀ + b_r for every replica r, with the gradients the unpacked ``addmm`` computes.
-
-    Autograd's own ``bmm`` backward takes W's gradient as (xᵀ g)ᵀ; ``addmm`` (an ``nn.Linear``) takes
-    it as gᵀ x, which MKL rounds differently for small shapes; this backward takes gᵀ x per replica.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        grad_x = torch.bmm(grad, weight) if ctx.needs_input_grad[0] else None
-        return grad_x, torch.bmm(grad.transpose(1, 2), x), grad.sum(1)
-
-
-class _Linear(nn.Module):
-    def __init__(self, layers: list[nn.Linear]):
-        super().__init__()
-        self.weight = nn.Parameter(torch.stack([m.weight.detach() for m in layers]))
-        self.bias = nn.Parameter(torch.stack([m.bias.detach() for m in layers]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return PackedLinear.apply(x, self.weight, self.bias)
-
-
-class _Sliced(nn.Module):
-    """A layer applied to each replica's slice on its own (the bits of the unpacked call)."""
-
-    def __init__(self, module: nn.Module):
-        super().__init__()
-        self.module = module
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([self.module(xr) for xr in x.unbind(0)])
-
-
-class _Dropout(nn.Module):
-    """Inverted dropout per replica, each mask from that replica's ``stochastic`` generator (PyTorch's CPU
-    ``dropout``: noise = bernoulli(1 − p) / (1 − p), output = x · noise)."""
-
-    def __init__(self, p: float, generators: list[torch.Generator]):
-        super().__init__()
-        self.p, self.generators = p, generators
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 1:
-            return x * torch.zeros((), dtype=x.dtype, device=x.device)
-        out = []
-        for xr, g in zip(x.unbind(0), self.generators):
-            noise = torch.empty_like(xr).bernoulli_(1 - self.p, generator=g)
-            out.append(xr * noise.div_(1 - self.p))
-        return torch.stack(out)
-
-
-class _Flatten(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(2)
-
-
-def pack_model(models: list[nn.Module], generators: list[torch.Generator]) -> nn.Sequential:
-    """The packed network of the replicas' (identically built) ``nn.Sequential`` models: input [R, B, …]."""
-    layers = []
-    for column in zip(*(list(m.children()) for m in models)):
-        first = column[0]
-        if isinstance(first, nn.Flatten):
-            layers.append(_Flatten())
-        elif isinstance(first, nn.Linear):
-            layers.append(_Linear(list(column)))
-        elif isinstance(first, nn.Dropout):
-            layers.append(_Dropout(first.p, generators))
-        elif isinstance(first, EXACT_ACTIVATIONS):
-            layers.append(first)
-        else:
-            layers.append(_Sliced(first))
-    return nn.Sequential(*layers)
-
-
-def _packed_params(model: nn.Sequential) -> list[nn.Parameter]:
-    """The packed parameters in the replicas' parameter order (weight, bias per linear layer)."""
-    return [p for m in model if isinstance(m, _Linear) for p in (m.weight, m.bias)]
 
 
 # ---------------------------------------------------------------- the packed optimizer
@@ -257,12 +146,14 @@ def _slice(key: str, value, r: int):
     return value.clone() if isinstance(value, torch.Tensor) else value
 
 
-def unpack_into(packed: PackedOptimization, r: int, t: Training) -> None:
-    """Replica ``r``'s slices of the packed parameters and optimizer state copied into its own model and optimizer."""
+def unpack_into(packed: PackedOptimization, net: PackedNet, r: int, t: Training) -> None:
+    """Replica ``r``'s slices of the packed parameters, buffers (norm statistics) and optimizer state copied into
+    its own model and optimizer."""
     own = list(t.run.model.parameters())
     with torch.no_grad():
         for p, q in zip(packed.params, own):
             q.copy_(p[r])
+    unpack_buffers(net, r, t.run.model)
     for mine, group in zip(t.run.optimizer.param_groups, packed.optimizer.param_groups):
         mine.update({k: v for k, v in group.items() if k != "params"})  # the lr the schedule set last
     position = {id(q): i for i, q in enumerate(own)}
@@ -323,7 +214,7 @@ class Pack:
     """The replicas still training and what trains them together."""
 
     replicas: list[Replica]
-    net: nn.Sequential
+    net: PackedNet
     opt: PackedOptimization
 
     @property
@@ -397,8 +288,9 @@ def _train_replicas(replicas: list[Replica], progress: list[Progress], started: 
 
 
 def _assemble(replicas: list[Replica]) -> Pack:
-    net = pack_model([r.t.run.model for r in replicas], [r.stream.cpu for r in replicas])
-    opt = pack_optimizer(replicas[0].t.run.spec, [r.t for r in replicas], _packed_params(net))
+    first = replicas[0].t.run
+    net = pack_model([r.t.run.model for r in replicas], [r.stream.cpu for r in replicas], first.device)
+    opt = pack_optimizer(first.spec, [r.t for r in replicas], packed_parameters(net, first.model))
     return Pack(replicas, net.train(), opt)
 
 
@@ -465,7 +357,7 @@ def _packed_step(pack: Pack, x: torch.Tensor, ys: list[torch.Tensor]) -> tuple[l
 def _end_packed_epoch(pack: Pack) -> None:
     """Each live replica's own model and optimizer brought up to date, then evaluated and checkpointed as alone."""
     for r in pack.alive:
-        unpack_into(pack.opt, r.index, r.t)
+        unpack_into(pack.opt, pack.net, r.index, r.t)
         with r.stream.scope():
             if not end_epoch(r.t):
                 r.status = "diverged"
