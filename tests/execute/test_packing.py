@@ -52,6 +52,46 @@ def test_auto_packs_at_one_thread_on_the_cpu_only_and_small_models():
     assert [len(u) for u in plan_packs(_variants(_study("auto")), "auto", threads=1).units] == [5, 5]
 
 
+CONV = {**{k: v for k, v in BASE.items() if k != "epochs"}, "model": {"name": "one_hidden_conv", "norm": "batchnorm"},
+        "batch_size": 32, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+        "augment": [{"name": "random_crop", "padding": 1}]}
+
+
+def test_auto_packs_a_small_convolutional_model_and_not_one_where_packing_loses():
+    """one_hidden_conv 64@5×5/2 on 8×8 digits at batch 32 (35,840 multiply-adds per example) packs 32; on 16×16
+    digits at batch 64 (143,360 per example × 64 > 2^22) it does not (measured slower packed: docs/packing.md)."""
+    assert auto_replicas(11_978, 32, "cpu", 1, conv_macs=35_840) == (32, "")
+    r, why = auto_replicas(42_634, 64, "cpu", 1, conv_macs=143_360)
+    assert r == 1 and "convolutional model this large (143,360 multiply-adds per example × batch 64" in why
+    small = tiny_study(base={**CONV, "epochs": 1}, seeds={"replicates": 4}, execute={"pack": "auto"})
+    assert [len(u) for u in plan_packs(_variants(small), "auto", threads=1).units] == [4]
+    large = tiny_study(base={**CONV, "epochs": 1, "batch_size": 64, "data": {"name": "digits", "size": 16, "channels": 1}},
+                       seeds={"replicates": 4}, execute={"pack": "auto"})
+    plan = plan_packs(_variants(large), "auto", threads=1)
+    assert [len(u) for u in plan.units] == [1] * 4 and "compute-bound" in plan.notes[0]
+
+
+def test_a_packed_conv_study_stores_what_one_run_per_process_stores(write_study, tmp_path, capsys):
+    """A BatchNorm CNN study with crops, predictions and activations (as studies/nondeterminism/cpu.yaml), packed
+    by ``auto`` and ``off``: the same metrics bitwise and the same artifact files."""
+    record = {"every_steps": 4, "eval_splits": ["test"], "evaluators": [
+        "standard", {"name": "predictions", "splits": ["test"], "epochs": "last"},
+        {"name": "activations", "splits": ["test"], "layers": ["conv0", "act0", "fc1"], "examples": 20}]}
+    study = tiny_study(base={**CONV, "steps": 12, "record": record}, seeds={"replicates": 3, "vary": ["init"]},
+                       execute={"pack": "auto"})
+    packed, alone = tmp_path / "packed", tmp_path / "alone"
+    assert main(["run", str(write_study(study, "p.yaml")), "--out", str(packed), "--threads", "1"]) == 0
+    assert "packing: 3 runs in 1 pack of 3 replicas" in capsys.readouterr().err
+    off = {**study, "execute": {"pack": "off"}}
+    assert main(["run", str(write_study(off, "o.yaml")), "--out", str(alone), "--threads", "1"]) == 0
+    (mp, rp), (ma, ra) = stored(packed), stored(alone)
+    assert rp.run.tolist() == ra.run.tolist() and set(rp.status) == {"done"} and same_metrics(mp, ma)
+    for run in rp.run:
+        for path in (alone / "runs" / run).iterdir():
+            assert (packed / "runs" / run / path.name).read_bytes() == path.read_bytes(), path.name
+    capsys.readouterr()
+
+
 def test_a_family_that_cannot_pack_runs_one_per_process_with_one_line_why():
     plan = plan_packs(_variants(_study(4, objective={"name": "sam", "rho": 0.05})), 4)
     assert [len(u) for u in plan.units] == [1] * 10

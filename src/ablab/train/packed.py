@@ -38,8 +38,8 @@ from ablab.train import checkpoint as ckpt
 from ablab.train.build import load_run_data, place_run_data
 from ablab.train.compute import resolve_device
 from ablab.train.inputs import UnitFiles
-from ablab.train.packed_layers import (PackedLinear, PackedNet, Unpackable, check_model, pack_model,  # noqa: F401
-                                       packed_parameters, unpack_buffers)
+from ablab.train.packed_layers import (PackedLinear, PackedNet, Unpackable, check_model,  # noqa: F401
+                                       multiply_adds, pack_model, packed_parameters, unpack_buffers)
 from ablab.train.loop import Progress, Training, begin, end_epoch, finish, log_batch, set_up
 from ablab.train.result import ArtifactSink, RunResult, run_guarded
 
@@ -58,6 +58,7 @@ class Packability:
     refusal: Optional[str]
     parameters: int = 0
     device: str = "cpu"
+    conv_macs: int = 0  # multiply-adds per example of a convolutional model's forward pass; 0 without convolutions
 
 
 def packability(spec: RunSpec) -> Packability:
@@ -79,11 +80,12 @@ def packability(spec: RunSpec) -> Packability:
         with torch.device("meta"):
             model = MODELS.create(spec.model, in_shape=tuple(data.in_shape), out_dim=data.out_dim)
         check_model(model, device)
+        macs, convolutional = multiply_adds(model, tuple(data.in_shape))
     except Unpackable as err:
         return Packability(str(err))
     except Exception as err:  # noqa: BLE001  (the run alone reports the problem with its field)
         return Packability(f"the run cannot be built: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
-    return Packability(None, sum(p.numel() for p in model.parameters()), device.type)
+    return Packability(None, sum(p.numel() for p in model.parameters()), device.type, macs if convolutional else 0)
 
 
 def refusal(spec: RunSpec) -> Optional[str]:

@@ -406,6 +406,29 @@ def _check_conv(m: nn.Conv2d) -> None:
         raise Unpackable("a grouped, non-zero-padded or 'same'-padded convolution is not packed")
 
 
+def multiply_adds(model: nn.Module, in_shape: tuple[int, ...]) -> tuple[int, bool]:
+    """Multiply-adds of one example's forward pass through the convolutions and linear layers (the model may be on
+    the meta device: only shapes are used), and whether the model has a convolution."""
+    total, conv = [0], [False]
+
+    def count(m: nn.Module, inputs: tuple, out: torch.Tensor) -> None:
+        if isinstance(m, nn.Conv2d):
+            conv[0] = True
+            total[0] += out[0].numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        else:
+            total[0] += out[0].numel() * m.in_features
+
+    device = next(model.parameters()).device
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros((1, *in_shape), device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+    return total[0], conv[0]
+
+
 def packed_parameters(net: PackedNet, model: nn.Module) -> list[nn.Parameter]:
     """The packed parameters in the order of a replica's ``parameters()`` (matched by name)."""
     mine = dict(net.body.named_parameters())
