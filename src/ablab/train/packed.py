@@ -2,14 +2,15 @@
 
 Each replica is set up exactly as the run alone (``loop.set_up``: its model built under its own
 ``init`` seed, its bit change, its ``init_from`` restore, its optimizer); then the replicas'
-parameters are stacked ([R, out, in]) into one packed network whose linear layers are batched
-matrix products (``PackedLinear``), and one optimizer of the same kind steps the stacked tensors.
+parameters are stacked ([R, …]) into one packed network (``packed_layers.pack_model``: linear layers as
+batched matrix products, convolutions channel-packed and grouped where bitwise, BatchNorm over R·C channels
+with per-replica statistics), and one optimizer of the same kind steps the stacked tensors.
 Every other draw stays the replica's own: its data order (``shuffle``), its augmentation and mixing
 draws (``augment``, applied per replica) and its dropout masks (``stochastic``, a generator per
 replica drawn in the order the run alone draws). Losses are computed per replica, so the gradient
 reaching replica r is the one its run alone computes; ``PackedLinear``'s backward takes the same
 matrix products (in the same layouts) the unpacked ``addmm`` backward takes, which makes packed
-training bitwise equal to R sequential runs on the CPU (tests/train/test_packed.py).
+training bitwise equal to R sequential runs on the CPU (tests/train/test_packed.py, test_packed_conv.py).
 
 At each epoch's end the packed tensors are copied back into each replica's own model and optimizer,
 and the loop's own ``end_epoch`` evaluates and checkpoints that replica as the run alone would
