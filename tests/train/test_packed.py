@@ -181,9 +181,22 @@ def test_packed_linear_gradients_are_the_unpacked_ones():
         assert torch.equal(w.grad[r], m.weight.grad) and torch.equal(b.grad[r], m.bias.grad)
 
 
+@pytest.fixture
+def other_objective():
+    from ablab.registry import OBJECTIVES
+    from ablab.train.objectives import StandardStep
+
+    OBJECTIVES.register("test_other_step", "test only: the standard step under another name")(StandardStep)
+    yield "test_other_step"
+    del OBJECTIVES._entries["test_other_step"]
+
+
+def test_an_objective_that_does_not_pack_says_so(other_objective):
+    why = packability(_spec(0, objective={"name": other_objective})).refusal
+    assert why == "objective 'test_other_step' is not packed (packs: standard, sam)"
+
+
 @pytest.mark.parametrize("changes, why", [
-    ({"objective": {"name": "sam", "rho": 0.05}}, "objective 'sam'"),
-    ({"record": {"probes": ["norm_params"]}}, "probes"),
     ({"model": "mnist_cnn"}, "model 'mnist_cnn' is not packed"),
     ({"model": {"name": "one_hidden_conv", "activation": "gelu"}}, "activation GELU in a convolutional model"),
     ({"compute": {"precision": "bf16"}}, "compute options"),

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from torch import nn
 from ablab import seeding
 from ablab.data.sampler import iterate_batches
 from ablab.optim.groups import decoupled_decay_, group_l2_penalty
+from ablab.optim.sam import asam_unscaled_params, bn_running_stats_frozen, perturbations
 from ablab.registry import MODELS, OPTIMIZERS
 from ablab.spec import RunSpec
 from ablab.train import checkpoint as ckpt
@@ -40,12 +42,16 @@ from ablab.train.build import load_run_data, place_run_data
 from ablab.train.compute import resolve_device
 from ablab.train.inputs import UnitFiles
 from ablab.train.packed_layers import (PackedLinear, PackedNet, Unpackable, check_model,  # noqa: F401
-                                       multiply_adds, pack_model, packed_parameters, unpack_buffers)
+                                       multiply_adds, pack_model, packed_parameters, replica_part, unpack_buffers)
+from ablab.train.objectives import SamStep
+from ablab.train.probes import NormParams, ReluSparsity
 from ablab.train.loop import Progress, Training, begin, end_epoch, finish, log_batch, set_up
 from ablab.train.result import ArtifactSink, RunResult, run_guarded
 
 PACKED_OPTIMIZERS = ("sgd", "adam", "adamw")  # elementwise updates: a stacked tensor steps as its slices do
 # the models whose packed training is tested bitwise against the runs alone (tests/train/test_packed*.py)
+PACKED_OBJECTIVES = ("standard", "sam")  # sam: each replica's ascent from its own gradient norm
+PACKED_PROBES = ("norm_params", "relu_sparsity")
 PACKED_MODELS = ("linear", "mlp", "one_hidden_conv", "3c3d", "resnet6", "resnet10", "resnet14")
 
 
@@ -64,12 +70,14 @@ class Packability:
 
 def packability(spec: RunSpec) -> Packability:
     """Whether ``spec`` can be packed with other seeds of itself (its model built on the meta device)."""
-    if spec.objective["name"] != "standard":
-        return Packability(f"objective '{spec.objective['name']}' is not packed yet (packs: standard)")
+    if spec.objective["name"] not in PACKED_OBJECTIVES:
+        return Packability(f"objective '{spec.objective['name']}' is not packed (packs: {', '.join(PACKED_OBJECTIVES)})")
     if spec.optimizer["name"] not in PACKED_OPTIMIZERS:
         return Packability(f"optimizer '{spec.optimizer['name']}' is not packed (packs: {', '.join(PACKED_OPTIMIZERS)})")
-    if spec.record.probes:
-        return Packability("probes are not packed yet")
+    probes = [p if isinstance(p, str) else p["name"] for p in spec.record.probes]
+    if any(p not in PACKED_PROBES for p in probes):
+        return Packability(f"probe '{next(p for p in probes if p not in PACKED_PROBES)}' is not packed "
+                           f"(packs: {', '.join(PACKED_PROBES)})")
     c = spec.compute
     if c.precision != "fp32" or c.compile or c.channels_last:
         return Packability("compute options (precision, compile, channels_last) are not packed")
@@ -149,13 +157,18 @@ def _slice(key: str, value, r: int):
     return value.clone() if isinstance(value, torch.Tensor) else value
 
 
+def unpack_parameters(packed: PackedOptimization, r: int, t: Training) -> None:
+    """Replica ``r``'s slices of the packed parameters copied into its own model."""
+    with torch.no_grad():
+        for p, q in zip(packed.params, t.run.model.parameters()):
+            q.copy_(p[r])
+
+
 def unpack_into(packed: PackedOptimization, net: PackedNet, r: int, t: Training) -> None:
     """Replica ``r``'s slices of the packed parameters, buffers (norm statistics) and optimizer state copied into
     its own model and optimizer."""
     own = list(t.run.model.parameters())
-    with torch.no_grad():
-        for p, q in zip(packed.params, own):
-            q.copy_(p[r])
+    unpack_parameters(packed, r, t)
     unpack_buffers(net, r, t.run.model)
     for mine, group in zip(t.run.optimizer.param_groups, packed.optimizer.param_groups):
         mine.update({k: v for k, v in group.items() if k != "params"})  # the lr the schedule set last
@@ -206,6 +219,7 @@ class Replica:
     stream: ReplicaStream
     started: float
     status: str = "done"
+    slot: int = 0  # its place in the packed tensors (replicas whose set-up failed take none)
 
     @property
     def alive(self) -> bool:
@@ -219,6 +233,7 @@ class Pack:
     replicas: list[Replica]
     net: PackedNet
     opt: PackedOptimization
+    sam: Optional[dict] = None  # the objective's settings when it is ``sam``
 
     @property
     def alive(self) -> list[Replica]:
@@ -291,10 +306,23 @@ def _train_replicas(replicas: list[Replica], progress: list[Progress], started: 
 
 
 def _assemble(replicas: list[Replica]) -> Pack:
+    for slot, r in enumerate(replicas):
+        r.slot = slot
     first = replicas[0].t.run
     net = pack_model([r.t.run.model for r in replicas], [r.stream.cpu for r in replicas], first.device)
     opt = pack_optimizer(first.spec, [r.t for r in replicas], packed_parameters(net, first.model))
-    return Pack(replicas, net.train(), opt)
+    return Pack(replicas, net.train(), opt, _sam_settings(first.spec, net))
+
+
+def _sam_settings(spec: RunSpec, net: PackedNet) -> Optional[dict]:
+    """``sam``'s ρ, adaptive, η and the packed parameters ASAM leaves unscaled (by the replicas' names)."""
+    if spec.objective["name"] != "sam":
+        return None
+    defaults = {k: v.default for k, v in inspect.signature(SamStep.__init__).parameters.items()
+                if v.default is not inspect.Parameter.empty}
+    o = {**defaults, **{k: v for k, v in spec.objective.items() if k != "name"}}
+    unscaled = asam_unscaled_params(net.body, o["adaptive_params"]) if o["adaptive"] else []
+    return {"rho": o["rho"], "adaptive": o["adaptive"], "eta": o["eta"], "unscaled": {id(p) for p in unscaled}}
 
 
 def _packed_epoch(pack: Pack, epoch: int) -> None:
@@ -312,7 +340,7 @@ def _packed_epoch(pack: Pack, epoch: int) -> None:
         step = first.state.step
         if step % every == 0 or step == total:
             for r in pack.alive:
-                if not log_batch(r.t, outs[r.index], ys[r.index]):
+                if not log_batch(r.t, outs[r.slot], ys[r.slot]):
                     r.status = "diverged"
         if step >= total:
             break
@@ -340,13 +368,16 @@ def _packed_step(pack: Pack, x: torch.Tensor, ys: list[torch.Tensor]) -> tuple[l
     factor = run.schedule(pack.replicas[0].t.state.step)
     for group, lr in zip(pack.opt.optimizer.param_groups, run.base_lrs):
         group["lr"] = lr * factor
-    outs = pack.net(x).unbind(0)
+    for r in pack.replicas:
+        for probe in r.t.run.probes:
+            probe.before_step(r.t.state.step)
+    with _relu_counts(pack):
+        outs = pack.net(x).unbind(0)
     losses = [r.t.run.loss_fn(out, y) for r, out, y in zip(pack.replicas, outs, ys)]
-    total = torch.stack(losses).sum()
-    if pack.opt.penalty is not None:
-        total = total + pack.opt.penalty()
     pack.opt.optimizer.zero_grad(set_to_none=True)
-    total.backward()
+    _total(pack, losses).backward()
+    if pack.sam is not None:
+        _sam_second_pass(pack, x, ys)
     if pack.opt.decouple is not None:
         pack.opt.decouple()
     pack.opt.optimizer.step()
@@ -354,13 +385,76 @@ def _packed_step(pack: Pack, x: torch.Tensor, ys: list[torch.Tensor]) -> tuple[l
         if r.alive:
             r.t.state.running.add(loss)
         r.t.state.step += 1
+    _probes_after_step(pack)
     return [o.detach() for o in outs], ys
+
+
+def _total(pack: Pack, losses: list[torch.Tensor]) -> torch.Tensor:
+    """What is differentiated: the replicas' losses summed (each replica's gradient is its own), plus the L2 penalty."""
+    total = torch.stack(losses).sum()
+    return total + pack.opt.penalty() if pack.opt.penalty is not None else total
+
+
+def _sam_second_pass(pack: Pack, x: torch.Tensor, ys: list[torch.Tensor]) -> None:
+    """SAM's ascent per replica (``SAM.first_step``'s own computation on each replica's slices: its own global
+    gradient norm), the gradient at w + e with the norm statistics frozen, then back to the clean weights."""
+    params = [p for g in pack.opt.optimizer.param_groups for p in g["params"] if p.grad is not None]
+    sam = pack.sam
+    settings = [(sam["rho"], sam["adaptive"] and id(p) not in sam["unscaled"], sam["eta"]) for p in params]
+    with torch.no_grad():
+        clean = [p.detach().clone() for p in params]
+        for r in range(len(pack.replicas)):
+            for p, e in zip(params, perturbations([p[r] for p in params], [p.grad[r] for p in params], settings)):
+                p[r].add_(e)
+    pack.opt.optimizer.zero_grad(set_to_none=True)
+    with bn_running_stats_frozen(pack.net):
+        outs = pack.net(x).unbind(0)
+        _total(pack, [r.t.run.loss_fn(out, y) for r, out, y in zip(pack.replicas, outs, ys)]).backward()
+    with torch.no_grad():
+        for p, c in zip(params, clean):
+            p.copy_(c)
+
+
+@contextlib.contextmanager
+def _relu_counts(pack: Pack) -> Iterator[None]:
+    """While the clean forward pass runs: each replica's ``relu_sparsity`` probe due now gets the counts of its
+    own slice of every packed ReLU's output (what its hook would count on the model alone)."""
+    due = [(r, p) for r in pack.replicas for p in r.t.run.probes if isinstance(p, ReluSparsity) and p.handles]
+    if not due:
+        yield
+        return
+    handles = [m.register_forward_hook(functools.partial(_count_relu, name, due, len(pack.replicas)))
+               for name, m in pack.net.body.named_modules() if isinstance(m, nn.ReLU)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _count_relu(name: str, due: list, replicas: int, module: nn.Module, inputs, output: torch.Tensor) -> None:
+    for r, probe in due:
+        if module.training and name in probe.names and name not in probe.current:
+            mine = replica_part(output, r.slot, replicas, module.channel_packed)
+            probe.current[name] = (torch.stack([mine.numel() - torch.count_nonzero(mine), torch.isnan(mine).sum()]),
+                                   mine.numel())
+
+
+def _probes_after_step(pack: Pack) -> None:
+    """Each replica's probes after the step; a ``norm_params`` record due now reads the replica's own model,
+    brought up to date with its slices of the packed parameters first."""
+    for r in pack.replicas:
+        step, epoch = r.t.state.step, r.t.state.epoch
+        if any(isinstance(p, NormParams) and step % p.every == 0 for p in r.t.run.probes):
+            unpack_parameters(pack.opt, r.slot, r.t)
+        for probe in r.t.run.probes:
+            probe.after_step(step, epoch)
 
 
 def _end_packed_epoch(pack: Pack) -> None:
     """Each live replica's own model and optimizer brought up to date, then evaluated and checkpointed as alone."""
     for r in pack.alive:
-        unpack_into(pack.opt, pack.net, r.index, r.t)
+        unpack_into(pack.opt, pack.net, r.slot, r.t)
         with r.stream.scope():
             if not end_epoch(r.t):
                 r.status = "diverged"

@@ -160,6 +160,11 @@ def _measure_plan(x_shape: tuple, w_shape: tuple, bias: bool, geometry: tuple, r
     return ConvPlan(torch.equal(y, own_y), *same)
 
 
+def replica_part(x: torch.Tensor, r: int, replicas: int, channel_packed: bool) -> torch.Tensor:
+    """Replica ``r``'s part of a packed activation: its channels (channel-packed) or its row (stacked)."""
+    return _replica_slice(x, r, replicas) if channel_packed else x[r]
+
+
 def _replica_slice(x: torch.Tensor, r: int, replicas: int) -> torch.Tensor:
     """Replica ``r``'s channels of a channel-packed tensor, contiguous (the run alone's input)."""
     c = x.shape[1] // replicas
@@ -388,7 +393,9 @@ def _elementwise(first: nn.Module, ctx: _Context) -> Optional[nn.Module]:
             raise Unpackable("dropout is packed on the CPU only (CUDA draws its masks in a fused kernel)")
         return _Dropout(first.p, ctx.generators)
     if isinstance(first, EXACT_ACTIVATIONS):
-        return copy.deepcopy(first)
+        twin = copy.deepcopy(first)
+        twin.channel_packed = ctx.channel_packed  # where a probe finds each replica's part of its output
+        return twin
     if isinstance(first, SLICED_ACTIVATIONS):
         if ctx.channel_packed:
             raise Unpackable(f"activation {type(first).__name__} in a convolutional model is not packed (its "
