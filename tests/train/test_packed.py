@@ -239,3 +239,18 @@ def test_the_replicas_of_a_pack_share_one_dataset(monkeypatch):
     specs = [_spec(s, model={"name": "mlp", "widths": [8]}, epochs=1) for s in range(3)]
     results = train_pack(specs)
     assert [r.status for r in results] == ["done"] * 3 and calls == [specs[0].id]
+
+
+def test_a_replica_whose_set_up_fails_fails_alone_and_the_others_train_as_alone():
+    """Replica 0's checkpoint is missing (its set-up fails): it is ``failed``; replicas 1 and 2 take the pack's
+    first slots and still equal their runs alone."""
+    source = train(_spec(0))
+    data = source.artifacts["checkpoint_e0001.pt"]
+    files = UnitFiles({(_spec(0).id, 1): StoredFile(hashlib.sha256(data).hexdigest(), data=data)})
+    conts = [RunSpec.model_validate({**_spec(0).model_dump(), "epochs": 3, "init_from": {"run": _spec(0).id, "epoch": 1},
+                                     "seeds": {"init": 0, "shuffle": s, "augment": 200, "stochastic": s}})
+             for s in (100, 5, 6)]
+    results = train_pack(conts, files=[UnitFiles(), files, files])
+    assert results[0].status == "failed"
+    for spec, result in zip(conts[1:], results[1:]):
+        _same_result(train(spec, files=files), result)
