@@ -221,3 +221,15 @@ def test_kill_9_during_a_pack_then_resume_loses_and_duplicates_nothing(write_stu
     assert subprocess.run([sys.executable, "-m", "ablab", "run", str(off), "--out", str(fresh), "--threads", "1"],
                           capture_output=True, timeout=600).returncode == 0
     assert same_metrics(stored(fresh)[0], metrics)
+
+
+def test_validate_prints_the_packed_cost_from_a_measured_packed_step(write_study, capsys):
+    """With timing, ``validate`` measures a packed step of the first pack: the packed runs' run-steps × its time
+    per run (the packed step ÷ R); the study's steps are the ones the cost line counts."""
+    path = write_study(tiny_study(base={**CONV, "epochs": 2}, seeds={"replicates": 4}, execute={"pack": "auto"}))
+    assert main(["validate", str(path), "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "packing: 4 runs in 1 pack of 4 replicas (execute.pack: auto)" in out
+    line = next(x for x in out.splitlines() if "packed cost:" in x)
+    steps = next(x for x in out.splitlines() if x.strip().startswith("cost:")).split(" = ")[1].split(" steps")[0]
+    assert f"for the 4 packed runs = {steps} run-steps × " in line and "a packed step of 4 replicas of 'base'" in line

@@ -458,3 +458,42 @@ def _end_packed_epoch(pack: Pack) -> None:
         with r.stream.scope():
             if not end_epoch(r.t):
                 r.status = "diverged"
+
+
+# ---------------------------------------------------------------- the cost of a packed step (validation)
+
+
+def packed_step_seconds(specs: list[RunSpec], threads: Optional[int] = None, min_steps: int = 10,
+                        min_seconds: float = 0.3) -> float:
+    """Seconds per packed step of the runs ``specs`` (fresh replicas on their first batch, after 3 warm-up steps,
+    ``threads`` intra-op CPU threads): what ``ablab validate``'s packed cost multiplies."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        specs = [s.model_copy(update={"init_from": None}) for s in specs]  # the step costs the same continued
+        shared = place_run_data(specs[0])
+        replicas = []
+        for i, spec in enumerate(specs):
+            t = set_up(spec, UnitFiles(), ArtifactSink(None), data=shared)
+            replicas.append(Replica(i, spec.id, t, ReplicaStream(t), 0.0))
+        pack = _assemble(replicas)
+        split = shared.splits["train"]
+        index = torch.arange(min(specs[0].batch_size, len(split)), device=replicas[0].t.run.device)
+        x, ys = _batch(pack, [split] * len(replicas), tuple(index for _ in replicas))
+        for _ in range(3):
+            _packed_step(pack, x, ys)
+        _sync(replicas[0].t.run.device)
+        start, n = time.perf_counter(), 0
+        while n < min_steps or time.perf_counter() - start < min_seconds:
+            _packed_step(pack, x, ys)
+            n += 1
+        _sync(replicas[0].t.run.device)
+        return (time.perf_counter() - start) / n
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
