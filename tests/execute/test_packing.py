@@ -233,3 +233,23 @@ def test_validate_prints_the_packed_cost_from_a_measured_packed_step(write_study
     line = next(x for x in out.splitlines() if "packed cost:" in x)
     steps = next(x for x in out.splitlines() if x.strip().startswith("cost:")).split(" = ")[1].split(" steps")[0]
     assert f"for the 4 packed runs = {steps} run-steps × " in line and "a packed step of 4 replicas of 'base'" in line
+
+
+def test_the_report_says_when_a_table_mixes_packed_and_unpacked_runs(write_study, tmp_path, capsys):
+    """Two replicates per variant run one per process, the study extended to five run packed: the final table and
+    the variability section say that 6 of 10 runs were packed; a store of unpacked runs only says nothing."""
+    from ablab.report.tables import packing_note
+
+    out = tmp_path / "out"
+    assert main(["run", str(write_study(_study("off", replicates=2), "a.yaml")), "--out", str(out), "--threads", "1"]) == 0
+    assert main(["report", str(out)]) == 0
+    assert "mixes packed" not in (out / "report" / "index.html").read_text()
+    assert main(["run", str(write_study(_study(4), "b.yaml")), "--out", str(out), "--threads", "1"]) == 0
+    assert main(["report", str(out)]) == 0
+    page = (out / "report" / "index.html").read_text()
+    note = "This table mixes packed and unpacked runs: 6 of 10 runs were trained packed"
+    final, variability = page.split("<h2>Final metrics</h2>")[1], page.split("<h2>Run-to-run variability</h2>")[1]
+    assert note in final.split("<h2>")[0] and note in variability.split("<h2>")[0]
+    runs = stored(out)[1]
+    assert packing_note(runs).startswith(note) and packing_note(runs[runs["info"].map(lambda i: "packed" in i)]) == ""
+    capsys.readouterr()
