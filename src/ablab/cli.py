@@ -291,7 +291,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise AblabError("--workers and --threads must be at least 1")
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
     if not study.post_hoc and to_do:
-        _print_packing(study, to_do, threads, estimate.steps, not args.no_timing)
+        _print_packing(study, to_do, threads, estimate.steps, not args.no_timing, args.workers)
     if not study.post_hoc and to_do and not args.no_timing:
         print("  " + _cost_line(to_do, estimate.steps, args.workers, threads))
     for label in labels:
@@ -299,12 +299,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_packing(study, to_do: list, threads: int, steps: Optional[dict] = None, timing: bool = False) -> None:
+def _print_packing(study, to_do: list, threads: int, steps: Optional[dict] = None, timing: bool = False,
+                   workers: int = 1) -> None:
     """The packing plan (``execute.pack``): how many runs train packed, and each family that cannot, with why;
     with ``timing`` the packed runs' cost, from a measured packed step of the first pack."""
     from ablab.execute.packing import plan_packs
 
-    plan = plan_packs(to_do, study.execute.pack, "local", threads)
+    plan = plan_packs(to_do, study.execute.pack, "local", threads, workers)
     print(f"  {plan.summary()} (execute.pack: {study.execute.pack})")
     for note in plan.notes:
         print(f"    {note}")

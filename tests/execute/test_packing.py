@@ -50,6 +50,8 @@ def test_auto_packs_at_one_thread_on_the_cpu_only_and_small_models():
     assert "1 CPU thread" in auto_replicas(2_000, 64, "cpu", 2)[1]
     assert "CPU only" in auto_replicas(2_000, 64, "cuda", 1)[1]
     assert [len(u) for u in plan_packs(_variants(_study("auto")), "auto", threads=1).units] == [5, 5]
+    # with 2 workers each family is cut in two, so that both workers train a share of it (not a pack each in turn)
+    assert [len(u) for u in plan_packs(_variants(_study("auto")), "auto", threads=1, workers=2).units] == [3, 2, 3, 2]
 
 
 CONV = {**{k: v for k, v in BASE.items() if k != "epochs"}, "model": {"name": "one_hidden_conv", "norm": "batchnorm"},

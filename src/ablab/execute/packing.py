@@ -78,8 +78,10 @@ def auto_replicas(parameters: int, batch_size: int, device: str, threads: int, c
     return r, ""
 
 
-def plan_packs(variants: list[Variant], pack: Union[str, int], executor: str = "local", threads: int = 1) -> PackPlan:
-    """Units for ``variants`` under ``execute.pack`` (``auto`` | ``off`` | R), each run given ``threads`` CPU threads."""
+def plan_packs(variants: list[Variant], pack: Union[str, int], executor: str = "local", threads: int = 1,
+               workers: int = 1) -> PackPlan:
+    """Units for ``variants`` under ``execute.pack`` (``auto`` | ``off`` | R), each run given ``threads`` CPU threads;
+    under ``auto`` a family is cut into at least ``workers`` packs, so that every worker gets a share of it."""
     from ablab.train.packed import packability
 
     families: dict[str, list[Variant]] = {}
@@ -102,6 +104,7 @@ def plan_packs(variants: list[Variant], pack: Union[str, int], executor: str = "
                 r, why = 1, facts.refusal
             elif pack == "auto":
                 r, why = auto_replicas(facts.parameters, first.spec.batch_size, facts.device, threads, facts.conv_macs)
+                r = max(2, min(r, -(-len(family) // max(1, workers)))) if r >= 2 else r
             else:
                 r, why = int(pack), ""
         if r < 2:
