@@ -124,8 +124,12 @@ def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
         print(line(row))
 
 
-def parse_args(description: str) -> argparse.Namespace:
+def parse_args(description: str, extra: Optional[Callable[[argparse.ArgumentParser], None]] = None
+               ) -> argparse.Namespace:
+    """The common options (threads, quick, diagnose, summary) and a benchmark's own (``extra`` adds them)."""
     parser = argparse.ArgumentParser(description=description)
+    if extra is not None:
+        extra(parser)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads, fixed for the whole run (default 1: see README)")
     parser.add_argument("--quick", action="store_true",

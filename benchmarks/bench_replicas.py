@@ -1,8 +1,10 @@
 """Packed replicas (issue 24): R seeds of a small model trained as one packed model, against R runs alone.
 
 Targets (issue 24, "Performance"): per-model throughput packed vs sequential ≥ 5× for the MLP
-64-128-128-10 on digits at batch 64 with R = 32 (CPU, 1 thread); on a GPU ≥ 10× (not measured
-here when no GPU is lent).
+64-128-128-10 on digits at batch 64 with R = 32 (CPU, 1 thread), ≥ 2× for ``one_hidden_conv``
+(64@5×5/2, BatchNorm) on 8×8 digits at batch 32 as in ``studies/nondeterminism/cpu.yaml``; on a GPU
+≥ 10× for the MLP (not measured here when no GPU is lent). The 16×16 conv at batch 64, where
+packing loses on the CPU, is measured beside it with what ``execute.pack: auto`` chose for it.
 
 Method. Four cases, each R models × N SGD steps (momentum 0.9), timed whole and interleaved over
 rounds (the order flips every round):
@@ -12,18 +14,33 @@ rounds (the order flips every round):
   - plain packed:  a hand-written loop of one stacked MLP (``baddbmm``), the ceiling of packing.
 The time per model-step is T / (R · N); ratios are medians of per-round ratios. Set-up (data,
 models, optimizers) is inside every case, as a study pays it.
+The convolutional cases time ablab alone against ablab packed only (interleaved rounds likewise).
 Also printed: what ``execute.pack: auto`` chooses for a few models and why, and the peak memory
-(resident set, measured in a child process each) of one run alone and of a packed group.
+(resident set, measured in a child process each) of one run alone and of a packed group, for the
+MLP and for the conv.
 
-Run: ``python benchmarks/bench_replicas.py [--threads N] [--quick]``. About 2 minutes on a 2-core CPU.
+``--study``: ``studies/nondeterminism/cpu.yaml`` run twice through ``ablab run`` (``--threads 1``,
+``--workers`` = the cores), ``execute.pack: off`` and ``auto``, each into a fresh directory with its
+report: the wall-time ratio (target ≥ 2×) and the two variability tables side by side (they must be
+equal: packed runs are bitwise the runs alone at one thread). The whole study costs about 9
+run-minutes unpacked on the 2-core CPU; ``--study-set PATH=VALUE`` (repeatable, ``ablab run --set``)
+and ``--study-replicates N`` shrink it, e.g. ``--study-set epochs=3 --study-replicates 4``.
+
+Run: ``python benchmarks/bench_replicas.py [--threads N] [--quick] [--study [--study-set PATH=VALUE]]``.
+About 4 minutes on a 2-core CPU without ``--study``.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import resource
 import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -36,15 +53,29 @@ from ablab.train.loop import train
 from ablab.train.packed import packability, train_pack
 
 SPEEDUP_TARGET = 5.0  # packed per-model throughput / sequential, CPU, MLP 64-128-128-10, batch 64, R = 32
+CONV_TARGET = 2.0  # the same for one_hidden_conv on 8×8 digits at batch 32 (studies/nondeterminism/cpu.yaml)
+STUDY_TARGET = 2.0  # wall time of studies/nondeterminism/cpu.yaml unpacked / packed
+STUDY = Path(__file__).resolve().parent.parent / "studies" / "nondeterminism" / "cpu.yaml"
+DIGITS16 = {"name": "digits", "size": 16, "channels": 1}
+CONV_CASES = {  # name: (model, data, batch size, R (full run))
+    "one_hidden_conv 64@5x5/2 + BN on 8x8 digits, batch 32": (
+        {"name": "one_hidden_conv", "norm": "batchnorm"}, "digits", 32, 16),
+    "one_hidden_conv 64@5x5/2 on 16x16 digits, batch 64": ({"name": "one_hidden_conv"}, DIGITS16, 64, 16),
+}
 BASE = {"data": "digits", "model": {"name": "mlp", "widths": [128, 128]},
         "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9}, "batch_size": 64, "device": "cpu",
         "record": {"every_steps": 10**9, "eval_splits": []}}
 
 
-def specs(r: int, steps: int, device: str = "cpu") -> list[RunSpec]:
-    return [RunSpec.model_validate({**copy.deepcopy(BASE), "steps": steps, "device": device, "replicate": i,
-                                    "seeds": {"init": i, "shuffle": i, "augment": i, "stochastic": i}})
+def specs(r: int, steps: int, device: str = "cpu", **changes) -> list[RunSpec]:
+    return [RunSpec.model_validate({**copy.deepcopy(BASE), **changes, "steps": steps, "device": device,
+                                    "replicate": i, "seeds": {"init": i, "shuffle": i, "augment": i, "stochastic": i}})
             for i in range(r)]
+
+
+def conv_specs(name: str, r: int, steps: int, device: str = "cpu") -> list[RunSpec]:
+    model, data, batch, _ = CONV_CASES[name]
+    return specs(r, steps, device, model=model, data=data, batch_size=batch)
 
 
 # ---- the hand-written baselines
@@ -102,21 +133,28 @@ AUTO_CASES = {
     "mlp 64-128-128-10, batch 64": ({"name": "mlp", "widths": [128, 128]}, 64),
     "mlp 64-1024-1024-10, batch 128": ({"name": "mlp", "widths": [1024, 1024]}, 128),
     "one_hidden_conv 64@5x5/2, batch 32": ({"name": "one_hidden_conv"}, 32),
+    "one_hidden_conv 64@5x5/2 on 16x16, batch 64": ({"name": "one_hidden_conv"}, 64, DIGITS16),
+    "resnet6, batch 64": ({"name": "resnet6"}, 64),
     "linear, batch 64": ("linear", 64),
 }
 
 
 def auto_rows(threads: int) -> list[list[str]]:
     rows = []
-    for name, (model, batch) in AUTO_CASES.items():
-        spec = RunSpec.model_validate({**copy.deepcopy(BASE), "model": model, "batch_size": batch, "steps": 1})
-        facts = packability(spec)
-        if facts.refusal is not None:
-            rows.append([name, "-", "1", facts.refusal])
-            continue
-        r, why = auto_replicas(facts.parameters, batch, facts.device, threads)
-        rows.append([name, f"{facts.parameters:,}", str(r), why or "packs"])
+    for name, (model, batch, *data) in AUTO_CASES.items():
+        spec = RunSpec.model_validate({**copy.deepcopy(BASE), "model": model, "batch_size": batch, "steps": 1,
+                                       "data": data[0] if data else BASE["data"]})
+        rows.append([name, *auto_choice(spec, threads)])
     return rows
+
+
+def auto_choice(spec: RunSpec, threads: int) -> list[str]:
+    """[parameters, multiply-adds per example, R, why] as ``execute.pack: auto`` decides for ``spec``."""
+    facts = packability(spec)
+    if facts.refusal is not None:
+        return ["-", "-", "1", facts.refusal]
+    r, why = auto_replicas(facts.parameters, spec.batch_size, facts.device, threads, facts.conv_macs)
+    return [f"{facts.parameters:,}", f"{facts.conv_macs:,}" if facts.conv_macs else "-", str(r), why or "packs"]
 
 
 def _resident_mib() -> float:
@@ -125,13 +163,14 @@ def _resident_mib() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def memory_child(mode: str, r: int, steps: int) -> None:
+def memory_child(mode: str, r: int, steps: int, case: str = "mlp") -> None:
     """Run in a child: the growth of the resident set while training (one run alone, or a pack), sampled every
     millisecond by a thread, over what the process held after a one-step run (imports, data)."""
     import threading
     import time
 
-    train(specs(1, 1)[0])  # imports done on first use (torch._dynamo with the first optimizer) are not the run's
+    make = specs if case == "mlp" else (lambda n, k: conv_specs(case, n, k))
+    train(make(1, 1)[0])  # imports done on first use (torch._dynamo with the first optimizer) are not the run's
     before, peak, done = _resident_mib(), [0.0], threading.Event()
 
     def sample() -> None:
@@ -142,18 +181,18 @@ def memory_child(mode: str, r: int, steps: int) -> None:
     watcher = threading.Thread(target=sample, daemon=True)
     watcher.start()
     if mode == "alone":
-        train(specs(1, steps)[0])
+        train(make(1, steps)[0])
     else:
-        train_pack(specs(r, steps))
+        train_pack(make(r, steps))
     done.set()
     watcher.join()
     print(max(peak[0], _resident_mib()) - before)
 
 
-def peak_memory(r: int, steps: int) -> dict[str, float]:
+def peak_memory(r: int, steps: int, case: str = "mlp") -> dict[str, float]:
     out = {}
     for mode in ("alone", "packed"):
-        proc = subprocess.run([sys.executable, __file__, "--memory-child", mode, str(r), str(steps)],
+        proc = subprocess.run([sys.executable, __file__, "--memory-child", mode, str(r), str(steps), case],
                               capture_output=True, text=True, check=True)
         out[mode] = float(proc.stdout.strip().splitlines()[-1])
     return out
@@ -162,9 +201,9 @@ def peak_memory(r: int, steps: int) -> dict[str, float]:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--memory-child":
         torch.set_num_threads(1)
-        memory_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        memory_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
         return
-    args = parse_args(__doc__.splitlines()[0])
+    args = parse_args(__doc__.splitlines()[0], _study_options)
     device = setup(args, "packed replicas: R seeds of a small model in one process (issue 24)")
     r, steps, rounds = (4, 5, 2) if args.quick else (32, 60, 5)
     dev = str(device)
@@ -187,14 +226,109 @@ def main() -> None:
                 [[k, f"{per[k]:.3f}", f"{rel_iqr(times[k]):.2f}"] for k in cases])
     print_table("ratios (medians of per-round ratios)", ["ratio", "value"], [[k, f"{v:.2f}"] for k, v in ratio.items()])
     print_table(f"what execute.pack: auto chooses ({args.threads} thread(s) per run)",
-                ["model", "parameters", "R", "why"], auto_rows(args.threads))
+                ["model", "parameters", "multiply-adds per example", "R", "why"], auto_rows(args.threads))
+    conv_name = next(iter(CONV_CASES))
+    conv_r = 4 if args.quick else CONV_CASES[conv_name][3]
     mem = peak_memory(r, steps)
+    conv_mem = peak_memory(conv_r, steps, conv_name)
     print_table("peak memory (resident set growth while training, MiB; Linux)", ["case", "MiB"],
-                [["one run alone", f"{mem['alone']:.1f}"], [f"a packed group of {r}", f"{mem['packed']:.1f}"]])
-    verdict = Verdict("bench_replicas", f"ablab packed / alone time per model-step, R={r} (≤ 1/{SPEEDUP_TARGET:g})",
-                      1 / ratio["ablab speed-up (alone / packed)"], 1 / SPEEDUP_TARGET, "ratio")
-    print(f"\n{verdict.result}: {verdict.what}: {verdict.value:.3f} (speed-up {1 / verdict.value:.2f}×)")
-    write_summary(args.summary_json, [verdict])
+                [["one run alone", f"{mem['alone']:.1f}"], [f"a packed group of {r}", f"{mem['packed']:.1f}"],
+                 ["one_hidden_conv: one run alone", f"{conv_mem['alone']:.1f}"],
+                 [f"one_hidden_conv: a packed group of {conv_r}", f"{conv_mem['packed']:.1f}"]])
+    conv_speedup = conv_cases(args, dev, device)
+    verdicts = [
+        Verdict("bench_replicas", f"ablab packed / alone time per model-step, R={r} (≤ 1/{SPEEDUP_TARGET:g})",
+                1 / ratio["ablab speed-up (alone / packed)"], 1 / SPEEDUP_TARGET, "ratio"),
+        Verdict("bench_replicas", f"one_hidden_conv on digits: packed / alone time per model-step (≤ 1/{CONV_TARGET:g})",
+                1 / conv_speedup, 1 / CONV_TARGET, "ratio")]
+    if args.study:
+        verdicts.append(study_comparison(args))
+    for verdict in verdicts:
+        print(f"\n{verdict.result}: {verdict.what}: {verdict.value:.3f} (speed-up {1 / verdict.value:.2f}×)")
+    write_summary(args.summary_json, verdicts)
+
+
+def conv_cases(args, dev: str, device: torch.device) -> float:
+    """ablab alone against ablab packed for each conv case, with auto's choice; the first case's speed-up."""
+    steps, rounds = (5, 2) if args.quick else (40, 3)
+    rows, speedups = [], []
+    for name, (_, _, _, full_r) in CONV_CASES.items():
+        r = 4 if args.quick else full_r
+        cases = {"alone": lambda: [train(s) for s in conv_specs(name, r, steps, dev)],
+                 "packed": lambda: train_pack(conv_specs(name, r, steps, dev))}
+        times = measure_interleaved(cases, rounds=rounds, warmup=1, device=device)
+        speedup = median([a / p for a, p in zip(times["alone"], times["packed"])])
+        speedups.append(speedup)
+        choice = auto_choice(conv_specs(name, 1, 1, dev)[0], args.threads)
+        rows.append([name, str(r), f"{median(times['alone']) / (r * steps) * 1e3:.3f}",
+                     f"{median(times['packed']) / (r * steps) * 1e3:.3f}", f"{speedup:.2f}",
+                     f"R = {choice[2]}" + (f" ({choice[3]})" if choice[2] == "1" else "")])
+    print_table(f"convolutional: ablab alone vs packed (explicit R), {steps} SGD steps per model, {rounds} rounds, "
+                f"{args.threads} thread(s); the last column: what execute.pack: auto chose",
+                ["case", "R", "alone ms/model-step", "packed ms/model-step", "speed-up", "auto"], rows)
+    return speedups[0]
+
+
+# ---- the nondeterminism study with and without packing
+
+
+def _study_options(parser) -> None:
+    parser.add_argument("--study", action="store_true",
+                        help="also run studies/nondeterminism/cpu.yaml with execute.pack off and auto (minutes)")
+    parser.add_argument("--study-set", action="append", default=[], metavar="PATH=VALUE",
+                        help="an override of the study's base for both runs (ablab run --set), e.g. epochs=3")
+    parser.add_argument("--study-replicates", type=int, help="runs per row instead of the study's 16")
+
+
+def study_comparison(args) -> Verdict:
+    """The study run unpacked and packed (fresh directories, reports included): wall times and variability."""
+    workers = max(1, os.cpu_count() or 1)
+    walls, tables = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for pack in ("off", "auto"):
+            out, path = Path(tmp) / pack, Path(tmp) / f"{pack}.yaml"
+            path.write_text(_study_text(pack, args.study_replicates))
+            cmd = [sys.executable, "-m", "ablab", "run", str(path), "--out", str(out), "--threads", "1",
+                   "--workers", str(workers), "--report"]
+            for item in args.study_set:
+                cmd += ["--set", item]
+            start = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            walls[pack] = time.perf_counter() - start
+            if proc.returncode != 0:
+                raise SystemExit(f"error: {path}: ablab run failed with execute.pack {pack}:\n{proc.stderr[-2000:]}")
+            plan = [line for line in proc.stderr.splitlines() if "packing:" in line]
+            print(f"\nexecute.pack: {pack}: {walls[pack]:.1f} s wall ({workers} workers, 1 thread each)"
+                  + (f"; {plan[0].strip()}" if plan else ""))
+            tables[pack] = (out / "report" / "tables" / "variability.csv").read_text().splitlines()
+    _side_by_side(tables["off"], tables["auto"])
+    ratio = walls["off"] / walls["auto"]
+    same = tables["off"] == tables["auto"]
+    print(f"wall-time ratio unpacked / packed: {ratio:.2f}×; variability tables {'identical' if same else 'DIFFER'}")
+    return Verdict("bench_replicas", f"nondeterminism/cpu.yaml packed / unpacked wall time (≤ 1/{STUDY_TARGET:g})",
+                   1 / ratio, 1 / STUDY_TARGET, "ratio")
+
+
+def _study_text(pack: str, replicates: Optional[int]) -> str:
+    """The study's YAML with ``execute.pack`` (and the replicates per row, when given) set."""
+    import yaml
+
+    data = yaml.safe_load(STUDY.read_text())
+    data["execute"] = {**data.get("execute", {}), "pack": pack}
+    if replicates:
+        data["seeds"] = {**data["seeds"], "replicates": replicates}
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def _side_by_side(off: list[str], auto: list[str]) -> None:
+    """The variability CSVs' main columns, unpacked beside packed."""
+    import csv
+
+    keep = ("variant", "n", "acc_mean", "acc_sd", "loss_sd", "disagreement", "spearman", "ensemble_delta")
+    a, b = list(csv.DictReader(off)), list(csv.DictReader(auto))
+    cols = [c for c in keep if a and c in a[0]]
+    rows = [[x.get("variant", "")] + [f"{x[c]} | {y[c]}" for c in cols[1:]] for x, y in zip(a, b)]
+    print_table("variability (report tables/variability.csv): unpacked | packed", cols, rows)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import sys
 import threading
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, Optional
 
 from ablab.errors import AblabError, StoreIOError
 
@@ -294,7 +294,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     threads = args.threads or default_threads(args.workers)
     if not study.post_hoc and to_do:
-        _print_packing(study, to_do, threads)
+        _print_packing(study, to_do, threads, estimate.steps, not args.no_timing, args.workers)
     if not study.post_hoc and to_do and not args.no_timing:
         print("  " + _cost_line(to_do, estimate.steps, args.workers, threads))
     for label in labels:
@@ -302,14 +302,36 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_packing(study, to_do: list, threads: int) -> None:
-    """The packing plan (``execute.pack``): how many runs train packed, and each family that cannot, with why."""
+def _print_packing(study, to_do: list, threads: int, steps: Optional[dict] = None, timing: bool = False,
+                   workers: int = 1) -> None:
+    """The packing plan (``execute.pack``): how many runs train packed, and each family that cannot, with why;
+    with ``timing`` the packed runs' cost, from a measured packed step of the first pack."""
     from ablab.execute.packing import plan_packs
 
-    plan = plan_packs(to_do, study.execute.pack, "local", threads)
+    plan = plan_packs(to_do, study.execute.pack, "local", threads, workers)
     print(f"  {plan.summary()} (execute.pack: {study.execute.pack})")
     for note in plan.notes:
         print(f"    {note}")
+    if timing and plan.packs:
+        print("    " + _packed_cost_line(plan.packs, steps or {}, threads))
+
+
+def _packed_cost_line(packs: list, steps: dict[str, int], threads: int) -> str:
+    """The packed runs' training steps × the measured time per run-step of the first pack (its packed step ÷ R)."""
+    from ablab.train.packed import packed_step_seconds
+
+    first = packs[0]
+    try:
+        seconds = packed_step_seconds([v.spec for v in first], threads=threads)
+    except Exception as err:  # noqa: BLE001 - an estimate: the study itself validated, so say why and go on
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        return f"packed cost: not measured ({reason})"
+    per_run = seconds / len(first)
+    total = sum(steps.get(v.id, 0) for pack in packs for v in pack)
+    return (f"packed cost: about {_duration(total * per_run)} of training for the {sum(map(len, packs))} packed runs "
+            f"= {total:,} run-steps × {per_run * 1e3:.3g} ms (measured: a packed step of {len(first)} replicas of "
+            f"'{first[0].label}' takes {seconds * 1e3:.3g} ms, {threads} thread(s); evaluation not included; the cost "
+            "line below counts every run as if it ran alone)")
 
 
 def _stored_ids(folder: Path) -> set[str]:

@@ -104,14 +104,20 @@ def test_bench_gpu_cpu_smoke_runs_every_configuration():
 @pytest.mark.slow
 @smokes("bench_replicas.py")
 def test_bench_replicas_quick_prints_every_case_ratio_choice_and_memory():
-    out = _run("bench_replicas.py", "--quick", timeout=600)
+    out = _run("bench_replicas.py", "--quick", "--study", "--study-set", "epochs=1", "--study-replicates", "2",
+               timeout=900)
     for case in ("ablab alone", "ablab packed", "plain alone", "plain packed"):
         assert f"\n{case} " in out, out[-3000:]
     for ratio in ("ablab speed-up (alone / packed)", "plain speed-up (alone / packed)", "ablab packed / plain packed"):
         assert ratio in out, out[-3000:]
     assert "one_hidden_conv 64@5x5/2, batch 32" in out and "compute-bound" in out  # auto's choices, with why
     assert "one run alone" in out and "a packed group of 4" in out  # peak memory of both
-    assert ("PASS: " in out) != ("MISS: " in out)
+    assert "one_hidden_conv: a packed group of 4" in out
+    assert "one_hidden_conv 64@5x5/2 + BN on 8x8 digits, batch 32" in out  # the conv cases, with auto's choice
+    assert "R = 1 (auto does not pack a convolutional model this large" in out
+    assert "execute.pack: off:" in out and "execute.pack: auto:" in out and "wall-time ratio unpacked / packed" in out
+    assert "variability tables identical" in out  # the study packed and unpacked: the same variability
+    assert out.count("PASS: ") + out.count("MISS: ") == 3
 
 
 @smokes("bench_executors.py")

@@ -50,12 +50,54 @@ def test_auto_packs_at_one_thread_on_the_cpu_only_and_small_models():
     assert "1 CPU thread" in auto_replicas(2_000, 64, "cpu", 2)[1]
     assert "CPU only" in auto_replicas(2_000, 64, "cuda", 1)[1]
     assert [len(u) for u in plan_packs(_variants(_study("auto")), "auto", threads=1).units] == [5, 5]
+    # with 2 workers each family is cut in two, so that both workers train a share of it (not a pack each in turn)
+    assert [len(u) for u in plan_packs(_variants(_study("auto")), "auto", threads=1, workers=2).units] == [3, 2, 3, 2]
+
+
+CONV = {**{k: v for k, v in BASE.items() if k != "epochs"}, "model": {"name": "one_hidden_conv", "norm": "batchnorm"},
+        "batch_size": 32, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+        "augment": [{"name": "random_crop", "padding": 1}]}
+
+
+def test_auto_packs_a_small_convolutional_model_and_not_one_where_packing_loses():
+    """one_hidden_conv 64@5×5/2 on 8×8 digits at batch 32 (35,840 multiply-adds per example) packs 32; on 16×16
+    digits at batch 64 (143,360 per example × 64 > 2^22) it does not (measured slower packed: docs/packing.md)."""
+    assert auto_replicas(11_978, 32, "cpu", 1, conv_macs=35_840) == (32, "")
+    r, why = auto_replicas(42_634, 64, "cpu", 1, conv_macs=143_360)
+    assert r == 1 and "convolutional model this large (143,360 multiply-adds per example × batch 64" in why
+    small = tiny_study(base={**CONV, "epochs": 1}, seeds={"replicates": 4}, execute={"pack": "auto"})
+    assert [len(u) for u in plan_packs(_variants(small), "auto", threads=1).units] == [4]
+    large = tiny_study(base={**CONV, "epochs": 1, "batch_size": 64, "data": {"name": "digits", "size": 16, "channels": 1}},
+                       seeds={"replicates": 4}, execute={"pack": "auto"})
+    plan = plan_packs(_variants(large), "auto", threads=1)
+    assert [len(u) for u in plan.units] == [1] * 4 and "compute-bound" in plan.notes[0]
+
+
+def test_a_packed_conv_study_stores_what_one_run_per_process_stores(write_study, tmp_path, capsys):
+    """A BatchNorm CNN study with crops, predictions and activations (as studies/nondeterminism/cpu.yaml), packed
+    by ``auto`` and ``off``: the same metrics bitwise and the same artifact files."""
+    record = {"every_steps": 4, "eval_splits": ["test"], "evaluators": [
+        "standard", {"name": "predictions", "splits": ["test"], "epochs": "last"},
+        {"name": "activations", "splits": ["test"], "layers": ["conv0", "act0", "fc1"], "examples": 20}]}
+    study = tiny_study(base={**CONV, "steps": 12, "record": record}, seeds={"replicates": 3, "vary": ["init"]},
+                       execute={"pack": "auto"})
+    packed, alone = tmp_path / "packed", tmp_path / "alone"
+    assert main(["run", str(write_study(study, "p.yaml")), "--out", str(packed), "--threads", "1"]) == 0
+    assert "packing: 3 runs in 1 pack of 3 replicas" in capsys.readouterr().err
+    off = {**study, "execute": {"pack": "off"}}
+    assert main(["run", str(write_study(off, "o.yaml")), "--out", str(alone), "--threads", "1"]) == 0
+    (mp, rp), (ma, ra) = stored(packed), stored(alone)
+    assert rp.run.tolist() == ra.run.tolist() and set(rp.status) == {"done"} and same_metrics(mp, ma)
+    for run in rp.run:
+        for path in (alone / "runs" / run).iterdir():
+            assert (packed / "runs" / run / path.name).read_bytes() == path.read_bytes(), path.name
+    capsys.readouterr()
 
 
 def test_a_family_that_cannot_pack_runs_one_per_process_with_one_line_why():
-    plan = plan_packs(_variants(_study(4, objective={"name": "sam", "rho": 0.05})), 4)
+    plan = plan_packs(_variants(_study(4, compute={"precision": "bf16"})), 4)
     assert [len(u) for u in plan.units] == [1] * 10
-    assert len(plan.notes) == 1 and "objective 'sam' is not packed yet" in plan.notes[0]
+    assert len(plan.notes) == 1 and "compute options (precision, compile, channels_last) are not packed" in plan.notes[0]
     assert "10 runs" in plan.notes[0]
     ray = plan_packs(_variants(_study(4)), 4, executor="ray")
     assert not ray.packs and "ray executor does not pack" in ray.notes[0]
@@ -181,3 +223,35 @@ def test_kill_9_during_a_pack_then_resume_loses_and_duplicates_nothing(write_stu
     assert subprocess.run([sys.executable, "-m", "ablab", "run", str(off), "--out", str(fresh), "--threads", "1"],
                           capture_output=True, timeout=600).returncode == 0
     assert same_metrics(stored(fresh)[0], metrics)
+
+
+def test_validate_prints_the_packed_cost_from_a_measured_packed_step(write_study, capsys):
+    """With timing, ``validate`` measures a packed step of the first pack: the packed runs' run-steps × its time
+    per run (the packed step ÷ R); the study's steps are the ones the cost line counts."""
+    path = write_study(tiny_study(base={**CONV, "epochs": 2}, seeds={"replicates": 4}, execute={"pack": "auto"}))
+    assert main(["validate", str(path), "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "packing: 4 runs in 1 pack of 4 replicas (execute.pack: auto)" in out
+    line = next(x for x in out.splitlines() if "packed cost:" in x)
+    steps = next(x for x in out.splitlines() if x.strip().startswith("cost:")).split(" = ")[1].split(" steps")[0]
+    assert f"for the 4 packed runs = {steps} run-steps × " in line and "a packed step of 4 replicas of 'base'" in line
+
+
+def test_the_report_says_when_a_table_mixes_packed_and_unpacked_runs(write_study, tmp_path, capsys):
+    """Two replicates per variant run one per process, the study extended to five run packed: the final table and
+    the variability section say that 6 of 10 runs were packed; a store of unpacked runs only says nothing."""
+    from ablab.report.tables import packing_note
+
+    out = tmp_path / "out"
+    assert main(["run", str(write_study(_study("off", replicates=2), "a.yaml")), "--out", str(out), "--threads", "1"]) == 0
+    assert main(["report", str(out)]) == 0
+    assert "mixes packed" not in (out / "report" / "index.html").read_text()
+    assert main(["run", str(write_study(_study(4), "b.yaml")), "--out", str(out), "--threads", "1"]) == 0
+    assert main(["report", str(out)]) == 0
+    page = (out / "report" / "index.html").read_text()
+    note = "This table mixes packed and unpacked runs: 6 of 10 runs were trained packed"
+    final, variability = page.split("<h2>Final metrics</h2>")[1], page.split("<h2>Run-to-run variability</h2>")[1]
+    assert note in final.split("<h2>")[0] and note in variability.split("<h2>")[0]
+    runs = stored(out)[1]
+    assert packing_note(runs).startswith(note) and packing_note(runs[runs["info"].map(lambda i: "packed" in i)]) == ""
+    capsys.readouterr()

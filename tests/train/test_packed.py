@@ -181,11 +181,24 @@ def test_packed_linear_gradients_are_the_unpacked_ones():
         assert torch.equal(w.grad[r], m.weight.grad) and torch.equal(b.grad[r], m.bias.grad)
 
 
+@pytest.fixture
+def other_objective():
+    from ablab.registry import OBJECTIVES
+    from ablab.train.objectives import StandardStep
+
+    OBJECTIVES.register("test_other_step", "test only: the standard step under another name")(StandardStep)
+    yield "test_other_step"
+    del OBJECTIVES._entries["test_other_step"]
+
+
+def test_an_objective_that_does_not_pack_says_so(other_objective):
+    why = packability(_spec(0, objective={"name": other_objective})).refusal
+    assert why == "objective 'test_other_step' is not packed (packs: standard, sam)"
+
+
 @pytest.mark.parametrize("changes, why", [
-    ({"objective": {"name": "sam", "rho": 0.05}}, "objective 'sam'"),
-    ({"record": {"probes": ["norm_params"]}}, "probes"),
-    ({"model": {"name": "mlp", "widths": [8], "norm": "batchnorm"}}, "without bias"),
-    ({"model": "3c3d"}, "model '3c3d'"),
+    ({"model": "mnist_cnn"}, "model 'mnist_cnn' is not packed"),
+    ({"model": {"name": "one_hidden_conv", "activation": "gelu"}}, "activation GELU in a convolutional model"),
     ({"compute": {"precision": "bf16"}}, "compute options"),
 ])
 def test_what_cannot_be_packed_says_why(changes, why):
@@ -214,3 +227,30 @@ def test_a_packed_checkpoint_is_in_the_unpacked_format():
     state = _checkpoint(train_pack(specs)[1].artifacts["checkpoint_e0002.pt"])
     assert state["model"]["fc0.weight"].shape == (24, 64) and state["seeds"]["init"] == 1
     assert state["step"] == 2 * 13 and state["epoch"] == 2  # 1257 training examples in batches of 100
+
+
+def test_the_replicas_of_a_pack_share_one_dataset(monkeypatch):
+    """The pack places its dataset on the device once; every replica reads that one (read-only) copy."""
+    import ablab.train.build as build
+
+    calls = []
+    real = build.load_run_data
+    monkeypatch.setattr(build, "load_run_data", lambda spec: calls.append(spec.id) or real(spec))
+    specs = [_spec(s, model={"name": "mlp", "widths": [8]}, epochs=1) for s in range(3)]
+    results = train_pack(specs)
+    assert [r.status for r in results] == ["done"] * 3 and calls == [specs[0].id]
+
+
+def test_a_replica_whose_set_up_fails_fails_alone_and_the_others_train_as_alone():
+    """Replica 0's checkpoint is missing (its set-up fails): it is ``failed``; replicas 1 and 2 take the pack's
+    first slots and still equal their runs alone."""
+    source = train(_spec(0))
+    data = source.artifacts["checkpoint_e0001.pt"]
+    files = UnitFiles({(_spec(0).id, 1): StoredFile(hashlib.sha256(data).hexdigest(), data=data)})
+    conts = [RunSpec.model_validate({**_spec(0).model_dump(), "epochs": 3, "init_from": {"run": _spec(0).id, "epoch": 1},
+                                     "seeds": {"init": 0, "shuffle": s, "augment": 200, "stochastic": s}})
+             for s in (100, 5, 6)]
+    results = train_pack(conts, files=[UnitFiles(), files, files])
+    assert results[0].status == "failed"
+    for spec, result in zip(conts[1:], results[1:]):
+        _same_result(train(spec, files=files), result)

@@ -94,7 +94,7 @@ def _run_locked(study, file, variants, out, workers, executor, tty, threads, add
         remove_stale_temp_files(out)
         todo_ids = set(store.run_ids_to_do())
         todo = [v for v in variants if v.id in todo_ids]
-        plan = plan_packs(todo, study.execute.pack, executor, threads)
+        plan = plan_packs(todo, study.execute.pack, executor, threads, workers)
         units = plan.units
         workers = min(workers, max(1, len(units)))  # a worker per unit at most: no idle processes
         view = ProgressView(total=len(variants), already_done=len(variants) - len(todo), tty=tty)

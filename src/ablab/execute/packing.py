@@ -6,7 +6,8 @@ packs of R in study order, the rest of the study runs one run per process as bef
 packs on the CPU at 1 intra-op thread per run only, where packed training is measured bitwise equal
 to the runs alone (at more threads MKL splits one small matrix product differently from a batch of
 them: the last bits differ), and only models small enough that one step is dominated by per-operation overhead: R = min(32, ⌊2²⁶ /
-(parameters × batch size)⌋), no packing when that is below 2 (docs/packing.md has the numbers).
+(work × batch size)⌋), work = parameters (or a convolutional model's multiply-adds per example, which is not packed
+above 2²² multiply-adds per step), no packing when R is below 2 (docs/packing.md has the numbers).
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from ablab.spec import RunSpec, Variant
 
 AUTO_MAX = 32  # replicas per pack under ``auto``: the issue's MLP gains little beyond (benchmarks/bench_replicas.py)
 AUTO_WORK = 2 ** 26  # parameters × batch size of one packed step under ``auto``
+# multiply-adds × batch size of one step of a convolutional model above which ``auto`` does not pack it: measured
+# on the 2-core CPU at 1 thread (benchmarks/bench_replicas.py), one_hidden_conv on 8×8 digits at batch 32 (1.1 M)
+# packs 1.9–3.6× faster, on 16×16 at batch 64 (9.2 M) 0.7–0.8× (slower), resnet6 on 8×8 at batch 64 (38 M) 1.1–1.4×
+AUTO_CONV_WORK = 2 ** 22
 
 Unit = list[Variant]  # what a worker runs at once: one run, or a pack of runs
 
@@ -55,22 +60,28 @@ def family_key(spec: RunSpec) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
-def auto_replicas(parameters: int, batch_size: int, device: str, threads: int) -> tuple[int, str]:
-    """R under ``auto``, and why when it is 1."""
+def auto_replicas(parameters: int, batch_size: int, device: str, threads: int, conv_macs: int = 0) -> tuple[int, str]:
+    """R under ``auto``, and why when it is 1. ``conv_macs``: a convolutional model's multiply-adds per example
+    (0 for a model without convolutions, whose work per example is its parameter count)."""
     if device != "cpu":
         return 1, f"auto packs on the CPU only (packing on {device} is not measured bitwise; give execute.pack: R)"
     if threads != 1:
         return 1, (f"auto packs at 1 CPU thread per run only, where packed runs equal the runs alone bitwise; "
                    f"this study runs {threads} threads per run (--threads 1, or execute.pack: R)")
-    r = min(AUTO_MAX, AUTO_WORK // max(1, parameters * batch_size))
+    if conv_macs * batch_size > AUTO_CONV_WORK:
+        return 1, (f"auto does not pack a convolutional model this large ({conv_macs:,} multiply-adds per example × "
+                   f"batch {batch_size} > 2^22: one step is compute-bound, packing would be slower)")
+    r = min(AUTO_MAX, AUTO_WORK // max(1, (conv_macs or parameters) * batch_size))
     if r < 2:
         return 1, (f"auto does not pack a model this large ({parameters} parameters × batch {batch_size}: one "
                    "step is compute-bound, packing would not be faster)")
     return r, ""
 
 
-def plan_packs(variants: list[Variant], pack: Union[str, int], executor: str = "local", threads: int = 1) -> PackPlan:
-    """Units for ``variants`` under ``execute.pack`` (``auto`` | ``off`` | R), each run given ``threads`` CPU threads."""
+def plan_packs(variants: list[Variant], pack: Union[str, int], executor: str = "local", threads: int = 1,
+               workers: int = 1) -> PackPlan:
+    """Units for ``variants`` under ``execute.pack`` (``auto`` | ``off`` | R), each run given ``threads`` CPU threads;
+    under ``auto`` a family is cut into at least ``workers`` packs, so that every worker gets a share of it."""
     from ablab.train.packed import packability
 
     families: dict[str, list[Variant]] = {}
@@ -92,7 +103,8 @@ def plan_packs(variants: list[Variant], pack: Union[str, int], executor: str = "
             if facts.refusal is not None:
                 r, why = 1, facts.refusal
             elif pack == "auto":
-                r, why = auto_replicas(facts.parameters, first.spec.batch_size, facts.device, threads)
+                r, why = auto_replicas(facts.parameters, first.spec.batch_size, facts.device, threads, facts.conv_macs)
+                r = max(2, min(r, -(-len(family) // max(1, workers)))) if r >= 2 else r
             else:
                 r, why = int(pack), ""
         if r < 2:

@@ -74,6 +74,15 @@ def _perturbations(
     return out
 
 
+def perturbations(
+    weights: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor],
+    settings: Sequence[tuple[float, bool, float]],
+) -> list[torch.Tensor]:
+    """``SAM.first_step``'s ascent steps: each parameter with its own (ρ, adaptive, η), one global norm."""
+    return _perturbations(list(weights), list(grads), list(settings))
+
+
 def sam_perturbation(
     weights: Sequence[torch.Tensor],
     grads: Sequence[torch.Tensor],

@@ -61,6 +61,20 @@ def caption(rule: str, agg: pd.DataFrame | None = None) -> str:
 
 # ---- baselines: Δ to the lower and upper baseline per metric ----------------------------------
 
+def packing_note(runs: pd.DataFrame) -> str:
+    """One sentence when ``runs`` mix runs trained packed (``info["packed"]``, docs/packing.md) and runs trained one
+    per process; empty otherwise."""
+    if "info" not in runs or not len(runs):
+        return ""
+    packed = int(sum(isinstance(i, dict) and "packed" in i for i in runs["info"]))
+    if packed in (0, len(runs)):
+        return ""
+    return (f"This table mixes packed and unpacked runs: {packed} of {len(runs)} runs were trained packed (several "
+            f"seeds in one process, execute.pack), {len(runs) - packed} one per process. Packed runs equal the runs "
+            "alone bitwise on the CPU at one thread per run; at more threads or on CUDA they agree to the last bits "
+            "only (docs/packing.md).")
+
+
 def split_label(label: str) -> tuple[str, str]:
     """``"bn_gamma, lr_scale=10"`` → ``("bn_gamma", "lr_scale=10")``: split at the first ", " outside brackets."""
     depth = 0

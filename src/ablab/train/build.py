@@ -165,6 +165,11 @@ def _on_device(spec: RunSpec, device: torch.device, data: Optional[Dataset] = No
     return data.to(device, compact=compact_on(device))
 
 
+def place_run_data(spec: RunSpec) -> Dataset:
+    """The run's dataset on its device, as ``build_run`` places it: what runs equal but for their seeds share."""
+    return _on_device(spec, resolve_device(spec.device))
+
+
 def _augmentations(spec: RunSpec, data: Dataset) -> list:
     augments = []
     for i, a in enumerate(spec.augment):
@@ -194,14 +199,16 @@ def _evaluators(specs: list, data: Dataset, field: str, models: Optional[int] = 
     return evaluators
 
 
-def build_run(spec: RunSpec, data: Optional[Dataset] = None, meta: bool = False) -> RunParts:
+def build_run(spec: RunSpec, data: Optional[Dataset] = None, meta: bool = False, placed: bool = False) -> RunParts:
     """A run's parts: data on the device, model, optimizer, objective, schedule, loss, augmentations,
     probes and evaluators. ``meta``: build the model on PyTorch's ``meta`` device (no memory, no
     time) and leave the data on the CPU, to check that everything can be built (validation).
+    ``placed``: ``data`` is already on the run's device (``place_run_data``; the replicas of a pack share it).
     A part that cannot be built raises ``PartError`` naming its field."""
     device = torch.device("meta") if meta else resolve_device(spec.device)
     with _part("data"):
-        data = (data if data is not None else load_run_data(spec)) if meta else _on_device(spec, device, data)
+        if not (placed and data is not None):
+            data = (data if data is not None else load_run_data(spec)) if meta else _on_device(spec, device, data)
     with _part("model"):
         if meta:
             with torch.device("meta"):

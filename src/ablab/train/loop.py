@@ -21,6 +21,7 @@ import torch
 from ablab import seeding
 from ablab.labels import plural
 from ablab.data.sampler import iterate_batches
+from ablab.data.base import Dataset
 from ablab.spec import RunSpec
 from ablab.artifacts import CHECKPOINT_KIND, checkpoint_name, save_checkpoint
 from ablab.train.build import RunParts, build_run, optimizer_key
@@ -70,23 +71,26 @@ def _train(spec: RunSpec, progress: Progress, run_id: str, sink: ArtifactSink, f
     # ---- loop: epochs of shuffled batches; metrics every k steps, evaluators and checkpoints per epoch
     with seeding.deterministic_kernels(spec.deterministic), state.stochastic_stream():
         run.model.train()
-        _begin(t)
+        begin(t)
         progress(state.epoch, run.duration.epochs)  # the total, known now (a steps or budget run's too)
         for epoch in range(state.epoch + 1, run.duration.epochs + 1):
-            if not (_train_epoch(t, epoch) and _end_epoch(t)):
+            if not (_train_epoch(t, epoch) and end_epoch(t)):
                 status = "diverged"
                 break
             progress(epoch, run.duration.epochs)
     # ---- finish: the probes' series, the run's facts, its result
-    return _finish(t, status, run_id, started)
+    return finish(t, status, run_id, started)
 
 
 # ---------------------------------------------------------------- set-up
 
 
-def set_up(spec: RunSpec, files: UnitFiles, sink: ArtifactSink) -> Training:
-    """The run built from its spec, its state (continued from ``init_from``, bit-changed) and what it records."""
-    run = build_run(spec)
+def set_up(spec: RunSpec, files: UnitFiles, sink: ArtifactSink, data: Optional[Dataset] = None) -> Training:
+    """The run built from its spec, its state (continued from ``init_from``, bit-changed) and what it records.
+
+    ``data``: the run's dataset already on its device (``build.place_run_data``), shared read-only by the
+    replicas of a pack; None loads it."""
+    run = build_run(spec, data, placed=data is not None)
     state = TrainState.create(run.model, run.optimizer, run.device, spec.seeds.model_dump(), optimizer_key(spec))
     info, source_seeds = _continue(spec, state, files)
     flip = _bit_change(spec, source_seeds)
@@ -124,6 +128,8 @@ def _bit_change(spec: RunSpec, source_seeds: Optional[dict]) -> Optional[int]:
 
 
 # ---------------------------------------------------------------- the loop's parts
+# ``begin``, ``log_batch``, ``end_epoch`` and ``finish`` are public: the packed loop (``train.packed``) records
+# each of its replicas through them, so a packed run stores exactly what the run alone stores.
 
 
 def _step(run: RunParts, state: TrainState, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,14 +159,14 @@ def _train_epoch(t: Training, epoch: int) -> bool:
     total, every = run.duration.total_steps, spec.record.every_steps
     for idx in iterate_batches(len(split), spec.batch_size, spec.drop_last, state.shuffle, run.device):
         out, y = _step(run, state, *split.rows(idx))
-        if (state.step % every == 0 or state.step == total) and not _log_batch(t, out, y):
+        if (state.step % every == 0 or state.step == total) and not log_batch(t, out, y):
             return False
         if state.step >= total:
             break
     return True
 
 
-def _log_batch(t: Training, out: torch.Tensor, y: torch.Tensor) -> bool:
+def log_batch(t: Training, out: torch.Tensor, y: torch.Tensor) -> bool:
     """The training metrics at a recording step; False when the mean loss since the last one is not finite."""
     run, step, epoch = t.run, t.state.step, t.state.epoch
     loss = t.state.running.read()
@@ -186,7 +192,7 @@ def _save_due_checkpoint(t: Training) -> None:
         t.records.sink.put(checkpoint_name(epoch), save_checkpoint(t.state.state_dict()), CHECKPOINT_KIND, epoch=epoch)
 
 
-def _begin(t: Training) -> None:
+def begin(t: Training) -> None:
     """Before the first step: evaluation (a non-finite start shows in the first steps' loss), the probes'
     first record, the start's checkpoint."""
     _evaluate_due(t)
@@ -195,7 +201,7 @@ def _begin(t: Training) -> None:
     _save_due_checkpoint(t)
 
 
-def _end_epoch(t: Training) -> bool:
+def end_epoch(t: Training) -> bool:
     """After an epoch: evaluation, then the checkpoint; False (no checkpoint) when a value is not finite."""
     if not _evaluate_due(t):
         return False
@@ -206,7 +212,8 @@ def _end_epoch(t: Training) -> bool:
 # ---------------------------------------------------------------- finish
 
 
-def _finish(t: Training, status: str, run_id: str, started: float) -> RunResult:
+def finish(t: Training, status: str, run_id: str, started: float) -> RunResult:
+    """The probes' series stored, the run's facts recorded: its result."""
     run, records = t.run, t.records
     for probe in run.probes:
         for name, data in probe.artifacts().items():

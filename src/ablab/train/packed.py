@@ -2,17 +2,18 @@
 
 Each replica is set up exactly as the run alone (``loop.set_up``: its model built under its own
 ``init`` seed, its bit change, its ``init_from`` restore, its optimizer); then the replicas'
-parameters are stacked ([R, out, in]) into one packed network whose linear layers are batched
-matrix products (``PackedLinear``), and one optimizer of the same kind steps the stacked tensors.
+parameters are stacked ([R, …]) into one packed network (``packed_layers.pack_model``: linear layers as
+batched matrix products, convolutions channel-packed and grouped where bitwise, BatchNorm over R·C channels
+with per-replica statistics), and one optimizer of the same kind steps the stacked tensors.
 Every other draw stays the replica's own: its data order (``shuffle``), its augmentation and mixing
 draws (``augment``, applied per replica) and its dropout masks (``stochastic``, a generator per
 replica drawn in the order the run alone draws). Losses are computed per replica, so the gradient
 reaching replica r is the one its run alone computes; ``PackedLinear``'s backward takes the same
 matrix products (in the same layouts) the unpacked ``addmm`` backward takes, which makes packed
-training bitwise equal to R sequential runs on the CPU (tests/train/test_packed.py).
+training bitwise equal to R sequential runs on the CPU (tests/train/test_packed.py, test_packed_conv.py).
 
 At each epoch's end the packed tensors are copied back into each replica's own model and optimizer,
-and the loop's own ``_end_epoch`` evaluates and checkpoints that replica as the run alone would
+and the loop's own ``end_epoch`` evaluates and checkpoints that replica as the run alone would
 (same evaluators, same checkpoint format, in its own ``stochastic`` stream). A replica whose loss
 stops being finite is recorded ``diverged`` and leaves the group; the others go on.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,22 +34,25 @@ from torch import nn
 from ablab import seeding
 from ablab.data.sampler import iterate_batches
 from ablab.optim.groups import decoupled_decay_, group_l2_penalty
+from ablab.optim.sam import asam_unscaled_params, bn_running_stats_frozen, perturbations
 from ablab.registry import MODELS, OPTIMIZERS
 from ablab.spec import RunSpec
 from ablab.train import checkpoint as ckpt
-from ablab.train.build import load_run_data
+from ablab.train.build import load_run_data, place_run_data
 from ablab.train.compute import resolve_device
 from ablab.train.inputs import UnitFiles
-from ablab.train.loop import Progress, Training, _begin, _end_epoch, _finish, _log_batch, set_up
+from ablab.train.packed_layers import (PackedLinear, PackedNet, Unpackable, check_model,  # noqa: F401
+                                       multiply_adds, pack_model, packed_parameters, replica_part, unpack_buffers)
+from ablab.train.objectives import SamStep
+from ablab.train.probes import NormParams, ReluSparsity
+from ablab.train.loop import Progress, Training, begin, end_epoch, finish, log_batch, set_up
 from ablab.train.result import ArtifactSink, RunResult, run_guarded
 
 PACKED_OPTIMIZERS = ("sgd", "adam", "adamw")  # elementwise updates: a stacked tensor steps as its slices do
-EXACT_ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.Identity)  # the same bits on any slice of a batch
-SLICED_ACTIVATIONS = (nn.GELU, nn.Tanh, nn.Sigmoid, nn.ELU)  # vectorised kernels differ at a tensor's tail
-
-
-class Unpackable(Exception):
-    """Why a run cannot be packed (one line)."""
+# the models whose packed training is tested bitwise against the runs alone (tests/train/test_packed*.py)
+PACKED_OBJECTIVES = ("standard", "sam")  # sam: each replica's ascent from its own gradient norm
+PACKED_PROBES = ("norm_params", "relu_sparsity")
+PACKED_MODELS = ("linear", "mlp", "one_hidden_conv", "3c3d", "resnet6", "resnet10", "resnet14")
 
 
 # ---------------------------------------------------------------- what packs
@@ -60,146 +65,41 @@ class Packability:
     refusal: Optional[str]
     parameters: int = 0
     device: str = "cpu"
+    conv_macs: int = 0  # multiply-adds per example of a convolutional model's forward pass; 0 without convolutions
 
 
 def packability(spec: RunSpec) -> Packability:
     """Whether ``spec`` can be packed with other seeds of itself (its model built on the meta device)."""
-    if spec.objective["name"] != "standard":
-        return Packability(f"objective '{spec.objective['name']}' is not packed yet (packs: standard)")
+    if spec.objective["name"] not in PACKED_OBJECTIVES:
+        return Packability(f"objective '{spec.objective['name']}' is not packed (packs: {', '.join(PACKED_OBJECTIVES)})")
     if spec.optimizer["name"] not in PACKED_OPTIMIZERS:
         return Packability(f"optimizer '{spec.optimizer['name']}' is not packed (packs: {', '.join(PACKED_OPTIMIZERS)})")
-    if spec.record.probes:
-        return Packability("probes are not packed yet")
+    probes = [p if isinstance(p, str) else p["name"] for p in spec.record.probes]
+    if any(p not in PACKED_PROBES for p in probes):
+        return Packability(f"probe '{next(p for p in probes if p not in PACKED_PROBES)}' is not packed "
+                           f"(packs: {', '.join(PACKED_PROBES)})")
     c = spec.compute
     if c.precision != "fp32" or c.compile or c.channels_last:
         return Packability("compute options (precision, compile, channels_last) are not packed")
     try:
         device = resolve_device(spec.device)
         data = load_run_data(spec)
+        if spec.model["name"] not in PACKED_MODELS:
+            raise Unpackable(f"model '{spec.model['name']}' is not packed (packs: {', '.join(PACKED_MODELS)})")
         with torch.device("meta"):
             model = MODELS.create(spec.model, in_shape=tuple(data.in_shape), out_dim=data.out_dim)
-        for module in _layers(model, spec.model["name"]):
-            _check_layer(module, device)
+        check_model(model, device)
+        macs, convolutional = multiply_adds(model, tuple(data.in_shape))
     except Unpackable as err:
         return Packability(str(err))
     except Exception as err:  # noqa: BLE001  (the run alone reports the problem with its field)
         return Packability(f"the run cannot be built: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
-    return Packability(None, sum(p.numel() for p in model.parameters()), device.type)
+    return Packability(None, sum(p.numel() for p in model.parameters()), device.type, macs if convolutional else 0)
 
 
 def refusal(spec: RunSpec) -> Optional[str]:
     """Why ``spec`` cannot be packed with other seeds of itself, or None when it can."""
     return packability(spec).refusal
-
-
-def _layers(model: nn.Module, name: str) -> list[nn.Module]:
-    if type(model) is not nn.Sequential:
-        raise Unpackable(f"model '{name}' is not packed yet (packs: linear, mlp)")
-    return list(model.children())
-
-
-def _check_layer(m: nn.Module, device: torch.device) -> None:
-    """A layer the packed network can stand in for, or ``Unpackable`` saying why not."""
-    if isinstance(m, nn.Flatten):
-        if m.start_dim != 1 or m.end_dim != -1:
-            raise Unpackable("a Flatten over other dimensions than all but the batch is not packed")
-    elif isinstance(m, nn.Linear):
-        if m.bias is None:
-            raise Unpackable("a linear layer without bias (a norm layer follows it) is not packed yet")
-    elif isinstance(m, nn.Dropout):
-        if device.type != "cpu":
-            raise Unpackable("dropout is packed on the CPU only (CUDA draws its masks in a fused kernel)")
-    elif not isinstance(m, EXACT_ACTIVATIONS + SLICED_ACTIVATIONS):
-        raise Unpackable(f"layer {type(m).__name__} is not packed yet (norm layers, convolutions: not yet)")
-
-
-# ---------------------------------------------------------------- the packed network
-
-
-class PackedLinear(torch.autograd.Function):
-    """y_r = x_r W_rᵀ + b_r for every replica r, with the gradients the unpacked ``addmm`` computes.
-
-    Autograd's own ``bmm`` backward takes W's gradient as (xᵀ g)ᵀ; ``addmm`` (an ``nn.Linear``) takes
-    it as gᵀ x, which MKL rounds differently for small shapes; this backward takes gᵀ x per replica.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        grad_x = torch.bmm(grad, weight) if ctx.needs_input_grad[0] else None
-        return grad_x, torch.bmm(grad.transpose(1, 2), x), grad.sum(1)
-
-
-class _Linear(nn.Module):
-    def __init__(self, layers: list[nn.Linear]):
-        super().__init__()
-        self.weight = nn.Parameter(torch.stack([m.weight.detach() for m in layers]))
-        self.bias = nn.Parameter(torch.stack([m.bias.detach() for m in layers]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return PackedLinear.apply(x, self.weight, self.bias)
-
-
-class _Sliced(nn.Module):
-    """A layer applied to each replica's slice on its own (the bits of the unpacked call)."""
-
-    def __init__(self, module: nn.Module):
-        super().__init__()
-        self.module = module
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([self.module(xr) for xr in x.unbind(0)])
-
-
-class _Dropout(nn.Module):
-    """Inverted dropout per replica, each mask from that replica's ``stochastic`` generator (PyTorch's CPU
-    ``dropout``: noise = bernoulli(1 − p) / (1 − p), output = x · noise)."""
-
-    def __init__(self, p: float, generators: list[torch.Generator]):
-        super().__init__()
-        self.p, self.generators = p, generators
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 1:
-            return x * torch.zeros((), dtype=x.dtype, device=x.device)
-        out = []
-        for xr, g in zip(x.unbind(0), self.generators):
-            noise = torch.empty_like(xr).bernoulli_(1 - self.p, generator=g)
-            out.append(xr * noise.div_(1 - self.p))
-        return torch.stack(out)
-
-
-class _Flatten(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(2)
-
-
-def pack_model(models: list[nn.Module], generators: list[torch.Generator]) -> nn.Sequential:
-    """The packed network of the replicas' (identically built) ``nn.Sequential`` models: input [R, B, …]."""
-    layers = []
-    for column in zip(*(list(m.children()) for m in models)):
-        first = column[0]
-        if isinstance(first, nn.Flatten):
-            layers.append(_Flatten())
-        elif isinstance(first, nn.Linear):
-            layers.append(_Linear(list(column)))
-        elif isinstance(first, nn.Dropout):
-            layers.append(_Dropout(first.p, generators))
-        elif isinstance(first, EXACT_ACTIVATIONS):
-            layers.append(first)
-        else:
-            layers.append(_Sliced(first))
-    return nn.Sequential(*layers)
-
-
-def _packed_params(model: nn.Sequential) -> list[nn.Parameter]:
-    """The packed parameters in the replicas' parameter order (weight, bias per linear layer)."""
-    return [p for m in model if isinstance(m, _Linear) for p in (m.weight, m.bias)]
 
 
 # ---------------------------------------------------------------- the packed optimizer
@@ -257,12 +157,19 @@ def _slice(key: str, value, r: int):
     return value.clone() if isinstance(value, torch.Tensor) else value
 
 
-def unpack_into(packed: PackedOptimization, r: int, t: Training) -> None:
-    """Replica ``r``'s slices of the packed parameters and optimizer state copied into its own model and optimizer."""
-    own = list(t.run.model.parameters())
+def unpack_parameters(packed: PackedOptimization, r: int, t: Training) -> None:
+    """Replica ``r``'s slices of the packed parameters copied into its own model."""
     with torch.no_grad():
-        for p, q in zip(packed.params, own):
+        for p, q in zip(packed.params, t.run.model.parameters()):
             q.copy_(p[r])
+
+
+def unpack_into(packed: PackedOptimization, net: PackedNet, r: int, t: Training) -> None:
+    """Replica ``r``'s slices of the packed parameters, buffers (norm statistics) and optimizer state copied into
+    its own model and optimizer."""
+    own = list(t.run.model.parameters())
+    unpack_parameters(packed, r, t)
+    unpack_buffers(net, r, t.run.model)
     for mine, group in zip(t.run.optimizer.param_groups, packed.optimizer.param_groups):
         mine.update({k: v for k, v in group.items() if k != "params"})  # the lr the schedule set last
     position = {id(q): i for i, q in enumerate(own)}
@@ -312,6 +219,7 @@ class Replica:
     stream: ReplicaStream
     started: float
     status: str = "done"
+    slot: int = 0  # its place in the packed tensors (replicas whose set-up failed take none)
 
     @property
     def alive(self) -> bool:
@@ -323,8 +231,9 @@ class Pack:
     """The replicas still training and what trains them together."""
 
     replicas: list[Replica]
-    net: nn.Sequential
+    net: PackedNet
     opt: PackedOptimization
+    sam: Optional[dict] = None  # the objective's settings when it is ``sam``
 
     @property
     def alive(self) -> list[Replica]:
@@ -343,9 +252,10 @@ def train_pack(specs: list[RunSpec], run_ids: Optional[list[str]] = None, stagin
     progress = progress or [lambda e, k: None] * n
     results: dict[int, RunResult] = {}
     replicas = []
+    shared: list = []  # the family's one dataset on the device, read-only, loaded by the first set-up
     for i, spec in enumerate(specs):
         got: list[Replica] = []
-        work = functools.partial(_set_up_replica, i, spec, run_ids[i], staging[i], files[i], got)
+        work = functools.partial(_set_up_replica, i, spec, run_ids[i], staging[i], files[i], got, shared)
         result = run_guarded(run_ids[i], spec.device, work)
         if got:
             replicas.append(got[0])
@@ -362,8 +272,11 @@ def train_pack(specs: list[RunSpec], run_ids: Optional[list[str]] = None, stagin
 
 
 def _set_up_replica(i: int, spec: RunSpec, run_id: str, staging: Optional[Path], files: Optional[UnitFiles],
-                    out: list, started: float) -> RunResult:
-    t = set_up(spec, files or UnitFiles(), ArtifactSink(staging))
+                    out: list, shared: list, started: float) -> RunResult:
+    """Replica ``i`` set up as the run alone, on the pack's shared dataset (placed by the first replica)."""
+    if not shared:
+        shared.append(place_run_data(spec))
+    t = set_up(spec, files or UnitFiles(), ArtifactSink(staging), data=shared[0])
     out.append(Replica(i, run_id, t, ReplicaStream(t), started))
     return RunResult(run_id, "done")
 
@@ -376,7 +289,7 @@ def _train_replicas(replicas: list[Replica], progress: list[Progress], started: 
         for r in replicas:
             r.t.run.model.train()
             with r.stream.scope():
-                _begin(r.t)
+                begin(r.t)
             progress[r.index](r.t.state.epoch, run.duration.epochs)  # the total, known now (as the loop reports it)
         for epoch in range(replicas[0].t.state.epoch + 1, run.duration.epochs + 1):
             if not pack.alive:
@@ -388,14 +301,28 @@ def _train_replicas(replicas: list[Replica], progress: list[Progress], started: 
     results = {}
     for r in replicas:
         r.t.info["packed"] = {"replicas": len(replicas), "index": r.index}
-        results[r.index] = _finish(r.t, r.status, r.run_id, r.started)
+        results[r.index] = finish(r.t, r.status, r.run_id, r.started)
     return RunResult(replicas[0].run_id, "done", info={"results": results})
 
 
 def _assemble(replicas: list[Replica]) -> Pack:
-    net = pack_model([r.t.run.model for r in replicas], [r.stream.cpu for r in replicas])
-    opt = pack_optimizer(replicas[0].t.run.spec, [r.t for r in replicas], _packed_params(net))
-    return Pack(replicas, net.train(), opt)
+    for slot, r in enumerate(replicas):
+        r.slot = slot
+    first = replicas[0].t.run
+    net = pack_model([r.t.run.model for r in replicas], [r.stream.cpu for r in replicas], first.device)
+    opt = pack_optimizer(first.spec, [r.t for r in replicas], packed_parameters(net, first.model))
+    return Pack(replicas, net.train(), opt, _sam_settings(first.spec, net))
+
+
+def _sam_settings(spec: RunSpec, net: PackedNet) -> Optional[dict]:
+    """``sam``'s ρ, adaptive, η and the packed parameters ASAM leaves unscaled (by the replicas' names)."""
+    if spec.objective["name"] != "sam":
+        return None
+    defaults = {k: v.default for k, v in inspect.signature(SamStep.__init__).parameters.items()
+                if v.default is not inspect.Parameter.empty}
+    o = {**defaults, **{k: v for k, v in spec.objective.items() if k != "name"}}
+    unscaled = asam_unscaled_params(net.body, o["adaptive_params"]) if o["adaptive"] else []
+    return {"rho": o["rho"], "adaptive": o["adaptive"], "eta": o["eta"], "unscaled": {id(p) for p in unscaled}}
 
 
 def _packed_epoch(pack: Pack, epoch: int) -> None:
@@ -413,7 +340,7 @@ def _packed_epoch(pack: Pack, epoch: int) -> None:
         step = first.state.step
         if step % every == 0 or step == total:
             for r in pack.alive:
-                if not _log_batch(r.t, outs[r.index], ys[r.index]):
+                if not log_batch(r.t, outs[r.slot], ys[r.slot]):
                     r.status = "diverged"
         if step >= total:
             break
@@ -421,7 +348,7 @@ def _packed_epoch(pack: Pack, epoch: int) -> None:
 
 def _batch(pack: Pack, splits: list, idxs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The replicas' batches stacked [R, B, …], each in its own order and augmented from its own stream; without
-    augmentations one gather (the replicas' data are the same: their specs differ only in seeds)."""
+    augmentations one gather from the dataset they share."""
     if not pack.replicas[0].t.run.augments:
         x, y = splits[0].rows(torch.stack(idxs))
         return x, list(y.unbind(0))
@@ -441,13 +368,16 @@ def _packed_step(pack: Pack, x: torch.Tensor, ys: list[torch.Tensor]) -> tuple[l
     factor = run.schedule(pack.replicas[0].t.state.step)
     for group, lr in zip(pack.opt.optimizer.param_groups, run.base_lrs):
         group["lr"] = lr * factor
-    outs = pack.net(x).unbind(0)
+    for r in pack.replicas:
+        for probe in r.t.run.probes:
+            probe.before_step(r.t.state.step)
+    with _relu_counts(pack):
+        outs = pack.net(x).unbind(0)
     losses = [r.t.run.loss_fn(out, y) for r, out, y in zip(pack.replicas, outs, ys)]
-    total = torch.stack(losses).sum()
-    if pack.opt.penalty is not None:
-        total = total + pack.opt.penalty()
     pack.opt.optimizer.zero_grad(set_to_none=True)
-    total.backward()
+    _total(pack, losses).backward()
+    if pack.sam is not None:
+        _sam_second_pass(pack, x, ys)
     if pack.opt.decouple is not None:
         pack.opt.decouple()
     pack.opt.optimizer.step()
@@ -455,13 +385,115 @@ def _packed_step(pack: Pack, x: torch.Tensor, ys: list[torch.Tensor]) -> tuple[l
         if r.alive:
             r.t.state.running.add(loss)
         r.t.state.step += 1
+    _probes_after_step(pack)
     return [o.detach() for o in outs], ys
+
+
+def _total(pack: Pack, losses: list[torch.Tensor]) -> torch.Tensor:
+    """What is differentiated: the replicas' losses summed (each replica's gradient is its own), plus the L2 penalty."""
+    total = torch.stack(losses).sum()
+    return total + pack.opt.penalty() if pack.opt.penalty is not None else total
+
+
+def _sam_second_pass(pack: Pack, x: torch.Tensor, ys: list[torch.Tensor]) -> None:
+    """SAM's ascent per replica (``SAM.first_step``'s own computation on each replica's slices: its own global
+    gradient norm), the gradient at w + e with the norm statistics frozen, then back to the clean weights."""
+    params = [p for g in pack.opt.optimizer.param_groups for p in g["params"] if p.grad is not None]
+    sam = pack.sam
+    settings = [(sam["rho"], sam["adaptive"] and id(p) not in sam["unscaled"], sam["eta"]) for p in params]
+    with torch.no_grad():
+        clean = [p.detach().clone() for p in params]
+        for r in range(len(pack.replicas)):
+            for p, e in zip(params, perturbations([p[r] for p in params], [p.grad[r] for p in params], settings)):
+                p[r].add_(e)
+    pack.opt.optimizer.zero_grad(set_to_none=True)
+    with bn_running_stats_frozen(pack.net):
+        outs = pack.net(x).unbind(0)
+        _total(pack, [r.t.run.loss_fn(out, y) for r, out, y in zip(pack.replicas, outs, ys)]).backward()
+    with torch.no_grad():
+        for p, c in zip(params, clean):
+            p.copy_(c)
+
+
+@contextlib.contextmanager
+def _relu_counts(pack: Pack) -> Iterator[None]:
+    """While the clean forward pass runs: each replica's ``relu_sparsity`` probe due now gets the counts of its
+    own slice of every packed ReLU's output (what its hook would count on the model alone)."""
+    due = [(r, p) for r in pack.replicas for p in r.t.run.probes if isinstance(p, ReluSparsity) and p.handles]
+    if not due:
+        yield
+        return
+    handles = [m.register_forward_hook(functools.partial(_count_relu, name, due, len(pack.replicas)))
+               for name, m in pack.net.body.named_modules() if isinstance(m, nn.ReLU)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _count_relu(name: str, due: list, replicas: int, module: nn.Module, inputs, output: torch.Tensor) -> None:
+    for r, probe in due:
+        if module.training and name in probe.names and name not in probe.current:
+            mine = replica_part(output, r.slot, replicas, module.channel_packed)
+            probe.current[name] = (torch.stack([mine.numel() - torch.count_nonzero(mine), torch.isnan(mine).sum()]),
+                                   mine.numel())
+
+
+def _probes_after_step(pack: Pack) -> None:
+    """Each replica's probes after the step; a ``norm_params`` record due now reads the replica's own model,
+    brought up to date with its slices of the packed parameters first."""
+    for r in pack.replicas:
+        step, epoch = r.t.state.step, r.t.state.epoch
+        if any(isinstance(p, NormParams) and step % p.every == 0 for p in r.t.run.probes):
+            unpack_parameters(pack.opt, r.slot, r.t)
+        for probe in r.t.run.probes:
+            probe.after_step(step, epoch)
 
 
 def _end_packed_epoch(pack: Pack) -> None:
     """Each live replica's own model and optimizer brought up to date, then evaluated and checkpointed as alone."""
     for r in pack.alive:
-        unpack_into(pack.opt, r.index, r.t)
+        unpack_into(pack.opt, pack.net, r.slot, r.t)
         with r.stream.scope():
-            if not _end_epoch(r.t):
+            if not end_epoch(r.t):
                 r.status = "diverged"
+
+
+# ---------------------------------------------------------------- the cost of a packed step (validation)
+
+
+def packed_step_seconds(specs: list[RunSpec], threads: Optional[int] = None, min_steps: int = 10,
+                        min_seconds: float = 0.3) -> float:
+    """Seconds per packed step of the runs ``specs`` (fresh replicas on their first batch, after 3 warm-up steps,
+    ``threads`` intra-op CPU threads): what ``ablab validate``'s packed cost multiplies."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        specs = [s.model_copy(update={"init_from": None}) for s in specs]  # the step costs the same continued
+        shared = place_run_data(specs[0])
+        replicas = []
+        for i, spec in enumerate(specs):
+            t = set_up(spec, UnitFiles(), ArtifactSink(None), data=shared)
+            replicas.append(Replica(i, spec.id, t, ReplicaStream(t), 0.0))
+        pack = _assemble(replicas)
+        split = shared.splits["train"]
+        index = torch.arange(min(specs[0].batch_size, len(split)), device=replicas[0].t.run.device)
+        x, ys = _batch(pack, [split] * len(replicas), tuple(index for _ in replicas))
+        for _ in range(3):
+            _packed_step(pack, x, ys)
+        _sync(replicas[0].t.run.device)
+        start, n = time.perf_counter(), 0
+        while n < min_steps or time.perf_counter() - start < min_seconds:
+            _packed_step(pack, x, ys)
+            n += 1
+        _sync(replicas[0].t.run.device)
+        return (time.perf_counter() - start) / n
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -22,6 +22,8 @@ class FinalTable(ReportSection):
         missing = ""
         if ctx.missing_refs:
             missing = f"<p class=\"note\">Not recorded by any run: {', '.join(e(r) for r in ctx.missing_refs)}.</p>"
+        packing = tables.packing_note(ctx.runs)
+        missing += f"<p class=\"note\">{e(packing)}</p>" if packing else ""
         return PagePart(
             "<h2>Final metrics</h2>\n"
             f"<p>{e(tables.caption(ctx.rule, ctx.agg))}</p>\n"

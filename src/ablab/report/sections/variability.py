@@ -16,7 +16,7 @@ from ablab.report.context import PagePart, ReportContext, ReportSection
 from ablab.report.exact_csv import to_csv
 from ablab.report.figures import new_figure, plain_text, save_png, shorten
 from ablab.report.html import e, swatch
-from ablab.report.tables import MISSING
+from ablab.report.tables import MISSING, packing_note
 from ablab.report.numbers import Column, column_format, format_with_error, is_number
 from ablab.files import write_atomic
 
@@ -47,8 +47,9 @@ class Variability(ReportSection):
         table["kernels_no_effect"] = table["variant"].isin(set(idle))
         csv_path = ctx.table_path(TABLE)
         write_atomic(csv_path, to_csv(table).encode())
+        packing = packing_note(ctx.runs)
         html = ["<h2>Run-to-run variability</h2>", _note(table, roles), _html_table(table, roles, ctx.colours, idle),
-                _kernels_note(idle), _left_out(variants)]
+                _kernels_note(idle), f"<p class=\"note\">{e(packing)}</p>" if packing else "", _left_out(variants)]
         part = PagePart("\n".join(h for h in html if h), css=_CSS, tables=[csv_path])
         onset = _onset_frame(ctx.runs, table)
         if onset is not None:
