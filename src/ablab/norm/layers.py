@@ -45,7 +45,7 @@ def ghost_batchnorm(
     momentum: confloat(ge=0.0, le=1.0) = 0.1,
     eps: PositiveFloat = 1e-5,
 ) -> nn.Module:
-    """Ghost BatchNorm (seed 002, Eq. 4.4): each consecutive group of ``ghost_size`` (B′) examples normalized alone.
+    """Ghost BatchNorm (seed 002, Eq. 4.4): each consecutive group of ghost_size (B′) examples normalized alone.
 
     B′ must divide the training batch (and a short last batch: use drop_last). The moving averages
     come from the full batch, as the authors' code does; evaluation ignores B′. B′ = batch is BatchNorm.
@@ -63,7 +63,7 @@ def batch_group_norm(
     momentum: confloat(ge=0.0, le=1.0) = 0.1,
     eps: PositiveFloat = 1e-5,
 ) -> nn.Module:
-    """Batch-Group Norm (seed 002, §4.3.4): statistics over ``groups`` channel groups × groups of ``examples`` examples.
+    """Batch-Group Norm (seed 002, §4.3.4): statistics over channel groups × groups of consecutive examples.
 
     ``groups`` null: one group per channel; ``examples`` null: the whole batch. The defaults are the
     authors' (32 channel groups, 2 examples). Special cases: BN (null, null), ghost BN (null, B′),
@@ -81,7 +81,7 @@ def group_norm(
     momentum: confloat(ge=0.0, le=1.0) = 0.1,
     eps: PositiveFloat = 1e-5,
 ) -> nn.Module:
-    """GroupNorm (Wu & He 2018) over ``groups`` channel groups, keeping moving averages for example weighing.
+    """GroupNorm (Wu & He 2018) that keeps moving averages, so example weighing applies (seed 002, Fig. 4.2).
 
     Trains and evaluates as ``nn.GroupNorm``; the moving averages let α < 1 mix in batch statistics
     after training (seed 002, Fig. 4.2).
