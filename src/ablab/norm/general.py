@@ -78,11 +78,17 @@ class WeighableNorm(nn.Module):
     @torch.no_grad()
     def _track(self, x: torch.Tensor) -> None:
         """Moving averages from the full batch, PyTorch's convention (the unbiased variance)."""
-        self.num_batches_tracked.add_(1)
         dims = [0, *range(2, x.dim())]
-        var, mean = torch.var_mean(x.float(), dim=dims, unbiased=x.numel() > self.num_features)
-        self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)
-        self.running_var.lerp_(var.to(self.running_var.dtype), self.momentum)
+        var, mean = torch.var_mean(x.float(), dim=dims, unbiased=False)
+        self._track_stats(mean, var, x.numel() // self.num_features)
+
+    @torch.no_grad()
+    def _track_stats(self, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
+        """Moving averages from the full batch's per-channel mean and biased variance over ``count`` values each."""
+        self.num_batches_tracked.add_(1)
+        unbiased = var * (count / (count - 1)) if count > 1 else var
+        self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), self.momentum)
+        self.running_var.lerp_(unbiased.detach().to(self.running_var.dtype), self.momentum)
 
     def _affine(self, x: torch.Tensor, mu: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
         """γ(x − μ)/√(σ² + ε) + β with (N, C) statistics, as one multiply-add."""
@@ -139,10 +145,11 @@ class BatchGroupNorm(WeighableNorm):
             self.num_batches_tracked.add_(1)
             return F.batch_norm(x, self.running_mean, self.running_var, self.gamma, self.beta, True, self.momentum,
                                 self.eps)
-        self._track(x)
         if self.examples == 1:  # GroupNorm, LayerNorm, InstanceNorm: PyTorch's kernel
+            self._track(x)
             return F.group_norm(x, self.groups, self.gamma, self.beta, self.eps)
-        return self._affine(x, *self._group_statistics(x))
+        mean, var = self._group_statistics(x)
+        return self._affine(x, mean, var)
 
     def check_batch(self, n: int, what: str = "") -> None:
         """ValueError unless the example groups divide a training batch of ``n`` (Eq. 4.4: B′ divides B)."""
@@ -151,12 +158,19 @@ class BatchGroupNorm(WeighableNorm):
                              f"{what or f'the training batch of {n}'} (seed 002, Eq. 4.4: B′ must divide the batch)")
 
     def _group_statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per example and channel (N, C) mean and biased variance of its (example group, channel group)."""
+        """Per example and channel (N, C) mean and biased variance of its (example group, channel group); also
+        moves the averages (from the full batch: for ghost BN pooled from its equal-sized groups, exact)."""
         n, c = x.shape[:2]
         e = n if self.examples is None else self.examples
         self.check_batch(n)
         cg = c // self.groups
         var, mean = torch.var_mean(x.reshape(n // e, e, self.groups, cg, -1), dim=(1, 3, 4), unbiased=False)
+        if cg == 1:  # per channel: the full batch's mean and biased variance are the groups' pooled ones
+            with torch.no_grad():
+                full_mean = mean.mean(0)
+                self._track_stats(full_mean, var.mean(0) + (mean - full_mean).square().mean(0), x.numel() // c)
+        else:
+            self._track(x)
         return (mean.repeat_interleave(e, 0).repeat_interleave(cg, 1),
                 var.repeat_interleave(e, 0).repeat_interleave(cg, 1))
 
@@ -202,10 +216,12 @@ class BatchRenorm(WeighableNorm):
             sigma = torch.sqrt(self.running_var + self.eps)
             r = (sigma_b / sigma).clamp(1.0 / r_max, r_max)
             d = ((mu_b - self.running_mean) / sigma).clamp(-d_max, d_max)
-        self._track(x)
+        self._track_stats(mu_b, var_b, x.numel() // self.num_features)
+        # γ((x − μ_B)/σ_B·r + d) + β as one multiply-add per element: x·a + b with per-channel a and b
+        scale = self.gamma * r / sigma_b
+        shift = self.beta + self.gamma * d - mu_b * scale
         shape = (1, -1, *([1] * (x.dim() - 2)))
-        x_hat = (x - mu_b.reshape(shape)) / sigma_b.reshape(shape) * r.reshape(shape) + d.reshape(shape)
-        return x_hat * self.gamma.reshape(shape) + self.beta.reshape(shape)
+        return x * scale.reshape(shape) + shift.reshape(shape)
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, r_max={self.r_max}, d_max={self.d_max}, "
