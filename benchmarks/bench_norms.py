@@ -12,8 +12,9 @@ Second part: a post-hoc α sweep of k values (the ``example_weighing`` evaluator
 over one stored model costs k evaluation passes: the model's forward calls are counted and the
 time of one weighed pass is compared with one ordinary eval pass (``standard``).
 
-Run: ``python benchmarks/bench_norms.py [--threads N] [--quick]``. About 3 min on a 2-core CPU
-(batch 16 on the CPU, 128 on CUDA); ``--quick``: batch 4, 16×16 images, 2 rounds.
+Run: ``python benchmarks/bench_norms.py [--threads N] [--quick]``. About 5 min on an idle 2-core CPU
+(batch 16 and 128 evaluation examples on the CPU; 128 and 1024 on CUDA); ``--quick``: batch 4,
+16×16 images, 2 rounds.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def bench_steps(device: torch.device, quick: bool) -> tuple[list[list[str]], lis
 
 def bench_alpha_sweep(device: torch.device, quick: bool) -> list[Verdict]:
     """k α values over one model: forward calls counted, a weighed pass timed against a plain eval pass."""
-    n, size = (64, 16) if quick else (512, 32)
+    n, size = (64, 16) if quick else ((1024, 32) if device.type == "cuda" else (128, 32))
     gen = torch.Generator(device=device).manual_seed(1)
     split = Split(torch.randn(n, 3, size, size, device=device, generator=gen),
                   torch.randint(0, 100, (n,), device=device, generator=gen))
@@ -111,7 +112,7 @@ def bench_alpha_sweep(device: torch.device, quick: bool) -> list[Verdict]:
     weighed = EVALUATORS.create({"name": "example_weighing", "alpha": 0.1})
     t = measure_interleaved({"standard": lambda: standard.evaluate(ctx, "test", split, 0),
                              "weighed": lambda: weighed.evaluate(ctx, "test", split, 0)},
-                            rounds=2 if quick else 7, warmup=1, device=device)
+                            rounds=2 if quick else 5, warmup=1, device=device)
     ratio = median([a / b for a, b in zip(t["weighed"], t["standard"])])
     k = len(ALPHAS)
     print_table(f"post-hoc α sweep over one ResNet-18 (ghost BN), {n} examples of 3x{size}x{size}, eval batch "
