@@ -126,15 +126,17 @@ def batch_renorm(
     r_max: confloat(ge=1.0) = 3.0,
     d_max: confloat(ge=0.0) = 5.0,
     relax_start: NonNegativeInt = 5000,
-    relax_end: NonNegativeInt = 45000,
+    relax_end: NonNegativeInt = 40000,
+    d_relax_end: NonNegativeInt = 25000,
     affine: Affine = "gamma_beta",
-    momentum: confloat(ge=0.0, le=1.0) = 0.01,
+    momentum: confloat(ge=0.0, le=1.0) = 0.1,
     eps: PositiveFloat = 1e-5,
 ) -> nn.Module:
     """Batch Renormalization (Ioffe 2017), the seed's baseline in Table 4.1 (its settings are not given).
 
     r and d are clipped to [1/r_max, r_max] and [−d_max, d_max]; the limits grow linearly from
-    BatchNorm's (1, 0) between training steps ``relax_start`` and ``relax_end`` (Ioffe's defaults).
+    BatchNorm's (1, 0) from training step ``relax_start``, r_max until ``relax_end``, d_max until
+    ``d_relax_end`` (Ioffe's 5k, 40k, 25k steps; the seed gives none of these settings).
     """
     return BatchRenorm(num_features, r_max=r_max, d_max=d_max, relax_start=relax_start, relax_end=relax_end,
-                       eps=eps, momentum=momentum, affine=affine)
+                       d_relax_end=d_relax_end, eps=eps, momentum=momentum, affine=affine)
