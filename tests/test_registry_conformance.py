@@ -59,11 +59,13 @@ EXAMPLES: dict[str, dict[str, dict[str, Any]]] = {
     "schedule": {"piecewise": {"factors": [1.0, 0.1], "boundaries_steps": [2]},
                  "step": {"milestones_steps": [2]}},  # one of milestones_steps and milestones_epochs
     "evaluator": {"activations": {"layers": ["act0"], "examples": 16}},
+    "norm": {"ghost_batchnorm": {"ghost_size": 8}, "batch_group_norm": {"groups": 2}, "group_norm": {"groups": 2}},
 }
 RUN_NEEDS: dict[tuple[str, str], dict[str, Any]] = {
     # what a component asks of the run around it, beyond its kind's place
     ("schedule", "snapshot_cosine"): {"epochs": 5},  # whole cycles of whole epochs (5 by default)
     ("model", "vgg11"): {"data": RGB32},  # five max-pools: 16 × 16 shrinks to nothing
+    ("evaluator", "example_weighing"): {"model": {**MLP, "norm": "batchnorm"}},  # needs moving averages
 }
 POST_HOC_ONLY = {("evaluator", "disagreement"): "compares two or more models: run in the stored post-hoc study"}
 

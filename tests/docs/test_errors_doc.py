@@ -381,6 +381,14 @@ CASES = [
     Case("spec", "`members` axis beside a top-level `members`",
          post_hoc(members="pairs", grid={"members": ["single"]})),
     Case("spec", "execute.pack neither auto, off nor a number of runs", run_spec(tiny_study(execute={"pack": 0}))),
+    Case("spec", "ghost BatchNorm size B′ not dividing the batch",
+         run_spec(_set("base.model.norm", {"name": "ghost_batchnorm", "ghost_size": 3}))),
+    Case("spec", "norm channel groups not dividing the channels",
+         run_spec(_set("base.model.norm", {"name": "group_norm", "groups": 3}))),
+    Case("spec", "example weight α outside [0, 1]",
+         run_spec(_set("base.record.evaluators", ["standard", {"name": "example_weighing", "alpha": 1.5}]))),
+    Case("spec", "example weighing of a model without norm layers",
+         run_spec(_set("base.record.evaluators", ["standard", "example_weighing"]))),
 ]
 
 
