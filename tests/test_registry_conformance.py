@@ -58,7 +58,7 @@ EXAMPLES: dict[str, dict[str, dict[str, Any]]] = {
     "optimizer": {"sgd": {"lr": 0.05}, "adam": {"lr": 0.01}, "adamw": {"lr": 0.01}},
     "schedule": {"piecewise": {"factors": [1.0, 0.1], "boundaries_steps": [2]},
                  "step": {"milestones_steps": [2]}},  # one of milestones_steps and milestones_epochs
-    "evaluator": {"activations": {"layers": ["act0"], "examples": 16}},
+    "evaluator": {"activations": {"layers": ["act0"], "examples": 16}, "autoattack": {"examples": 16}},
 }
 RUN_NEEDS: dict[tuple[str, str], dict[str, Any]] = {
     # what a component asks of the run around it, beyond its kind's place

@@ -21,13 +21,13 @@ DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipi
     not torch.cuda.is_available(), reason="needs a CUDA device")])]
 
 
-def problem(n=23, device="cpu"):
+def problem(n=23, device="cpu", classes=3):
     """A small MLP on 8 'pixels' in [0, 1] with a normalize step in front, and a split of ``n`` rows."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)).to(device)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, classes)).to(device)
     g = torch.Generator().manual_seed(1)
-    split = Split(torch.rand(n, 2, 2, 2, generator=g).to(device), torch.randint(3, (n,), generator=g).to(device))
-    data = Dataset("d", {"test": split}, in_shape=(2, 2, 2), out_dim=3, mean=(0.5, 0.4), std=(0.3, 0.2))
+    split = Split(torch.rand(n, 2, 2, 2, generator=g).to(device), torch.randint(classes, (n,), generator=g).to(device))
+    data = Dataset("d", {"test": split}, in_shape=(2, 2, 2), out_dim=classes, mean=(0.5, 0.4), std=(0.3, 0.2))
     return model, split, data
 
 
@@ -169,3 +169,27 @@ def test_from_a_study_spec_through_the_cli_into_the_store(write_study, tmp_path)
         assert value[f"{label}_loss"] == pytest.approx(F.cross_entropy(out_adv, y).item(), rel=1e-5)
         assert value[f"{label}_clean_accuracy"] == value["accuracy"]
     assert value["adv_logit_variance"] > 0
+
+
+def test_autoattack_equals_torchattacks_run_by_hand_and_is_clean_accuracy_at_eps_0():
+    ta = pytest.importorskip("torchattacks")
+    model, split, data = problem(n=12, classes=5)
+    ctx, norm = context(model, data)
+    EVALUATORS.create("autoattack").check(data)
+    with pytest.raises(SpecError, match="needs 4 or more classes"):
+        EVALUATORS.create("autoattack").check(problem(classes=3)[2])
+    got = EVALUATORS.create({"name": "autoattack", "eps": 0.1, "seed": 2}).evaluate(ctx, "test", split, 0).metrics
+    pixels = nn.Sequential(nn.Flatten(0, 0), model)
+    pixels.forward = lambda x: model(norm(x, None, None)[0])  # type: ignore[method-assign]
+    x, y = split.x, split.y
+    clean_acc, adv_acc = 0, 0
+    for i in range(0, 12, 5):
+        xb, yb = x[i:i + 5], y[i:i + 5]
+        with torch.random.fork_rng():
+            adv = ta.AutoAttack(pixels, norm="Linf", eps=0.1, version="standard", n_classes=5, seed=2)(xb, yb)
+        with torch.no_grad():
+            adv_acc += int((pixels(adv).argmax(1) == yb).sum())
+            clean_acc += int((pixels(xb).argmax(1) == yb).sum())
+    assert got == {"autoattack_accuracy": adv_acc / 12, "autoattack_clean_accuracy": clean_acc / 12}
+    zero = EVALUATORS.create({"name": "autoattack", "eps": 0.0}).evaluate(ctx, "test", split, 0).metrics
+    assert zero["autoattack_accuracy"] == zero["autoattack_clean_accuracy"] == clean_acc / 12

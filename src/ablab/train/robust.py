@@ -12,11 +12,12 @@ The attack sees pixels in its ``bounds`` and the run's deterministic preprocessi
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import numpy as np
 import torch
-from pydantic import AfterValidator, NonNegativeInt, PositiveInt
+from pydantic import AfterValidator, NonNegativeFloat, NonNegativeInt, PositiveInt
+from torch import nn
 
 from ablab import seeding
 from ablab.artifacts import save_npz
@@ -222,3 +223,76 @@ class LogitStats(_Attacked):
 def histogram(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Counts (int64) of ``values`` in the bins of ``edges``, values beyond the ends counted in the end bins."""
     return np.histogram(np.clip(values, edges[0], edges[-1]), bins=edges)[0].astype(np.int64)
+
+
+class _Pixels(nn.Module):
+    """The model as the attack libraries expect it: pixels in, logits out (preprocessing inside)."""
+
+    def __init__(self, module: nn.Module, forward, transforms: tuple):
+        super().__init__()
+        self.module, self.call, self.transforms = module, forward, transforms
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for transform in self.transforms:
+            x, _ = transform(x, None, None)
+        return self.call(x)
+
+
+def require_torchattacks():
+    """The ``torchattacks`` module, or a SpecError saying how to install it."""
+    try:
+        import torchattacks
+    except ImportError:
+        raise SpecError("the autoattack evaluator runs torchattacks, which is not installed: "
+                        "pip install 'ablab[robust]' (or torchattacks --no-deps)", field="name") from None
+    return torchattacks
+
+
+@EVALUATORS.register("autoattack")
+class AutoAttackEval(_Attacked):
+    """Accuracy under AutoAttack (Croce & Hein 2020) through torchattacks, on a fixed, seeded subsample.
+
+    The robust-accuracy standard today (APGD-CE, APGD-T, FAB-T, Square for ``standard``); an extra,
+    ``pip install 'ablab[robust]'``. ε in pixel units of the [0, 1] image (default .03, seed 002 §3.5.1),
+    eval mode, the run's ``normalize`` inside the model. Records ``autoattack_accuracy`` (and
+    ``autoattack_clean_accuracy``).
+    """
+
+    registered = "autoattack"
+
+    def __init__(self, eps: NonNegativeFloat = 0.03, norm: Literal["Linf", "L2"] = "Linf",
+                 version: Literal["standard", "plus", "rand"] = "standard", examples: Optional[PositiveInt] = None,
+                 seed: NonNegativeInt = 0, splits: Optional[list[SplitName]] = ["test"],  # noqa: B006
+                 epochs: Epochs = "last"):
+        super().__init__(None, examples, seed, splits, epochs)
+        self.eps, self.norm, self.version = eps, norm, version
+
+    def check(self, data) -> None:
+        require_torchattacks()
+        _check_task_and_splits(self, data, self.examples, (0.0, 1.0))
+        if self.version != "rand" and data.out_dim < 4:  # the targeted DLR loss reads the 4th-largest logit
+            raise SpecError(f"autoattack '{self.version}' needs 4 or more classes (its targeted DLR loss); dataset "
+                            f"'{data.name}' has {data.out_dim}: use version 'rand'", field="version")
+
+    def directions(self, classification: bool) -> dict[str, str]:
+        return {"autoattack_accuracy": MAX, "autoattack_clean_accuracy": MAX}
+
+    def evaluate(self, ctx: EvalContext, split_name: str, split: Split, epoch: int) -> Evaluation:
+        ta = require_torchattacks()
+        m = ctx.model
+        model = _Pixels(m.module, m.forward, ctx.transforms)
+        hits = clean_hits = n = 0
+        devices = [split.x.device.index or 0] if split.x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # torchattacks seeds the global generators
+            for x, y, _ in self.attacked_batches(ctx, split):
+                (out,) = _eval_outputs(ctx, y, x)
+                attack = ta.AutoAttack(model, norm=self.norm, eps=self.eps, version=self.version,
+                                       n_classes=out.shape[-1], seed=self.seed)
+                x_adv = attack(x, y)
+                (out_adv,) = _eval_outputs(ctx, y, x_adv)
+                hits += int(correct(out_adv, y))
+                clean_hits += int(correct(out, y))
+                n += len(x)
+        if n == 0:
+            return Evaluation()
+        return Evaluation({"autoattack_accuracy": hits / n, "autoattack_clean_accuracy": clean_hits / n})
