@@ -193,3 +193,21 @@ def test_autoattack_equals_torchattacks_run_by_hand_and_is_clean_accuracy_at_eps
     assert got == {"autoattack_accuracy": adv_acc / 12, "autoattack_clean_accuracy": clean_acc / 12}
     zero = EVALUATORS.create({"name": "autoattack", "eps": 0.0}).evaluate(ctx, "test", split, 0).metrics
     assert zero["autoattack_accuracy"] == zero["autoattack_clean_accuracy"] == clean_acc / 12
+
+
+def test_transfer_scores_the_target_on_the_sources_adversarial_examples():
+    source, split, data = problem()
+    torch.manual_seed(5)
+    target = nn.Sequential(nn.Flatten(), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    ctx, norm = context(source, data)
+    ctx.members.append(ModelView(target, target))
+    attack = {"name": "pgd", "eps": 0.2, "step": 0.05, "steps": 4, "random_start": False}
+    got = EVALUATORS.create({"name": "transfer", "attack": attack}).evaluate(ctx, "test", split, 0).metrics
+    x, y = split.x, split.y
+    adv = torch.cat([pgd(source, x[i:i + 1], y[i:i + 1], 0.2, 0.05, 4, random_start=False, transforms=(norm,))
+                     for i in range(len(x))])
+    with torch.no_grad():
+        acc = {name: (m(norm(v, y, None)[0]).argmax(1) == y).double().mean().item()
+               for name, m, v in (("transfer_accuracy", target, adv), ("transfer_source_accuracy", source, adv),
+                                  ("transfer_clean_accuracy", target, x))}
+    assert got == acc

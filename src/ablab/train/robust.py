@@ -12,6 +12,7 @@ The attack sees pixels in its ``bounds`` and the run's deterministic preprocessi
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any, Literal, Optional, Union
 
 import numpy as np
@@ -296,3 +297,46 @@ class AutoAttackEval(_Attacked):
         if n == 0:
             return Evaluation()
         return Evaluation({"autoattack_accuracy": hits / n, "autoattack_clean_accuracy": clean_hits / n})
+
+
+@EVALUATORS.register("transfer")
+class Transfer(_Attacked):
+    """Black-box transfer (seed 002 Tables 3.2/3.4): the first model (source) crafts the attack, the second (target) is scored.
+
+    For a post-hoc study with ``members: pairs`` (every ordered pair of stored runs): ``transfer_accuracy``
+    is the target's accuracy on the source's adversarial examples of the subsample, PGD-10 with the seed's
+    CIFAR settings by default (§3.5.2); also the source's own (white-box) and the target's clean accuracy.
+    The report draws them as a matrix, rows = target, columns = source; a pair of two runs of one variant
+    is its diagonal (two independently trained models of one method).
+    """
+
+    registered = "transfer"
+    members = 2
+    min_members = 2
+
+    def __init__(self, attack: AttackSpec = {"name": "pgd", "steps": 10},  # noqa: B006
+                 examples: Optional[PositiveInt] = None, seed: NonNegativeInt = 0,
+                 splits: Optional[list[SplitName]] = ["test"], epochs: Epochs = "last"):  # noqa: B006
+        super().__init__(_validate_attack(attack), examples, seed, splits, epochs)
+
+    def directions(self, classification: bool) -> dict[str, str]:
+        return {"transfer_accuracy": MAX, "transfer_source_accuracy": MAX, "transfer_clean_accuracy": MAX}
+
+    def evaluate(self, ctx: EvalContext, split_name: str, split: Split, epoch: int) -> Evaluation:
+        if len(ctx.members) != 2:
+            raise ValueError(f"transfer needs a (source, target) pair of models; got {len(ctx.members)}")
+        source, target = ctx.members
+        hits = {"transfer_accuracy": 0, "transfer_source_accuracy": 0, "transfer_clean_accuracy": 0}
+        n = 0
+        for x, y, x_adv in self.attacked_batches(ctx, split):  # attacked_batches attacks ctx.model: the source
+            for key, view, inputs in (("transfer_accuracy", target, x_adv), ("transfer_source_accuracy", source, x_adv),
+                                      ("transfer_clean_accuracy", target, x)):
+                (out,) = _eval_outputs(_member(ctx, view), y, inputs)
+                hits[key] += int(correct(out, y))
+            n += len(x)
+        return Evaluation({k: v / n for k, v in hits.items()}) if n else Evaluation()
+
+
+def _member(ctx: EvalContext, view) -> EvalContext:
+    """``ctx`` with ``view`` as its (first) model."""
+    return replace(ctx, members=[view])
