@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -123,6 +125,10 @@ def test_check_refuses_a_regression_a_small_split_and_data_outside_the_bounds():
     with pytest.raises(SpecError, match=r"outside the attack's bounds \[0.0, 1.0\]"):
         EVALUATORS.create("robust").check(wide)
     EVALUATORS.create({"name": "robust", "attack": {"name": "fgsm", "bounds": [0, 2]}}).check(wide)
+    if importlib.util.find_spec("torchattacks") is not None:
+        with pytest.raises(SpecError, match="outside the attack's bounds") as err:
+            EVALUATORS.create("autoattack").check(wide)
+        assert err.value.field == "name"
     reg = Dataset("r", {"test": Split(split.x, split.x.flatten(1))}, in_shape=(2, 2, 2), out_dim=8, task="regression")
     with pytest.raises(SpecError, match="attacks a classifier"):
         EVALUATORS.create("robust").check(reg)

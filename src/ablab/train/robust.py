@@ -80,7 +80,7 @@ def _check_task_and_splits(ev: Evaluator, data, examples: Optional[int], bounds:
                 raise SpecError(f"{name}: split '{key}' of dataset '{data.name}' has values in [{lo:.4g}, {hi:.4g}], "
                                 f"outside the attack's bounds [{bounds[0]}, {bounds[1]}]: ε is in pixel units of "
                                 "images in those bounds (normalize with the 'normalize' augmentation, or set bounds)",
-                                field="attack.bounds")
+                                field="attack.bounds" if getattr(ev, "attack_spec", None) else "name")
 
 
 class _Attacked(Evaluator):
