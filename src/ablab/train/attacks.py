@@ -178,7 +178,7 @@ def spsa(model: nn.Module, x: Tensor, y: Tensor, eps: float = 0.03, steps: int =
     """SPSA (Uesato et al. 2018), gradient-free: Adam on the margin loss with finite-difference gradient estimates.
 
     Per step and example: ``samples`` Rademacher directions v in ± pairs, ĝ = mean_v v·(J(x+δv) − J(x−δv))/(2δ),
-    one Adam step of size ``lr`` (β = 0.9, 0.999, ε̂ = 1e-8, TensorFlow's defaults, as in CleverHans) on the
+    one Adam step of size ``lr`` (β = 0.9, 0.999, ε̂ = 1e-8: Adam's usual defaults) on the
     perturbation, then the projection onto the ε-ball and ``bounds``. Only forward passes, without gradients.
     """
     _check(eps, lr, steps, bounds)
