@@ -195,3 +195,22 @@ def test_fgsm_and_pgd_equal_torchattacks(device):
     ours = pgd(model, x, y, 8 / 255, 2 / 255, 10, random_start=False)
     theirs = ta.PGD(model, eps=8 / 255, alpha=2 / 255, steps=10, random_start=False)(x, y)
     assert torch.equal(ours, theirs)
+
+
+def test_pixels_of_a_normalized_batch_and_the_attack_on_them():
+    """An objective sees the loop's normalized batch: inverting normalize gives the pixels (to float rounding,
+    inside [0, 1]), and attacking them equals attacking the original pixels."""
+    from ablab.train.attacks import pixels_of
+
+    data = Dataset("d", {}, in_shape=(3, 1, 1), out_dim=4)
+    norm = normalize(data, mean=[0.5, 0.4, 0.3], std=[0.2, 0.25, 0.5])
+    x, y = batch(features=3, lo=0.0, hi=1.0)
+    x = x.view(-1, 3, 1, 1)
+    back = pixels_of(norm(x, y, None)[0], (norm,))
+    assert back.min() >= 0 and back.max() <= 1 and torch.allclose(back, x, atol=1e-6, rtol=0)
+    net = nn.Sequential(nn.Flatten(), linear(features=3))
+    a = pgd(net, back, y, 0.1, 0.03, 3, random_start=False, transforms=(norm,))
+    b = pgd(net, x, y, 0.1, 0.03, 3, random_start=False, transforms=(norm,))
+    assert torch.allclose(a, b, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="has no inverse"):
+        pixels_of(x, (lambda x, y, g: (x, y),))

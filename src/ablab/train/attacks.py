@@ -16,7 +16,8 @@ indices, or soft label rows (mixed or smoothed labels; the attack's cross-entrop
 ``loss_fn`` (default the plain softmax cross-entropy, the seed's J) is what FGSM/PGD ascend;
 ``generator`` the random stream of PGD's start and SPSA's directions: ``attack_generator(seed,
 device)``, the named ``attack`` stream of ``ablab.seeding``, so a robust accuracy is bitwise
-reproducible on the CPU. The module's parameters' ``.grad`` are never touched (the gradient is
+reproducible on the CPU. The training loop hands an objective batches after ``normalize``: ``pixels_of(x,
+transforms)`` inverts it first. The module's parameters' ``.grad`` are never touched (the gradient is
 taken with respect to the input only), and the module leaves in the mode it came in.
 """
 
@@ -72,6 +73,21 @@ def preprocessed(forward: Forward, transforms: tuple, y: Tensor) -> Forward:
         return forward(x)
 
     return call
+
+
+def pixels_of(x: Tensor, transforms: tuple, bounds: tuple[float, float] = (0.0, 1.0)) -> Tensor:
+    """A preprocessed batch (the training loop's, after ``normalize``) back in pixels: each transform's
+    ``inverse`` in reverse order, clamped to ``bounds`` (float rounding may step just outside).
+
+    For an objective that sees normalized batches: ``attack(model, pixels_of(x, ts), y, transforms=ts)``.
+    """
+    for transform in reversed(transforms):
+        inverse = getattr(transform, "inverse", None)
+        if inverse is None:
+            raise ValueError(f"preprocessing {getattr(transform, '__name__', transform)!r} has no inverse: the "
+                             "attack cannot recover the pixels")
+        x = inverse(x)
+    return x.clamp(*bounds)
 
 
 @contextlib.contextmanager
