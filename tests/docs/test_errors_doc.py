@@ -389,6 +389,17 @@ CASES = [
          run_spec(_set("base.record.evaluators", ["standard", {"name": "example_weighing", "alpha": 1.5}]))),
     Case("spec", "example weighing of a model without norm layers",
          run_spec(_set("base.record.evaluators", ["standard", "example_weighing"]))),
+    # ---- attacks and robust evaluation (seed 002 ch. 3)
+    Case("spec", "an attack with ε < 0", run_spec(_set("base.record.evaluators", [
+        {"name": "robust", "attack": {"name": "pgd", "eps": -0.03}}]))),
+    Case("spec", "an attack with steps < 0", run_spec(_set("base.record.evaluators", [
+        {"name": "robust", "attack": {"name": "pgd", "steps": -1}}]))),
+    Case("spec", "robust evaluation of a regression task", run_spec(_set("base.record.evaluators", ["robust"], _set(
+        "base.data", "diabetes", _set("base.loss", "mse"))))),
+    Case("dataset", "robust evaluation of data outside the attack's pixel range (standardized features)",
+         run_spec(_set("base.record.evaluators", ["robust"], _set("base.data", "wine")))),
+    Case("spec", "robust evaluation on a split smaller than its subsample", run_spec(_set(
+        "base.record.evaluators", [{"name": "robust", "examples": 1000}]))),
 ]
 
 

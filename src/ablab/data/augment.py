@@ -244,5 +244,12 @@ def normalize(
         m, s = on_device[key]
         return (x - m) / s, y
 
+    def inverse(x: Tensor) -> Tensor:
+        """x · std + mean: the pixels back from a normalized batch (to float rounding; attacks need pixels)."""
+        norm(x[:0], x[:0], None)  # the statistics on x's device
+        m, s = on_device[(x.device, x.dtype)]
+        return x * s + m
+
     norm.at_eval = True  # type: ignore[attr-defined]  (a preprocessing step: evaluation sees it too)
+    norm.inverse = inverse  # type: ignore[attr-defined]
     return staged(norm, NORMALIZE)
