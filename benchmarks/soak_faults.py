@@ -262,11 +262,16 @@ def invoke_on_damage(kind: str, spec: Path, out: Path, logs: Path, rng: random.R
     return code, True, seen
 
 
-def orphans(seen: dict[int, int | None], grace_s: float = 5.0) -> list[int]:
-    """Processes of an ended invocation still alive after ``grace_s``; they are then killed (by pid)."""
+def orphans(seen: dict[int, int | None], grace_s: float = 30.0) -> list[str]:
+    """Processes of an ended invocation still alive after ``grace_s`` (``pid name``); they are then killed.
+
+    30 s as in the tests' own process checks: on a 2-core machine at load 12 the driver's SIGTERM, the
+    workers' exit, then the forkserver's and the resource tracker's once took more than the 5 s this
+    allowed (one orphan after a SIGTERM with 2 threads, in 1 of 3 soak runs)."""
     left = procnet.wait_gone(seen, grace_s)
+    names = [f"{pid} {procnet.comm(pid)}" for pid in sorted(left)]
     procnet.kill_left(left)
-    return sorted(left)
+    return names
 
 
 def campaign(kills: int, seed: int, work: Path, epochs: int = 6, kinds: list[str] | None = None,
@@ -294,7 +299,8 @@ def campaign(kills: int, seed: int, work: Path, epochs: int = 6, kinds: list[str
             tally.flag("unexpected exit codes", int(code not in EXPECTED_EXIT[kind]), f"{kind}: {code}")
             finished = read_store(target)["runs"]
             resumed, _, seen_after = invoke(spec, target, logs, None, rng, threads, gate, epochs)
-            tally.flag("orphan processes", len(orphans({**seen, **seen_after})), "")
+            left = orphans({**seen, **seen_after})
+            tally.flag("orphan processes", len(left), ", ".join(left))
             tally.flag("unexpected exit codes", int(resumed != 0), f"resume after {kind}: {resumed}")
             check(target, reference, finished, tally, finished=True, clean=True)
             print(f"cycle {tally.cycles:>3}  {kind:<12} {'finished':<9} exit {code:>4}  then {resumed}", flush=True)
@@ -304,7 +310,8 @@ def campaign(kills: int, seed: int, work: Path, epochs: int = 6, kinds: list[str
                                      if target == out else (0, False, {}))
         else:
             code, delivered, seen = invoke(spec, out, logs, kind, rng, threads, gate, epochs)
-        tally.flag("orphan processes", len(orphans(seen)), "")
+        left = orphans(seen)
+        tally.flag("orphan processes", len(left), ", ".join(left))
         if not delivered:
             tally.missed += 1
         else:
@@ -321,7 +328,8 @@ def campaign(kills: int, seed: int, work: Path, epochs: int = 6, kinds: list[str
     # the last round: resume it to the end
     while out.exists() and any(v["status"] != "done" for v in read_store(out)["runs"].values()):
         code, _, seen = invoke(spec, out, logs, None, rng, threads, gate, epochs)
-        tally.flag("orphan processes", len(orphans(seen)), "")
+        left = orphans(seen)
+        tally.flag("orphan processes", len(left), ", ".join(left))
         tally.flag("unexpected exit codes", int(code not in (0, 1)), f"resume: {code}")
         before = check(out, reference, before, tally, finished=code == 0, clean=True)
         if code == 0:
