@@ -59,6 +59,7 @@ EXAMPLES: dict[str, dict[str, dict[str, Any]]] = {
     "schedule": {"piecewise": {"factors": [1.0, 0.1], "boundaries_steps": [2]},
                  "step": {"milestones_steps": [2]}},  # one of milestones_steps and milestones_epochs
     "evaluator": {"activations": {"layers": ["act0"], "examples": 16}},
+    "sampler": {"non_iid": {"k": 2}},
 }
 RUN_NEEDS: dict[tuple[str, str], dict[str, Any]] = {
     # what a component asks of the run around it, beyond its kind's place
@@ -100,6 +101,7 @@ PLACES: dict[str, Callable[[dict], dict[str, Any]]] = {
                         "epochs": 2},  # 6 steps: a probe records every 5 by default
     "objective": lambda c: {"objective": c},
     "evaluator": lambda c: {"record": _record(evaluators=[c])},
+    "sampler": lambda c: {"sampler": c},
 }
 NOT_TRAINED = {"report_section"}  # a part of the report page: checked on stored studies below
 
