@@ -60,6 +60,7 @@ EXAMPLES: dict[str, dict[str, dict[str, Any]]] = {
                  "step": {"milestones_steps": [2]}},  # one of milestones_steps and milestones_epochs
     "evaluator": {"activations": {"layers": ["act0"], "examples": 16}},
     "sampler": {"non_iid": {"k": 2}},
+    "norm": {"ghost_batchnorm": {"ghost_size": 8}, "batch_group_norm": {"groups": 2}, "group_norm": {"groups": 2}},
 }
 RUN_NEEDS: dict[tuple[str, str], dict[str, Any]] = {
     # what a component asks of the run around it, beyond its kind's place

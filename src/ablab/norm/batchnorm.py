@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ablab.norm.weighing import weighed_statistics
+
 Affine = Literal["gamma_beta", "gamma", "beta", "none"]
 AFFINE_MODES: tuple[str, ...] = get_args(Affine)
 
@@ -72,6 +74,8 @@ class AblatedBatchNorm(nn.modules.batchnorm._BatchNorm):
                              persistent=False)
         self.register_buffer("zero_beta", None if self.learn_beta else torch.zeros(num_features, **factory),
                              persistent=False)
+        # α of inference example weighing (seed 002, Eq. 4.3); None or 0: the running statistics alone
+        self.example_weight: float | None = None
 
     def reset_parameters(self) -> None:
         """Running mean 0, running variance 1, γ = 1, β = 0 (the learnable ones)."""
@@ -99,6 +103,11 @@ class AblatedBatchNorm(nn.modules.batchnorm._BatchNorm):
         self._check_input_dim(x)
         if self.training:
             self.num_batches_tracked.add_(1)
+        elif self.example_weight:
+            mu, var = weighed_statistics(x, self.running_mean, self.running_var, self.num_features, self.example_weight)
+            scale = self.gamma * torch.rsqrt(var + self.eps)
+            shape = (*scale.shape, *([1] * (x.dim() - 2)))
+            return x * scale.reshape(shape) + (self.beta - mu * scale).reshape(shape)
         return F.batch_norm(x, self.running_mean, self.running_var, self.gamma, self.beta,
                             self.training, self.momentum, self.eps)
 
