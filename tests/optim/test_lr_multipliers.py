@@ -125,3 +125,20 @@ def test_bad_multipliers_are_refused(value, words, write_study, tmp_path, capsys
     study["base"]["lr_multipliers"] = value
     err, path = run_refused(write_study, study, tmp_path, capsys)
     assert path in err and "lr_multipliers" in err and words in err
+
+
+def test_the_report_spec_section_shows_each_class_decay_and_multiplier(write_study, tmp_path, capsys):
+    from ablab.cli import main
+
+    study = tiny_study(seeds={"replicates": 1}, grid={"weight_decay.params": ["exclude_norm", "gamma_to_one"]})
+    study["base"].update({"model": BN_MLP, "epochs": 1, "lr_multipliers": {"bias_norm": 0.1},
+                          "weight_decay": {"value": 0.001, "mode": "decoupled"}})
+    out = tmp_path / "r"
+    assert main(["run", str(write_study(study)), "--out", str(out), "--report", "--threads", "1"]) == 0, \
+        capsys.readouterr().err
+    page = (out / "report" / "index.html").read_text()
+    table = page[page.index('<table class="param-groups">'):]
+    table = table[:table.index("</table>")]
+    assert "exclude_norm (decoupled)" in table and "gamma_to_one (decoupled)" in table
+    assert "norm_scale: λ 0, lr ×0.1" in table and "norm_scale: λ 0.001 → 1, lr ×0.1" in table
+    assert "weight: λ 0.001, lr ×1" in table and "bias: λ 0.001, lr ×0.1" in table

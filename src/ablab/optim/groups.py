@@ -185,6 +185,13 @@ def create_param_groups(
     return groups
 
 
+def class_settings(weight_decay: float, rule: str, multipliers: dict[str, float]) -> list[tuple[str, float, float, float]]:
+    """Per parameter class: (class, λ, centre c, lr multiplier), as ``create_param_groups`` assigns them."""
+    factor_of = _multiplier_of(multipliers)
+    return [(cls, weight_decay if cls in DECAYED[rule] else 0.0, 1.0 if cls in TOWARD_ONE.get(rule, ()) else 0.0,
+             factor_of[cls]) for cls in CLASSES]
+
+
 def apply_lr_multipliers(optimizer: torch.optim.Optimizer) -> None:
     """Each group's lr times its ``lr_multiplier`` (once, right after the optimizer is built)."""
     for group in optimizer.param_groups:
