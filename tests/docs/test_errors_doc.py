@@ -381,6 +381,17 @@ CASES = [
     Case("spec", "`members` axis beside a top-level `members`",
          post_hoc(members="pairs", grid={"members": ["single"]})),
     Case("spec", "execute.pack neither auto, off nor a number of runs", run_spec(tiny_study(execute={"pack": 0}))),
+    Case("spec", "lr-multiplier rule matching no parameter", run_spec(_set("base.lr_multipliers", {"norm": 0.1}))),
+    Case("spec", "unknown lr-multiplier rule", run_spec(_set("base.lr_multipliers", {"norms": 0.1}))),
+    Case("spec", "two lr-multiplier rules selecting one class",
+         run_spec(_set("base.lr_multipliers", {"bias": 0.1, "bias_norm": 0.2}))),
+    Case("spec", "`non_iid` sampler with more classes than the data has",
+         run_spec(_set("base.sampler", {"name": "non_iid", "k": 11}))),
+    Case("spec", "`non_iid` sampler whose k does not divide the batch",
+         run_spec(_set("base.sampler", {"name": "non_iid", "k": 3}))),
+    Case("spec", "output-range probe of a layer that is not a norm layer",
+         run_spec(_set("base.record", {"probes": [{"name": "output_range", "layer": "nope"}]},
+                       _set("base.model", {"name": "mlp", "widths": [8], "norm": "batchnorm"})))),
 ]
 
 

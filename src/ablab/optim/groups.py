@@ -112,6 +112,21 @@ def check_multipliers(multipliers: dict[str, float]) -> None:
             seen[cls] = rule
 
 
+def _check_matches(multipliers: dict[str, float], present: set[str]) -> None:
+    """Every multiplier rule selects a class the model has (ValueError otherwise)."""
+    for rule_name in multipliers:
+        if not MULTIPLIER_RULES[rule_name] & present:
+            raise ValueError(f"lr-multiplier rule '{rule_name}' matches no trainable parameter of the model "
+                             f"(it selects {', '.join(sorted(MULTIPLIER_RULES[rule_name]))}; "
+                             f"the model has {', '.join(c for c in CLASSES if c in present) or 'none'})")
+
+
+def check_multipliers_match(model: nn.Module, multipliers: dict[str, float]) -> None:
+    """Every lr-multiplier rule selects at least one trainable parameter of ``model`` (ValueError otherwise)."""
+    kinds = _classify(model)
+    _check_matches(multipliers, {param_class(n, p, kinds) for n, p in model.named_parameters() if p.requires_grad})
+
+
 def _multiplier_of(multipliers: dict[str, float]) -> dict[str, float]:
     """class -> lr multiplier (1.0 where no rule names it)."""
     out = dict.fromkeys(CLASSES, 1.0)
@@ -164,11 +179,7 @@ def create_param_groups(
         bucket = ("no_decay" if cls not in DECAYED[rule] else
                   "norm_scale" if cls in TOWARD_ONE.get(rule, ()) else "decay")
         buckets.setdefault((bucket, factor_of[cls]), []).append(p)
-    for rule_name in multipliers:
-        if not MULTIPLIER_RULES[rule_name] & present:
-            raise ValueError(f"lr-multiplier rule '{rule_name}' matches no trainable parameter of the model "
-                             f"(it selects {', '.join(sorted(MULTIPLIER_RULES[rule_name]))}; "
-                             f"the model has {', '.join(c for c in CLASSES if c in present) or 'none'})")
+    _check_matches(multipliers, present)
     settings = {"decay": (weight_decay, 0.0), "no_decay": (0.0, 0.0), "norm_scale": (weight_decay, 1.0)}
     order = {"decay": 0, "no_decay": 1, "norm_scale": 2}
     groups = []

@@ -19,7 +19,7 @@ from torch import nn
 from ablab import seeding
 from ablab.data.base import Dataset
 from ablab.data.corrupt import corrupt_dataset
-from ablab.optim.groups import apply_lr_multipliers, create_param_groups, decoupled_decay_, group_l2_penalty
+from ablab.optim.groups import apply_lr_multipliers, check_multipliers_match, create_param_groups, decoupled_decay_, group_l2_penalty
 from ablab.registry import (AUGMENTATIONS, DATASETS, EVALUATORS, LOSSES, MODELS, OBJECTIVES, OPTIMIZERS, PROBES,
                             SAMPLERS, SCHEDULES)
 from ablab.spec import EvalSpec, RunSpec
@@ -228,6 +228,8 @@ def build_run(spec: RunSpec, data: Optional[Dataset] = None, meta: bool = False)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     forward = model if meta else make_forward(model, spec.compute, device)
+    with _part("lr_multipliers"):
+        check_multipliers_match(model, spec.lr_multipliers)
     with _part("optimizer"):
         opt = build_optimizer(spec, model)
     with _part("loss"):
