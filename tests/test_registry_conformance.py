@@ -66,6 +66,7 @@ RUN_NEEDS: dict[tuple[str, str], dict[str, Any]] = {
     # what a component asks of the run around it, beyond its kind's place
     ("schedule", "snapshot_cosine"): {"epochs": 5},  # whole cycles of whole epochs (5 by default)
     ("model", "vgg11"): {"data": RGB32},  # five max-pools: 16 × 16 shrinks to nothing
+    ("evaluator", "example_weighing"): {"model": {**MLP, "norm": "batchnorm"}},  # needs moving averages
 }
 POST_HOC_ONLY = {("evaluator", "disagreement"): "compares two or more models: run in the stored post-hoc study"}
 

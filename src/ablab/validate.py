@@ -80,7 +80,7 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
         if problem:
             raise fail(SpecError(problem), "base.device")
         if isinstance(spec, EvalSpec):
-            _check_unit(spec, fail, datasets)
+            _check_unit(spec, fail, datasets, unit_models)
             recorded |= _unit_records(spec)
             estimate.predictions += _unit_outputs(spec, datasets, unit_models)
             continue
@@ -107,6 +107,10 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
                 parts = build_run(spec, data=data, meta=True)
             except PartError as err:  # any failure to build is a spec problem of that field
                 raise fail(err.cause, f"base.{err.field}") from None
+            try:
+                check_batch_sizes(parts.model, len(data.splits["train"]), spec.batch_size, spec.drop_last)
+            except ValueError as err:
+                raise fail(SpecError(str(err)), "base.batch_size") from None
             pass_key = _key([spec.model, spec.data, spec.corrupt.model_dump(mode="json"), spec.augment, spec.loss,
                              min(spec.batch_size, PASS_EXAMPLES)])
             if pass_key not in passed:
@@ -158,6 +162,18 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
             f"limit of {max_artifact_gb:g} GB; save fewer checkpoints or raise --max-artifact-gb", file=file,
             field="base.record.checkpoints")
     return estimate
+
+
+def check_batch_sizes(model, n_train: int, batch_size: int, drop_last: bool) -> None:
+    """Every training batch size fits each layer that declares ``check_batch(n, what)`` (ValueError otherwise)."""
+    sizes = [(min(batch_size, n_train), "")]
+    if not drop_last and n_train > batch_size and n_train % batch_size:
+        sizes.append((n_train % batch_size, f"the last training batch of {n_train % batch_size} ({n_train} examples "
+                                            f"in batches of {batch_size}; drop_last: true drops it)"))
+    checks = [m.check_batch for m in model.modules() if callable(getattr(m, "check_batch", None))]
+    for check in checks:
+        for n, what in sizes:
+            check(n, what)
 
 
 def forward_backward(spec: RunSpec, data, parts) -> None:
@@ -398,10 +414,11 @@ def _unit_records(spec: EvalSpec) -> set[str]:
     return recorded_by([EVALUATORS.create(e) for e in spec.evaluators], spec.eval_splits, None, training=False)
 
 
-def _check_unit(spec: EvalSpec, fail, datasets: dict) -> None:
-    """The unit's members fit together and each evaluator can run on their dataset."""
+def _check_unit(spec: EvalSpec, fail, datasets: dict, models: dict) -> None:
+    """The unit's members fit together and each evaluator can run on their dataset and model."""
     from ablab.registry import EVALUATORS
     from ablab.train.build import load_run_data
+    from ablab.train.evaluators import Evaluator
     from ablab.train.posthoc import check_members
 
     try:
@@ -420,3 +437,16 @@ def _check_unit(spec: EvalSpec, fail, datasets: dict) -> None:
             EVALUATORS.create(e).check(datasets[dkey])
         except SpecError as err:
             raise fail(err, f"base.evaluators.{i}") from None
+    for i, e in enumerate(spec.evaluators):
+        evaluator = EVALUATORS.create(e)
+        if type(evaluator).check_model is Evaluator.check_model:
+            continue
+        for member in spec.members:
+            if member.run not in models:
+                models[member.run] = _meta_model(member.spec, datasets[dkey])
+            if models[member.run] is None:
+                continue
+            try:
+                evaluator.check_model(models[member.run])
+            except ValueError as err:
+                raise fail(SpecError(f"{err} (run '{member.label}')"), f"base.evaluators.{i}") from None

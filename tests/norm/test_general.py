@@ -248,6 +248,6 @@ def test_bad_group_and_ghost_sizes_are_one_clear_error():
     with pytest.raises(ValueError, match="channel group count 3 does not divide the 8 channels"):
         BatchGroupNorm(8, groups=3)
     layer = BatchGroupNorm(8, examples=3)
-    with pytest.raises(ValueError, match="3 examples per group do not divide the batch of 16"):
+    with pytest.raises(ValueError, match=r"3 examples per norm group \(B′\) do not divide the training batch of 16"):
         layer(batch())
     layer.eval()(batch())  # evaluation ignores B′

@@ -144,13 +144,17 @@ class BatchGroupNorm(WeighableNorm):
             return F.group_norm(x, self.groups, self.gamma, self.beta, self.eps)
         return self._affine(x, *self._group_statistics(x))
 
+    def check_batch(self, n: int, what: str = "") -> None:
+        """ValueError unless the example groups divide a training batch of ``n`` (Eq. 4.4: B′ divides B)."""
+        if self.examples is not None and n % self.examples:
+            raise ValueError(f"{self.examples} examples per norm group (B′) do not divide "
+                             f"{what or f'the training batch of {n}'} (seed 002, Eq. 4.4: B′ must divide the batch)")
+
     def _group_statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per example and channel (N, C) mean and biased variance of its (example group, channel group)."""
         n, c = x.shape[:2]
         e = n if self.examples is None else self.examples
-        if n % e:
-            raise ValueError(f"{type(self).__name__}: {e} examples per group do not divide the batch of {n} "
-                             "(choose a batch size that they divide, and drop_last: true)")
+        self.check_batch(n)
         cg = c // self.groups
         var, mean = torch.var_mean(x.reshape(n // e, e, self.groups, cg, -1), dim=(1, 3, 4), unbiased=False)
         return (mean.repeat_interleave(e, 0).repeat_interleave(cg, 1),

@@ -19,13 +19,14 @@ from typing import Callable, Literal, Optional, Union
 
 import numpy as np
 import torch
-from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import NonNegativeInt, PositiveFloat, PositiveInt, confloat
 from torch import nn
 
 from ablab import seeding
 from ablab.artifacts import (ACTIVATIONS_KIND, LABELS_KIND, PREDICTIONS_KIND, activations_name, labels_name,
                              predictions_name, save_npy, save_npz)
 from ablab.data.base import Split
+from ablab.norm.weighing import check_alpha, example_weighing, weighable_layers
 from ablab.registry import EVALUATORS
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
@@ -198,6 +199,41 @@ class StandardEvaluator(Evaluator):
         m = ctx.model
         return Evaluation(loss_and_score(m.forward, m.module, split, ctx.loss_fn, ctx.classification,
                                          ctx.batch_size, ctx.transforms))
+
+
+@EVALUATORS.register("example_weighing")
+class ExampleWeighing(Evaluator):
+    """Loss and accuracy with inference example weighing at α (seed 002, Eq. 4.3): ``weighed_loss``, ``weighed_accuracy``.
+
+    Every norm layer with moving averages (``batchnorm``, ``ghost_batchnorm``, ``batch_group_norm``,
+    ``group_norm`` …) normalizes each example with α·(its own statistics) + (1 − α)·(the moving
+    averages); α = 0 is ordinary eval-mode BN, α = 1 the example alone (GroupNorm for a GN layer).
+    One evaluation pass per split; a post-hoc study sweeps α over stored checkpoints as a grid axis
+    ``evaluators.0.alpha`` (k values: k passes), §4.3.1, Fig. 4.1–4.4.
+    """
+
+    def __init__(self, alpha: confloat(ge=0.0, le=1.0) = 0.0, splits: Optional[list[SplitName]] = None,
+                 epochs: Epochs = "last"):
+        super().__init__(splits, epochs)
+        self.alpha = check_alpha(alpha)
+
+    def directions(self, classification: bool) -> dict[str, str]:
+        return {"weighed_loss": MIN, "weighed_accuracy": MAX} if classification else {"weighed_loss": MIN,
+                                                                                       "weighed_mse": MIN}
+
+    def check_model(self, model: nn.Module) -> None:
+        """One clear error (at validation) for a model without a norm layer that keeps moving averages."""
+        if not weighable_layers(model):
+            raise ValueError("example_weighing needs norm layers with moving averages (batchnorm, ghost_batchnorm, "
+                             "batch_group_norm, group_norm, layer_norm, instance_norm, batch_renorm); the model has none")
+
+    def evaluate(self, ctx: EvalContext, split_name: str, split: Split, epoch: int) -> Evaluation:
+        m = ctx.model
+        self.check_model(m.module)
+        with example_weighing(m.module, self.alpha):
+            values = loss_and_score(m.forward, m.module, split, ctx.loss_fn, ctx.classification, ctx.batch_size,
+                                    ctx.transforms)
+        return Evaluation({f"weighed_{k}": v for k, v in values.items()})
 
 
 def hard_labels(y: torch.Tensor) -> np.ndarray:
