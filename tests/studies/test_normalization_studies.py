@@ -42,7 +42,7 @@ def _args(spec: Path, fake_data) -> list[str]:
 
 
 def test_the_folder_holds_the_studies_of_the_issue():
-    assert {"cpu", "cifar100_ghost", "svhn_ghost", "cifar100_non_iid", "cifar100_batch_size",
+    assert {"cpu", "cpu_alpha", "cifar100_ghost", "svhn_ghost", "cifar100_non_iid", "cifar100_batch_size",
             "cifar100_wd_gamma_beta"} <= {p.stem for p in SPECS}
 
 
@@ -107,14 +107,30 @@ def test_the_ghost_specs_sweep_b_prime_and_keep_checkpoints(fake_data):
         assert ghosts == {64, 32, 16, 8, 4, 2} and all(v.spec.record.checkpoints.final for v in variants)
 
 
+def test_the_alpha_sweep_reads_the_cpu_study():
+    study = load_study(FOLDER / "cpu_alpha.yaml")
+    assert study.source.study == "results/normalization_cpu" and study.source.checkpoint == "final"
+    assert study.grid["evaluators.0.alpha"][0] == 0.0 and study.grid["evaluators.0.alpha"][-1] == 1.0
+    assert study.base["eval_splits"] == ["val", "test"]  # α tuned on val, applied on test (Table 4.1)
+
+
 @pytest.mark.slow
-def test_cpu_study_runs_one_epoch_with_its_report(tmp_path, capsys):
-    out = tmp_path / "r"
-    code = main(["run", str(FOLDER / "cpu.yaml"), "--out", str(out), "--set", "epochs=1", "--workers", "2",
-                 "--report"])
+def test_cpu_study_and_its_alpha_sweep_run_with_their_reports(tmp_path, monkeypatch, capsys):
+    """CI: the CPU study for one epoch (one seed) with its report, then the α sweep over its checkpoints."""
+    monkeypatch.chdir(tmp_path)
+    out = Path("results/normalization_cpu")
+    code = main(["run", str(FOLDER / "cpu.yaml"), "--out", str(out), "--set", "epochs=1", "--set",
+                 "seeds.replicates=1", "--workers", "2", "--report"])
     assert code == 0, capsys.readouterr().err
     metrics, runs = stored(out)
-    assert set(runs.status) == {"done"} and len(runs) == 8 * 3
+    assert set(runs.status) == {"done"} and len(runs) == 8
     acc = metrics[(metrics.split == "test") & (metrics.name == "accuracy")]
     assert sorted(set(acc.epoch)) == [0, 1]
     assert (out / "report" / "index.html").exists()
+    code = main(["run", str(FOLDER / "cpu_alpha.yaml"), "--workers", "2", "--report"])
+    assert code == 0, capsys.readouterr().err
+    metrics, units = stored(Path("results/normalization_cpu_alpha"))
+    assert set(units.status) == {"done"} and len(units) == 8 * 7
+    assert set(metrics[metrics.name == "weighed_accuracy"].split) == {"val", "test"}
+    page = (Path("results/normalization_cpu_alpha") / "report" / "index.html").read_text()
+    assert "Inference example weighing" in page
