@@ -114,13 +114,13 @@ class NonIidSampler:
 
 @SAMPLERS.register("iid")
 def iid(labels: Optional[torch.Tensor] = None) -> IidSampler:
-    """Shuffled epochs: a random permutation of the training split cut into batches (the default)."""
+    """I.i.d. batches (the default): an epoch is a random permutation of the training split cut into batches."""
     return IidSampler()
 
 
 @SAMPLERS.register("non_iid")
 def non_iid(k: PositiveInt = 4, labels: Optional[torch.Tensor] = None) -> NonIidSampler:
-    """Non-i.i.d. batches: k classes drawn with replacement × B/k examples each (seed 002 §4.4.4, Table 4.1)."""
+    """Non-i.i.d. batches: k classes drawn with replacement × B/k examples; an epoch is ⌊n/B⌋ batches (seed 002 §4.4.4)."""
     if labels is None or labels.dtype.is_floating_point or labels.ndim != 1:
         raise ValueError("non_iid draws batches by class: it needs a classification dataset with integer labels")
     return NonIidSampler(k, labels)
