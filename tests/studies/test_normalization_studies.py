@@ -42,7 +42,7 @@ def _args(spec: Path, fake_data) -> list[str]:
 
 
 def test_the_folder_holds_the_studies_of_the_issue():
-    assert {"cpu", "cpu_alpha", "cifar100_ghost", "svhn_ghost", "cifar100_non_iid", "cifar100_batch_size",
+    assert {"cpu", "cpu_alpha", "cifar100_ghost_alpha", "svhn_ghost_alpha", "cifar100_non_iid_alpha", "cifar100_ghost", "svhn_ghost", "cifar100_non_iid", "cifar100_batch_size",
             "cifar100_wd_gamma_beta"} <= {p.stem for p in SPECS}
 
 
@@ -112,6 +112,17 @@ def test_the_alpha_sweep_reads_the_cpu_study():
     assert study.source.study == "results/normalization_cpu" and study.source.checkpoint == "final"
     assert study.grid["evaluators.0.alpha"][0] == 0.0 and study.grid["evaluators.0.alpha"][-1] == 1.0
     assert study.base["eval_splits"] == ["val", "test"]  # α tuned on val, applied on test (Table 4.1)
+
+
+@pytest.mark.parametrize("name", ["cifar100_ghost", "svhn_ghost", "cifar100_non_iid"])
+def test_the_full_size_alpha_sweeps_read_their_training_studies(name):
+    study = load_study(FOLDER / f"{name}_alpha.yaml")
+    assert study.source.study == f"results/normalization_{name}"
+    source = yaml.safe_load((FOLDER / f"{name}.yaml").read_text())
+    assert source["name"] == f"normalization_{name}" and source["base"]["record"]["checkpoints"]["final"]
+    alphas = study.grid["evaluators.0.alpha"]
+    assert alphas[0] == 0.0 and alphas[-1] == 1.0 and alphas == sorted(alphas)
+    assert study.base["eval_splits"] == ["val", "test"]
 
 
 @pytest.mark.slow
