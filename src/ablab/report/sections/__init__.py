@@ -51,7 +51,8 @@ for _module in pkgutil.iter_modules(__path__):
 PAGE_ORDER = (
     "header", "continued_runs", "post_hoc_units", "variants", "curves", "final_table", "mixing", "example_weighing",
     "grids", "best",
-    "sharpness", "variability", "cka", "loss_spread", "norm_params", "relu_sparsity", "budget", "problems", "spec",
+    "sharpness", "variability", "cka", "loss_spread", "norm_params", "relu_sparsity", "output_range", "budget",
+    "problems", "spec",
 )
 
 

@@ -73,8 +73,6 @@ def plot_ranges(rows: pd.DataFrame, colours: dict[str, str], path: Path) -> None
 class OutputRange(ReportSection):
     """A norm layer's output range in training vs evaluation against the bound ±√(B−1) (seed 002 Fig. A.1)."""
 
-    after = "relu_sparsity"
-
     def applies(self, ctx: ReportContext) -> bool:
         return bool(ctx.runs_with(OUTPUT_RANGE_FILE))
 
