@@ -168,6 +168,18 @@ def test_bench_estimate_quick_prints_the_ratio(tmp_path):
     assert entry["target"] is None and math.isfinite(entry["value"]) and entry["value"] > 0
 
 
+@smokes("bench_norms.py")
+def test_bench_norms_quick_times_every_norm_layer_and_counts_the_alpha_passes(tmp_path):
+    summary = tmp_path / "summary.json"
+    out = _run("bench_norms.py", "--quick", "--summary-json", str(summary), timeout=600)
+    for name in ("nn.BatchNorm2d", "nn.GroupNorm", "ghost_batchnorm", "batch_group_norm", "group_norm", "layer_norm",
+                 "instance_norm", "batch_renorm", "evaluation passes for k = 5 α values"):
+        assert name in out, out[-3000:]
+    entries = json.loads(summary.read_text())
+    assert len(entries) == 8 and all(math.isfinite(e["value"]) and e["value"] > 0 for e in entries), entries
+    assert entries[-1]["value"] == 1.0  # k α values: exactly k evaluation passes
+
+
 QUICK_WITH_TARGETS = ["bench_loop.py", "bench_augment.py", "bench_mixing.py", "bench_probes.py"]
 
 

@@ -221,3 +221,22 @@ def test_table_4_1_puts_the_thesis_numbers_beside_matching_rows():
     assert pd.isna(table.loc["gn", "thesis_off"])
     assert table.loc["g32", "off"] == pytest.approx(40.0) and table.loc["g32", "tuned"] == pytest.approx(70.0)
     assert table.loc["gn", "off"] == pytest.approx(65.0)  # GroupNorm's ordinary evaluation is α = 1
+
+
+def test_weighed_numbers_do_not_depend_on_the_evaluation_batches(sweep, tmp_path):
+    """Eq. 4.3 uses each example's own statistics and the stored averages only: evaluation batches of 7 (a short
+    last one of 3 or 6 examples) give the numbers of one batch of all, per-example weighted."""
+    source, alpha = sweep
+    out = tmp_path / "small_batches"
+    assert main(["run", str(STUDIES / "weighing_alpha.yaml"), "--set", f"source.study={source}",
+                 "--set", "base.eval_batch_size=7", "--set", "grid={evaluators.0.alpha: [0.25]}",
+                 "--out", str(out)]) == 0
+    small, small_runs = stored(out)
+    full, full_runs = stored(alpha)
+    key = lambda m, r: m.merge(r[["run", "spec"]], on="run").assign(  # noqa: E731
+        member=lambda d: [s["members"][0]["run"] for s in d.spec],
+        alpha=lambda d: [s["evaluators"][0]["alpha"] for s in d.spec]).set_index(["member", "alpha", "split", "name"])
+    a, b = key(small, small_runs)["value"], key(full, full_runs)["value"]
+    assert len(a) == 4 * 2 * 2
+    for index, value in a.items():
+        assert value == pytest.approx(b[index], rel=1e-5, abs=1e-6), index

@@ -207,7 +207,7 @@ def test_batch_renorm_with_rmax_1_dmax_0_is_batchnorm(device):
 
 def test_batch_renorm_corrects_toward_the_moving_averages_within_its_limits():
     """After the relaxation r and d are the clipped ratios (Ioffe 2017, Alg. 1), written out in float64."""
-    layer = BatchRenorm(8, r_max=1.5, d_max=0.5, relax_start=0, relax_end=0, affine="none").double()
+    layer = BatchRenorm(8, r_max=1.5, d_max=0.5, relax_start=0, relax_end=0, d_relax_end=0, affine="none").double()
     with torch.no_grad():
         layer.running_mean.fill_(1.0), layer.running_var.fill_(4.0)
     x = batch(seed=3).double()
@@ -219,8 +219,11 @@ def test_batch_renorm_corrects_toward_the_moving_averages_within_its_limits():
     expected = (x - mu_b.reshape(s)) / sigma_b.reshape(s) * r.reshape(s) + d.reshape(s)
     torch.testing.assert_close(layer(x), expected)
     assert layer.limits(0) == (1.5, 0.5)
-    slow = BatchRenorm(8, r_max=3.0, d_max=5.0, relax_start=10, relax_end=20)
-    assert slow.limits(5) == (1.0, 0.0) and slow.limits(15) == (2.0, 2.5) and slow.limits(30) == (3.0, 5.0)
+    slow = BatchRenorm(8, r_max=3.0, d_max=5.0, relax_start=10, relax_end=20, d_relax_end=30)
+    assert slow.limits(5) == (1.0, 0.0) and slow.limits(15) == (2.0, 1.25) and slow.limits(40) == (3.0, 5.0)
+    ioffe = BatchRenorm(8)  # r_max 3 at 40k steps, d_max 5 at 25k, both BatchNorm until 5k (Ioffe 2017)
+    assert ioffe.limits(5000) == (1.0, 0.0) and ioffe.limits(25000) == (1.0 + 2 * 20 / 35, 5.0)
+    assert ioffe.limits(40000) == (3.0, 5.0)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -78,11 +78,17 @@ class WeighableNorm(nn.Module):
     @torch.no_grad()
     def _track(self, x: torch.Tensor) -> None:
         """Moving averages from the full batch, PyTorch's convention (the unbiased variance)."""
-        self.num_batches_tracked.add_(1)
         dims = [0, *range(2, x.dim())]
-        var, mean = torch.var_mean(x.float(), dim=dims, unbiased=x.numel() > self.num_features)
-        self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)
-        self.running_var.lerp_(var.to(self.running_var.dtype), self.momentum)
+        var, mean = torch.var_mean(x.float(), dim=dims, unbiased=False)
+        self._track_stats(mean, var, x.numel() // self.num_features)
+
+    @torch.no_grad()
+    def _track_stats(self, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
+        """Moving averages from the full batch's per-channel mean and biased variance over ``count`` values each."""
+        self.num_batches_tracked.add_(1)
+        unbiased = var * (count / (count - 1)) if count > 1 else var
+        self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), self.momentum)
+        self.running_var.lerp_(unbiased.detach().to(self.running_var.dtype), self.momentum)
 
     def _affine(self, x: torch.Tensor, mu: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
         """γ(x − μ)/√(σ² + ε) + β with (N, C) statistics, as one multiply-add."""
@@ -139,10 +145,11 @@ class BatchGroupNorm(WeighableNorm):
             self.num_batches_tracked.add_(1)
             return F.batch_norm(x, self.running_mean, self.running_var, self.gamma, self.beta, True, self.momentum,
                                 self.eps)
-        self._track(x)
         if self.examples == 1:  # GroupNorm, LayerNorm, InstanceNorm: PyTorch's kernel
+            self._track(x)
             return F.group_norm(x, self.groups, self.gamma, self.beta, self.eps)
-        return self._affine(x, *self._group_statistics(x))
+        mean, var = self._group_statistics(x)
+        return self._affine(x, mean, var)
 
     def check_batch(self, n: int, what: str = "") -> None:
         """ValueError unless the example groups divide a training batch of ``n`` (Eq. 4.4: B′ divides B)."""
@@ -151,12 +158,20 @@ class BatchGroupNorm(WeighableNorm):
                              f"{what or f'the training batch of {n}'} (seed 002, Eq. 4.4: B′ must divide the batch)")
 
     def _group_statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per example and channel (N, C) mean and biased variance of its (example group, channel group)."""
+        """Per example and channel (N, C) mean and biased variance of its (example group, channel group); also
+        moves the averages (from the full batch: for ghost BN pooled from its equal-sized groups, exact)."""
         n, c = x.shape[:2]
         e = n if self.examples is None else self.examples
         self.check_batch(n)
         cg = c // self.groups
-        var, mean = torch.var_mean(x.reshape(n // e, e, self.groups, cg, -1), dim=(1, 3, 4), unbiased=False)
+        wide = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # statistics at least in float32
+        var, mean = torch.var_mean(wide.reshape(n // e, e, self.groups, cg, -1), dim=(1, 3, 4), unbiased=False)
+        if cg == 1:  # per channel: the full batch's mean and biased variance are the groups' pooled ones
+            with torch.no_grad():
+                full_mean = mean.mean(0)
+                self._track_stats(full_mean, var.mean(0) + (mean - full_mean).square().mean(0), x.numel() // c)
+        else:
+            self._track(x)
         return (mean.repeat_interleave(e, 0).repeat_interleave(cg, 1),
                 var.repeat_interleave(e, 0).repeat_interleave(cg, 1))
 
@@ -169,26 +184,33 @@ class BatchRenorm(WeighableNorm):
 
     Training: x̂ = (x − μ_B)/σ_B · r + d with r = clip(σ_B/σ, 1/r_max, r_max) and
     d = clip((μ_B − μ)/σ, −d_max, d_max), no gradient through r and d; σ_B = √(var_B + ε),
-    σ = √(running_var + ε). r_max and d_max grow linearly from 1 and 0 (BatchNorm) to ``r_max`` and
-    ``d_max`` between training steps ``relax_start`` and ``relax_end`` of this layer (Ioffe: 5k and
-    40k steps more, r_max 3, d_max 5). The moving averages are PyTorch's (the unbiased variance), not
-    Ioffe's EMA of σ, so with r_max = 1, d_max = 0 the layer is BatchNorm exactly. Per channel.
+    σ = √(running_var + ε), statistics at least in float32. The limits grow linearly from BatchNorm's 1 and 0,
+    both from training step ``relax_start``, r_max until ``relax_end`` and d_max until
+    ``d_relax_end`` (defaults: Ioffe's 5k, 40k and 25k steps, r_max 3, d_max 5); a step is a
+    training forward pass (SAM's second pass restores the count). The moving averages are PyTorch's
+    (the unbiased variance), not Ioffe's EMA of σ, so with r_max = 1, d_max = 0 the layer is BatchNorm
+    exactly. Per channel.
     """
 
     def __init__(self, num_features: int, r_max: float = 3.0, d_max: float = 5.0, relax_start: int = 5000,
-                 relax_end: int = 45000, eps: float = 1e-5, momentum: float = 0.01, affine: Affine = "gamma_beta"):
+                 relax_end: int = 40000, d_relax_end: int = 25000, eps: float = 1e-5, momentum: float = 0.1,
+                 affine: Affine = "gamma_beta"):
         super().__init__(num_features, eps, momentum, affine)
         if r_max < 1 or d_max < 0:
             raise ValueError(f"batch renorm needs r_max ≥ 1 and d_max ≥ 0, got {r_max}, {d_max}")
-        if not 0 <= relax_start <= relax_end:
-            raise ValueError(f"batch renorm needs 0 ≤ relax_start ≤ relax_end, got {relax_start}, {relax_end}")
-        self.r_max, self.d_max, self.relax_start, self.relax_end = r_max, d_max, relax_start, relax_end
+        if not 0 <= relax_start <= min(relax_end, d_relax_end):
+            raise ValueError(f"batch renorm needs 0 ≤ relax_start ≤ relax_end and d_relax_end, got {relax_start}, "
+                             f"{relax_end}, {d_relax_end}")
+        self.r_max, self.d_max = r_max, d_max
+        self.relax_start, self.relax_end, self.d_relax_end = relax_start, relax_end, d_relax_end
 
     def limits(self, step: int) -> tuple[float, float]:
         """(r_max, d_max) at this layer's training step ``step`` (0-based) of the linear relaxation."""
-        span = self.relax_end - self.relax_start
-        t = min(max((step - self.relax_start) / span, 0.0), 1.0) if span else float(step >= self.relax_start)
-        return 1.0 + (self.r_max - 1.0) * t, self.d_max * t
+        def progress(end: int) -> float:
+            span = end - self.relax_start
+            return min(max((step - self.relax_start) / span, 0.0), 1.0) if span else float(step >= self.relax_start)
+
+        return 1.0 + (self.r_max - 1.0) * progress(self.relax_end), self.d_max * progress(self.d_relax_end)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
@@ -196,17 +218,20 @@ class BatchRenorm(WeighableNorm):
             return self._weighed(x, self.num_features, self.example_weight or 0.0)
         r_max, d_max = self.limits(int(self.num_batches_tracked))
         dims = [0, *range(2, x.dim())]
-        var_b, mu_b = torch.var_mean(x, dim=dims, unbiased=False)
+        var_b, mu_b = torch.var_mean(x.float() if x.dtype in (torch.float16, torch.bfloat16) else x, dim=dims,
+                                    unbiased=False)
         sigma_b = torch.sqrt(var_b + self.eps)
         with torch.no_grad():
             sigma = torch.sqrt(self.running_var + self.eps)
             r = (sigma_b / sigma).clamp(1.0 / r_max, r_max)
             d = ((mu_b - self.running_mean) / sigma).clamp(-d_max, d_max)
-        self._track(x)
+        self._track_stats(mu_b, var_b, x.numel() // self.num_features)
+        # γ((x − μ_B)/σ_B·r + d) + β as one multiply-add per element: x·a + b with per-channel a and b
+        scale = self.gamma * r / sigma_b
+        shift = self.beta + self.gamma * d - mu_b * scale
         shape = (1, -1, *([1] * (x.dim() - 2)))
-        x_hat = (x - mu_b.reshape(shape)) / sigma_b.reshape(shape) * r.reshape(shape) + d.reshape(shape)
-        return x_hat * self.gamma.reshape(shape) + self.beta.reshape(shape)
+        return x * scale.reshape(shape) + shift.reshape(shape)
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, r_max={self.r_max}, d_max={self.d_max}, "
-                f"relax=({self.relax_start}, {self.relax_end})")
+                f"relax=({self.relax_start}, {self.relax_end}, {self.d_relax_end})")

@@ -45,7 +45,7 @@ def ghost_batchnorm(
     momentum: confloat(ge=0.0, le=1.0) = 0.1,
     eps: PositiveFloat = 1e-5,
 ) -> nn.Module:
-    """Ghost BatchNorm (seed 002, Eq. 4.4): each consecutive group of ``ghost_size`` (B′) examples normalized alone.
+    """Ghost BatchNorm (seed 002, Eq. 4.4): each consecutive group of ghost_size (B′) examples normalized alone.
 
     B′ must divide the training batch (and a short last batch: use drop_last). The moving averages
     come from the full batch, as the authors' code does; evaluation ignores B′. B′ = batch is BatchNorm.
@@ -63,7 +63,7 @@ def batch_group_norm(
     momentum: confloat(ge=0.0, le=1.0) = 0.1,
     eps: PositiveFloat = 1e-5,
 ) -> nn.Module:
-    """Batch-Group Norm (seed 002, §4.3.4): statistics over ``groups`` channel groups × groups of ``examples`` examples.
+    """Batch-Group Norm (seed 002, §4.3.4): statistics over channel groups × groups of consecutive examples.
 
     ``groups`` null: one group per channel; ``examples`` null: the whole batch. The defaults are the
     authors' (32 channel groups, 2 examples). Special cases: BN (null, null), ghost BN (null, B′),
@@ -81,7 +81,7 @@ def group_norm(
     momentum: confloat(ge=0.0, le=1.0) = 0.1,
     eps: PositiveFloat = 1e-5,
 ) -> nn.Module:
-    """GroupNorm (Wu & He 2018) over ``groups`` channel groups, keeping moving averages for example weighing.
+    """GroupNorm (Wu & He 2018) that keeps moving averages, so example weighing applies (seed 002, Fig. 4.2).
 
     Trains and evaluates as ``nn.GroupNorm``; the moving averages let α < 1 mix in batch statistics
     after training (seed 002, Fig. 4.2).
@@ -126,15 +126,17 @@ def batch_renorm(
     r_max: confloat(ge=1.0) = 3.0,
     d_max: confloat(ge=0.0) = 5.0,
     relax_start: NonNegativeInt = 5000,
-    relax_end: NonNegativeInt = 45000,
+    relax_end: NonNegativeInt = 40000,
+    d_relax_end: NonNegativeInt = 25000,
     affine: Affine = "gamma_beta",
-    momentum: confloat(ge=0.0, le=1.0) = 0.01,
+    momentum: confloat(ge=0.0, le=1.0) = 0.1,
     eps: PositiveFloat = 1e-5,
 ) -> nn.Module:
     """Batch Renormalization (Ioffe 2017), the seed's baseline in Table 4.1 (its settings are not given).
 
     r and d are clipped to [1/r_max, r_max] and [−d_max, d_max]; the limits grow linearly from
-    BatchNorm's (1, 0) between training steps ``relax_start`` and ``relax_end`` (Ioffe's defaults).
+    BatchNorm's (1, 0) from training step ``relax_start``, r_max until ``relax_end``, d_max until
+    ``d_relax_end`` (Ioffe's 5k, 40k, 25k steps; the seed gives none of these settings).
     """
     return BatchRenorm(num_features, r_max=r_max, d_max=d_max, relax_start=relax_start, relax_end=relax_end,
-                       eps=eps, momentum=momentum, affine=affine)
+                       d_relax_end=d_relax_end, eps=eps, momentum=momentum, affine=affine)

@@ -36,7 +36,8 @@ def weighed_statistics(x: torch.Tensor, running_mean: torch.Tensor, running_var:
     """
     n, c = x.shape[:2]
     cg = c // groups
-    var_own, mean_own = torch.var_mean(x.reshape(n, groups, -1), dim=2, unbiased=False)  # (N, G)
+    wide = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # statistics at least in float32
+    var_own, mean_own = torch.var_mean(wide.reshape(n, groups, -1), dim=2, unbiased=False)  # (N, G)
     m = running_mean.reshape(groups, cg)
     mean_mov = m.mean(1)
     var_mov = running_var.reshape(groups, cg).mean(1) + (m - mean_mov[:, None]).square().mean(1)  # pooled

@@ -203,7 +203,7 @@ class StandardEvaluator(Evaluator):
 
 @EVALUATORS.register("example_weighing")
 class ExampleWeighing(Evaluator):
-    """Loss and accuracy with inference example weighing at α (seed 002, Eq. 4.3): ``weighed_loss``, ``weighed_accuracy``.
+    """Loss and accuracy with inference example weighing at α (seed 002, Eq. 4.3), as weighed_loss and weighed_accuracy.
 
     Every norm layer with moving averages (``batchnorm``, ``ghost_batchnorm``, ``batch_group_norm``,
     ``group_norm`` …) normalizes each example with α·(its own statistics) + (1 − α)·(the moving
