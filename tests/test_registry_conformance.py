@@ -59,6 +59,7 @@ EXAMPLES: dict[str, dict[str, dict[str, Any]]] = {
     "schedule": {"piecewise": {"factors": [1.0, 0.1], "boundaries_steps": [2]},
                  "step": {"milestones_steps": [2]}},  # one of milestones_steps and milestones_epochs
     "evaluator": {"activations": {"layers": ["act0"], "examples": 16}, "autoattack": {"examples": 16}},
+    "sampler": {"non_iid": {"k": 2}},
     "norm": {"ghost_batchnorm": {"ghost_size": 8}, "batch_group_norm": {"groups": 2}, "group_norm": {"groups": 2}},
 }
 RUN_NEEDS: dict[tuple[str, str], dict[str, Any]] = {
@@ -104,6 +105,7 @@ PLACES: dict[str, Callable[[dict], dict[str, Any]]] = {
     "objective": lambda c: {"objective": c},
     "evaluator": lambda c: {"record": _record(evaluators=[c])},
     "attack": lambda c: {"record": _record(evaluators=[{"name": "robust", "attack": c, "examples": 16}])},
+    "sampler": lambda c: {"sampler": c},
 }
 NOT_TRAINED = {"report_section"}  # a part of the report page: checked on stored studies below
 

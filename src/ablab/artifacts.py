@@ -22,6 +22,7 @@ LABELS_KIND = "labels"  # a split's class labels int64 [N], beside its predictio
 ACTIVATIONS_KIND = "activations"  # chosen layers' outputs on a split's first examples (evaluator activations)
 NORM_PARAMS_FILE = "probe_norm_params.npz"  # γ and β of every norm layer over steps (probe norm_params)
 RELU_SPARSITY_FILE = "probe_relu_sparsity.npz"  # zeroed fraction of every ReLU over steps (probe relu_sparsity)
+OUTPUT_RANGE_FILE = "probe_output_range.npz"  # a norm layer's normalized output range, train vs eval (probe output_range)
 CHECKPOINT_FORMAT = 1  # the "format" entry of a checkpoint dict
 
 

@@ -14,6 +14,7 @@ import ablab.data.augment  # noqa: F401
 import ablab.data.mixing  # noqa: F401
 import ablab.data.datasets  # noqa: F401
 import ablab.data.obesity  # noqa: F401
+import ablab.data.sampler  # noqa: F401
 import ablab.train.probes  # noqa: F401
 import ablab.train.evaluators  # noqa: F401
 import ablab.train.attacks  # noqa: F401

@@ -400,6 +400,17 @@ CASES = [
          run_spec(_set("base.record.evaluators", ["robust"], _set("base.data", "wine")))),
     Case("spec", "robust evaluation on a split smaller than its subsample", run_spec(_set(
         "base.record.evaluators", [{"name": "robust", "examples": 1000}]))),
+    Case("spec", "lr-multiplier rule matching no parameter", run_spec(_set("base.lr_multipliers", {"norm": 0.1}))),
+    Case("spec", "unknown lr-multiplier rule", run_spec(_set("base.lr_multipliers", {"norms": 0.1}))),
+    Case("spec", "two lr-multiplier rules selecting one class",
+         run_spec(_set("base.lr_multipliers", {"bias": 0.1, "bias_norm": 0.2}))),
+    Case("spec", "`non_iid` sampler with more classes than the data has",
+         run_spec(_set("base.sampler", {"name": "non_iid", "k": 11}))),
+    Case("spec", "`non_iid` sampler whose k does not divide the batch",
+         run_spec(_set("base.sampler", {"name": "non_iid", "k": 3}))),
+    Case("spec", "output-range probe of a layer that is not a norm layer",
+         run_spec(_set("base.record", {"probes": [{"name": "output_range", "layer": "nope"}]},
+                       _set("base.model", {"name": "mlp", "widths": [8], "norm": "batchnorm"})))),
 ]
 
 

@@ -153,3 +153,20 @@ def test_the_cifar_specs_pad_crops_black_as_the_authors_code(fake_data, name):
 
     padded, _ = padded_raw_colours(yaml.safe_load((FOLDER / f"{name}.yaml").read_text())["base"], fake_data["cifar10"])
     torch.testing.assert_close(padded, torch.zeros_like(padded), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["cifar10_sources", "cifar10_bitflip", "cifar10_depth", "onset_cifar10", "reduce_cifar10"])
+def test_the_cifar_specs_give_biases_and_bn_the_authors_lr_multiplier(fake_data, name):
+    """The authors' code trains biases and BN γ/β at 0.1× the lr (seed 002 ch. 5, their released code): every
+    run of the full-size spec has an optimizer group at 0.1× holding exactly the ≤1-d parameters."""
+    from ablab.spec import expand, load_study
+    from ablab.train.build import build_run
+
+    study = load_study(FOLDER / f"{name}.yaml", [f"data.path={fake_data['cifar10']}"])
+    variants = expand(study)
+    assert {tuple(v.spec.lr_multipliers.items()) for v in variants if hasattr(v.spec, "lr_multipliers")} == {
+        (("bias_norm", 0.1),)}
+    run = build_run(variants[0].spec)
+    scaled = [p for g in run.optimizer.param_groups if g["lr_multiplier"] == 0.1 for p in g["params"]]
+    assert {id(p) for p in scaled} == {id(p) for p in run.model.parameters() if p.ndim == 1} != set()
+    assert "lr_multipliers: {bias_norm: 0.1}" in (FOLDER / f"{name}.yaml").read_text().split("\nname:")[0]

@@ -69,17 +69,17 @@ def test_a_continued_run_is_bitwise_the_run_that_never_stopped(write_study, tmp_
 
 
 def test_a_new_shuffle_seed_changes_the_order_from_the_restored_epoch_only(write_study, tmp_path, monkeypatch):
-    import ablab.train.loop as loop
+    import ablab.data.sampler as sampler  # the iid sampler's epochs
 
     orders: list[torch.Tensor] = []
-    real = loop.iterate_batches
+    real = sampler.iterate_batches
 
     def spy(n, batch_size, drop_last, generator, device="cpu"):
         batches = list(real(n, batch_size, drop_last, generator, device))
         orders.append(torch.cat(batches))
         return iter(batches)
 
-    monkeypatch.setattr(loop, "iterate_batches", spy)
+    monkeypatch.setattr(sampler, "iterate_batches", spy)
     out = tmp_path / "r"
     study = _study(zip=_continue(seeds={"shuffle": 7}), seeds={"vary": []})
     assert main(["run", str(write_study(study)), "--out", str(out)]) == 0

@@ -37,6 +37,9 @@ CASES = {
     "mlp-sgd-all-decay-gelu": {"model": {"name": "mlp", "widths": [16], "activation": "gelu"},
                                "optimizer": {"name": "sgd", "lr": 0.05},
                                "weight_decay": {"value": 0.001, "mode": "l2", "params": "all"}},
+    "mlp-sgd-non-iid-lr-multipliers": {"optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+                                       "sampler": {"name": "non_iid", "k": 2}, "lr_multipliers": {"bias": 0.1},
+                                       "weight_decay": {"value": 0.001, "mode": "decoupled", "params": "exclude_norm"}},
 }
 
 

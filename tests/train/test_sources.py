@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ablab import seeding
+from ablab.data import sampler
 from ablab.spec import RunSpec
 from ablab.train import loop
 from ablab.train.build import build_model, load_dataset
@@ -61,7 +62,7 @@ def test_identical_seeds_give_bitwise_identical_weights_logits_and_metrics(bitfl
 # ---------------------------------------------------------------- independent streams
 
 
-_REAL = (loop.iterate_batches, loop.build_run)
+_REAL = (sampler.iterate_batches, loop.build_run)  # the iid sampler's epochs
 
 
 def _recorded_draws(s: RunSpec, monkeypatch) -> dict:
@@ -85,7 +86,7 @@ def _recorded_draws(s: RunSpec, monkeypatch) -> dict:
         parts.augments.append(recorder)
         return parts
 
-    monkeypatch.setattr(loop, "iterate_batches", batches)
+    monkeypatch.setattr(sampler, "iterate_batches", batches)
     monkeypatch.setattr(loop, "build_run", build)
     result = train(s)
     assert result.status == "done", result.error

@@ -1,7 +1,11 @@
 """Parameter groups and weight-decay rules: which parameters decay, toward what, and where.
 
-A rule says *which* parameters decay and toward which centre c (0, or 1 for norm scales γ
-under ``gamma_to_one``); a mode says *where* the decay λ acts. Slide 003 "Weight Decay vs L²":
+Every trainable parameter falls in one class (``CLASSES``: ``weight``, ``bias``, ``norm_scale`` γ,
+``norm_shift`` β); a frozen parameter, or an ablated γ/β (a buffer), is in no class and no group.
+A rule says *which* classes decay and toward which centre c (0, or 1 for norm scales γ under
+``gamma_to_one``); a mode says *where* the decay λ acts. Learning-rate multipliers are declared by
+the same classes (``MULTIPLIER_RULES``, beside ``RULES``): ``{bias_norm: 0.1}`` is 0.1× lr on
+biases and norm γ/β. Slide 003 "Weight Decay vs L²":
 θ ← θ − η ∂L/∂θ − ηλθ is weight decay; L + ½λ‖θ‖² is L² regularisation; they coincide for
 plain SGD only.
 
@@ -39,8 +43,25 @@ from typing import Iterable, Literal, Optional
 import torch
 from torch import nn
 
-# the one declaration of the weight-decay rules and modes (the spec's ``weight_decay`` block uses them)
-RULES: tuple[str, ...] = ("all", "exclude_bias_norm", "gamma_to_one")
+# the one declaration of the parameter classes, and of the weight-decay and lr-multiplier rules over them
+# (the spec's ``weight_decay`` block and its ``lr_multipliers`` use them)
+CLASSES: tuple[str, ...] = ("weight", "bias", "norm_scale", "norm_shift")
+RULES: tuple[str, ...] = ("all", "exclude_bias_norm", "gamma_to_one", "exclude_norm")
+DECAYED: dict[str, frozenset[str]] = {  # rule -> the classes it decays (the others get λ = 0)
+    "all": frozenset(CLASSES),
+    "exclude_bias_norm": frozenset({"weight"}),
+    "gamma_to_one": frozenset(CLASSES),
+    "exclude_norm": frozenset({"weight", "bias"}),
+}
+TOWARD_ONE: dict[str, frozenset[str]] = {"gamma_to_one": frozenset({"norm_scale"})}  # rule -> classes with c = 1
+MULTIPLIER_RULES: dict[str, frozenset[str]] = {  # a key of ``lr_multipliers`` -> the classes it selects
+    "weight": frozenset({"weight"}),
+    "bias": frozenset({"bias"}),
+    "norm_scale": frozenset({"norm_scale"}),
+    "norm_shift": frozenset({"norm_shift"}),
+    "norm": frozenset({"norm_scale", "norm_shift"}),
+    "bias_norm": frozenset({"bias", "norm_scale", "norm_shift"}),
+}
 MODES: tuple[str, ...] = ("optimizer", "decoupled", "l2")
 Rule = Literal[RULES]
 Mode = Literal[MODES]
@@ -69,23 +90,74 @@ def _classify(model: nn.Module) -> dict[int, str]:
     return kinds
 
 
+def param_class(name: str, p: nn.Parameter, kinds: dict[int, str]) -> str:
+    """The class of a parameter: norm γ/β by its module, else ``bias`` (≤1-d or named bias) or ``weight``."""
+    kind = kinds.get(id(p))
+    if kind is not None:
+        return "norm_scale" if kind == "scale" else "norm_shift"
+    return "bias" if p.ndim <= 1 or name.rsplit(".", 1)[-1] == "bias" else "weight"
+
+
+def check_multipliers(multipliers: dict[str, float]) -> None:
+    """Known rule names, positive finite factors, no class selected twice (ValueError otherwise)."""
+    seen: dict[str, str] = {}
+    for rule, factor in multipliers.items():
+        if rule not in MULTIPLIER_RULES:
+            raise ValueError(f"unknown lr-multiplier rule '{rule}'; known: {', '.join(MULTIPLIER_RULES)}")
+        if not (isinstance(factor, (int, float)) and 0 < factor < float("inf")):
+            raise ValueError(f"lr multiplier of '{rule}' must be a positive number, got {factor!r}")
+        for cls in sorted(MULTIPLIER_RULES[rule]):
+            if cls in seen:
+                raise ValueError(f"lr-multiplier rules '{seen[cls]}' and '{rule}' both select {cls}; give each class once")
+            seen[cls] = rule
+
+
+def _check_matches(multipliers: dict[str, float], present: set[str]) -> None:
+    """Every multiplier rule selects a class the model has (ValueError otherwise)."""
+    for rule_name in multipliers:
+        if not MULTIPLIER_RULES[rule_name] & present:
+            raise ValueError(f"lr-multiplier rule '{rule_name}' matches no trainable parameter of the model "
+                             f"(it selects {', '.join(sorted(MULTIPLIER_RULES[rule_name]))}; "
+                             f"the model has {', '.join(c for c in CLASSES if c in present) or 'none'})")
+
+
+def check_multipliers_match(model: nn.Module, multipliers: dict[str, float]) -> None:
+    """Every lr-multiplier rule selects at least one trainable parameter of ``model`` (ValueError otherwise)."""
+    kinds = _classify(model)
+    _check_matches(multipliers, {param_class(n, p, kinds) for n, p in model.named_parameters() if p.requires_grad})
+
+
+def _multiplier_of(multipliers: dict[str, float]) -> dict[str, float]:
+    """class -> lr multiplier (1.0 where no rule names it)."""
+    out = dict.fromkeys(CLASSES, 1.0)
+    for rule, factor in multipliers.items():
+        for cls in MULTIPLIER_RULES[rule]:
+            out[cls] = float(factor)
+    return out
+
+
 def create_param_groups(
     model: nn.Module,
     weight_decay: float,
     rule: Rule = "all",
     mode: Mode = "optimizer",
+    lr_multipliers: Optional[dict[str, float]] = None,
 ) -> list[dict]:
-    """Optimizer groups for a weight-decay rule; each group names its rate and centre.
+    """Optimizer groups for a weight-decay rule and lr multipliers; each group names its rate, centre, factor.
 
     ``all``: every parameter decays toward 0. ``exclude_bias_norm``: biases, normalization
-    parameters (γ, β) and every other ≤1-d parameter get λ = 0. ``gamma_to_one``: as ``all``,
-    but norm scales γ decay toward 1 — seed 002 §4.3.3 compares WD on γ, β toward 0 with γ toward
-    1 ("it did not matter whether γ was regularized to 0 or 1; what was important was whether it
-    had weight decay applied at all"), so only γ's centre differs from ``all``.
+    parameters (γ, β) and every other ≤1-d parameter get λ = 0. ``exclude_norm``: only γ and β get
+    λ = 0. ``gamma_to_one``: as ``all``, but norm scales γ decay toward 1 — seed 002 §4.3.3 compares
+    WD on γ, β toward 0 with γ toward 1 ("it did not matter whether γ was regularized to 0 or 1;
+    what was important was whether it had weight decay applied at all"), so only γ's centre differs
+    from ``all``, and ``exclude_norm`` is the same global decay without it. Frozen parameters
+    (``requires_grad`` false) are in no group.
 
-    Keys: ``params``, ``name`` (decay | no_decay | norm_scale), ``decay_rate`` (λ),
-    ``decay_to`` (c), ``decay_mode`` and ``weight_decay`` (λ for the optimizer, 0 unless
-    mode is ``optimizer`` and c = 0).
+    Keys: ``params``, ``name`` (decay | no_decay | norm_scale, with ``×f`` for a multiplier f ≠ 1),
+    ``decay_rate`` (λ), ``decay_to`` (c), ``decay_mode``, ``weight_decay`` (λ for the optimizer, 0
+    unless mode is ``optimizer`` and c = 0) and, with ``lr_multipliers``, ``lr_multiplier``
+    (``apply_lr_multipliers`` scales each group's lr by it once the optimizer is built).
+    A multiplier rule that selects no parameter of the model is an error.
     """
     if rule not in RULES:
         raise ValueError(f"unknown weight-decay rule '{rule}'; known: {', '.join(RULES)}")
@@ -93,29 +165,48 @@ def create_param_groups(
         raise ValueError(f"unknown weight-decay mode '{mode}'; known: {', '.join(MODES)}")
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    multipliers = dict(lr_multipliers or {})
+    check_multipliers(multipliers)
+    factor_of = _multiplier_of(multipliers)
     kinds = _classify(model)
-    buckets: dict[str, list[nn.Parameter]] = {"decay": [], "no_decay": [], "norm_scale": []}
+    buckets: dict[tuple[str, float], list[nn.Parameter]] = {}
+    present: set[str] = set()
     for name, p in model.named_parameters():
-        kind = kinds.get(id(p))
-        if rule == "all":
-            buckets["decay"].append(p)
-        elif rule == "exclude_bias_norm":
-            no_decay = kind is not None or p.ndim <= 1 or name.rsplit(".", 1)[-1] == "bias"
-            buckets["no_decay" if no_decay else "decay"].append(p)
-        else:
-            buckets["norm_scale" if kind == "scale" else "decay"].append(p)
-    settings = {"decay": (weight_decay, 0.0), "no_decay": (0.0, 0.0), "norm_scale": (weight_decay, 1.0)}
-    groups = []
-    for name, params in buckets.items():
-        if not params:
+        if not p.requires_grad:
             continue
-        rate, centre = settings[name]
+        cls = param_class(name, p, kinds)
+        present.add(cls)
+        bucket = ("no_decay" if cls not in DECAYED[rule] else
+                  "norm_scale" if cls in TOWARD_ONE.get(rule, ()) else "decay")
+        buckets.setdefault((bucket, factor_of[cls]), []).append(p)
+    _check_matches(multipliers, present)
+    settings = {"decay": (weight_decay, 0.0), "no_decay": (0.0, 0.0), "norm_scale": (weight_decay, 1.0)}
+    order = {"decay": 0, "no_decay": 1, "norm_scale": 2}
+    groups = []
+    for (bucket, factor), params in sorted(buckets.items(), key=lambda kv: (kv[0][1] != 1.0, order[kv[0][0]])):
+        rate, centre = settings[bucket]
         in_optimizer = mode == "optimizer" and centre == 0.0
-        groups.append({
-            "params": params, "name": name, "decay_rate": rate, "decay_to": centre,
-            "decay_mode": mode, "weight_decay": rate if in_optimizer else 0.0,
-        })
+        group = {
+            "params": params, "name": bucket if factor == 1.0 else f"{bucket}×{factor:g}", "decay_rate": rate,
+            "decay_to": centre, "decay_mode": mode, "weight_decay": rate if in_optimizer else 0.0,
+        }
+        if multipliers:
+            group["lr_multiplier"] = factor
+        groups.append(group)
     return groups
+
+
+def class_settings(weight_decay: float, rule: str, multipliers: dict[str, float]) -> list[tuple[str, float, float, float]]:
+    """Per parameter class: (class, λ, centre c, lr multiplier), as ``create_param_groups`` assigns them."""
+    factor_of = _multiplier_of(multipliers)
+    return [(cls, weight_decay if cls in DECAYED[rule] else 0.0, 1.0 if cls in TOWARD_ONE.get(rule, ()) else 0.0,
+             factor_of[cls]) for cls in CLASSES]
+
+
+def apply_lr_multipliers(optimizer: torch.optim.Optimizer) -> None:
+    """Each group's lr times its ``lr_multiplier`` (once, right after the optimizer is built)."""
+    for group in optimizer.param_groups:
+        group["lr"] = group["lr"] * group.get("lr_multiplier", 1.0)
 
 
 def _decay_(groups: Iterable[dict], lr: Optional[float], select) -> None:

@@ -17,9 +17,9 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, NonNegativeI
 
 from ablab.errors import SpecError
 from ablab.plugins import check_module_name, code_of, import_modules, load_entry_points
-from ablab.optim.groups import Rule, RunMode
+from ablab.optim.groups import Rule, RunMode, check_multipliers
 from ablab.registry import (AUGMENTATIONS, DATASETS, EVALUATORS, LOSSES, MODELS, OBJECTIVES, OPTIMIZERS, PROBES,
-                            SCHEDULES, Registry)
+                            SAMPLERS, SCHEDULES, Registry)
 from ablab.seeding import RANDOM_SOURCES, SOURCES
 from ablab.version import PROTOCOL_VERSION
 
@@ -106,7 +106,7 @@ class _OwnCode(_Strict):
 
 
 _REGISTRY_OF = {"data": DATASETS, "model": MODELS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "loss": LOSSES,
-                "objective": OBJECTIVES}
+                "objective": OBJECTIVES, "sampler": SAMPLERS}
 
 
 class _SeedsBase(_Strict):
@@ -279,6 +279,11 @@ class RunSpec(_OwnCode):
     batch_size: PositiveInt
     drop_last: bool = False
     weight_decay: WeightDecay = WeightDecay()
+    lr_multipliers: dict[str, float] = Field(
+        default_factory=dict,
+        description="lr factor per parameter class (weight, bias, norm_scale, norm_shift, norm, bias_norm); "
+                    "the classes of the weight-decay rules (ablab.optim.groups)")
+    sampler: Component = "iid"
     objective: Component = "standard"
     init_from: Optional[InitFrom] = None
     corrupt: Corrupt = Corrupt()
@@ -297,10 +302,16 @@ class RunSpec(_OwnCode):
                              "(a grid axis 'sam: [null, {rho: 0.05}]' becomes 'objective: [standard, {name: sam, rho: 0.05}]')")
         return data
 
-    @field_validator("data", "model", "optimizer", "schedule", "loss", "objective")
+    @field_validator("data", "model", "optimizer", "schedule", "loss", "objective", "sampler")
     @classmethod
     def _one_component(cls, v: Component, info: ValidationInfo) -> dict[str, Any]:
         return _component(_REGISTRY_OF[info.field_name], v)
+
+    @field_validator("lr_multipliers")
+    @classmethod
+    def _multipliers(cls, v: dict[str, float]) -> dict[str, float]:
+        check_multipliers(v)
+        return v
 
     @field_validator("augment")
     @classmethod
@@ -394,7 +405,8 @@ def _run_id(spec: BaseModel) -> str:
 
 def _drop_locations(data: Any) -> None:
     """Where a source study lives is not part of what a run computes; nor is a bit change that is off
-    (``seeds.bitflip: null``: the ids of runs stored before the source existed stay the same)."""
+    (``seeds.bitflip: null``: the ids of runs stored before the source existed stay the same), nor are
+    settings added later while at their defaults (no ``lr_multipliers``, the ``iid`` sampler)."""
     if isinstance(data, dict):
         for key in ("init_from", "source"):
             if isinstance(data.get(key), dict):
@@ -402,6 +414,10 @@ def _drop_locations(data: Any) -> None:
         seeds = data.get("seeds")
         if isinstance(seeds, dict) and "bitflip" in seeds and seeds["bitflip"] is None:
             seeds.pop("bitflip")
+        if data.get("lr_multipliers") == {}:  # nor settings added later, at their defaults: earlier ids stay
+            data.pop("lr_multipliers")
+        if data.get("sampler") == {"name": "iid"}:
+            data.pop("sampler")
         if isinstance(data.get("source_study"), str):
             data.pop("source_study")
         for value in data.values():

@@ -19,9 +19,9 @@ from torch import nn
 from ablab import seeding
 from ablab.data.base import Dataset
 from ablab.data.corrupt import corrupt_dataset
-from ablab.data.sampler import steps_per_epoch
-from ablab.optim.groups import create_param_groups, decoupled_decay_, group_l2_penalty
-from ablab.registry import AUGMENTATIONS, DATASETS, EVALUATORS, LOSSES, MODELS, OBJECTIVES, OPTIMIZERS, PROBES, SCHEDULES
+from ablab.optim.groups import apply_lr_multipliers, check_multipliers_match, create_param_groups, decoupled_decay_, group_l2_penalty
+from ablab.registry import (AUGMENTATIONS, DATASETS, EVALUATORS, LOSSES, MODELS, OBJECTIVES, OPTIMIZERS, PROBES,
+                            SAMPLERS, SCHEDULES)
 from ablab.spec import EvalSpec, RunSpec
 from ablab.train import checkpoint as ckpt
 from ablab.train.compute import compact_on, make_forward, resolve_device
@@ -57,13 +57,17 @@ class Optimization:
 
 
 def build_optimizer(spec: RunSpec, model: nn.Module) -> Optimization:
-    """Optimizer over the model's trainable parameters, grouped by the weight-decay rule."""
+    """Optimizer over the model's trainable parameters, grouped by the weight-decay rule and the lr multipliers."""
     wd = spec.weight_decay
     if wd.value > 0:
-        params = create_param_groups(model, wd.value, wd.params, mode=wd.mode)
+        params = create_param_groups(model, wd.value, wd.params, mode=wd.mode, lr_multipliers=spec.lr_multipliers)
+    elif spec.lr_multipliers:  # groups by multiplier only: the optimizer's own weight_decay applies to each
+        params = [{k: v for k, v in g.items() if k != "weight_decay"}
+                  for g in create_param_groups(model, 0.0, "all", lr_multipliers=spec.lr_multipliers)]
     else:
         params = [p for p in model.parameters() if p.requires_grad]
     optimizer = OPTIMIZERS.create(spec.optimizer, params=params)
+    apply_lr_multipliers(optimizer)
     groups = optimizer.param_groups
     penalty = (lambda: group_l2_penalty(groups)) if wd.value > 0 and wd.mode == "l2" else None
     decouple = (lambda: decoupled_decay_(groups)) if wd.value > 0 and wd.mode == "decoupled" else None
@@ -74,7 +78,8 @@ def optimizer_key(spec: RunSpec) -> str:
     """The optimizer state of a checkpoint is loaded by a run with the same optimizer over the same parameter
     groups; its hyperparameters (the lr, momentum) may differ: the state is a function of the gradients."""
     wd = spec.weight_decay
-    return json.dumps([spec.optimizer["name"], wd.value > 0, wd.params, wd.mode], sort_keys=True)
+    key = [spec.optimizer["name"], wd.value > 0, wd.params, wd.mode]
+    return json.dumps(key + [spec.lr_multipliers] if spec.lr_multipliers else key, sort_keys=True)  # the same groups
 
 
 @dataclass
@@ -91,10 +96,17 @@ class Duration:
                 "gradient_evaluations": self.total_steps * self.grad_evals_per_step}
 
 
-def plan_duration(spec: RunSpec, n_train: int) -> Duration:
+def build_sampler(spec: RunSpec, data: Dataset):
+    """The run's sampler over its training labels (class labels for a classification task)."""
+    labels = data.splits["train"].y if data.task == "classification" else None
+    return SAMPLERS.create(spec.sampler, labels=labels)
+
+
+def plan_duration(spec: RunSpec, n_train: int, sampler=None) -> Duration:
     """Steps from ``epochs``, ``steps`` or ``budget_epochs`` (gradient evaluations of that many plain
-    epochs, divided by what one step of the objective costs)."""
-    spe = steps_per_epoch(n_train, spec.batch_size, spec.drop_last)
+    epochs, divided by what one step of the objective costs); an epoch is the sampler's."""
+    sampler = sampler if sampler is not None else SAMPLERS.create("iid")
+    spe = sampler.steps_per_epoch(n_train, spec.batch_size, spec.drop_last)
     evals = gradient_evaluations(spec.objective)
     if spec.steps is not None:
         total = spec.steps
@@ -124,6 +136,7 @@ class RunParts:
     forward: Callable[[torch.Tensor], torch.Tensor]
     layout: Callable[[torch.Tensor], torch.Tensor]  # a batch in the model's memory format (channels-last or as is)
     optimization: Optimization
+    sampler: object
     objective: object
     base_lrs: list[float]
     duration: Duration
@@ -222,6 +235,8 @@ def build_run(spec: RunSpec, data: Optional[Dataset] = None, meta: bool = False,
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     forward = model if meta else make_forward(model, spec.compute, device)
+    with _part("lr_multipliers"):
+        check_multipliers_match(model, spec.lr_multipliers)
     with _part("optimizer"):
         opt = build_optimizer(spec, model)
     with _part("loss"):
@@ -229,8 +244,11 @@ def build_run(spec: RunSpec, data: Optional[Dataset] = None, meta: bool = False,
     with _part("objective"):
         setup = StepSetup(model, opt.optimizer, loss_fn, opt.penalty, opt.decouple)
         objective = OBJECTIVES.create(spec.objective, setup=setup)
+    with _part("sampler"):
+        sampler = build_sampler(spec, data)
+        sampler.check(spec.batch_size)
     with _part("schedule"):
-        duration = plan_duration(spec, len(data.splits["train"]))
+        duration = plan_duration(spec, len(data.splits["train"]), sampler)
         schedule = SCHEDULES.create(spec.schedule, total_steps=duration.total_steps,
                                     steps_per_epoch=duration.steps_per_epoch)
         schedule(0)
@@ -242,7 +260,7 @@ def build_run(spec: RunSpec, data: Optional[Dataset] = None, meta: bool = False,
                             device)
     return RunParts(
         spec=spec, device=device, data=data, model=model, forward=forward,
-        layout=_channels_last if channels_last else _same, optimization=opt, objective=objective,
+        layout=_channels_last if channels_last else _same, optimization=opt, sampler=sampler, objective=objective,
         base_lrs=[g["lr"] * spec.lr_scale for g in opt.optimizer.param_groups], duration=duration,
         schedule=schedule, loss_fn=loss_fn, augments=augments, probes=probes, evaluators=evaluators, context=context,
     )

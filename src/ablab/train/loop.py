@@ -20,7 +20,6 @@ import torch
 
 from ablab import seeding
 from ablab.labels import plural
-from ablab.data.sampler import iterate_batches
 from ablab.data.base import Dataset
 from ablab.spec import RunSpec
 from ablab.artifacts import CHECKPOINT_KIND, checkpoint_name, save_checkpoint
@@ -157,7 +156,7 @@ def _train_epoch(t: Training, epoch: int) -> bool:
     state.epoch = epoch
     split = run.data.splits["train"]
     total, every = run.duration.total_steps, spec.record.every_steps
-    for idx in iterate_batches(len(split), spec.batch_size, spec.drop_last, state.shuffle, run.device):
+    for idx in run.sampler.epoch(len(split), spec.batch_size, spec.drop_last, state.shuffle, run.device):
         out, y = _step(run, state, *split.rows(idx))
         if (state.step % every == 0 or state.step == total) and not log_batch(t, out, y):
             return False

@@ -32,7 +32,6 @@ import torch
 from torch import nn
 
 from ablab import seeding
-from ablab.data.sampler import iterate_batches
 from ablab.optim.groups import decoupled_decay_, group_l2_penalty
 from ablab.optim.sam import asam_unscaled_params, bn_running_stats_frozen, perturbations
 from ablab.registry import MODELS, OPTIMIZERS
@@ -332,7 +331,7 @@ def _packed_epoch(pack: Pack, epoch: int) -> None:
     splits = [r.t.run.data.splits["train"] for r in pack.replicas]
     for r in pack.replicas:
         r.t.state.epoch = epoch
-    orders = [iterate_batches(len(split), spec.batch_size, spec.drop_last, r.t.state.shuffle, run.device)
+    orders = [r.t.run.sampler.epoch(len(split), spec.batch_size, spec.drop_last, r.t.state.shuffle, run.device)
               for r, split in zip(pack.replicas, splits)]
     total, every = run.duration.total_steps, spec.record.every_steps
     for idxs in zip(*orders):

@@ -13,7 +13,7 @@ import torch
 from pydantic import PositiveInt
 from torch import nn
 
-from ablab.artifacts import NORM_PARAMS_FILE, RELU_SPARSITY_FILE, save_npz
+from ablab.artifacts import NORM_PARAMS_FILE, OUTPUT_RANGE_FILE, RELU_SPARSITY_FILE, save_npz
 from ablab.optim.groups import is_norm_module
 from ablab.registry import PROBES
 
@@ -149,6 +149,101 @@ class ReluSparsity:
         return {self.artifact: save_npz(arrays, {"layers": self.names})}
 
 
+def statistic_size(module: nn.Module, x: torch.Tensor) -> int:
+    """B of the bound: how many elements enter one training statistic of the layer on input ``x``.
+
+    Examples per group (the batch; a ghost or batch-group norm's ``examples``; GroupNorm's 1) ×
+    channels per group (1; ``C/groups``) × positions H·W (seed 002, App. A: B = batch × H × W for conv).
+    """
+    n, c = x.shape[0], x.shape[1]
+    positions = x[0, 0].numel()
+    if isinstance(module, nn.GroupNorm):
+        return (c // module.num_groups) * positions
+    examples = getattr(module, "examples", None) or n
+    groups = getattr(module, "groups", None) or c
+    return examples * (c // groups) * positions
+
+
+def normalized(module: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """x̂ = (y − β)/γ per channel (channel dim 1); NaN where γ = 0."""
+    gamma, beta = gamma_beta(module)
+    shape = (1, -1) + (1,) * (y.dim() - 2)
+    gamma = gamma.detach().reshape(shape)
+    return (y.detach() - beta.detach().reshape(shape)) / torch.where(gamma == 0, torch.nan, gamma)
+
+
+class OutputRange:
+    """The range of one norm layer's normalized output x̂ = (y − β)/γ in training and in evaluation.
+
+    Training: min and max of x̂ over the training batch every ``every_steps`` steps, with the B of
+    the bound |x̂| ≤ √(B − 1) (seed 002, Eq. 4.2, App. A). Evaluation: min and max of x̂ over every
+    evaluation pass that follows a step (the run's ``eval_splits``; epoch 0: before training), where
+    no such bound holds (Fig. A.1). One forward hook on the layer; values stay on the device.
+    """
+
+    artifact = OUTPUT_RANGE_FILE
+
+    def __init__(self, model: nn.Module, layer: str, every_steps: int):
+        self.every = every_steps
+        self.name, self.module = _norm_layer(model, layer)
+        self.recording = False
+        self.step, self.epoch = 0, 0
+        self.train: list[tuple[int, torch.Tensor, int]] = []  # (step, [min, max], B)
+        self.eval: dict[tuple[int, int], torch.Tensor] = {}  # (step, epoch) -> [min, max]
+        self.handle = self.module.register_forward_hook(self._hook)
+
+    def _hook(self, module: nn.Module, inputs, output: torch.Tensor) -> None:
+        if module.training and not self.recording:
+            return
+        with torch.no_grad():
+            z = normalized(module, output)
+            nan = z.isnan()  # a channel with γ = 0 (or a diverged output) is left out
+            extremes = torch.stack([z.masked_fill(nan, float("inf")).amin(), z.masked_fill(nan, -float("inf")).amax()]).float()
+        if module.training:  # the step's first training pass (SAM's second one is not recorded)
+            self.train.append((self.step + 1, extremes, statistic_size(module, inputs[0])))
+            self.recording = False
+            return
+        seen = self.eval.get((self.step, self.epoch))
+        self.eval[(self.step, self.epoch)] = extremes if seen is None else torch.stack(
+            [torch.minimum(seen[0], extremes[0]), torch.maximum(seen[1], extremes[1])])
+
+    def before_step(self, step: int) -> None:
+        self.step = step
+        self.recording = (step + 1) % self.every == 0
+
+    def after_step(self, step: int, epoch: int) -> None:
+        self.recording = False
+        self.step, self.epoch = step, epoch
+
+    def artifacts(self) -> dict[str, bytes]:
+        self.handle.remove()
+        train = torch.stack([v for _, v, _ in self.train]).cpu().numpy() if self.train else np.zeros((0, 2))
+        evals = torch.stack(list(self.eval.values())).cpu().numpy() if self.eval else np.zeros((0, 2))
+        arrays = {
+            "train_steps": np.asarray([s for s, _, _ in self.train], dtype=np.int64),
+            "train_min": train[:, 0], "train_max": train[:, 1],
+            "train_B": np.asarray([b for _, _, b in self.train], dtype=np.int64),
+            "eval_steps": np.asarray([s for s, _ in self.eval], dtype=np.int64),
+            "eval_epochs": np.asarray([e for _, e in self.eval], dtype=np.int64),
+            "eval_min": evals[:, 0], "eval_max": evals[:, 1],
+        }
+        return {self.artifact: save_npz(arrays, {"layer": self.name, "type": type(self.module).__name__})}
+
+
+def _norm_layer(model: nn.Module, layer: str) -> tuple[str, nn.Module]:
+    """The named norm layer ('' : the last one in the model), or a ValueError naming the choices."""
+    layers = [(name, m) for name, m in model.named_modules() if is_norm_layer(m)]
+    if not layers:
+        raise ValueError("output_range: the model has no norm layer")
+    if not layer:
+        return layers[-1]
+    found = dict(layers).get(layer)
+    if found is None:
+        raise ValueError(f"output_range: '{layer}' is not a norm layer of the model; its norm layers: "
+                         f"{', '.join(n for n, _ in layers)}")
+    return layer, found
+
+
 @PROBES.register("norm_params")
 def norm_params(model: nn.Module, every_steps: PositiveInt = 5) -> NormParams:
     """γ and β of every norm layer every k steps, with layer names and shapes (seed 001)."""
@@ -159,3 +254,9 @@ def norm_params(model: nn.Module, every_steps: PositiveInt = 5) -> NormParams:
 def relu_sparsity(model: nn.Module, every_steps: PositiveInt = 5) -> ReluSparsity:
     """Fraction of activations zeroed by each ReLU on the training batch, every k steps."""
     return ReluSparsity(model, every_steps)
+
+
+@PROBES.register("output_range")
+def output_range(model: nn.Module, layer: str = "", every_steps: PositiveInt = 1) -> OutputRange:
+    """Range of one norm layer's output (y − β)/γ in training vs evaluation, with B of the bound √(B−1) (seed 002 Fig. A.1)."""
+    return OutputRange(model, layer, every_steps)

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from ablab.optim.groups import class_settings
 from ablab.registry import REPORT_SECTIONS
 from ablab.report.context import PagePart, ReportContext, ReportSection
 from ablab.report.html import e
@@ -33,6 +34,7 @@ class Spec(ReportSection):
                         "default filled in. Settings shared by every run:</p>")
             html.append(f"<pre class=\"resolved\">{e(_yaml(unflatten(shared)))}</pre>")
             html.append(_variant_table(per_variant))
+            html.append(_param_groups(ctx.runs))
             if per_seed:
                 html.append("<p class=\"note\">Differing only between the seeds of a variant: "
                             + ", ".join(f"<code>{e(k)}</code>" for k in per_seed) + ".</p>")
@@ -42,6 +44,37 @@ class Spec(ReportSection):
         html.append("<details><summary>Study spec as written</summary>"
                     f"<pre>{e(_yaml(spec))}</pre></details>")
         return PagePart("\n".join(html))
+
+
+def _param_groups(runs: pd.DataFrame) -> str:
+    """Where runs set a weight-decay block or lr multipliers: λ, centre and lr factor per parameter class."""
+    seen: dict[str, list[str]] = {}
+    for label, spec in zip(runs["label"], runs["spec"]) if "spec" in runs else ():
+        if not isinstance(spec, dict):
+            continue
+        wd, mult = spec.get("weight_decay") or {}, spec.get("lr_multipliers") or {}
+        if not mult and not wd.get("value"):
+            continue
+        if wd.get("value"):
+            decay = [wd["value"], wd.get("params", "all"), wd.get("mode", "")]
+        else:  # the optimizer's own weight_decay, on every group
+            decay = [(spec.get("optimizer") or {}).get("weight_decay") or 0.0, "all", "optimizer"]
+        key = json.dumps([*decay, mult], sort_keys=True)
+        seen.setdefault(key, [])
+        if label not in seen[key]:
+            seen[key].append(label)
+    if not seen:
+        return ""
+    rows = []
+    for key, labels in seen.items():
+        value, rule, mode, mult = json.loads(key)
+        cells = "".join(f"<td>{e(cls)}: λ {lam:g}{f' → {c:g}' if c else ''}, lr ×{f:g}</td>"
+                        for cls, lam, c, f in class_settings(value, rule, mult))
+        rows.append(f"<tr><td>{e(', '.join(labels))}</td><td>{e(rule)} ({e(mode)})</td>{cells}</tr>")
+    return ("<p class=\"note\">Parameter groups (ablab.optim.groups): weight decay λ (toward c where c ≠ 0) and "
+            "lr multiplier per parameter class; a class the model lacks has no group.</p>"
+            "<table class=\"param-groups\"><tr><th>variants</th><th>decay rule</th><th>weight</th><th>bias</th>"
+            "<th>norm γ</th><th>norm β</th></tr>" + "".join(rows) + "</table>")
 
 
 def split_settings(runs: pd.DataFrame) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[str]]:
