@@ -381,6 +381,11 @@ CASES = [
     Case("spec", "`members` axis beside a top-level `members`",
          post_hoc(members="pairs", grid={"members": ["single"]})),
     Case("spec", "execute.pack neither auto, off nor a number of runs", run_spec(tiny_study(execute={"pack": 0}))),
+    # seed 002 ch. 3: label smoothing (Eq. 3.8) and the adversarial objectives
+    Case("spec", "label smoothing `smoothing` above 1 − 1/C",
+         run_spec(_set("base.loss", {"name": "cross_entropy", "smoothing": 0.95}))),
+    Case("spec", "both label-smoothing conventions given",
+         run_spec(_set("base.loss", {"name": "cross_entropy", "smoothing": 0.1, "label_smoothing": 0.1}))),
 ]
 
 
