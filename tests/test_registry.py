@@ -79,7 +79,7 @@ def test_importing_ablab_registers_every_built_in_component(first_import):
             "print(len(ALL_REGISTRIES), 'mlp' in ALL_REGISTRIES['model'], 'header' in ALL_REGISTRIES['report_section'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split("\n")[:2] == ["[]", "12 True True"]
+    assert out.stdout.split("\n")[:2] == ["[]", "13 True True"]
 
 
 def test_descriptions_cite_the_thesis_not_internal_notes_or_markup():

@@ -100,6 +100,7 @@ PLACES: dict[str, Callable[[dict], dict[str, Any]]] = {
                         "epochs": 2},  # 6 steps: a probe records every 5 by default
     "objective": lambda c: {"objective": c},
     "evaluator": lambda c: {"record": _record(evaluators=[c])},
+    "attack": lambda c: {"record": _record(evaluators=[{"name": "robust", "attack": c, "examples": 16}])},
 }
 NOT_TRAINED = {"report_section"}  # a part of the report page: checked on stored studies below
 

@@ -22,7 +22,7 @@ def load(path):
 # ``@ablab.register_model("mynet")`` in a module the study lists under ``imports:``.
 from ablab.registry import (  # noqa: E402  (after the constants the registries' users import)
     ACTIVATIONS, AUGMENTATIONS, DATASETS, EVALUATORS, LOSSES, MODELS, NORMS, OBJECTIVES, OPTIMIZERS, PROBES,
-    REPORT_SECTIONS, SCHEDULES, set_builtin_loader,
+    REPORT_SECTIONS, SCHEDULES, ATTACKS, set_builtin_loader,
 )
 
 register_dataset = DATASETS.register
@@ -37,6 +37,7 @@ register_probe = PROBES.register
 register_objective = OBJECTIVES.register
 register_evaluator = EVALUATORS.register
 register_report_section = REPORT_SECTIONS.register
+register_attack = ATTACKS.register
 
 # the built-ins register at the first lookup of any registry (``ablab.registry.load_builtins``)
 set_builtin_loader(functools.partial(importlib.import_module, "ablab.components"))

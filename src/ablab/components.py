@@ -16,6 +16,8 @@ import ablab.data.datasets  # noqa: F401
 import ablab.data.obesity  # noqa: F401
 import ablab.train.probes  # noqa: F401
 import ablab.train.evaluators  # noqa: F401
+import ablab.train.attacks  # noqa: F401
+import ablab.train.robust  # noqa: F401
 import ablab.train.tta  # noqa: F401
 import ablab.train.objectives  # noqa: F401
 import ablab.report.sections  # noqa: F401

@@ -303,10 +303,11 @@ PROBES = Registry("probe", context=("model",))
 OBJECTIVES = Registry("objective", context=("setup",))
 EVALUATORS = Registry("evaluator")
 REPORT_SECTIONS = Registry("report_section")  # parts of the report page (ablab.report.sections)
+ATTACKS = Registry("attack")  # adversarial attacks (ablab.train.attacks), nested in evaluators and objectives
 
 ALL_REGISTRIES: dict[str, Registry] = {
     r.kind: r
     for r in (DATASETS, MODELS, NORMS, ACTIVATIONS, OPTIMIZERS, SCHEDULES, LOSSES, AUGMENTATIONS, PROBES,
-              OBJECTIVES, EVALUATORS, REPORT_SECTIONS)
+              OBJECTIVES, EVALUATORS, REPORT_SECTIONS, ATTACKS)
 }
 

@@ -1,0 +1,224 @@
+"""Robustness evaluators (seed 002 ch. 3): accuracy under an attack, and logit statistics on clean and attacked inputs.
+
+``robust`` attacks a fixed, seeded subsample of a split with one attack (``ATTACKS``) and records
+``<label>_accuracy``, ``<label>_loss`` and ``<label>_clean_accuracy`` (the same subsample unattacked);
+list it once per attack (FGSM, PGD-5/10/20 … in one run, seed 002 Tables 3.1/3.3/3.5/3.6).
+``logit_stats`` records the variance and range of the logits, clean and under an attack, and their
+histograms as an artifact (Fig. 3.1 left, Fig. 3.2 right).
+
+The attack sees pixels in its ``bounds`` and the run's deterministic preprocessing (``normalize``) inside:
+``model(normalize(x_adv))`` (``ablab.train.attacks``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional, Union
+
+import numpy as np
+import torch
+from pydantic import AfterValidator, NonNegativeInt, PositiveInt
+
+from ablab import seeding
+from ablab.artifacts import save_npz
+from ablab.data.base import Split
+from ablab.errors import SpecError
+from ablab.registry import ATTACKS, EVALUATORS
+from ablab.train.attacks import Attack, attack_generator, preprocessed
+from ablab.train.evaluators import MAX, MIN, EvalContext, Evaluation, Epochs, Evaluator, SplitName, correct
+
+LOGIT_HISTOGRAM_KIND = "logit_histogram"  # counts of logit values in fixed bins, clean and attacked (logit_stats)
+SUBSAMPLE_STREAM = "robust_subsample"  # the seed stream of the subsample (the same for every attack of one seed)
+
+
+def _validate_attack(spec: Union[str, dict[str, Any]]) -> dict[str, Any]:
+    """An attack component spec, checked and completed (every default written out, so the run id names it)."""
+    try:
+        spec = ATTACKS.validate(spec)
+        ATTACKS.create(spec)
+    except SpecError as err:
+        raise ValueError(err.render()) from None
+    return spec
+
+
+AttackSpec = Annotated[Union[str, dict[str, Any]], AfterValidator(_validate_attack)]
+"""An attack in a spec: a registered name, or a mapping with ``name`` and its parameters."""
+
+
+def attack_label(spec: dict[str, Any]) -> str:
+    """The default metric prefix of an attack: ``fgsm``, ``pgd20``, ``spsa``."""
+    return f"pgd{spec['steps']}" if spec["name"] == "pgd" else spec["name"]
+
+
+def subsample(n: int, examples: Optional[int], seed: int) -> torch.Tensor:
+    """Indices (sorted, int64, CPU) of the fixed subsample: all ``n`` rows, or ``examples`` drawn without replacement."""
+    if examples is None:
+        return torch.arange(n)
+    if examples > n:
+        raise ValueError(f"the subsample of {examples} examples is larger than the split ({n} examples)")
+    order = torch.randperm(n, generator=seeding.create_generator(SUBSAMPLE_STREAM, seed))
+    return order[:examples].sort().values
+
+
+def _check_task_and_splits(ev: Evaluator, data, examples: Optional[int], bounds: tuple[float, float]) -> None:
+    """SpecError unless the task is classification, each split holds the subsample and its pixels lie in ``bounds``."""
+    name = type(ev).registered
+    if data.task != "classification":
+        raise SpecError(f"{name} attacks a classifier; dataset '{data.name}' is {data.task}", field="name")
+    for key in ev.splits if ev.splits is not None else list(data.splits):
+        split = data.splits.get(key)
+        if split is None:
+            continue
+        if examples is not None and examples > len(split):
+            raise SpecError(f"{name}: the subsample of {examples} examples is larger than split '{key}' "
+                            f"({len(split)} examples); lower 'examples'", field="examples")
+        x = split.x
+        if x.dtype != torch.uint8 and x.numel():  # uint8 codes decode to [0, 1]
+            lo, hi = float(x.min()), float(x.max())
+            if lo < bounds[0] or hi > bounds[1]:
+                raise SpecError(f"{name}: split '{key}' of dataset '{data.name}' has values in [{lo:.4g}, {hi:.4g}], "
+                                f"outside the attack's bounds [{bounds[0]}, {bounds[1]}]: ε is in pixel units of "
+                                "images in those bounds (normalize with the 'normalize' augmentation, or set bounds)",
+                                field="attack.bounds")
+
+
+class _Attacked(Evaluator):
+    """Shared by the attack evaluators: the attack, the subsample and its seed."""
+
+    registered = ""
+
+    def __init__(self, attack: Optional[dict], examples: Optional[int], seed: int, splits, epochs: Epochs):
+        super().__init__(splits, epochs)
+        self.attack_spec = attack
+        self.attack: Optional[Attack] = ATTACKS.create(attack) if attack is not None else None
+        self.examples, self.seed = examples, seed
+
+    def check(self, data) -> None:
+        bounds = self.attack.bounds if self.attack is not None else (-float("inf"), float("inf"))
+        _check_task_and_splits(self, data, self.examples, bounds)
+
+    def attacked_batches(self, ctx: EvalContext, split: Split):
+        """(clean x, y, attacked x or None) over the subsample in order, in evaluation batches (the last may be short)."""
+        index = subsample(len(split), self.examples, self.seed).to(split.x.device)
+        generator = attack_generator(self.seed, split.x.device)
+        m = ctx.model
+        for start in range(0, len(index), ctx.batch_size):
+            x, y = split.rows(index[start:start + ctx.batch_size])
+            x_adv = None
+            if self.attack is not None:
+                x_adv = self.attack(m.module, x, y, transforms=ctx.transforms, forward=m.forward, generator=generator)
+            yield x, y, x_adv
+
+
+@torch.no_grad()
+def _eval_outputs(ctx: EvalContext, y: torch.Tensor, *xs: torch.Tensor) -> list[torch.Tensor]:
+    """The model's outputs (eval mode, after the preprocessing) for each of ``xs``."""
+    m = ctx.model
+    was_training = m.module.training
+    m.module.eval()
+    call = preprocessed(m.forward, ctx.transforms, y)
+    out = [call(x) for x in xs]
+    m.module.train(was_training)
+    return out
+
+
+@EVALUATORS.register("robust")
+class Robust(_Attacked):
+    """Accuracy and loss under an attack on a fixed, seeded subsample of a split (seed 002 Tables 3.1–3.6).
+
+    ``examples``: the subsample's size (None: the whole split; the seed used 1,000 test images for
+    PGD-1000 and SPSA); ``seed``: the subsample's and the attack's random stream; ``label``: the metric
+    prefix (default ``fgsm``, ``pgd<steps>``, ``spsa``). The loss is the run's loss on the attacked inputs.
+    """
+
+    registered = "robust"
+
+    def __init__(self, attack: AttackSpec = "pgd", examples: Optional[PositiveInt] = None, seed: NonNegativeInt = 0,
+                 label: Optional[str] = None, splits: Optional[list[SplitName]] = ["test"],  # noqa: B006
+                 epochs: Epochs = "last"):
+        super().__init__(_validate_attack(attack), examples, seed, splits, epochs)
+        self.label = label or attack_label(self.attack_spec)
+        if not self.label.replace("_", "").isalnum():
+            raise ValueError(f"robust: label must be letters, digits and '_', got {self.label!r}")
+
+    def directions(self, classification: bool) -> dict[str, str]:
+        return {f"{self.label}_accuracy": MAX, f"{self.label}_loss": MIN, f"{self.label}_clean_accuracy": MAX}
+
+    def evaluate(self, ctx: EvalContext, split_name: str, split: Split, epoch: int) -> Evaluation:
+        if not ctx.classification:
+            raise ValueError("robust attacks a classifier; this task is a regression")
+        device = split.x.device
+        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        hits = torch.zeros((), device=device, dtype=torch.int64)
+        clean_hits = torch.zeros((), device=device, dtype=torch.int64)
+        n = 0
+        for x, y, x_adv in self.attacked_batches(ctx, split):
+            out_adv, out = _eval_outputs(ctx, y, x_adv, x)
+            loss_sum += ctx.loss_fn(out_adv, y).double() * len(x)
+            hits += correct(out_adv, y)
+            clean_hits += correct(out, y)
+            n += len(x)
+        if n == 0:
+            return Evaluation()
+        return Evaluation({f"{self.label}_accuracy": hits.item() / n, f"{self.label}_loss": (loss_sum / n).item(),
+                           f"{self.label}_clean_accuracy": clean_hits.item() / n})
+
+
+def logit_histogram_name(split: str, epoch: int) -> str:
+    """The artifact name of ``logit_stats``' histograms (.npz: edges, clean, attacked)."""
+    return f"logit_histogram_{split}_e{epoch:04d}.npz"
+
+
+@EVALUATORS.register("logit_stats")
+class LogitStats(_Attacked):
+    """Variance and range of the logits on clean and attacked inputs, and their histograms (seed 002 Fig. 3.1–3.2).
+
+    Variance: of every logit value of the subsample (examples × classes, population, ddof 0; seed 002
+    §3.4: 8.31 PGD-trained vs 4.02 ALP); range: max − min of those values (§3.4.1: ≈20 vs ≈1.2 with
+    label smoothing). ``attack`` None: clean only. Histograms: ``bins`` equal bins over ``[-limit, limit]``
+    (values beyond count in the end bins), stored as ``logit_histogram_<split>_e<epoch>.npz``.
+    """
+
+    registered = "logit_stats"
+
+    def __init__(self, attack: Optional[AttackSpec] = "pgd", examples: Optional[PositiveInt] = None,
+                 seed: NonNegativeInt = 0, bins: PositiveInt = 100, limit: float = 30.0,
+                 splits: Optional[list[SplitName]] = ["test"], epochs: Epochs = "last"):  # noqa: B006
+        super().__init__(_validate_attack(attack) if attack is not None else None, examples, seed, splits, epochs)
+        if not limit > 0:
+            raise ValueError(f"logit_stats: limit must be positive, got {limit}")
+        self.bins, self.limit = bins, limit
+
+    def directions(self, classification: bool) -> dict[str, str]:
+        names = ["logit_variance", "logit_range"] + (["adv_logit_variance", "adv_logit_range"] if self.attack else [])
+        return {n: MIN for n in names}
+
+    def stored_bytes(self, sizing) -> int:
+        return 8 * (3 * self.bins + 1) + 1024
+
+    def evaluate(self, ctx: EvalContext, split_name: str, split: Split, epoch: int) -> Evaluation:
+        clean, adv, rows = [], [], 0
+        for x, y, x_adv in self.attacked_batches(ctx, split):
+            rows += len(x)
+            outs = _eval_outputs(ctx, y, x, *([x_adv] if x_adv is not None else []))
+            clean.append(outs[0].double().flatten())
+            if x_adv is not None:
+                adv.append(outs[1].double().flatten())
+        if not clean:
+            return Evaluation()
+        edges = np.linspace(-self.limit, self.limit, self.bins + 1)
+        metrics, arrays = {}, {"edges": edges}
+        for prefix, parts in (("", clean), ("adv_", adv)):
+            if not parts:
+                continue
+            values = torch.cat(parts)
+            metrics[f"{prefix}logit_variance"] = values.var(unbiased=False).item()
+            metrics[f"{prefix}logit_range"] = (values.max() - values.min()).item()
+            arrays["attacked" if prefix else "clean"] = histogram(values.cpu().numpy(), edges)
+        meta = {"attack": self.attack_spec, "examples": rows}
+        return Evaluation(metrics, {logit_histogram_name(split_name, epoch): (LOGIT_HISTOGRAM_KIND,
+                                                                               save_npz(arrays, meta))})
+
+
+def histogram(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Counts (int64) of ``values`` in the bins of ``edges``, values beyond the ends counted in the end bins."""
+    return np.histogram(np.clip(values, edges[0], edges[-1]), bins=edges)[0].astype(np.int64)
