@@ -381,6 +381,17 @@ CASES = [
     Case("spec", "`members` axis beside a top-level `members`",
          post_hoc(members="pairs", grid={"members": ["single"]})),
     Case("spec", "execute.pack neither auto, off nor a number of runs", run_spec(tiny_study(execute={"pack": 0}))),
+    # ---- attacks and robust evaluation (seed 002 ch. 3)
+    Case("spec", "an attack with ε < 0", run_spec(_set("base.record.evaluators", [
+        {"name": "robust", "attack": {"name": "pgd", "eps": -0.03}}]))),
+    Case("spec", "an attack with steps < 0", run_spec(_set("base.record.evaluators", [
+        {"name": "robust", "attack": {"name": "pgd", "steps": -1}}]))),
+    Case("spec", "robust evaluation of a regression task", run_spec(_set("base.record.evaluators", ["robust"], _set(
+        "base.data", "diabetes", _set("base.loss", "mse"))))),
+    Case("dataset", "robust evaluation of data outside the attack's pixel range (standardized features)",
+         run_spec(_set("base.record.evaluators", ["robust"], _set("base.data", "wine")))),
+    Case("spec", "robust evaluation on a split smaller than its subsample", run_spec(_set(
+        "base.record.evaluators", [{"name": "robust", "examples": 1000}]))),
     # seed 002 ch. 3: label smoothing (Eq. 3.8) and the adversarial objectives
     Case("spec", "label smoothing `smoothing` above 1 − 1/C",
          run_spec(_set("base.loss", {"name": "cross_entropy", "smoothing": 0.95}))),

@@ -12,11 +12,13 @@ The attack sees pixels in its ``bounds`` and the run's deterministic preprocessi
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional, Union
+from dataclasses import replace
+from typing import Annotated, Any, Literal, Optional, Union
 
 import numpy as np
 import torch
-from pydantic import AfterValidator, NonNegativeInt, PositiveInt
+from pydantic import AfterValidator, NonNegativeFloat, NonNegativeInt, PositiveInt
+from torch import nn
 
 from ablab import seeding
 from ablab.artifacts import save_npz
@@ -222,3 +224,119 @@ class LogitStats(_Attacked):
 def histogram(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Counts (int64) of ``values`` in the bins of ``edges``, values beyond the ends counted in the end bins."""
     return np.histogram(np.clip(values, edges[0], edges[-1]), bins=edges)[0].astype(np.int64)
+
+
+class _Pixels(nn.Module):
+    """The model as the attack libraries expect it: pixels in, logits out (preprocessing inside)."""
+
+    def __init__(self, module: nn.Module, forward, transforms: tuple):
+        super().__init__()
+        self.module, self.call, self.transforms = module, forward, transforms
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for transform in self.transforms:
+            x, _ = transform(x, None, None)
+        return self.call(x)
+
+
+def require_torchattacks():
+    """The ``torchattacks`` module, or a SpecError saying how to install it."""
+    try:
+        import torchattacks
+    except ImportError:
+        raise SpecError("the autoattack evaluator runs torchattacks, which is not installed: "
+                        "pip install 'ablab[robust]' (or torchattacks --no-deps)", field="name") from None
+    return torchattacks
+
+
+@EVALUATORS.register("autoattack")
+class AutoAttackEval(_Attacked):
+    """Accuracy under AutoAttack (Croce & Hein 2020) through torchattacks, on a fixed, seeded subsample.
+
+    The robust-accuracy standard today (APGD-CE, APGD-T, FAB-T, Square for ``standard``); an extra,
+    ``pip install 'ablab[robust]'``. ε in pixel units of the [0, 1] image (default .03, seed 002 §3.5.1),
+    eval mode, the run's ``normalize`` inside the model. Records ``autoattack_accuracy`` (and
+    ``autoattack_clean_accuracy``).
+    """
+
+    registered = "autoattack"
+
+    def __init__(self, eps: NonNegativeFloat = 0.03, norm: Literal["Linf", "L2"] = "Linf",
+                 version: Literal["standard", "plus", "rand"] = "standard", examples: Optional[PositiveInt] = None,
+                 seed: NonNegativeInt = 0, splits: Optional[list[SplitName]] = ["test"],  # noqa: B006
+                 epochs: Epochs = "last"):
+        super().__init__(None, examples, seed, splits, epochs)
+        self.eps, self.norm, self.version = eps, norm, version
+
+    def check(self, data) -> None:
+        require_torchattacks()
+        _check_task_and_splits(self, data, self.examples, (0.0, 1.0))
+        if self.version != "rand" and data.out_dim < 4:  # the targeted DLR loss reads the 4th-largest logit
+            raise SpecError(f"autoattack '{self.version}' needs 4 or more classes (its targeted DLR loss); dataset "
+                            f"'{data.name}' has {data.out_dim}: use version 'rand'", field="version")
+
+    def directions(self, classification: bool) -> dict[str, str]:
+        return {"autoattack_accuracy": MAX, "autoattack_clean_accuracy": MAX}
+
+    def evaluate(self, ctx: EvalContext, split_name: str, split: Split, epoch: int) -> Evaluation:
+        ta = require_torchattacks()
+        m = ctx.model
+        model = _Pixels(m.module, m.forward, ctx.transforms)
+        hits = clean_hits = n = 0
+        devices = [split.x.device.index or 0] if split.x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # torchattacks seeds the global generators
+            for x, y, _ in self.attacked_batches(ctx, split):
+                (out,) = _eval_outputs(ctx, y, x)
+                attack = ta.AutoAttack(model, norm=self.norm, eps=self.eps, version=self.version,
+                                       n_classes=out.shape[-1], seed=self.seed)
+                x_adv = attack(x, y)
+                (out_adv,) = _eval_outputs(ctx, y, x_adv)
+                hits += int(correct(out_adv, y))
+                clean_hits += int(correct(out, y))
+                n += len(x)
+        if n == 0:
+            return Evaluation()
+        return Evaluation({"autoattack_accuracy": hits / n, "autoattack_clean_accuracy": clean_hits / n})
+
+
+@EVALUATORS.register("transfer")
+class Transfer(_Attacked):
+    """Black-box transfer (seed 002 Tables 3.2/3.4): the first model (source) crafts the attack, the second (target) is scored.
+
+    For a post-hoc study with ``members: pairs`` (every ordered pair of stored runs): ``transfer_accuracy``
+    is the target's accuracy on the source's adversarial examples of the subsample, PGD-10 with the seed's
+    CIFAR settings by default (§3.5.2); also the source's own (white-box) and the target's clean accuracy.
+    The report draws them as a matrix, rows = target, columns = source; a pair of two runs of one variant
+    is its diagonal (two independently trained models of one method).
+    """
+
+    registered = "transfer"
+    members = 2
+    min_members = 2
+
+    def __init__(self, attack: AttackSpec = {"name": "pgd", "steps": 10},  # noqa: B006
+                 examples: Optional[PositiveInt] = None, seed: NonNegativeInt = 0,
+                 splits: Optional[list[SplitName]] = ["test"], epochs: Epochs = "last"):  # noqa: B006
+        super().__init__(_validate_attack(attack), examples, seed, splits, epochs)
+
+    def directions(self, classification: bool) -> dict[str, str]:
+        return {"transfer_accuracy": MAX, "transfer_source_accuracy": MAX, "transfer_clean_accuracy": MAX}
+
+    def evaluate(self, ctx: EvalContext, split_name: str, split: Split, epoch: int) -> Evaluation:
+        if len(ctx.members) != 2:
+            raise ValueError(f"transfer needs a (source, target) pair of models; got {len(ctx.members)}")
+        source, target = ctx.members
+        hits = {"transfer_accuracy": 0, "transfer_source_accuracy": 0, "transfer_clean_accuracy": 0}
+        n = 0
+        for x, y, x_adv in self.attacked_batches(ctx, split):  # attacked_batches attacks ctx.model: the source
+            for key, view, inputs in (("transfer_accuracy", target, x_adv), ("transfer_source_accuracy", source, x_adv),
+                                      ("transfer_clean_accuracy", target, x)):
+                (out,) = _eval_outputs(_member(ctx, view), y, inputs)
+                hits[key] += int(correct(out, y))
+            n += len(x)
+        return Evaluation({k: v / n for k, v in hits.items()}) if n else Evaluation()
+
+
+def _member(ctx: EvalContext, view) -> EvalContext:
+    """``ctx`` with ``view`` as its (first) model."""
+    return replace(ctx, members=[view])
