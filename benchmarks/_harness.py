@@ -92,21 +92,21 @@ def rel_iqr(xs: list[float]) -> float:
 
 @dataclass
 class Verdict:
-    """One target: the measured value, its bound (value ≤ target passes) and the result."""
+    """One target: the measured value, its bound (value ≤ target passes) and the result; target None: reported only."""
 
     benchmark: str
     what: str
     value: float
-    target: float
+    target: Optional[float]
     unit: str
 
     @property
     def passed(self) -> bool:
-        return self.value <= self.target
+        return self.target is None or self.value <= self.target
 
     @property
     def result(self) -> str:
-        return "PASS" if self.passed else "MISS"
+        return "reported" if self.target is None else "PASS" if self.passed else "MISS"
 
 
 def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:

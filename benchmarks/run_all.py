@@ -18,7 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ["bench_loop.py", "bench_augment.py", "bench_mixing.py", "bench_probes.py", "bench_artifacts.py",
               "bench_executors.py", "bench_variability.py", "bench_tta.py", "bench_estimate.py", "bench_gpu.py",
-              "bench_replicas.py"]
+              "bench_replicas.py", "bench_adversarial.py"]
 
 
 def main() -> int:

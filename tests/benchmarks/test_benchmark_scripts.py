@@ -188,3 +188,14 @@ def test_quick_run_measures_every_target(script, tmp_path):
 def test_soak_faults_quick_runs_from_the_command_line(tmp_path):
     out = _run("soak_faults.py", "--kills", "1", "--quick", "--seed", "2", "--work", str(tmp_path), timeout=600)
     assert '"problems": {}' in out and '"cycles": 1' in out, out[-3000:]
+
+
+@smokes("bench_adversarial.py")
+def test_bench_adversarial_quick_reports_the_robust_evaluation_ratio():
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = Path(tmp) / "s.json"
+        out = _run("bench_adversarial.py", "--quick", "--summary-json", str(summary), timeout=300)
+        verdicts = json.loads(summary.read_text())
+    assert "robust evaluation: PGD-20 on the images vs one clean pass" in out, out[-3000:]
+    for model in ("mlp (128,128) / digits 1x8x8", "resnet6 / digits 3x32x32"):
+        assert any(v["what"].endswith(model) and v["result"] == "reported" and v["value"] > 1 for v in verdicts)

@@ -50,7 +50,8 @@ for _module in pkgutil.iter_modules(__path__):
 
 PAGE_ORDER = (
     "header", "continued_runs", "post_hoc_units", "variants", "curves", "final_table", "mixing", "grids", "best",
-    "sharpness", "variability", "cka", "loss_spread", "norm_params", "relu_sparsity", "budget", "problems", "spec",
+    "sharpness", "robustness", "transfer", "logit_histograms",
+    "variability", "cka", "loss_spread", "norm_params", "relu_sparsity", "budget", "problems", "spec",
 )
 
 
