@@ -34,7 +34,7 @@ def fake_data(tmp_path_factory):
                           {"fine_labels": rng.integers(0, 100, n).tolist(), "coarse_labels": rng.integers(0, 20, n).tolist()})
     (root / "svhn").mkdir()
     for name, n in (("train", 20), ("test", 1000), ("extra", 20)):
-        write_svhn_mat(root / "svhn" / f"{name}_32x32.mat", make_images(n, 3, 32, 7).transpose(0, 2, 3, 1),
+        write_svhn_mat(root / "svhn" / f"{name}_32x32.mat", make_images(n, 3, 32, 7),
                        rng.integers(0, 10, n))
     return {"cifar10": root / "c10", "cifar100": root / "c100", "svhn": root / "svhn"}
 
