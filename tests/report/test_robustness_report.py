@@ -93,3 +93,18 @@ def test_labels_tables_and_shades():
     assert first == ["test.accuracy", "test.fgsm_accuracy", "test.pgd5_accuracy", "test.pgd20_accuracy"]
     assert strong == ["test.pgd20_accuracy", "test.pgd1000_accuracy", "test.spsa_accuracy"]
     assert shade(0.0) == "#ffffff" and shade(1.0) == "#4caf50" and shade(float("nan")) == "#eeeeee"
+
+
+def test_the_thesis_rows_stand_beside_variants_named_as_its_methods():
+    from ablab.report.sections.robustness import THESIS_STRONGEST, THESIS_WHITE_BOX, robust_table_html, thesis_column
+
+    beside = thesis_column(["Regular", "label smoothing", "LS", "pgd", "ALP", "lrm", "mixup"],
+                           THESIS_WHITE_BOX["cifar10"])
+    assert beside == {"Regular": "87.4 / 6.1 / 0.0 / 0.0 / 0.0", "label smoothing": "86.9 / 54.7 / 49.4 / 41.7 / 34.4",
+                      "LS": "86.9 / 54.7 / 49.4 / 41.7 / 34.4", "pgd": "75.8 / 50.5 / 51.0 / 46.1 / 45.3",
+                      "ALP": "74.0 / 52.6 / 53.6 / 49.1 / 48.5", "lrm": "68.5 / 52.8 / 53.8 / 51.4 / 51.0"}
+    assert thesis_column(["ls"], THESIS_STRONGEST["cifar10"]) == {"ls": "34.4 / 7.2 / 8.9"}  # LS collapses
+    agg = pd.DataFrame({"label": ["pgd"], "n": [1], "n_diverged": [0], "n_failed": [0], "test.accuracy.mean": [0.5],
+                        "test.accuracy.sd": [np.nan], "test.accuracy.n": [1]})
+    html = robust_table_html(agg, ["test.accuracy"], {}, {"pgd": "75.8 / 50.5"}, "thesis, Table 3.1 (%)")
+    assert "<th>thesis, Table 3.1 (%)</th>" in html and "75.8 / 50.5" in html

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -123,6 +125,10 @@ def test_check_refuses_a_regression_a_small_split_and_data_outside_the_bounds():
     with pytest.raises(SpecError, match=r"outside the attack's bounds \[0.0, 1.0\]"):
         EVALUATORS.create("robust").check(wide)
     EVALUATORS.create({"name": "robust", "attack": {"name": "fgsm", "bounds": [0, 2]}}).check(wide)
+    if importlib.util.find_spec("torchattacks") is not None:
+        with pytest.raises(SpecError, match="outside the attack's bounds") as err:
+            EVALUATORS.create("autoattack").check(wide)
+        assert err.value.field == "name"
     reg = Dataset("r", {"test": Split(split.x, split.x.flatten(1))}, in_shape=(2, 2, 2), out_dim=8, task="regression")
     with pytest.raises(SpecError, match="attacks a classifier"):
         EVALUATORS.create("robust").check(reg)
@@ -171,10 +177,11 @@ def test_from_a_study_spec_through_the_cli_into_the_store(write_study, tmp_path)
     assert value["adv_logit_variance"] > 0
 
 
-def test_autoattack_equals_torchattacks_run_by_hand_and_is_clean_accuracy_at_eps_0():
+@pytest.mark.parametrize("device", DEVICES)
+def test_autoattack_equals_torchattacks_run_by_hand_and_is_clean_accuracy_at_eps_0(device):
     ta = pytest.importorskip("torchattacks")
-    model, split, data = problem(n=12, classes=5)
-    ctx, norm = context(model, data)
+    model, split, data = problem(n=12, classes=5, device=device)
+    ctx, norm = context(model, data, device=device)
     EVALUATORS.create("autoattack").check(data)
     with pytest.raises(SpecError, match="needs 4 or more classes"):
         EVALUATORS.create("autoattack").check(problem(classes=3)[2])
@@ -185,7 +192,7 @@ def test_autoattack_equals_torchattacks_run_by_hand_and_is_clean_accuracy_at_eps
     clean_acc, adv_acc = 0, 0
     for i in range(0, 12, 5):
         xb, yb = x[i:i + 5], y[i:i + 5]
-        with torch.random.fork_rng():
+        with torch.random.fork_rng(devices=[0] if device == "cuda" else []):
             adv = ta.AutoAttack(pixels, norm="Linf", eps=0.1, version="standard", n_classes=5, seed=2)(xb, yb)
         with torch.no_grad():
             adv_acc += int((pixels(adv).argmax(1) == yb).sum())
@@ -195,11 +202,12 @@ def test_autoattack_equals_torchattacks_run_by_hand_and_is_clean_accuracy_at_eps
     assert zero["autoattack_accuracy"] == zero["autoattack_clean_accuracy"] == clean_acc / 12
 
 
-def test_transfer_scores_the_target_on_the_sources_adversarial_examples():
-    source, split, data = problem()
+@pytest.mark.parametrize("device", DEVICES)
+def test_transfer_scores_the_target_on_the_sources_adversarial_examples(device):
+    source, split, data = problem(device=device)
     torch.manual_seed(5)
-    target = nn.Sequential(nn.Flatten(), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
-    ctx, norm = context(source, data)
+    target = nn.Sequential(nn.Flatten(), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)).to(device)
+    ctx, norm = context(source, data, device=device)
     ctx.members.append(ModelView(target, target))
     attack = {"name": "pgd", "eps": 0.2, "step": 0.05, "steps": 4, "random_start": False}
     got = EVALUATORS.create({"name": "transfer", "attack": attack}).evaluate(ctx, "test", split, 0).metrics

@@ -1,4 +1,4 @@
-"""Adversarial attacks (seed 002 ch. 3, §3.2): FGSM, PGD and SPSA as plain functions on any ``nn.Module``.
+"""Adversarial attacks (seed 002 ch. 3): FGSM, PGD and SPSA as plain functions on any ``nn.Module``.
 
 The call (what an evaluator or a training objective calls on one batch)::
 
@@ -134,7 +134,7 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float = 0.03, step: float =
         bounds: tuple[float, float] = (0.0, 1.0), transforms: tuple = (), forward: Optional[Forward] = None,
         loss_fn: Optional[Callable[[Tensor, Tensor], Tensor]] = None,
         generator: Optional[torch.Generator] = None) -> Tensor:
-    """Projected gradient ascent on the loss (Madry et al.; seed 002 §3.2): ``steps`` steps of size ``step``.
+    """Projected gradient ascent on the loss (Madry et al.; seed 002 ch. 3): ``steps`` steps of size ``step``.
 
     Each step: x ← Π_{ε-ball ∩ bounds}(x + step · sign(∇ₓJ)) (L∞; L2: the normalized gradient). A random
     start draws δ₀ ~ U(−ε, ε) first (projected). 0 steps returns ``x`` itself (after the random start, if any).
@@ -159,7 +159,7 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float = 0.03, *, norm: Nor
          transforms: tuple = (), forward: Optional[Forward] = None,
          loss_fn: Optional[Callable[[Tensor, Tensor], Tensor]] = None,
          generator: Optional[torch.Generator] = None) -> Tensor:
-    """The fast gradient sign method (Goodfellow et al.; seed 002 §3.2): x + ε · sign(∇ₓJ), clipped to ``bounds``."""
+    """The fast gradient sign method (Goodfellow et al.; seed 002 ch. 3): x + ε · sign(∇ₓJ), clipped to ``bounds``."""
     return pgd(model, x, y, eps, eps, 1, random_start=False, norm=norm, labels=labels, mode=mode, bounds=bounds,
                transforms=transforms, forward=forward, loss_fn=loss_fn)
 
@@ -238,7 +238,7 @@ Bounds = tuple[float, float]
 @ATTACKS.register("fgsm")
 def fgsm_attack(eps: NonNegativeFloat = 0.03, norm: Norm = "linf", labels: LabelSource = "true", mode: Mode = "eval",
                 bounds: Bounds = (0.0, 1.0)) -> Attack:
-    """FGSM, x + ε·sign(∇ₓJ) in pixel units of the [0, 1] image (seed 002 §3.2; default ε = .03, CIFAR)."""
+    """FGSM, x + ε·sign(∇ₓJ) in pixel units of the [0, 1] image (seed 002 ch. 3; default ε = .03, CIFAR)."""
     _check(eps, 0.0, 0, bounds)
     return Attack("fgsm", fgsm, {"eps": eps, "norm": norm, "labels": labels, "mode": mode, "bounds": tuple(bounds)},
                   gradients=1)
@@ -248,7 +248,7 @@ def fgsm_attack(eps: NonNegativeFloat = 0.03, norm: Norm = "linf", labels: Label
 def pgd_attack(eps: NonNegativeFloat = 0.03, step: NonNegativeFloat = 0.0078, steps: NonNegativeInt = 10,
                random_start: bool = True, norm: Norm = "linf", labels: LabelSource = "true", mode: Mode = "eval",
                bounds: Bounds = (0.0, 1.0)) -> Attack:
-    """PGD, iterated FGSM projected onto the ε-ball, random start optional (seed 002 §3.2; defaults: CIFAR, PGD-10)."""
+    """PGD, iterated FGSM projected onto the ε-ball, random start optional (seed 002 ch. 3; defaults: CIFAR, PGD-10)."""
     _check(eps, step, steps, bounds)
     params = {"eps": eps, "step": step, "steps": steps, "random_start": random_start, "norm": norm, "labels": labels,
               "mode": mode, "bounds": tuple(bounds)}

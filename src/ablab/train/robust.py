@@ -80,7 +80,7 @@ def _check_task_and_splits(ev: Evaluator, data, examples: Optional[int], bounds:
                 raise SpecError(f"{name}: split '{key}' of dataset '{data.name}' has values in [{lo:.4g}, {hi:.4g}], "
                                 f"outside the attack's bounds [{bounds[0]}, {bounds[1]}]: ε is in pixel units of "
                                 "images in those bounds (normalize with the 'normalize' augmentation, or set bounds)",
-                                field="attack.bounds")
+                                field="attack.bounds" if getattr(ev, "attack_spec", None) else "name")
 
 
 class _Attacked(Evaluator):
@@ -175,7 +175,7 @@ class LogitStats(_Attacked):
     """Variance and range of the logits on clean and attacked inputs, and their histograms (seed 002 Fig. 3.1–3.2).
 
     Variance: of every logit value of the subsample (examples × classes, population, ddof 0; seed 002
-    §3.4: 8.31 PGD-trained vs 4.02 ALP); range: max − min of those values (§3.4.1: ≈20 vs ≈1.2 with
+    Fig. 3.1: 8.31 PGD-trained vs 4.02 ALP); range: max − min of those values (Fig. 3.2: ≈20 vs ≈1.2 with
     label smoothing). ``attack`` None: clean only. Histograms: ``bins`` equal bins over ``[-limit, limit]``
     (values beyond count in the end bins), stored as ``logit_histogram_<split>_e<epoch>.npz``.
     """
@@ -305,7 +305,7 @@ class Transfer(_Attacked):
 
     For a post-hoc study with ``members: pairs`` (every ordered pair of stored runs): ``transfer_accuracy``
     is the target's accuracy on the source's adversarial examples of the subsample, PGD-10 with the seed's
-    CIFAR settings by default (§3.5.2); also the source's own (white-box) and the target's clean accuracy.
+    CIFAR settings by default (§3.5.1); also the source's own (white-box) and the target's clean accuracy.
     The report draws them as a matrix, rows = target, columns = source; a pair of two runs of one variant
     is its diagonal (two independently trained models of one method).
     """

@@ -4,7 +4,8 @@ A robust metric is ``<label>_accuracy`` recorded beside its ``<label>_clean_accu
 ``autoattack`` evaluators). The first table has the clean accuracy, FGSM and PGD with up to 20 steps
 (Tables 3.1/3.3/3.5: Natural, FGSM, PGD-5/10/20); the second, when a run recorded a stronger attack, PGD-20
 beside PGD with more steps, SPSA and AutoAttack (Table 3.6). Cells: mean ± SD over seeds, with Δ and
-Welch's p against each ``report.baselines`` role (the study's "regular" training, say).
+Welch's p against each ``report.baselines`` role (the study's "regular" training, say). On CIFAR-10/100 and
+SVHN the thesis' row is shown beside each variant whose label names its method (``THESIS_WHITE_BOX``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 
 import pandas as pd
 
+from ablab.analysis.mixing import dataset_of
 from ablab.analysis.seeds import RUN_COLUMNS, aggregate
 from ablab.files import write_atomic
 from ablab.registry import REPORT_SECTIONS
@@ -23,6 +25,24 @@ from ablab.report.html import e, swatch
 
 SPLIT = "test"
 WHITE_BOX, STRONGEST = "robustness.csv", "robustness_strongest.csv"
+# accuracy %, as printed: seed002.md §3.3, Tables 3.1 (L692–700), 3.3 (L730–738), 3.5 (L770–778): natural, FGSM,
+# PGD-5/10/20; Table 3.6 (L788–796, CIFAR-10, 1,000 images): PGD-20, PGD-1000, SPSA
+THESIS_WHITE_BOX = {
+    "cifar10": {"regular": (87.4, 6.1, 0.0, 0.0, 0.0), "label_smoothing": (86.9, 54.7, 49.4, 41.7, 34.4),
+                "pgd": (75.8, 50.5, 51.0, 46.1, 45.3), "alp": (74.0, 52.6, 53.6, 49.1, 48.5),
+                "lrm": (68.5, 52.8, 53.8, 51.4, 51.0)},
+    "cifar100": {"regular": (59.1, 2.3, 0.1, 0.0, 0.0), "label_smoothing": (55.0, 11.5, 2.3, 0.9, 0.2),
+                 "pgd": (50.2, 26.2, 27.2, 23.9, 23.6), "alp": (44.9, 27.3, 28.3, 26.0, 25.9),
+                 "lrm": (43.8, 28.1, 29.1, 26.8, 26.6)},
+    "svhn": {"regular": (96.7, 14.8, 0.0, 0.0, 0.0), "label_smoothing": (97.0, 50.8, 15.1, 4.4, 1.3),
+             "pgd": (85.3, 50.5, 47.3, 39.6, 38.0), "alp": (82.5, 49.6, 47.1, 40.0, 38.6),
+             "lrm": (83.6, 51.5, 48.4, 40.9, 39.4)},
+}
+THESIS_STRONGEST = {"cifar10": {"regular": (0.0, 0.0, 0.0), "label_smoothing": (34.4, 7.2, 8.9),
+                                "pgd": (45.3, 45.2, 45.4), "alp": (48.5, 48.3, 46.1), "lrm": (51.0, 51.1, 47.9)}}
+THESIS_TABLES = {"cifar10": ("3.1", "3.6"), "cifar100": ("3.3", None), "svhn": ("3.5", None)}
+ALIASES = {"regular": "regular", "baseline": "regular", "label_smoothing": "label_smoothing", "ls": "label_smoothing",
+           "pgd": "pgd", "pgd_at": "pgd", "alp": "alp", "lrm": "lrm"}
 
 
 def attack_order(label: str) -> tuple[int, int, str]:
@@ -72,16 +92,21 @@ class Robustness(ReportSection):
                 "As seed 002 Tables 3.1, 3.3 and 3.5 (natural, FGSM, PGD-5/10/20). Attacked accuracies are on "
                 "each evaluator's subsample; its clean accuracy there is test.&lt;attack&gt;_clean_accuracy.</p>"]
         paths = []
-        for refs, name, title in ((first, WHITE_BOX, ""), (strong, STRONGEST, "Strongest attacks "
-                                                           "(seed 002 Table 3.6: PGD-20, PGD-1000, SPSA on 1,000 images)")):
+        dataset = dataset_of(ctx.runs) if "spec" in ctx.runs else None
+        for refs, name, title, thesis, kind in (
+                (first, WHITE_BOX, "", THESIS_WHITE_BOX, 0),
+                (strong, STRONGEST, "Strongest attacks (seed 002 Table 3.6: PGD-20, PGD-1000, SPSA on 1,000 images)",
+                 THESIS_STRONGEST, 1)):
             if not refs:
                 continue
             agg = robust_agg(ctx, refs)
             path = ctx.table_path(name)
             write_atomic(path, to_csv(tables.to_csv_frame(agg, refs, ctx.rule)).encode())
             paths.append(path)
+            table_no = THESIS_TABLES.get(dataset or "", (None, None))[kind]
+            beside = thesis_column(list(agg["label"]), thesis.get(dataset or "", {})) if table_no else {}
             html += ([f"<h3>{e(title)}</h3>"] if title else []) + [
-                robust_table_html(agg, refs, ctx.colours),
+                robust_table_html(agg, refs, ctx.colours, beside, f"thesis, Table {table_no} (%)"),
                 f"<p class=\"note\">Also as <a href=\"tables/{name}\">CSV</a>.</p>"]
         return PagePart("\n".join(html), tables=paths)
 
@@ -93,9 +118,25 @@ def robust_agg(ctx: ReportContext, refs: list[str]) -> pd.DataFrame:
                                       pairs=ctx.baseline_pairs)
 
 
-def robust_table_html(agg: pd.DataFrame, refs: list[str], colours: dict[str, str]) -> str:
-    """The final table's cells (mean ± SD, then Δ and p per baseline), one column per attack."""
+def thesis_column(labels: list[str], thesis: dict[str, tuple]) -> dict[str, str]:
+    """Per variant whose label names a method of the thesis' table (``regular``, ``label_smoothing`` or ``ls``,
+    ``pgd``, ``alp``, ``lrm``; case, spaces and hyphens aside): its printed row, ``87.4 / 6.1 / …``."""
+    out = {}
+    for label in labels:
+        method = ALIASES.get(re.sub(r"[\s-]+", "_", str(label).strip().lower()))
+        if method in thesis:
+            out[label] = " / ".join(f"{v:.1f}" for v in thesis[method])
+    return out
+
+
+def robust_table_html(agg: pd.DataFrame, refs: list[str], colours: dict[str, str], beside: dict[str, str] | None = None,
+                      beside_header: str = "") -> str:
+    """The final table's cells (mean ± SD, then Δ and p per baseline), one column per attack; the thesis' row
+    beside each variant it has one for."""
     header, rows = tables.table_rows(agg, refs)
+    if beside:
+        header = [*header, beside_header]
+        rows = [[*row, beside.get(row[0], "")] for row in rows]
     head = "".join(f"<th>{e(h)}</th>" for h in header)
     body = "\n".join("<tr><td>" + swatch(colours, row[0]) + e(row[0]) + "</td>"
                      + "".join(f"<td class=\"num\">{e(c)}</td>" for c in row[1:]) + "</tr>" for row in rows)

@@ -2,7 +2,7 @@
 
 Each unit of the ``transfer`` evaluator is an ordered pair (source, target) of stored runs; its
 ``test.transfer_accuracy`` is the target's accuracy on the source's adversarial examples. The matrix
-has one row per target variant and one column per source variant (the seed's layout, §3.5.2); a cell
+has one row per target variant and one column per source variant (the seed's layout in Tables 3.2 and 3.4); a cell
 is the mean ± SD over the pairs of those variants, shaded by its value. The diagonal pairs two
 independently trained runs of one variant, never a run with itself.
 """
