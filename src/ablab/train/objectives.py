@@ -254,7 +254,7 @@ def _update_evaluations(alpha: float) -> int:
 
 @OBJECTIVES.register("adversarial")
 class AdversarialStep(_AdversarialBase):
-    """Adversarial training (seed 002 Eq. 3.1): α·J(x) + (1 − α)·J(g(x)), g the nested ``attack``; α = 0 (Tables 3.1–3.6).
+    """Adversarial training (seed 002 Eq. 3.1): α·J(x) + (1 − α)·J(g(x)), g the nested attack; α = 0 (Tables 3.1–3.6).
 
     ``squeeze`` adds logit squeezing, β‖f‖² on the logits of every batch the update trains on (Fig. 3.1
     right: on top of PGD training). The attack's ``mode`` (eval by default, or train: batch statistics,
