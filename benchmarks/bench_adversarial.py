@@ -7,8 +7,14 @@
     20 × (forward + backward) / forward + 2 ≈ 60 means no overhead beyond the attack itself.
     Rounds interleave the two cases; the ratio is the median of per-round ratios.
 
-More parts (the PGD-k training step against k + 1 plain steps) add a function ``bench_<part>`` returning
-table rows and verdicts, and an entry in ``PARTS``.
+(2) Adversarial training (issue 23, target ≤ 1.1): one step of the ``adversarial`` objective with PGD-k
+    (α = 0, random start; ε .03, step .0078) against k + 1 steps of the ``standard`` objective, on the same
+    model, batch (128 images) and optimizer, built by ``build_run`` as a run builds them. PGD-k training is
+    k attack passes (forward and backward to the input) plus one update: a ratio near 1 means the attack
+    and the objective add nothing beyond those passes (an attack pass skips the parameter gradients and
+    the optimizer, so it can come in under 1). Median of per-round ratios.
+
+More parts add a function ``bench_<part>`` returning table rows and verdicts, and an entry in ``PARTS``.
 
 Run: ``python benchmarks/bench_adversarial.py [--threads N] [--quick]``.
 """
@@ -64,13 +70,59 @@ def bench_robust_eval(device: torch.device, quick: bool) -> tuple[list[list[str]
     return rows, verdicts
 
 
+TRAIN_STEPS = (3, 7)  # PGD-k in training (Madry et al.'s CIFAR count is 7)
+TRAIN_TARGET = 1.1
+
+
+def _training_run(model_name, data_spec, objective, device: torch.device):
+    """A run built as a study builds it (model, optimizer, objective), and one training batch of 128 images."""
+    from ablab.spec import RunSpec
+    from ablab.train.build import build_run
+
+    model = {"name": "mlp", "widths": [128, 128]} if model_name == "mlp" else model_name
+    spec = RunSpec.model_validate({"data": data_spec, "model": model, "optimizer": {"name": "sgd", "lr": 0.01,
+                                   "momentum": 0.9}, "objective": objective, "epochs": 1, "batch_size": 128,
+                                   "augment": ["normalize"], "device": str(device)})
+    run = build_run(spec)
+    x, y = run.data.splits["train"].rows(torch.arange(128, device=run.device))
+    run.model.train()
+    return run, x, y
+
+
+def bench_training_step(device: torch.device, quick: bool) -> tuple[list[list[str]], list[Verdict]]:
+    """Per model and k: T(one PGD-k adversarial-training step) / T(k + 1 standard steps) (median of per-round ratios)."""
+    rounds = 1 if quick else 5
+    rows, verdicts = [], []
+    for label, (model_name, data_spec, _) in MODELS.items():
+        plain, px, py = _training_run(model_name, data_spec, "standard", device)
+        for k in TRAIN_STEPS[:1] if quick else TRAIN_STEPS:
+            attack = {"name": "pgd", "eps": 0.03, "step": 0.0078, "steps": k, "random_start": True}
+            adv, ax, ay = _training_run(model_name, data_spec, {"name": "adversarial", "attack": attack}, device)
+
+            def plain_steps(k=k):
+                for _ in range(k + 1):
+                    plain.objective.step(plain.model, plain.forward, plain.optimizer, px, py)
+
+            cases: dict[str, Callable[[], object]] = {
+                "plain": plain_steps, "adv": lambda: adv.objective.step(adv.model, adv.forward, adv.optimizer, ax, ay)}
+            times = measure_interleaved(cases, rounds=rounds, warmup=1, device=device)
+            ratio = statistics.median(a / p for a, p in zip(times["adv"], times["plain"]))
+            rows.append([label, f"PGD-{k}", f"{statistics.median(times['plain']) * 1e3 / (k + 1):.2f}",
+                         f"{statistics.median(times['adv']) * 1e3:.2f}", f"{ratio:.2f}"])
+            verdicts.append(Verdict("bench_adversarial", f"PGD-{k} training step / {k + 1} plain steps, {label}",
+                                    ratio, TRAIN_TARGET, "x"))
+    return rows, verdicts
+
+
 PARTS = {"robust evaluation: PGD-20 on the images vs one clean pass": (
-    ["model", "images", "clean pass (ms)", "PGD-20 eval (s)", "ratio"], bench_robust_eval)}
+    ["model", "images", "clean pass (ms)", "PGD-20 eval (s)", "ratio"], bench_robust_eval),
+    "adversarial training: one PGD-k step vs k + 1 plain steps (target ≤ 1.1)": (
+    ["model", "attack", "plain step (ms)", "PGD-k step (ms)", "ratio"], bench_training_step)}
 
 
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
-    device = setup(args, "bench_adversarial: robust evaluation cost (seed 002 ch. 3)")
+    device = setup(args, "bench_adversarial: robust evaluation and adversarial training cost (seed 002 ch. 3)")
     verdicts: list[Verdict] = []
     for title, (header, part) in PARTS.items():
         rows, found = part(device, args.quick)

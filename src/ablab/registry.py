@@ -144,7 +144,10 @@ class Registry:
                     field=key,
                 )
         out: dict[str, Any] = {"name": name}
+        quiet = _quiet_defaults(self.get(name))
         for key, p in allowed.items():
+            if key in quiet and (key not in spec or _equal(spec[key], p.default)):
+                continue  # a parameter added later, at its default: left out, so older run ids hold
             if key in spec:
                 value = spec[key]
             elif p.default is inspect.Parameter.empty:
@@ -185,6 +188,30 @@ def load_builtins() -> None:
     except BaseException:  # interrupted or failed: the next lookup tries again
         _builtin_loader = load
         raise
+
+
+def quiet_default(*names: str) -> Callable[[Callable], Callable]:
+    """Decorator (under ``register``): the parameters ``names``, added to a component after runs were stored,
+    stay out of its canonical form while at their default (whose numbers are the old ones), so the run ids
+    stored before they existed still name the same runs."""
+
+    def mark(factory: Callable) -> Callable:
+        factory.quiet_defaults = frozenset(names)  # type: ignore[attr-defined]
+        return factory
+
+    return mark
+
+
+def _quiet_defaults(factory: Callable) -> frozenset:
+    return getattr(factory, "quiet_defaults", frozenset())
+
+
+def _equal(value: Any, default: Any) -> bool:
+    """A spec value equal to a parameter's default (``0`` and ``0.0`` alike; never an error)."""
+    try:
+        return bool(value == default) and type(value) is not bool
+    except Exception:  # noqa: BLE001  (an odd value is simply not the default)
+        return False
 
 
 class RegistrationError(AblabError, ValueError):

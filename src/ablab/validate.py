@@ -99,10 +99,19 @@ def check_variants(variants: list[Variant], file: str, max_artifact_gb: float = 
                 if split not in data.splits:
                     raise fail(SpecError(f"dataset has no '{split}' split (has {', '.join(data.splits)})"),
                                "base.record.eval_splits")
-            loss = _loss(spec)
+            try:
+                loss = _loss(spec)
+            except SpecError as err:
+                raise fail(err, "base.loss") from None
             if getattr(loss, "needs_classes", False) and data.task != "classification":
                 raise fail(SpecError(f"loss '{spec.loss['name']}' needs a classification task; dataset is {data.task} "
                                      "(use mse)"), "base.loss")
+            check_classes = getattr(loss, "check_classes", None)  # a loss whose settings depend on C
+            if check_classes is not None and data.num_classes:
+                try:
+                    check_classes(data.num_classes)
+                except SpecError as err:
+                    raise fail(err, "base.loss") from None
             try:
                 parts = build_run(spec, data=data, meta=True)
             except PartError as err:  # any failure to build is a spec problem of that field

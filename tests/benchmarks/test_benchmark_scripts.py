@@ -217,3 +217,7 @@ def test_bench_adversarial_quick_reports_the_robust_evaluation_ratio():
     assert "robust evaluation: PGD-20 on the images vs one clean pass" in out, out[-3000:]
     for model in ("mlp (128,128) / digits 1x8x8", "resnet6 / digits 3x32x32"):
         assert any(v["what"].endswith(model) and v["result"] == "reported" and v["value"] > 1 for v in verdicts)
+    # the PGD-k training step against k + 1 plain steps (issue 23): printed, with its target
+    assert "adversarial training: one PGD-k step vs k + 1 plain steps" in out, out[-3000:]
+    steps = [v for v in verdicts if v["what"].startswith("PGD-3 training step / 4 plain steps")]
+    assert len(steps) == 2 and all(v["target"] == 1.1 and v["value"] > 0 for v in steps), verdicts

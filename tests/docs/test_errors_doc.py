@@ -411,6 +411,18 @@ CASES = [
     Case("spec", "output-range probe of a layer that is not a norm layer",
          run_spec(_set("base.record", {"probes": [{"name": "output_range", "layer": "nope"}]},
                        _set("base.model", {"name": "mlp", "widths": [8], "norm": "batchnorm"})))),
+    # seed 002 ch. 3: label smoothing (Eq. 3.8) and the adversarial objectives
+    Case("spec", "label smoothing `smoothing` above 1 − 1/C",
+         run_spec(_set("base.loss", {"name": "cross_entropy", "smoothing": 0.95}))),
+    Case("spec", "both label-smoothing conventions given",
+         run_spec(_set("base.loss", {"name": "cross_entropy", "smoothing": 0.1, "label_smoothing": 0.1}))),
+    Case("spec", "adversarial training with `normalize` before another augment step",
+         run_spec(_set("base.augment", ["normalize", {"name": "random_crop", "padding": 1}],
+                       _set("base.objective", {"name": "adversarial", "attack": "fgsm"})))),
+    Case("spec", "adversarial training of a regression task",
+         run_spec(_set("base.objective", "alp", _set("base.data", "diabetes", _set("base.loss", "mse"))))),
+    Case("dataset", "adversarial training on data outside the attack's pixel range (standardized features)",
+         run_spec(_set("base.objective", "decoupled_alp", _set("base.data", "wine")))),
 ]
 
 

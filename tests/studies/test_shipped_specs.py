@@ -13,10 +13,11 @@ from obesity_csv import write_obesity_csv
 ROOT = Path(__file__).resolve().parents[2]
 # the seed 002 CIFAR mixing studies need a finished screen and a larger artifact limit: test_mixing_studies.py;
 # studies/nondeterminism/ needs CIFAR-10 and MNIST files: tests/studies/test_nondeterminism_studies.py;
-# studies/normalization/ needs CIFAR-100 and SVHN files: tests/studies/test_normalization_studies.py
+# studies/normalization/ needs CIFAR-100 and SVHN files: tests/studies/test_normalization_studies.py;
+# studies/adversarial/ (seed 002 ch. 3) needs CIFAR and SVHN files: tests/studies/test_adversarial_studies.py
 STUDIES = sorted(p for p in (ROOT / "studies").rglob("*.yaml")
                  if not (p.parent.name == "mixing" and p.stem != "cpu") and "nondeterminism" not in p.parts
-                 and "normalization" not in p.parts)
+                 and "normalization" not in p.parts and "adversarial" not in p.parts)
 NEEDS_DATA = {"cifar10_3c3d", "cifar100_3c3d", "cifar100_allcnnc"}
 NEEDS_CIFAR10 = {"reduce_cifar10"}  # other full-size CIFAR-10 studies (data path from the command line)
 # post-hoc studies read a stored study; tests/studies/test_reduce_studies.py runs them after their sources

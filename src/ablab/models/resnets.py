@@ -256,3 +256,19 @@ def preact_resnet18(
     return ResNet(in_shape, out_dim, stages=[2, 2, 2, 2], widths=[64, 128, 256, 512],
                   preactivation=True, norm=norm, norm_at=norm_at, activation=activation,
                   final_norm=final_norm)
+
+
+@MODELS.register("resnet8")
+def resnet8(
+    in_shape: tuple[int, ...],
+    out_dim: int,
+    *,
+    zero_init_residual: bool = True,
+    preactivation: bool = False,
+    norm: NormSpec = "batchnorm",
+    norm_at: Placement = "all_hidden",
+    activation: ActivationName = "relu",
+) -> nn.Module:
+    """ResNet-8 (seed 002 §3.5.1, SVHN): 3 stages × 1 block, 16-32-64 channels (He et al.'s 6n + 2 with n = 1, this family's blocks)."""
+    return ResNet(in_shape, out_dim, stages=[1, 1, 1], widths=[16, 32, 64], preactivation=preactivation,
+                  norm=norm, norm_at=norm_at, activation=activation, zero_init_residual=zero_init_residual)

@@ -146,6 +146,12 @@ class RunParts:
     probes: list
     evaluators: list[Evaluator]
     context: EvalContext
+    train_augments: Optional[list] = None  # what the loop applies before the objective's step (None: ``augments``)
+
+    @property
+    def step_augments(self) -> list:
+        """The augmentations the loop applies to a training batch; the objective applies the rest itself."""
+        return self.augments if self.train_augments is None else self.train_augments
 
     @property
     def classification(self) -> bool:
@@ -181,6 +187,21 @@ def _on_device(spec: RunSpec, device: torch.device, data: Optional[Dataset] = No
 def place_run_data(spec: RunSpec) -> Dataset:
     """The run's dataset on its device, as ``build_run`` places it: what runs equal but for their seeds share."""
     return _on_device(spec, resolve_device(spec.device))
+
+
+def _pixel_split(spec: RunSpec, augments: list) -> tuple[list, tuple]:
+    """(what the loop applies, what the objective applies): an objective that ``takes_pixels`` (an attack in
+    pixel units) gets the batch before the trailing deterministic preprocessing (``normalize``) and applies
+    that itself; ValueError when that preprocessing is not the last of the augment steps."""
+    if not getattr(OBJECTIVES.get(spec.objective["name"]), "takes_pixels", False):
+        return augments, ()
+    k = len(augments)
+    while k and getattr(augments[k - 1], "at_eval", False):
+        k -= 1
+    if any(getattr(a, "at_eval", False) for a in augments[:k]):
+        raise ValueError(f"objective '{spec.objective['name']}' attacks pixels, before the preprocessing: list "
+                         "'normalize' last in augment (after any mix)")
+    return augments[:k], tuple(augments[k:])
 
 
 def _augmentations(spec: RunSpec, data: Dataset) -> list:
@@ -241,9 +262,13 @@ def build_run(spec: RunSpec, data: Optional[Dataset] = None, meta: bool = False,
         opt = build_optimizer(spec, model)
     with _part("loss"):
         loss_fn = LOSSES.create(spec.loss)
+    augments = _augmentations(spec, data)
     with _part("objective"):
-        setup = StepSetup(model, opt.optimizer, loss_fn, opt.penalty, opt.decouple)
+        train_augments, transforms = _pixel_split(spec, augments)
+        setup = StepSetup(model, opt.optimizer, loss_fn, opt.penalty, opt.decouple, transforms)
         objective = OBJECTIVES.create(spec.objective, setup=setup)
+        if hasattr(objective, "check"):
+            objective.check(data)
     with _part("sampler"):
         sampler = build_sampler(spec, data)
         sampler.check(spec.batch_size)
@@ -252,7 +277,6 @@ def build_run(spec: RunSpec, data: Optional[Dataset] = None, meta: bool = False,
         schedule = SCHEDULES.create(spec.schedule, total_steps=duration.total_steps,
                                     steps_per_epoch=duration.steps_per_epoch)
         schedule(0)
-    augments = _augmentations(spec, data)
     with _part("record.probes"):
         probes = [PROBES.create(p, model=model) for p in spec.record.probes]
     evaluators = _evaluators(spec.record.evaluators, data, "record.evaluators", models=1)
@@ -263,6 +287,7 @@ def build_run(spec: RunSpec, data: Optional[Dataset] = None, meta: bool = False,
         layout=_channels_last if channels_last else _same, optimization=opt, sampler=sampler, objective=objective,
         base_lrs=[g["lr"] * spec.lr_scale for g in opt.optimizer.param_groups], duration=duration,
         schedule=schedule, loss_fn=loss_fn, augments=augments, probes=probes, evaluators=evaluators, context=context,
+        train_augments=train_augments,
     )
 
 

@@ -134,7 +134,7 @@ def _bit_change(spec: RunSpec, source_seeds: Optional[dict]) -> Optional[int]:
 def _step(run: RunParts, state: TrainState, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step: the batch augmented, the lr from the schedule, the objective's step between the
     probes; returns the batch's (detached) output and its labels as trained on."""
-    for aug in run.augments:
+    for aug in run.step_augments:
         x, y = aug(x, y, state.augment)
     x = run.layout(x)
     factor = run.schedule(state.step)
