@@ -18,8 +18,8 @@ from conftest import TINY_BASE, run_refused, tiny_study
 LABELS = torch.arange(200) % 10  # 10 classes of 20 examples
 
 
-def batches(k: int, batch: int, seed: int, n_epochs: int = 1, labels=LABELS) -> list[torch.Tensor]:
-    sampler = SAMPLERS.create({"name": "non_iid", "k": k}, labels=labels)
+def batches(k: int, batch: int, seed: int, n_epochs: int = 1, labels=LABELS, order: str = "blocks") -> list[torch.Tensor]:
+    sampler = SAMPLERS.create({"name": "non_iid", "k": k, "order": order}, labels=labels)
     g = create_generator("shuffle", seed)
     return [b for _ in range(n_epochs) for b in sampler.epoch(len(labels), batch, False, g)]
 
@@ -37,6 +37,22 @@ def test_every_batch_is_full_and_holds_at_most_k_classes_in_blocks_of_b_over_k(k
         for c in classes.unique():  # a class drawn j times gives j·B/k distinct examples (it has 20)
             members = b[classes == c]
             assert len(members.unique()) == min(len(members), 20)
+
+
+@pytest.mark.parametrize("k, batch", [(2, 16), (4, 32)])
+def test_the_default_order_shuffles_the_same_examples_within_the_batch(k, batch):
+    """``shuffled`` (the default) holds the examples ``blocks`` draws, from the same stream, in random order."""
+    assert SAMPLERS.create({"name": "non_iid", "k": k}, labels=LABELS).order == "shuffled"
+    blocks, mixed = batches(k, batch, seed=5), batches(k, batch, seed=5, n_epochs=4, order="shuffled")
+    assert sorted(blocks[0].tolist()) == sorted(mixed[0].tolist())  # the first batch: same draws, then permuted
+    consecutive = distinct = 0
+    for b in mixed:
+        assert len(b) == batch and len(LABELS[b].unique()) <= k
+        if len(LABELS[b].unique()) == k:  # (a class drawn twice fills the batch alone: in blocks trivially)
+            distinct += 1
+            blocks_of_one_class = LABELS[b].reshape(-1, batch // k)
+            consecutive += int((blocks_of_one_class == blocks_of_one_class[:, :1]).all())
+    assert distinct > 3 and consecutive == 0  # no batch keeps its classes in blocks (P ≈ 2e-4 at k = 2, B = 16)
 
 
 def test_classes_are_drawn_with_replacement():

@@ -37,7 +37,8 @@ def fake_data(tmp_path_factory) -> dict[str, Path]:
 
 
 def _args(spec: Path, fake_data) -> list[str]:
-    name = yaml.safe_load(spec.read_text())["base"]["data"]["name"]
+    data = yaml.safe_load(spec.read_text())["base"]["data"]
+    name = data if isinstance(data, str) else data["name"]
     return ["--set", f"data.path={fake_data[name]}", "--set", "data.val_size=20"] if name in fake_data else []
 
 
