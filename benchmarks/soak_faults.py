@@ -17,8 +17,9 @@ it (exit 74) and leave the damaged file as it was; the copy is put back and the 
 After every cycle it checks: nothing lost (runs done before stay done, untouched; every indexed
 artifact on disk with its size and digest), nothing duplicated (metric rows, retrained runs,
 artifact files not in the index), no run left ``running`` after a clean stop or a finished resume,
-no temporary file after a finished resume, no process of the invocation alive 5 s after it ended
-(by pid: the driver's descendants, polled while it ran), and every stored run's metrics equal to an
+no temporary file after a finished resume, no process of the invocation alive 30 s after it ended
+(by pid: the driver's descendants, polled while it ran), no failed exit from an invocation the fault
+missed (its stderr goes into the note), and every stored run's metrics equal to an
 uninterrupted reference run, bitwise. A round ends when a resume finishes the study; the next
 round starts from an empty results directory. Processes are found with tests/procnet.py, the
 suite's /proc helpers (one copy, imported from there).
@@ -193,6 +194,17 @@ def deliver(kind: str, proc: subprocess.Popen, workers: set[int], folder: Path) 
     return True
 
 
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def _tail(path: Path, start: int, lines: int = 12) -> str:
+    """The last ``lines`` lines that ``path`` gained after byte ``start``."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        return " | ".join(f.read().decode(errors="replace").strip().splitlines()[-lines:])
+
+
 def _finished(out: Path) -> bool:
     return (out / "ablab.db").exists() and all(v["status"] == "done" for v in read_store(out)["runs"].values())
 
@@ -309,7 +321,12 @@ def campaign(kills: int, seed: int, work: Path, epochs: int = 6, kinds: list[str
             code, delivered, seen = (invoke_on_damage(kind, spec, out, logs, rng, threads, gate, epochs, tally)
                                      if target == out else (0, False, {}))
         else:
+            mark = _size(logs / "stderr")
             code, delivered, seen = invoke(spec, out, logs, kind, rng, threads, gate, epochs)
+            # an invocation the fault never reached must end as an uninterrupted one does (exit 0, or 1 only
+            # where a run failed by itself: that is a defect to read about, so its stderr goes into the note)
+            tally.flag("failed without a fault", int(not delivered and code != 0),
+                       f"{kind} missed, exit {code}: {_tail(logs / 'stderr', mark)}")
         left = orphans(seen)
         tally.flag("orphan processes", len(left), ", ".join(left))
         if not delivered:

@@ -2,6 +2,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -264,6 +265,14 @@ class _Reference:
         return self._stored[threads]
 
 
+@pytest.fixture
+def short_tmp():
+    """A temporary folder with a short path, for a child's TMPDIR: the forkserver's AF_UNIX socket lies below
+    it (at most 107 bytes on Linux; pytest's own folders under pytest-xdist, or a user's deep TMPDIR, pass that)."""
+    with tempfile.TemporaryDirectory(prefix="t", dir="/tmp" if Path("/tmp").is_dir() else None) as tmp:
+        yield Path(tmp)
+
+
 @pytest.fixture(scope="module")
 def resume_reference(tmp_path_factory) -> _Reference:
     return _Reference(tmp_path_factory.mktemp("resume"))
@@ -276,7 +285,7 @@ def resume_reference(tmp_path_factory) -> _Reference:
 ], ids=["kill-9", "kill-9-2-workers", "ctrl-c", "ctrl-c-2-workers", "sigterm", "sigterm-2-workers",
         "kill-9-2-forkserver-workers", "ctrl-c-2-forkserver-workers", "sigterm-2-forkserver-workers"])
 def test_resume_after_the_driver_is_killed(sig, workers, threads, resume_reference, own_code_sandbox, write_study,
-                                          tmp_path, capsys):
+                                          tmp_path, short_tmp, capsys):
     """... and no temporary folder outlives the study: the killed driver's (multiprocessing's ``pymp-*``,
     the forkserver's socket) goes at the resume in that results directory."""
     # the first learning rate's 2 runs finish; the others hold mid-run at the gate when the signal comes
@@ -286,8 +295,7 @@ def test_resume_after_the_driver_is_killed(sig, workers, threads, resume_referen
     path = write_study(study)
     out = tmp_path / "r"
     db = out / "ablab.db"
-    tmp = tmp_path / "tmp"  # the children's own temporary folder: whatever they leave shows
-    tmp.mkdir()
+    tmp = short_tmp  # the children's own temporary folder: whatever they leave shows
     proc = _ablab("run", str(path), "--out", str(out), "--workers", str(workers), "--threads", str(threads), tmp=tmp)
     wait_for_done(db, 2, proc)
     gates.wait_for_waiting(gate, 1, proc)

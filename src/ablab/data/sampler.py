@@ -129,8 +129,9 @@ def iid(labels: Optional[torch.Tensor] = None) -> IidSampler:
 @SAMPLERS.register("non_iid")
 def non_iid(k: PositiveInt = 4, order: Literal["shuffled", "blocks"] = "shuffled",
             labels: Optional[torch.Tensor] = None) -> NonIidSampler:
-    """Non-i.i.d. batches: k classes drawn with replacement × B/k examples, in random order within the batch
-    (``order: blocks``: each class's examples consecutive); an epoch is ⌊n/B⌋ batches (seed 002 §4.4.4)."""
+    """Non-i.i.d. batches: k classes drawn with replacement × B/k examples; an epoch is ⌊n/B⌋ batches (seed 002 §4.4.4).
+
+    ``order``: the batch's examples in random order (``shuffled``) or each class's consecutive (``blocks``)."""
     if labels is None or labels.dtype.is_floating_point or labels.ndim != 1:
         raise ValueError("non_iid draws batches by class: it needs a classification dataset with integer labels")
     return NonIidSampler(k, labels, order)

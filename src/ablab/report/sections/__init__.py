@@ -50,7 +50,7 @@ for _module in pkgutil.iter_modules(__path__):
 
 PAGE_ORDER = (
     "header", "continued_runs", "post_hoc_units", "variants", "curves", "final_table", "mixing", "example_weighing",
-    "grids", "best", "sharpness", "robustness", "transfer", "logit_histograms",
+    "grids", "best", "sharpness", "robustness", "transfer", "logit_histograms", "label_smoothing",
     "variability", "cka", "loss_spread", "norm_params", "relu_sparsity", "output_range", "budget", "problems", "spec",
 )
 

@@ -51,8 +51,6 @@ def smoothing_points(ctx: ReportContext) -> pd.DataFrame:
 class LabelSmoothing(ReportSection):
     """Clean and robust accuracy against label-smoothing strength s, clean training (seed 002 Fig. 3.2 left)."""
 
-    after = "logit_histograms"
-
     def applies(self, ctx: ReportContext) -> bool:
         if not len(ctx.runs) or "spec" not in ctx.runs:
             return False
