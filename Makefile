@@ -29,13 +29,16 @@ demo: $(DEMO_STAMP)
 	$(VENV)/bin/ablab run studies/quickstart.yaml --workers $(WORKERS)
 	$(VENV)/bin/ablab report results/quickstart
 
-# the whole suite: 19–21 minutes on a 2-core machine (1,853 tests, two clean-clone runs on 2026-12-07; the slow ones train studies, start Ray, kill drivers)
+# the whole suite in TEST_WORKERS pytest-xdist processes, a test file per process at a time (the suite sets
+# OMP_NUM_THREADS=1, so each takes one core): 13 minutes on a quiet 2-core machine (2,451 tests, 2026-12-07;
+# 19–21 minutes in one process before)
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
 
-# without the tests marked slow (not re-measured since the Ray tests and benchmark smoke runs were marked slow; was about 8 minutes on 2 cores)
+# without the tests marked slow
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 # On a machine with a CUDA GPU: the gpu-marked tests, then the seed-001 CPU study on cuda (into a
 # temporary results folder unless GPU_RESULTS names one) and its report. `make -k test-gpu` runs the
