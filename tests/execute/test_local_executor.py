@@ -184,6 +184,22 @@ def test_forkserver_workers_with_two_threads_match_sequential(write_study, tmp_p
     capsys.readouterr()
 
 
+def test_a_temporary_folder_too_deep_for_the_forkserver_socket_is_one_clear_error(write_study, tmp_path):
+    """The forkserver's socket lies in a ``pymp-*`` folder under TMPDIR; Linux takes at most 107 bytes: exit 2
+    naming the folder and the ways out, no traceback, no run charged (the same command resumes with --threads 1)."""
+    path = write_study(tiny_study(grid={"optimizer.lr": [0.1, 0.05]}, seeds={"replicates": 1}))
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    out = tmp_path / "r"
+    proc = _ablab("run", str(path), "--out", str(out), "--workers", "2", "--threads", "2", tmp=deep)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err
+    assert "Traceback" not in err and f"the temporary folder {deep} is too deep" in err and "--threads 1" in err
+    assert status_counts(out / "ablab.db").get("done", 0) == 0 and "failed" not in status_counts(out / "ablab.db")
+    assert main(["run", str(path), "--out", str(out), "--workers", "2", "--threads", "1"]) == 0
+    assert set(stored(out)[1].status) == {"done"}
+
+
 THREADS = [1, pytest.param(2, marks=pytest.mark.slow)]  # forked workers; forkserver workers
 
 

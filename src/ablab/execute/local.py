@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from ablab.errors import StoreIOError
+from ablab.errors import AblabError, StoreIOError
 from ablab.execute.progress import ProgressView
 from ablab.execute.schedule import WorkerDied, finish_run, note_for, run_all, start_run  # noqa: F401  (re-exported)
 from ablab.plugins import add_search_path, search_path
@@ -235,9 +235,17 @@ def _start_forkserver(store: Store) -> None:
     """Start the forkserver and note its temporary folder (multiprocessing's ``pymp-*``, holding the
     server's socket) with the study: multiprocessing removes it at the driver's exit, and where the
     driver is killed before that, the next invocation in the results directory does."""
+    import tempfile
     from multiprocessing import forkserver, util
 
-    forkserver.ensure_running()
+    try:
+        forkserver.ensure_running()
+    except OSError as err:  # its socket lies in a pymp-* folder under TMPDIR: 107 bytes at most on Linux
+        if "AF_UNIX path too long" not in str(err):
+            raise
+        raise AblabError(f"the temporary folder {tempfile.gettempdir()} is too deep for the socket of the workers' "
+                         "forkserver (a socket path holds at most 107 bytes): set TMPDIR to a shorter folder, or run "
+                         "with --threads 1 (forked workers need no socket)") from None
     store.note_temp_dir(util.get_temp_dir())
 
 
