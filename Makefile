@@ -30,8 +30,8 @@ demo: $(DEMO_STAMP)
 	$(VENV)/bin/ablab report results/quickstart
 
 # the whole suite in TEST_WORKERS pytest-xdist processes, a test file per process at a time (the suite sets
-# OMP_NUM_THREADS=1, so each takes one core): 13 minutes on a quiet 2-core machine (2,451 tests, 2026-12-07;
-# 19–21 minutes in one process before)
+# OMP_NUM_THREADS=1, so each takes one core): 13:19 in a clean-clone `.ci/run` on a quiet 2-core machine (2,245
+# passed, 206 skipped; 15:12 with the set-up; 2026-12-07), against 19–21 minutes in one process before
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
