@@ -120,6 +120,7 @@ def test_bench_replicas_quick_prints_every_case_ratio_choice_and_memory():
     assert out.count("PASS: ") + out.count("MISS: ") == 3
 
 
+@pytest.mark.slow
 @smokes("bench_executors.py")
 def test_bench_executors_quick_runs_every_case():
     pytest.importorskip("ray")
@@ -174,6 +175,7 @@ def test_bench_estimate_quick_prints_the_ratio(tmp_path):
     assert entry["target"] is None and math.isfinite(entry["value"]) and entry["value"] > 0
 
 
+@pytest.mark.slow
 @smokes("bench_norms.py")
 def test_bench_norms_quick_times_every_norm_layer_and_counts_the_alpha_passes(tmp_path):
     summary = tmp_path / "summary.json"
@@ -208,6 +210,7 @@ def test_soak_faults_quick_runs_from_the_command_line(tmp_path):
     assert '"problems": {}' in out and '"cycles": 1' in out, out[-3000:]
 
 
+@pytest.mark.slow
 @smokes("bench_adversarial.py")
 def test_bench_adversarial_quick_reports_the_robust_evaluation_ratio():
     with tempfile.TemporaryDirectory() as tmp:

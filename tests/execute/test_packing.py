@@ -185,6 +185,7 @@ def test_the_status_line_shows_a_pack_as_one_entry_with_its_size():
                if a.first is not None and a.epochs > a.first) == 1.5
 
 
+@pytest.mark.slow
 def test_kill_9_during_a_pack_then_resume_loses_and_duplicates_nothing(write_study, tmp_path):
     """The driver (training a pack in its own process) is killed while the second pack trains; the rerun
     keeps the first pack's stored runs, trains the second again, and the store equals a fresh unpacked run."""

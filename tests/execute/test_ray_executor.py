@@ -137,6 +137,7 @@ def test_resume_after_the_ray_driver_is_killed(sig, own_code_sandbox, write_stud
     capsys.readouterr()
 
 
+@pytest.mark.slow
 def test_a_full_disk_on_ray_stops_the_study_charges_no_run_and_the_same_command_resumes(
         own_code_sandbox, monkeypatch, write_study, tmp_path, capsys):
     """tests/execute/test_disk_full.py's case on Ray: a worker's staged write fails with ENOSPC, exit 74."""

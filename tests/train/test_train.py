@@ -201,18 +201,19 @@ def test_device_auto_picks_cuda_only_when_present():
     assert resolve_device("auto").type == expected
 
 
-def test_regression_records_mse():
+def test_regression_records_mse(own_code_sandbox):
+    """(The sandbox removes the dataset afterwards: a component left registered changes what other tests see,
+    e.g. the known-datasets list in docs/errors.md.)"""
     from ablab.data.base import Dataset, Split
     from ablab.registry import DATASETS
 
-    if "toy_regression" not in DATASETS:
-        @DATASETS.register("toy_regression")
-        def toy_regression() -> Dataset:
-            """y = 2x on 64 points."""
-            g = torch.Generator().manual_seed(0)
-            x = torch.randn(64, 1, generator=g)
-            s = Split(x, 2 * x)
-            return Dataset("toy", {"train": s, "val": s, "test": s}, (1,), 1, "regression")
+    @DATASETS.register("toy_regression")
+    def toy_regression() -> Dataset:
+        """y = 2x on 64 points."""
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(64, 1, generator=g)
+        s = Split(x, 2 * x)
+        return Dataset("toy", {"train": s, "val": s, "test": s}, (1,), 1, "regression")
 
     r = train(spec(data="toy_regression", model="linear", loss="mse", epochs=30, batch_size=16,
                    optimizer={"name": "sgd", "lr": 0.1}))
