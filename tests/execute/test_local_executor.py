@@ -148,7 +148,7 @@ print(json.dumps({{"method": chosen, "counts": summary.counts, "threads": local.
 
 
 @LINUX_ONLY
-@pytest.mark.parametrize("fake_threads", [False, True], ids=["as_is", "autograd_device_threads"])
+@pytest.mark.parametrize("fake_threads", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["as_is", "autograd_device_threads"])
 def test_a_process_that_trained_then_runs_a_study_with_workers(fake_threads, write_study, tmp_path, capsys):
     """Issue 10, item 2: the Python API after a run in the same process (a notebook, the test suite).
     On a GPU machine that first backward starts autograd's device threads; a faked one stands in

@@ -389,7 +389,7 @@ def _read_with(command: str, results: Path, capsys) -> int:
             gc.collect()
 
 
-@pytest.mark.parametrize("command", ["status", "report", "load", "load-unclosed"])
+@pytest.mark.parametrize("command", ["status", pytest.param("report", marks=pytest.mark.slow), "load", "load-unclosed"])
 def test_a_reader_of_a_deep_damaged_store_leaves_its_folder_as_it_found_it(command, results, capsys):
     """Damage past the header is met only while reading, after the open made the -wal/-shm files: they must
     go again (SQLite's closing checkpoint fails on such a store and left them, empty), with one message."""
