@@ -27,6 +27,8 @@ from typing import Callable, Iterator, Optional
 
 import torch
 
+from ablab.train.compute import keep_freed_memory
+
 
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -145,13 +147,17 @@ def parse_args(description: str, extra: Optional[Callable[[argparse.ArgumentPars
 
 
 def setup(args: argparse.Namespace, title: str) -> torch.device:
-    """Fix the thread count, pick the device and print what the numbers were measured on."""
+    """Fix the thread count, keep freed memory as ablab's processes do (every case in this process, ablab's
+    and the plain baselines, runs with the same allocator), pick the device and print what the numbers were
+    measured on."""
     torch.set_num_threads(args.threads)
+    kept = keep_freed_memory()
     device = pick_device()
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
     print(f"== {title}")
     print(f"   {datetime.date.today()}  torch {torch.__version__}  device {device} ({where})  "
           f"torch threads {torch.get_num_threads()} of {os.cpu_count()} cores"
+          + ("" if kept else "  allocator: C library defaults")
           + ("  [--quick: numbers not meaningful]" if args.quick else ""))
     return device
 

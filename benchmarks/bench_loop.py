@@ -19,6 +19,10 @@ four timings alternate within each round (the order flips every round); the rati
 of the per-round ratios, the times are medians over rounds.
 (b) ``mark_running`` + ``train(spec)`` with ``steps: 1`` + ``Store.record`` into a temporary
 store, minus one step as measured in (a); the set-up phases are timed apart for the breakdown.
+(c) What ``keep_freed_memory`` (``ablab.train.compute``; every ablab process and this harness set it)
+is worth: ablab's per-step time as in (a), and a whole run of N steps from its spec (set-up included)
+divided by N with its minor page faults and system time, each measured in a fresh child process with the C library's default allocator settings (``ABLAB_MALLOC=system``) and with
+ablab's, alternating over rounds; no target (both sides of (a) run with the same setting).
 
 Run: ``python benchmarks/bench_loop.py [--threads N] [--quick]``. About 1 minute on a 2-core CPU.
 """
@@ -26,7 +30,13 @@ Run: ``python benchmarks/bench_loop.py [--threads N] [--quick]``. About 1 minute
 from __future__ import annotations
 
 import functools
+import json
+import os
+import resource
+import subprocess
+import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +51,7 @@ from ablab.registry import DATASETS
 from ablab.spec import RunSpec, Study, expand
 from ablab.store import Store
 from ablab.train.build import build_model, build_optimizer, load_run_data
+from ablab.train.compute import MALLOC_ENV
 from ablab.train.loop import train
 
 STEP_TARGET = 1.03  # ablab step / plain step
@@ -92,6 +103,17 @@ CASES = [
     # ~0.2 s/step; lr small enough that random labels never diverge (a diverged run stops early)
     Case("3c3d / random 3x32x32, batch 128", {"name": "bench_random32"}, {"name": "3c3d"}, 128, 0.002, 1, 6, 12),
 ]
+
+
+# (c): a model whose step allocates blocks above glibc's first mmap threshold (128 KiB), and the MLP, whose do not
+ALLOCATOR_CASES = [
+    Case("one_hidden_conv + BN / digits, batch 32 (studies/nondeterminism/cpu.yaml)", {"name": "digits"},
+         {"name": "one_hidden_conv", "norm": "batchnorm"}, 32, 0.05, 5, 200, 5),
+    CASES[0],
+]
+
+
+ALLOCATOR_ROUNDS = 5
 
 
 def create_spec(case: Case, steps: int, device: torch.device, deterministic: bool = True) -> RunSpec:
@@ -195,8 +217,57 @@ def measure_fixed_cost(case: Case, device: torch.device, quick: bool) -> dict[st
             store.close()
 
 
+def allocator_child(label: str, quick: bool) -> None:
+    """(c), in a fresh process (setup() has applied or skipped the setting): per-step ms, faults and system ms."""
+    case = next(c for c in ALLOCATOR_CASES if c.label == label)
+    k, n, _ = plan_rounds(case, quick)
+    short, long = create_spec(case, k, torch.device("cpu")), create_spec(case, n, torch.device("cpu"))
+    run_ablab(long)  # warm-up: data cache, first kernels
+    out = {}
+    for name, spec in (("k", short), ("n", long)):
+        before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        run_ablab(spec)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        out[name] = (time.perf_counter() - start, after.ru_minflt - before.ru_minflt, after.ru_stime - before.ru_stime)
+    per = [(b - a) / (n - k) for a, b in zip(out["k"], out["n"])]
+    run = [v / n for v in out["n"]]  # the whole run of N steps, set-up included, per step
+    print(json.dumps({"ms": 1e3 * per[0], "run_ms": 1e3 * run[0], "faults": run[1], "sys_ms": 1e3 * run[2]}))
+
+
+def measure_allocator(args) -> list[list[str]]:
+    """(c): each case's children, default settings and ablab's alternating, medians over rounds."""
+    rows = []
+    for case in ALLOCATOR_CASES:
+        rounds = 2 if args.quick else ALLOCATOR_ROUNDS
+        got: dict[str, list[dict]] = {"system": [], "ablab": []}
+        for i in range(rounds):
+            for mode in (("system", "ablab") if i % 2 == 0 else ("ablab", "system")):
+                env = {**os.environ, MALLOC_ENV: "system" if mode == "system" else ""}
+                cmd = [sys.executable, __file__, "--allocator-child", case.label, "--threads", str(args.threads)]
+                proc = subprocess.run(cmd + (["--quick"] if args.quick else []), env=env, capture_output=True,
+                                      text=True, check=True)
+                got[mode].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        m = {mode: {key: median([g[key] for g in got[mode]]) for key in got[mode][0]} for mode in got}
+        speedup = {key: median([s[key] / a[key] for s, a in zip(got["system"], got["ablab"])]) for key in ("ms", "run_ms")}
+        rows.append([case.label] + [f"{m[mode][key]:.3f}" if key != "faults" else f"{m[mode][key]:.1f}"
+                                    for mode in ("system", "ablab") for key in ("ms", "run_ms", "faults", "sys_ms")]
+                    + [f"{speedup['ms']:.2f}x", f"{speedup['run_ms']:.2f}x"])
+    return rows
+
+
+def _child_options(parser) -> None:
+    parser.add_argument("--allocator-child", metavar="CASE", help="internal: one child of part (c)")
+
+
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0])
+    args = parse_args(__doc__.splitlines()[0], _child_options)
+    if args.allocator_child:
+        torch.set_num_threads(args.threads)
+        from ablab.train.compute import keep_freed_memory
+
+        keep_freed_memory()  # a no-op under ABLAB_MALLOC=system
+        allocator_child(args.allocator_child, args.quick)
+        return
     device = setup(args, 'bench_loop — issues "ablab core" and 25: training-loop overhead and fixed cost per run')
     verdicts: list[Verdict] = []
 
@@ -252,6 +323,12 @@ def main() -> None:
     ]
     print_table(f"(b) fixed cost per run, {case.label}, median ms over rounds (store in a temp dir)",
                 ["phase", "ms", "note"], rows)
+    if device.type == "cpu":
+        print_table("(c) the allocator: ablab's step in fresh processes, C library defaults (ABLAB_MALLOC=system) vs "
+                    "keep_freed_memory; per step, medians over rounds; speed-up = median of per-round ratios",
+                    ["case", "default: step ms", "run ms", "faults", "sys ms", "kept: step ms", "run ms", "faults",
+                     "sys ms", "speed-up: step", "run"],
+                    measure_allocator(args))
     write_summary(args.summary_json, verdicts)
 
 

@@ -24,7 +24,10 @@ MLP and for the conv.
 report: the wall-time ratio (target ≥ 2×) and the two variability tables side by side (they must be
 equal: packed runs are bitwise the runs alone at one thread). The whole study costs about 9
 run-minutes unpacked on the 2-core CPU; ``--study-set PATH=VALUE`` (repeatable, ``ablab run --set``)
-and ``--study-replicates N`` shrink it, e.g. ``--study-set epochs=3 --study-replicates 4``.
+and ``--study-replicates N`` shrink it, e.g. ``--study-set epochs=3 --study-replicates 4``;
+``--study-rounds N`` repeats both runs N times in alternating order (medians printed), and
+``--study-allocator`` runs each also with ``ABLAB_MALLOC=system`` (the C library's allocator defaults
+instead of ``keep_freed_memory``), printing what keeping freed memory is worth for the study.
 
 Run: ``python benchmarks/bench_replicas.py [--threads N] [--quick] [--study [--study-set PATH=VALUE]]``.
 About 4 minutes on a 2-core CPU without ``--study``.
@@ -35,6 +38,7 @@ from __future__ import annotations
 import copy
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,6 +51,7 @@ import torch.nn.functional as F
 
 from _harness import Verdict, measure_interleaved, median, parse_args, print_table, rel_iqr, setup, write_summary
 from ablab.execute.packing import auto_replicas
+from ablab.train.compute import MALLOC_ENV
 from ablab.spec import RunSpec
 from ablab.train.build import load_run_data
 from ablab.train.loop import train
@@ -278,31 +283,52 @@ def _study_options(parser) -> None:
     parser.add_argument("--study-set", action="append", default=[], metavar="PATH=VALUE",
                         help="an override of the study's base for both runs (ablab run --set), e.g. epochs=3")
     parser.add_argument("--study-replicates", type=int, help="runs per row instead of the study's 16")
+    parser.add_argument("--study-rounds", type=int, default=1, help="each study run this many times (alternating)")
+    parser.add_argument("--study-allocator", action="store_true",
+                        help="also run each with the C library's allocator defaults (ABLAB_MALLOC=system)")
 
 
 def study_comparison(args) -> Verdict:
-    """The study run unpacked and packed (fresh directories, reports included): wall times and variability."""
+    """The study run unpacked and packed (fresh directories, reports included), ``--study-rounds`` times in
+    alternating order: median wall times and the variability tables (of the first round). With
+    ``--study-allocator`` each is also run with ``ABLAB_MALLOC=system`` (the C library's allocator defaults,
+    ``ablab.train.compute.keep_freed_memory`` off), the rest of the round unchanged."""
     workers = max(1, os.cpu_count() or 1)
-    walls, tables = {}, {}
+    cases = [(pack, alloc) for pack in ("off", "auto") for alloc in (("kept", "system") if args.study_allocator else ("kept",))]
+    walls: dict[tuple, list[float]] = {c: [] for c in cases}
+    tables = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for pack in ("off", "auto"):
-            out, path = Path(tmp) / pack, Path(tmp) / f"{pack}.yaml"
-            path.write_text(_study_text(pack, args.study_replicates))
-            cmd = [sys.executable, "-m", "ablab", "run", str(path), "--out", str(out), "--threads", "1",
-                   "--workers", str(workers), "--report"]
-            for item in args.study_set:
-                cmd += ["--set", item]
-            start = time.perf_counter()
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            walls[pack] = time.perf_counter() - start
-            if proc.returncode != 0:
-                raise SystemExit(f"error: {path}: ablab run failed with execute.pack {pack}:\n{proc.stderr[-2000:]}")
-            plan = [line for line in proc.stderr.splitlines() if "packing:" in line]
-            print(f"\nexecute.pack: {pack}: {walls[pack]:.1f} s wall ({workers} workers, 1 thread each)"
-                  + (f"; {plan[0].strip()}" if plan else ""))
-            tables[pack] = (out / "report" / "tables" / "variability.csv").read_text().splitlines()
+        for i in range(args.study_rounds):
+            for pack, alloc in (cases if i % 2 == 0 else cases[::-1]):
+                out, path = Path(tmp) / f"{pack}-{alloc}-{i}", Path(tmp) / f"{pack}.yaml"
+                path.write_text(_study_text(pack, args.study_replicates))
+                cmd = [sys.executable, "-m", "ablab", "run", str(path), "--out", str(out), "--threads", "1",
+                       "--workers", str(workers), "--report"]
+                for item in args.study_set:
+                    cmd += ["--set", item]
+                env = {**os.environ, MALLOC_ENV: "system" if alloc == "system" else ""}
+                start = time.perf_counter()
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                walls[pack, alloc].append(time.perf_counter() - start)
+                if proc.returncode != 0:
+                    raise SystemExit(f"error: {path}: ablab run failed with execute.pack {pack}:\n{proc.stderr[-2000:]}")
+                plan = [line for line in proc.stderr.splitlines() if "packing:" in line]
+                print(f"\nround {i + 1}: execute.pack: {pack}, allocator {alloc}: {walls[pack, alloc][-1]:.1f} s wall "
+                      f"({workers} workers, 1 thread each)" + (f"; {plan[0].strip()}" if plan and i == 0 else ""))
+                tables.setdefault(pack, (out / "report" / "tables" / "variability.csv").read_text().splitlines())
+            shutil.rmtree(Path(tmp), ignore_errors=True)
+            Path(tmp).mkdir(exist_ok=True)
     _side_by_side(tables["off"], tables["auto"])
-    ratio = walls["off"] / walls["auto"]
+    rows = [[pack, alloc, f"{median(walls[pack, alloc]):.1f}", " ".join(f"{w:.1f}" for w in walls[pack, alloc])]
+            for pack, alloc in cases]
+    print_table(f"study wall time, s ({args.study_rounds} round(s), order alternating)",
+                ["execute.pack", "allocator", "median", "rounds"], rows)
+    ratio = median([a / b for a, b in zip(walls["off", "kept"], walls["auto", "kept"])])
+    if args.study_allocator:
+        for pack in ("off", "auto"):
+            gain = median([a / b for a, b in zip(walls[pack, "system"], walls[pack, "kept"])])
+            print(f"allocator, execute.pack {pack}: C library defaults / keep_freed_memory = {gain:.2f}× "
+                  f"(median of per-round ratios)")
     same = tables["off"] == tables["auto"]
     print(f"wall-time ratio unpacked / packed: {ratio:.2f}×; variability tables {'identical' if same else 'DIFFER'}")
     return Verdict("bench_replicas", f"nondeterminism/cpu.yaml packed / unpacked wall time (≤ 1/{STUDY_TARGET:g})",

@@ -551,6 +551,9 @@ def _command(argv: list[str] | None) -> int:
     args = None
     try:
         args = _parser().parse_args(argv)  # the parser imports the registries (torch): seconds
+        from ablab.train.compute import keep_freed_memory
+
+        keep_freed_memory()  # runs trained in this process (and validate's timing) skip the page faults
         return COMMANDS[args.command](args)
     except StoreIOError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -105,7 +105,7 @@ def test_bench_gpu_cpu_smoke_runs_every_configuration():
 @smokes("bench_replicas.py")
 def test_bench_replicas_quick_prints_every_case_ratio_choice_and_memory():
     out = _run("bench_replicas.py", "--quick", "--study", "--study-set", "epochs=1", "--study-replicates", "2",
-               timeout=900)
+               "--study-allocator", timeout=900)
     for case in ("ablab alone", "ablab packed", "plain alone", "plain packed"):
         assert f"\n{case} " in out, out[-3000:]
     for ratio in ("ablab speed-up (alone / packed)", "plain speed-up (alone / packed)", "ablab packed / plain packed"):
@@ -115,7 +115,11 @@ def test_bench_replicas_quick_prints_every_case_ratio_choice_and_memory():
     assert "one_hidden_conv: a packed group of 4" in out
     assert "one_hidden_conv 64@5x5/2 + BN on 8x8 digits, batch 32" in out  # the conv cases, with auto's choice
     assert "R = 1 (auto does not pack a convolutional model this large" in out
-    assert "execute.pack: off:" in out and "execute.pack: auto:" in out and "wall-time ratio unpacked / packed" in out
+    for pack in ("off", "auto"):
+        for alloc in ("kept", "system"):
+            assert f"execute.pack: {pack}, allocator {alloc}:" in out, out[-3000:]
+        assert f"allocator, execute.pack {pack}: C library defaults / keep_freed_memory = " in out
+    assert "wall-time ratio unpacked / packed" in out
     assert "variability tables identical" in out  # the study packed and unpacked: the same variability
     assert out.count("PASS: ") + out.count("MISS: ") == 3
 
@@ -197,7 +201,9 @@ QUICK_WITH_TARGETS = ["bench_loop.py", "bench_augment.py", "bench_mixing.py", "b
 def test_quick_run_measures_every_target(script, tmp_path):
     """The benchmarks whose numbers go to run_all's summary: each --quick run writes finite, positive values."""
     summary = tmp_path / "summary.json"
-    _run(script, "--quick", "--summary-json", str(summary), timeout=600)
+    out = _run(script, "--quick", "--summary-json", str(summary), timeout=600)
+    if script == "bench_loop.py":  # (c): the allocator setting's worth, measured in child processes
+        assert "(c) the allocator" in out and "one_hidden_conv + BN / digits, batch 32" in out, out[-3000:]
     entries = json.loads(summary.read_text())
     assert entries and all(e["benchmark"] and math.isfinite(e["value"]) and e["value"] > 0 for e in entries), entries
 

@@ -35,6 +35,7 @@ from ablab.execute.schedule import WorkerDied, finish_run, note_for, run_all, st
 from ablab.plugins import add_search_path, search_path
 from ablab.spec import Variant, parse_unit
 from ablab.store import Store, close_inherited_locks
+from ablab.train.compute import keep_freed_memory
 from ablab.train.inputs import UnitFiles
 from ablab.train.packed import train_pack
 from ablab.train.posthoc import run_unit
@@ -139,6 +140,7 @@ def _init_worker(progress_queue: Any, threads: int, folders: list[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     close_inherited_locks()  # a forked worker must not keep the study's lock alive after the driver
     torch.set_num_threads(threads)
+    keep_freed_memory()  # (a forkserver or spawned worker does not inherit the driver's setting)
 
 
 def _run_in_worker(spec_json: str, run_id: str, staging: str, files: UnitFiles | None = None) -> RunResult:

@@ -74,10 +74,12 @@ def _train_task(spec_json: str, run_id: str, threads: int, staging: str | None =
     import torch
 
     from ablab.plugins import add_search_path
+    from ablab.train.compute import keep_freed_memory
     from ablab.spec import parse_unit
     from ablab.train.posthoc import run_unit
 
     torch.set_num_threads(threads)
+    keep_freed_memory()
     add_search_path(*(p for p in search_path if os.path.isdir(p)))
     try:
         return run_unit(parse_unit(spec_json), run_id=run_id, staging=Path(staging) if staging else None, files=files)

@@ -2,10 +2,45 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
+import sys
 from typing import Callable
 
 import torch
 from torch import nn
+
+
+MALLOC_ENV = "ABLAB_MALLOC"  # "system": leave the C library's allocator settings as they are
+KEEP_BYTES = 256 * 2**20  # blocks up to this size are reused from the heap, and this much free memory is kept
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+
+
+def keep_freed_memory() -> bool:
+    """Make this process's C allocator (glibc) keep freed memory for reuse instead of handing it back.
+
+    PyTorch takes every CPU tensor from ``malloc``. By default glibc serves a block above its mmap
+    threshold (128 KiB, raised automatically as blocks are freed, to at most 32 MiB) with a fresh
+    ``mmap`` that ``free`` unmaps, and gives the heap's free top back to the kernel above twice that;
+    memory given back is faulted in again page by page when the next tensor takes it. Here both limits
+    are 256 MiB: a freed block up to that size is reused as it is (tests/train/test_compute_allocator.py:
+    a 64 MiB block freed and taken again faults in 0 pages instead of 16,385 each time), and a
+    training process keeps up to 256 MiB of freed memory instead of returning it between steps.
+    Measured (benchmarks/RESULTS.md, 2-core CPU, 1 thread per run): a single run's step is unchanged
+    (``bench_loop.py`` part (c): 1.00-1.01x); ``studies/nondeterminism/cpu.yaml`` trained packed,
+    where a packed step's tensors are R times a run's, takes 1.12x less wall time (every one of 7
+    paired rounds faster; ``bench_replicas.py --study --study-allocator``), unpacked it is within the
+    noise (0.93x and 1.10x in two sets of rounds). Arithmetic is unchanged (PyTorch aligns every block to 64 bytes either
+    way; the bitwise tests run with it). ``ABLAB_MALLOC=system`` leaves the allocator alone. Returns
+    whether the setting took (False off Linux/glibc or when turned off)."""
+    if os.environ.get(MALLOC_ENV, "").strip().lower() == "system" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # another C library (musl) or none by that name
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, KEEP_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, KEEP_BYTES))
 
 
 def resolve_device(name: str) -> torch.device:
