@@ -8,6 +8,7 @@ import os
 import signal
 import sqlite3
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -151,3 +152,11 @@ def run_refused(write_study, study: dict, tmp_path: Path, capsys, *extra: str) -
     assert not out.exists(), "bad input must write nothing"
     assert err.startswith("error: ") and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     return err, str(path)
+
+
+@pytest.fixture
+def short_tmp():
+    """A temporary folder with a short path, for a child's TMPDIR: the forkserver's AF_UNIX socket lies below
+    it (at most 107 bytes on Linux; pytest's own folders under pytest-xdist, or a user's deep TMPDIR, pass that)."""
+    with tempfile.TemporaryDirectory(prefix="t", dir="/tmp" if Path("/tmp").is_dir() else None) as tmp:
+        yield Path(tmp)

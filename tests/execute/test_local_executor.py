@@ -2,7 +2,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -279,14 +278,6 @@ class _Reference:
             assert main(["run", str(path), "--out", str(out), "--threads", str(threads)]) == 0
             self._stored[threads] = stored(out)[0]
         return self._stored[threads]
-
-
-@pytest.fixture
-def short_tmp():
-    """A temporary folder with a short path, for a child's TMPDIR: the forkserver's AF_UNIX socket lies below
-    it (at most 107 bytes on Linux; pytest's own folders under pytest-xdist, or a user's deep TMPDIR, pass that)."""
-    with tempfile.TemporaryDirectory(prefix="t", dir="/tmp" if Path("/tmp").is_dir() else None) as tmp:
-        yield Path(tmp)
 
 
 @pytest.fixture(scope="module")

@@ -382,15 +382,18 @@ def test_in_study_sources_are_checked_against_their_plan(write_study, tmp_path, 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds processes by pid in /proc")
 @pytest.mark.parametrize("threads", [1, pytest.param(2, marks=pytest.mark.slow)], ids=["forked-workers", "forkserver-workers"])
-def test_workers_die_with_their_driver(threads, write_study, tmp_path):
+def test_workers_die_with_their_driver(threads, write_study, tmp_path, short_tmp):
     """A SIGKILLed driver leaves no process behind: its workers (forked, or with 2 threads from the
-    forkserver, then grandchildren), the forkserver and the resource tracker all end."""
+    forkserver, then grandchildren), the forkserver and the resource tracker all end. The driver's
+    TMPDIR is the test's own: the forkserver's socket folder that a killed driver leaves (for the next
+    run in the results directory to remove) is noted there, and goes with the test."""
     gate = tmp_path / "gate"  # never opened: both workers hold mid-run when the driver dies
     study = _study(seeds={"replicates": 4}, imports=[gates.install(tmp_path)])
     study["base"]["model"] = {"name": "gated_mlp", "gate": str(gate)}
     spec, out = write_study(study), tmp_path / "r"
     proc = subprocess.Popen([sys.executable, "-m", "ablab", "run", str(spec), "--out", str(out), "--workers", "2",
-                             "--threads", str(threads)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--threads", str(threads)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "TMPDIR": str(short_tmp)})
     tree: dict[int, int | None] = {}
     try:
         gates.wait_for_waiting(gate, 2, proc)
@@ -400,6 +403,8 @@ def test_workers_die_with_their_driver(threads, write_study, tmp_path):
         proc.wait()
         left = procnet.wait_gone(tree, timeout_s=30)
         assert not left, f"{ {pid: procnet.comm(pid) for pid in left} } outlived their driver"
+        noted = (out / ".staging" / "temp-dirs").read_text().split() if threads == 2 else []
+        assert threads == 1 or Path(noted[-1]).parent == short_tmp, noted  # the forkserver's folder, for the next run
     finally:  # after a failed check: end whatever is left, by pid
         tree = tree or {pid: procnet.started(pid) for pid in procnet.descendants(proc.pid)}
         proc.kill()
