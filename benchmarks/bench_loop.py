@@ -24,7 +24,7 @@ is worth: ablab's per-step time as in (a), and a whole run of N steps from its s
 divided by N with its minor page faults and system time, each measured in a fresh child process with the C library's default allocator settings (``ABLAB_MALLOC=system``) and with
 ablab's, alternating over rounds; no target (both sides of (a) run with the same setting).
 
-Run: ``python benchmarks/bench_loop.py [--threads N] [--quick]``. About 1 minute on a 2-core CPU.
+Run: ``python benchmarks/bench_loop.py [--threads N] [--quick]``. About 3 minutes on a 2-core CPU (part (c), 20 child processes, is half of it).
 """
 
 from __future__ import annotations
