@@ -77,3 +77,16 @@ def test_off_linux_or_turned_off_it_does_nothing_and_says_so(monkeypatch):
     monkeypatch.delenv("ABLAB_MALLOC")
     monkeypatch.setattr(compute.sys, "platform", "darwin")
     assert compute.keep_freed_memory() is False
+
+
+def test_a_mistyped_value_is_one_clear_error_before_anything_runs(monkeypatch, capsys):
+    from ablab.cli import main
+    from ablab.errors import AblabError
+    from ablab.train import compute
+
+    monkeypatch.setenv("ABLAB_MALLOC", "sytem")
+    with pytest.raises(AblabError, match="ABLAB_MALLOC='sytem' is not a setting"):
+        compute.keep_freed_memory()
+    assert main(["list"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ABLAB_MALLOC='sytem'") and len(err.strip().splitlines()) == 1, err

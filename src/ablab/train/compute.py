@@ -30,10 +30,16 @@ def keep_freed_memory() -> bool:
     (``bench_loop.py`` part (c): 1.00-1.01x); ``studies/nondeterminism/cpu.yaml`` trained packed,
     where a packed step's tensors are R times a run's, takes 1.12x less wall time (every one of 7
     paired rounds faster; ``bench_replicas.py --study --study-allocator``), unpacked it is within the
-    noise (0.93x and 1.10x in two sets of rounds). Arithmetic is unchanged (PyTorch aligns every block to 64 bytes either
-    way; the bitwise tests run with it). ``ABLAB_MALLOC=system`` leaves the allocator alone. Returns
+    noise (0.93x and 1.10x in two sets of rounds). Arithmetic is unchanged (PyTorch aligns every
+    block to 64 bytes either way; the bitwise tests run with it). ``ABLAB_MALLOC=system`` leaves the allocator alone. Returns
     whether the setting took (False off Linux/glibc or when turned off)."""
-    if os.environ.get(MALLOC_ENV, "").strip().lower() == "system" or not sys.platform.startswith("linux"):
+    value = os.environ.get(MALLOC_ENV, "").strip().lower()
+    if value not in ("", "system"):
+        from ablab.errors import AblabError
+
+        raise AblabError(f"{MALLOC_ENV}={os.environ[MALLOC_ENV]!r} is not a setting: 'system' leaves the C library's "
+                         "allocator as it is; unset it to let ablab keep freed memory for reuse")
+    if value == "system" or not sys.platform.startswith("linux"):
         return False
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
