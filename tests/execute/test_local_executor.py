@@ -341,6 +341,37 @@ def test_resume_after_the_driver_is_killed(sig, workers, threads, resume_referen
     capsys.readouterr()
 
 
+@pytest.mark.parametrize("method", ["terminate", "recover"])
+def test_a_stopped_pool_has_ended_its_manager_thread_before_the_driver_goes_on(method):
+    """An interrupted driver stops its pool and exits; a pool shut down without waiting still has its
+    manager thread closing the wake-up pipe, and the interpreter's exit hook then wrote to the closed
+    descriptor ('OSError: Bad file descriptor' traceback after the 'resume' message, once in CI)."""
+    import multiprocessing as mp
+
+    from ablab.execute.local import _Pool
+
+    backend = _Pool(mp.get_context("fork"), 2, 1, store=None)
+    try:
+        futures = [backend.pool.submit(time.sleep, 60) for _ in range(2)]
+        deadline = time.monotonic() + 30
+        while not all(f.running() for f in futures) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        thread, procs = backend.pool._executor_manager_thread, list(backend.pool._processes.values())
+        assert thread.is_alive() and len(procs) == 2
+        if method == "terminate":
+            backend.terminate()
+        else:  # a worker dies; the broken pool is replaced
+            os.kill(procs[0].pid, signal.SIGKILL)
+            with pytest.raises(Exception):
+                futures[0].result(timeout=30)
+            backend.recover()
+        assert not thread.is_alive()
+        assert all(not p.is_alive() for p in procs)
+    finally:
+        backend.terminate()
+        backend.close()
+
+
 @pytest.mark.parametrize("threads", THREADS)
 def test_only_the_run_whose_worker_died_is_charged(threads, own_code_sandbox, write_study, tmp_path, capsys):
     study, gate = _gated_study(tmp_path, [True], seeds={"replicates": 2})  # both runs in flight at the kill

@@ -20,6 +20,7 @@ import os
 import queue as queue_mod
 import signal
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -251,6 +252,20 @@ def _start_forkserver(store: Store) -> None:
     store.note_temp_dir(util.get_temp_dir())
 
 
+def _stop_pool(pool: ProcessPoolExecutor, join_s: float = 60.0) -> None:
+    """Shut a pool down without waiting for its runs, but wait for its manager thread to end.
+
+    ``shutdown(wait=False)`` forgets the manager thread while it is still closing the pool's wake-up
+    pipe; if the interpreter exits meanwhile, its exit hook wakes that pipe unlocked and can write to
+    the closed descriptor (``OSError: Bad file descriptor`` printed as a traceback after the driver's
+    own message; CPython 3.11). Its workers are stopped or dead, so the thread ends promptly; the bound
+    is only for one that does not."""
+    thread = getattr(pool, "_executor_manager_thread", None)
+    pool.shutdown(wait=False, cancel_futures=True)
+    if thread is not None and thread is not threading.current_thread():
+        thread.join(join_s)
+
+
 @dataclass
 class _PoolLife:
     """One process pool's workers (pid -> Process, as last seen) and, once it broke, whose death broke it."""
@@ -367,15 +382,15 @@ class _Pool:
                 view.epoch(run_id, epoch, value)
 
     def recover(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        _stop_pool(self.pool)
         self.pool = self._new_pool()
         self.life = _PoolLife()  # futures of the broken pool keep theirs: they may fail after this
         self._see_processes()
 
     def terminate(self) -> None:
-        for proc in list(getattr(self.pool, "_processes", {}).values()):
+        for proc in list((getattr(self.pool, "_processes", None) or {}).values()):
             proc.terminate()
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        _stop_pool(self.pool)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
