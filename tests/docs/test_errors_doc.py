@@ -13,7 +13,7 @@ import hashlib
 import io
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -37,6 +37,7 @@ class Case:
     what: str
     make: Callable[[Path, Path], list[str]]  # (case folder, a finished study's folder) -> argv
     code: int = 2
+    env: dict[str, str] = field(default_factory=dict)  # environment variables the command runs under
 
 
 def _spec(root: Path, study: dict | str | bytes, name: str = "study.yaml") -> str:
@@ -423,6 +424,8 @@ CASES = [
          run_spec(_set("base.objective", "alp", _set("base.data", "diabetes", _set("base.loss", "mse"))))),
     Case("dataset", "adversarial training on data outside the attack's pixel range (standardized features)",
          run_spec(_set("base.objective", "decoupled_alp", _set("base.data", "wine")))),
+    # the environment
+    Case("cli", "`ABLAB_MALLOC` other than `system` (a typo)", lambda root, _: ["list"], env={"ABLAB_MALLOC": "sytem"}),
 ]
 
 
@@ -452,8 +455,17 @@ def run_case(case: Case, root: Path, finished: Path) -> tuple[int, str, list[str
     argv = case.make(root, finished)
     before = _tree(root)
     err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        code = main(argv)
+    saved = {k: os.environ.get(k) for k in case.env}
+    os.environ.update(case.env)
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = main(argv)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     assert _tree(root) == before, f"{case.what}: files changed"
     return code, err.getvalue(), argv
 
@@ -470,7 +482,7 @@ def test_every_bad_input_is_one_line_with_its_exit_code_and_the_table_is_current
         code, err, argv = run_case(case, root, finished)
         assert code == case.code, (case.what, code, err)
         assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, (case.what, err)
-        rows.append((case, " ".join(_relative(a, root) for a in argv), _relative(err.strip()[len("error: "):], root)))
+        rows.append((case, " ".join([f"{k}={v}" for k, v in case.env.items()] + [_relative(a, root) for a in argv]), _relative(err.strip()[len("error: "):], root)))
     assert len(CASES) >= 50 and len({c.what for c in CASES}) == len(CASES)
     table = render(rows)
     if os.environ.get("ABLAB_REGENERATE_DOCS") == "1":

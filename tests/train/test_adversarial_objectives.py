@@ -168,7 +168,7 @@ def test_decoupled_alp_step_is_eq_3_11_with_a_constant_coefficient():
     clean, adv = ref(x), ref(_fgsm_by_hand(ref, x, y, 0.1))
     j = F.cross_entropy(adv, y)
     h = -(adv.softmax(1).detach() * clean.log_softmax(1)).sum(1).mean()
-    c = float(j / h) / 0.125  # a number: no gradient through the ratio
+    c = float((j / h).detach()) / 0.125  # a number: no gradient through the ratio
     _sgd_by_hand(ref, j + c * h + 1e-3 * ((clean ** 2).sum(1).mean() + (adv ** 2).sum(1).mean()))
     _same_parameters(model, ref)
 
