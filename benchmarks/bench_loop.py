@@ -159,6 +159,11 @@ def plan_rounds(case: Case, quick: bool) -> tuple[int, int, int]:
     return (case.short, min(case.long, 50), 2) if quick else (case.short, case.long, case.rounds)
 
 
+def per_step(at_k, at_n, k: int, n: int) -> list[float]:
+    """(T(N) − T(k)) / (N − k) per measured quantity: what one more step costs, the run's set-up differenced away."""
+    return [(b - a) / (n - k) for a, b in zip(at_k, at_n)]
+
+
 def measure_step(case: Case, device: torch.device, quick: bool, diagnose: bool) -> dict[str, list[float]]:
     """Seconds per training step, one value per round: 'ablab', 'plain' (and 'nondet' to diagnose)."""
     k, n, rounds = plan_rounds(case, quick)
@@ -176,7 +181,7 @@ def measure_step(case: Case, device: torch.device, quick: bool, diagnose: bool) 
             cases[name]()
     t = measure_interleaved(cases, rounds=rounds, warmup=0, device=device)
     sides = [name[:-2] for name in cases if name.endswith(" N")]
-    return {side: [(b - a) / (n - k) for a, b in zip(t[f"{side} k"], t[f"{side} N"])] for side in sides}
+    return {side: per_step(t[f"{side} k"], t[f"{side} N"], k, n) for side in sides}
 
 
 def measure_fixed_cost(case: Case, device: torch.device, quick: bool) -> dict[str, list[float]]:
@@ -231,7 +236,7 @@ def allocator_child(label: str, quick: bool) -> None:
         run_ablab(spec)
         after = resource.getrusage(resource.RUSAGE_SELF)
         out[name] = (time.perf_counter() - start, after.ru_minflt - before.ru_minflt, after.ru_stime - before.ru_stime)
-    per = [(b - a) / (n - k) for a, b in zip(out["k"], out["n"])]
+    per = per_step(out["k"], out["n"], k, n)
     run = [v / n for v in out["n"]]  # the whole run of N steps, set-up included, per step
     print(json.dumps({"ms": 1e3 * per[0], "run_ms": 1e3 * run[0], "faults": run[1], "sys_ms": 1e3 * run[2]}))
 
