@@ -187,7 +187,7 @@ def test_lrm_attacks_mixed_images_with_their_soft_labels_and_smoothing():
     clean, adv = ref(x), ref((x + 0.1 * g.sign()).clamp(0, 1))
     j = loss_fn(adv, soft)
     h = -(adv.softmax(1).detach() * clean.log_softmax(1)).sum(1).mean()
-    _sgd_by_hand(ref, j + float(j / h) / 0.125 * h + 1e-3 * (squared_norm(clean) + squared_norm(adv)))
+    _sgd_by_hand(ref, j + float((j / h).detach()) / 0.125 * h + 1e-3 * (squared_norm(clean) + squared_norm(adv)))
     _same_parameters(model, ref)
 
 
