@@ -436,3 +436,35 @@ def test_every_loader_normalizes_with_the_population_sd_of_its_training_split(sp
     np.testing.assert_allclose(ds.std, x.std(axis=axes, ddof=0), rtol=1e-6)
     assert not np.allclose(ds.std, x.std(axis=axes, ddof=1), rtol=1e-7, atol=0)  # the test tells the two apart
     assert_train_stats(ds)
+
+
+@pytest.mark.parametrize("params", [{}, {"channels": 3, "size": 12, "val_size": 0, "test_size": 100}])
+def test_digits_splits_are_the_documented_gather_and_each_call_owns_its_tensors(params):
+    """The split indices and statistics are computed once per process; the tensors are gathered anew each call,
+    so a run that changes its data in place cannot change the next run's."""
+    from sklearn.datasets import load_digits
+
+    from ablab.data.base import SPLIT_SEED
+
+    val, test, size, channels = (params.get("val_size", 180), params.get("test_size", 360), params.get("size", 8),
+                                 params.get("channels", 1))
+    bunch = load_digits()  # scikit-learn's own reader: the reference, independent of ours
+    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    if size != 8:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    x = x.expand(-1, channels, -1, -1)
+    y = torch.tensor(bunch.target)
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(SPLIT_SEED))
+    expected = {"test": perm[:test], "val": perm[test:test + val], "train": perm[test + val:]}
+    a = DATASETS.create({"name": "digits", **params})
+    for name, idx in expected.items():
+        idx = idx.sort().values
+        assert torch.equal(a.splits[name].x, x[idx]) and torch.equal(a.splits[name].y, y[idx]), name
+    assert a.std == (float(x[expected["train"]].std(correction=0)),) * channels
+
+    a.splits["train"].x.add_(1.0)  # a run changing its data in place
+    a.splits["test"].y.zero_()
+    b = DATASETS.create({"name": "digits", **params})
+    idx = expected["train"].sort().values
+    assert torch.equal(b.splits["train"].x, x[idx])
+    assert torch.equal(b.splits["test"].y, y[expected["test"].sort().values])

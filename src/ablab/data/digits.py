@@ -36,6 +36,28 @@ def _load_digits() -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.tensor(target, dtype=torch.int64)
 
 
+@functools.lru_cache(maxsize=8)
+def _layout(val_size: int, test_size: int, size: int, channels: int
+            ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], tuple[float, float]]:
+    """What every run with these settings shares, computed once per process (never handed out to be changed):
+    the resized images, the targets, each split's indices and the training split's mean and std."""
+    x, y = _load_digits()
+    if size != 8:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    x = x.expand(-1, channels, -1, -1).contiguous()
+    n = len(y)
+    if val_size < 0 or test_size < 0 or val_size + test_size >= n:
+        from ablab.errors import SpecError
+
+        raise SpecError(f"val_size + test_size must be in 0..{n - 1}, got {val_size} + {test_size}", field="val_size")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED))
+    split_idx = {"train": perm[test_size + val_size :].sort().values,
+                 "val": perm[test_size : test_size + val_size].sort().values,
+                 "test": perm[:test_size].sort().values}
+    tx = x.index_select(0, split_idx["train"])
+    return x, y, split_idx, (float(tx.mean()), float(tx.std(correction=0)))
+
+
 @DATASETS.register("digits")
 def digits(
     val_size: NonNegativeInt = 180,
@@ -48,22 +70,10 @@ def digits(
     ``size`` resizes bilinearly (e.g. 32 to run the CIFAR architectures on a CPU in seconds);
     ``channels: 3`` repeats the grey channel, mimicking RGB input.
     """
-    x, y = _load_digits()
-    if size != 8:
-        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    x = x.expand(-1, channels, -1, -1).contiguous()
-    n = len(y)
-    if val_size < 0 or test_size < 0 or val_size + test_size >= n:
-        from ablab.errors import SpecError
-
-        raise SpecError(f"val_size + test_size must be in 0..{n - 1}, got {val_size} + {test_size}", field="val_size")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED))
-    test_idx = perm[:test_size].sort().values
-    val_idx = perm[test_size : test_size + val_size].sort().values
-    train_idx = perm[test_size + val_size :].sort().values
-    splits = {k: Split(x[i], y[i]) for k, i in (("train", train_idx), ("val", val_idx), ("test", test_idx))}
-    tx = splits["train"].x
+    x, y, split_idx, (mean, std) = _layout(val_size, test_size, size, channels)
+    # fresh tensors each call (a run may own and change its data); index_select gathers ~6x faster than x[idx]
+    splits = {k: Split(x.index_select(0, i), y.index_select(0, i)) for k, i in split_idx.items()}
     return Dataset(
         "digits", splits, in_shape=(channels, size, size), out_dim=10, task="classification",
-        mean=(float(tx.mean()),) * channels, std=(float(tx.std(correction=0)),) * channels,
+        mean=(mean,) * channels, std=(std,) * channels,
     ).check()
