@@ -2,9 +2,12 @@
 
 Targets (issue 24, "Performance"): per-model throughput packed vs sequential ≥ 5× for the MLP
 64-128-128-10 on digits at batch 64 with R = 32 (CPU, 1 thread), ≥ 2× for ``one_hidden_conv``
-(64@5×5/2, BatchNorm) on 8×8 digits at batch 32 as in ``studies/nondeterminism/cpu.yaml``; on a GPU
-≥ 10× for the MLP (not measured here when no GPU is lent). The 16×16 conv at batch 64, where
-packing loses on the CPU, is measured beside it with what ``execute.pack: auto`` chose for it.
+(64@5×5/2, BatchNorm) on 8×8 digits at batch 32 as in ``studies/nondeterminism/cpu.yaml``. The 16×16
+conv at batch 64, where packing loses on the CPU, is measured beside it with what
+``execute.pack: auto`` chose for it. Where a CUDA device is present the benchmark runs there and
+takes the GPU targets: ≥ 10× for the same MLP and ≥ 3× for ``resnet6`` (BatchNorm) at batch 128 on
+32×32×3 digits (CIFAR's shape), R = 16, with the 8×8 conv beside it (``scripts/gpu_check.sh`` runs
+it). ``--quick`` on the CPU also runs the resnet6 case, small, so its code cannot break unnoticed.
 
 Method. Four cases, each R models × N SGD steps (momentum 0.9), timed whole and interleaved over
 rounds (the order flips every round):
@@ -58,14 +61,21 @@ from ablab.train.loop import train
 from ablab.train.packed import packability, train_pack
 
 SPEEDUP_TARGET = 5.0  # packed per-model throughput / sequential, CPU, MLP 64-128-128-10, batch 64, R = 32
+GPU_SPEEDUP_TARGET = 10.0  # the same MLP on a GPU
 CONV_TARGET = 2.0  # the same for one_hidden_conv on 8×8 digits at batch 32 (studies/nondeterminism/cpu.yaml)
+GPU_CONV_TARGET = 3.0  # resnet6 at batch 128 on a GPU
 STUDY_TARGET = 2.0  # wall time of studies/nondeterminism/cpu.yaml unpacked / packed
 STUDY = Path(__file__).resolve().parent.parent / "studies" / "nondeterminism" / "cpu.yaml"
 DIGITS16 = {"name": "digits", "size": 16, "channels": 1}
-CONV_CASES = {  # name: (model, data, batch size, R (full run))
+DIGITS32 = {"name": "digits", "size": 32, "channels": 3}  # CIFAR's shape
+CONV_CASES = {  # name: (model, data, batch size, R (full run)); the first has the CPU target
     "one_hidden_conv 64@5x5/2 + BN on 8x8 digits, batch 32": (
         {"name": "one_hidden_conv", "norm": "batchnorm"}, "digits", 32, 16),
     "one_hidden_conv 64@5x5/2 on 16x16 digits, batch 64": ({"name": "one_hidden_conv"}, DIGITS16, 64, 16),
+}
+GPU_CONV_CASES = {  # on a GPU, the first has the GPU target; the CPU's first case is measured beside it
+    "resnet6 + BN on 32x32x3 digits, batch 128": ({"name": "resnet6"}, DIGITS32, 128, 16),
+    **dict(list(CONV_CASES.items())[:1]),
 }
 BASE = {"data": "digits", "model": {"name": "mlp", "widths": [128, 128]},
         "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9}, "batch_size": 64, "device": "cpu",
@@ -79,7 +89,7 @@ def specs(r: int, steps: int, device: str = "cpu", **changes) -> list[RunSpec]:
 
 
 def conv_specs(name: str, r: int, steps: int, device: str = "cpu") -> list[RunSpec]:
-    model, data, batch, _ = CONV_CASES[name]
+    model, data, batch, _ = {**CONV_CASES, **GPU_CONV_CASES}[name]
     return specs(r, steps, device, model=model, data=data, batch_size=batch)
 
 
@@ -240,12 +250,18 @@ def main() -> None:
                 [["one run alone", f"{mem['alone']:.1f}"], [f"a packed group of {r}", f"{mem['packed']:.1f}"],
                  ["one_hidden_conv: one run alone", f"{conv_mem['alone']:.1f}"],
                  [f"one_hidden_conv: a packed group of {conv_r}", f"{conv_mem['packed']:.1f}"]])
-    conv_speedup = conv_cases(args, dev, device)
+    gpu = device.type == "cuda"
+    mlp_target, conv_target = (GPU_SPEEDUP_TARGET, GPU_CONV_TARGET) if gpu else (SPEEDUP_TARGET, CONV_TARGET)
+    conv_speedup = conv_cases(args, dev, device, GPU_CONV_CASES if gpu else CONV_CASES)
+    where = "GPU" if gpu else "CPU"
     verdicts = [
-        Verdict("bench_replicas", f"ablab packed / alone time per model-step, R={r} (≤ 1/{SPEEDUP_TARGET:g})",
-                1 / ratio["ablab speed-up (alone / packed)"], 1 / SPEEDUP_TARGET, "ratio"),
-        Verdict("bench_replicas", f"one_hidden_conv on digits: packed / alone time per model-step (≤ 1/{CONV_TARGET:g})",
-                1 / conv_speedup, 1 / CONV_TARGET, "ratio")]
+        Verdict("bench_replicas", f"MLP on {where}: ablab packed / alone time per model-step, R={r} "
+                f"(≤ 1/{mlp_target:g})", 1 / ratio["ablab speed-up (alone / packed)"], 1 / mlp_target, "ratio"),
+        Verdict("bench_replicas", f"{'resnet6, batch 128' if gpu else 'one_hidden_conv on digits'} on {where}: "
+                f"packed / alone time per model-step (≤ 1/{conv_target:g})", 1 / conv_speedup, 1 / conv_target, "ratio")]
+    if args.quick and not gpu:  # the GPU's cases run here too, so their code cannot break unnoticed
+        conv_cases(args, dev, device, dict(list(GPU_CONV_CASES.items())[:1]), title="the GPU target's case, ",
+                   quick=(2, 2))
     if args.study:
         verdicts.append(study_comparison(args))
     for verdict in verdicts:
@@ -253,12 +269,14 @@ def main() -> None:
     write_summary(args.summary_json, verdicts)
 
 
-def conv_cases(args, dev: str, device: torch.device) -> float:
-    """ablab alone against ablab packed for each conv case, with auto's choice; the first case's speed-up."""
-    steps, rounds = (5, 2) if args.quick else (40, 3)
+def conv_cases(args, dev: str, device: torch.device, conv: dict, title: str = "", quick: tuple[int, int] = (4, 5)
+               ) -> float:
+    """ablab alone against ablab packed for each case of ``conv``, with auto's choice; the first case's speed-up.
+    ``quick``: (R, steps) under ``--quick``."""
+    steps, rounds = (quick[1], 2) if args.quick else (40, 3)
     rows, speedups = [], []
-    for name, (_, _, _, full_r) in CONV_CASES.items():
-        r = 4 if args.quick else full_r
+    for name, (_, _, _, full_r) in conv.items():
+        r = quick[0] if args.quick else full_r
         cases = {"alone": lambda: [train(s) for s in conv_specs(name, r, steps, dev)],
                  "packed": lambda: train_pack(conv_specs(name, r, steps, dev))}
         times = measure_interleaved(cases, rounds=rounds, warmup=1, device=device)
@@ -268,7 +286,7 @@ def conv_cases(args, dev: str, device: torch.device) -> float:
         rows.append([name, str(r), f"{median(times['alone']) / (r * steps) * 1e3:.3f}",
                      f"{median(times['packed']) / (r * steps) * 1e3:.3f}", f"{speedup:.2f}",
                      f"R = {choice[2]}" + (f" ({choice[3]})" if choice[2] == "1" else "")])
-    print_table(f"convolutional: ablab alone vs packed (explicit R), {steps} SGD steps per model, {rounds} rounds, "
+    print_table(f"{title}convolutional: ablab alone vs packed (explicit R), {steps} SGD steps per model, {rounds} rounds, "
                 f"{args.threads} thread(s); the last column: what execute.pack: auto chose",
                 ["case", "R", "alone ms/model-step", "packed ms/model-step", "speed-up", "auto"], rows)
     return speedups[0]

@@ -7,7 +7,8 @@
 # Steps (each runs whatever happened before; a summary comes last):
 #   1 setup   versions, nvidia-smi, the wheels into a temporary folder on PYTHONPATH
 #   2 tests   the gpu-marked tests (make gpu-tests), then the executor's start-method tests
-#   3 bench   benchmarks/bench_gpu.py --write-results (ablab vs a hand-written loop; RESULTS.md)
+#   3 bench   benchmarks/bench_gpu.py --write-results (ablab vs a hand-written loop; RESULTS.md), then
+#             benchmarks/bench_replicas.py on cuda (packed replicas' GPU targets, issue 24)
 #   4 study   the seed-001 CPU study on cuda (make gpu-study) and its report
 #   5 suite   the whole fast test suite, with whatever time is left
 # Writes into $OUT (at most 8 files): setup.log, tests.log, bench.log, study.log, suite.log,
@@ -93,6 +94,8 @@ run_step "start-method tests" "$TESTS" 90 "$PY" -m pytest tests/execute/test_loc
 BENCH="$OUT/bench.log"
 (cd benchmarks && run_step "bench_gpu --write-results" "$BENCH" 210 "$PY" bench_gpu.py --write-results)
 cp benchmarks/RESULTS.md "$OUT/RESULTS.md"
+# packed replicas on the GPU (issue 24: >= 10x for the MLP, >= 3x for resnet6 at batch 128)
+(cd benchmarks && run_step "bench_replicas on cuda" "$BENCH" 150 "$PY" bench_replicas.py)
 
 # ---- 4 study: seed 001's CPU study with device: cuda (every BN variant, BN_beta included)
 STUDY="$OUT/study.log"
@@ -138,7 +141,7 @@ fi
     echo "suite, per-test lines: $(grep -c ' PASSED' "$SUITE_LOG") passed, $(grep -c ' FAILED' "$SUITE_LOG") failed"
     grep -h ' FAILED ' "$SUITE_LOG" | head -20
   fi
-  grep -hE "ablab / hand-written|aug / |speed-up|MISS" "$BENCH" 2>/dev/null
+  grep -hE "ablab / hand-written|aug / |speed-up|MISS|PASS: " "$BENCH" 2>/dev/null
   grep -hE "^bn_dissect_cpu: |^devices:" "$STUDY" 2>/dev/null
   echo "total $((SECONDS - START)) s"
 } >>"$SUMMARY"

@@ -115,6 +115,9 @@ def test_bench_replicas_quick_prints_every_case_ratio_choice_and_memory():
     assert "one_hidden_conv: a packed group of 4" in out
     assert "one_hidden_conv 64@5x5/2 + BN on 8x8 digits, batch 32" in out  # the conv cases, with auto's choice
     assert "R = 1 (auto does not pack a convolutional model this large" in out
+    # the GPU target's case (resnet6 at batch 128), small, so its code runs where no GPU is lent
+    assert "the GPU target's case, convolutional" in out and "\nresnet6 + BN on 32x32x3 digits, batch 128  2 " in out
+    assert "MISS: MLP on CPU" in out or "PASS: MLP on CPU" in out
     for pack in ("off", "auto"):
         for alloc in ("kept", "system"):
             assert f"execute.pack: {pack}, allocator {alloc}:" in out, out[-3000:]
