@@ -213,6 +213,24 @@ def peak_memory(r: int, steps: int, case: str = "mlp") -> dict[str, float]:
     return out
 
 
+def gpu_peak_memory(r: int, steps: int, case: str = "mlp") -> dict[str, float]:
+    """On CUDA, in this process: the peak of allocated device memory over what was allocated before, MiB, for one
+    run alone and for a packed group of ``r`` (the resident set of the host says little there)."""
+    make = specs if case == "mlp" else (lambda n, k, d: conv_specs(case, n, k, d))
+    out = {}
+    for mode in ("alone", "packed"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        if mode == "alone":
+            train(make(1, steps, "cuda")[0])
+        else:
+            train_pack(make(r, steps, "cuda"))
+        torch.cuda.synchronize()
+        out[mode] = (torch.cuda.max_memory_allocated() - base) / 2**20
+    return out
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--memory-child":
         torch.set_num_threads(1)
@@ -250,6 +268,14 @@ def main() -> None:
                 [["one run alone", f"{mem['alone']:.1f}"], [f"a packed group of {r}", f"{mem['packed']:.1f}"],
                  ["one_hidden_conv: one run alone", f"{conv_mem['alone']:.1f}"],
                  [f"one_hidden_conv: a packed group of {conv_r}", f"{conv_mem['packed']:.1f}"]])
+    if device.type == "cuda":
+        gpu_case = next(iter(GPU_CONV_CASES))
+        gpu_r = 4 if args.quick else GPU_CONV_CASES[gpu_case][3]
+        gmem, gconv = gpu_peak_memory(r, steps), gpu_peak_memory(gpu_r, steps, gpu_case)
+        print_table("peak GPU memory (allocated while training, over what was allocated before, MiB)", ["case", "MiB"],
+                    [["MLP: one run alone", f"{gmem['alone']:.1f}"], [f"MLP: a packed group of {r}", f"{gmem['packed']:.1f}"],
+                     [f"{gpu_case}: one run alone", f"{gconv['alone']:.1f}"],
+                     [f"{gpu_case}: a packed group of {gpu_r}", f"{gconv['packed']:.1f}"]])
     gpu = device.type == "cuda"
     mlp_target, conv_target = (GPU_SPEEDUP_TARGET, GPU_CONV_TARGET) if gpu else (SPEEDUP_TARGET, CONV_TARGET)
     conv_speedup = conv_cases(args, dev, device, GPU_CONV_CASES if gpu else CONV_CASES)
