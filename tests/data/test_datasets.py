@@ -460,7 +460,8 @@ def test_digits_splits_are_the_documented_gather_and_each_call_owns_its_tensors(
     for name, idx in expected.items():
         idx = idx.sort().values
         assert torch.equal(a.splits[name].x, x[idx]) and torch.equal(a.splits[name].y, y[idx]), name
-    assert a.std == (float(x[expected["train"]].std(correction=0)),) * channels
+    train_x = x[expected["train"]]
+    assert a.mean == (float(train_x.mean()),) * channels and a.std == (float(train_x.std(correction=0)),) * channels
 
     a.splits["train"].x.add_(1.0)  # a run changing its data in place
     a.splits["test"].y.zero_()

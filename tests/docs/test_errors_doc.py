@@ -16,6 +16,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -455,17 +456,9 @@ def run_case(case: Case, root: Path, finished: Path) -> tuple[int, str, list[str
     argv = case.make(root, finished)
     before = _tree(root)
     err = io.StringIO()
-    saved = {k: os.environ.get(k) for k in case.env}
-    os.environ.update(case.env)
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            code = main(argv)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with mock.patch.dict(os.environ, case.env), contextlib.redirect_stderr(err), \
+            contextlib.redirect_stdout(io.StringIO()):
+        code = main(argv)
     assert _tree(root) == before, f"{case.what}: files changed"
     return code, err.getvalue(), argv
 

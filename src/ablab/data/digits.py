@@ -36,16 +36,20 @@ def _load_digits() -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.tensor(target, dtype=torch.int64)
 
 
-@functools.lru_cache(maxsize=8)
-def _layout(val_size: int, test_size: int, size: int, channels: int
-            ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], tuple[float, float]]:
-    """What every run with these settings shares, computed once per process (never handed out to be changed):
-    the resized images, the targets, each split's indices and the training split's mean and std."""
-    x, y = _load_digits()
+def _images(size: int, channels: int) -> torch.Tensor:
+    """All 1797 images at ``size`` with ``channels`` (a new tensor: the cached originals are never changed)."""
+    x, _ = _load_digits()
     if size != 8:
         x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    x = x.expand(-1, channels, -1, -1).contiguous()
-    n = len(y)
+    return x.expand(-1, channels, -1, -1).contiguous()
+
+
+@functools.lru_cache(maxsize=16)
+def _split_plan(val_size: int, test_size: int, size: int, channels: int
+                ) -> tuple[dict[str, torch.Tensor], tuple[float, float]]:
+    """Each split's indices and the training split's mean and SD (ddof 0), computed once per process: small,
+    and only read (the images themselves are rebuilt per call, so no large tensor stays cached)."""
+    n = len(_load_digits()[1])
     if val_size < 0 or test_size < 0 or val_size + test_size >= n:
         from ablab.errors import SpecError
 
@@ -54,8 +58,8 @@ def _layout(val_size: int, test_size: int, size: int, channels: int
     split_idx = {"train": perm[test_size + val_size :].sort().values,
                  "val": perm[test_size : test_size + val_size].sort().values,
                  "test": perm[:test_size].sort().values}
-    tx = x.index_select(0, split_idx["train"])
-    return x, y, split_idx, (float(tx.mean()), float(tx.std(correction=0)))
+    tx = _images(size, channels).index_select(0, split_idx["train"])
+    return split_idx, (float(tx.mean()), float(tx.std(correction=0)))
 
 
 @DATASETS.register("digits")
@@ -70,7 +74,8 @@ def digits(
     ``size`` resizes bilinearly (e.g. 32 to run the CIFAR architectures on a CPU in seconds);
     ``channels: 3`` repeats the grey channel, mimicking RGB input.
     """
-    x, y, split_idx, (mean, std) = _layout(val_size, test_size, size, channels)
+    split_idx, (mean, std) = _split_plan(val_size, test_size, size, channels)
+    x, y = _images(size, channels), _load_digits()[1]
     # fresh tensors each call (a run may own and change its data); index_select gathers ~6x faster than x[idx]
     splits = {k: Split(x.index_select(0, i), y.index_select(0, i)) for k, i in split_idx.items()}
     return Dataset(
