@@ -51,7 +51,7 @@ from ablab.registry import DATASETS
 from ablab.spec import RunSpec, Study, expand
 from ablab.store import Store
 from ablab.train.build import build_model, build_optimizer, load_run_data
-from ablab.train.compute import MALLOC_ENV
+from ablab.train.compute import MALLOC_ENV, keep_freed_memory
 from ablab.train.loop import train
 
 STEP_TARGET = 1.03  # ablab step / plain step
@@ -270,8 +270,6 @@ def main() -> None:
     args = parse_args(__doc__.splitlines()[0], _child_options)
     if args.allocator_child:
         torch.set_num_threads(args.threads)
-        from ablab.train.compute import keep_freed_memory
-
         keep_freed_memory()  # a no-op under ABLAB_MALLOC=system
         allocator_child(args.allocator_child, args.quick)
         return

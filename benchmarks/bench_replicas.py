@@ -93,6 +93,11 @@ def conv_specs(name: str, r: int, steps: int, device: str = "cpu") -> list[RunSp
     return specs(r, steps, device, model=model, data=data, batch_size=batch)
 
 
+def case_specs(case: str, r: int, steps: int, device: str = "cpu") -> list[RunSpec]:
+    """``case`` is "mlp" (the MLP of ``BASE``) or the name of a convolutional case."""
+    return specs(r, steps, device) if case == "mlp" else conv_specs(case, r, steps, device)
+
+
 # ---- the hand-written baselines
 
 
@@ -184,8 +189,7 @@ def memory_child(mode: str, r: int, steps: int, case: str = "mlp") -> None:
     import threading
     import time
 
-    make = specs if case == "mlp" else (lambda n, k: conv_specs(case, n, k))
-    train(make(1, 1)[0])  # imports done on first use (torch._dynamo with the first optimizer) are not the run's
+    train(case_specs(case, 1, 1)[0])  # imports done on first use (torch._dynamo with the first optimizer) are not the run's
     before, peak, done = _resident_mib(), [0.0], threading.Event()
 
     def sample() -> None:
@@ -196,9 +200,9 @@ def memory_child(mode: str, r: int, steps: int, case: str = "mlp") -> None:
     watcher = threading.Thread(target=sample, daemon=True)
     watcher.start()
     if mode == "alone":
-        train(make(1, steps)[0])
+        train(case_specs(case, 1, steps)[0])
     else:
-        train_pack(make(r, steps))
+        train_pack(case_specs(case, r, steps))
     done.set()
     watcher.join()
     print(max(peak[0], _resident_mib()) - before)
@@ -216,16 +220,15 @@ def peak_memory(r: int, steps: int, case: str = "mlp") -> dict[str, float]:
 def gpu_peak_memory(r: int, steps: int, case: str = "mlp") -> dict[str, float]:
     """On CUDA, in this process: the peak of allocated device memory over what was allocated before, MiB, for one
     run alone and for a packed group of ``r`` (the resident set of the host says little there)."""
-    make = specs if case == "mlp" else (lambda n, k, d: conv_specs(case, n, k, d))
     out = {}
     for mode in ("alone", "packed"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         if mode == "alone":
-            train(make(1, steps, "cuda")[0])
+            train(case_specs(case, 1, steps, "cuda")[0])
         else:
-            train_pack(make(r, steps, "cuda"))
+            train_pack(case_specs(case, r, steps, "cuda"))
         torch.cuda.synchronize()
         out[mode] = (torch.cuda.max_memory_allocated() - base) / 2**20
     return out
@@ -268,7 +271,8 @@ def main() -> None:
                 [["one run alone", f"{mem['alone']:.1f}"], [f"a packed group of {r}", f"{mem['packed']:.1f}"],
                  ["one_hidden_conv: one run alone", f"{conv_mem['alone']:.1f}"],
                  [f"one_hidden_conv: a packed group of {conv_r}", f"{conv_mem['packed']:.1f}"]])
-    if device.type == "cuda":
+    gpu = device.type == "cuda"
+    if gpu:
         gpu_case = next(iter(GPU_CONV_CASES))
         gpu_r = 4 if args.quick else GPU_CONV_CASES[gpu_case][3]
         gmem, gconv = gpu_peak_memory(r, steps), gpu_peak_memory(gpu_r, steps, gpu_case)
@@ -276,7 +280,6 @@ def main() -> None:
                     [["MLP: one run alone", f"{gmem['alone']:.1f}"], [f"MLP: a packed group of {r}", f"{gmem['packed']:.1f}"],
                      [f"{gpu_case}: one run alone", f"{gconv['alone']:.1f}"],
                      [f"{gpu_case}: a packed group of {gpu_r}", f"{gconv['packed']:.1f}"]])
-    gpu = device.type == "cuda"
     mlp_target, conv_target = (GPU_SPEEDUP_TARGET, GPU_CONV_TARGET) if gpu else (SPEEDUP_TARGET, CONV_TARGET)
     conv_speedup = conv_cases(args, dev, device, GPU_CONV_CASES if gpu else CONV_CASES)
     where = "GPU" if gpu else "CPU"
